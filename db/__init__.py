@@ -1,0 +1,1 @@
+"""The database layer: the only place that holds SQL. It imports neither api nor tasks."""

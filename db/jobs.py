@@ -1,0 +1,162 @@
+"""Job rows: the state machine. Every transition is one guarded UPDATE.
+
+    pending ──claim──▶ running ──finish──▶ completed | failed | cancelled
+       ▲                  │
+       └────release───────┘   (a transient failure hands the job back)
+    pending ──cancel──▶ cancelled          (at once, by the API)
+    running ──claim (heartbeat stale)──▶ running, attempt + 1
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from psycopg.types.json import Jsonb
+from psycopg_pool import AsyncConnectionPool
+
+from db import queries
+from db.events import AppendBatch, append_in
+
+STATUSES = ("pending", "running", "completed", "failed", "cancelled")
+TERMINAL_STATUSES = frozenset({"completed", "failed", "cancelled"})
+CANCELLED_EVENT = {"type": "done", "status": "cancelled"}
+
+
+@dataclass(frozen=True)
+class Claim:
+    """A job this worker now runs, and why this attempt started."""
+
+    job: dict[str, Any]
+    previous_status: str
+    previous_error: str | None
+
+    @property
+    def id(self) -> uuid.UUID:
+        return self.job["id"]
+
+    @property
+    def attempt(self) -> int:
+        return self.job["attempt"]
+
+
+async def create_job(
+    pool: AsyncConnectionPool,
+    *,
+    tenant: str,
+    message: str,
+    model: str,
+    session_id: str | None = None,
+    metadata: dict[str, Any] | None = None,
+    job_id: uuid.UUID | None = None,
+) -> dict[str, Any]:
+    params = {
+        "id": job_id or uuid.uuid4(),
+        "tenant": tenant,
+        "session_id": session_id,
+        "message": message,
+        "model": model,
+        "metadata": Jsonb(metadata or {}),
+    }
+    async with pool.connection() as conn:
+        cur = await conn.execute(queries.INSERT_JOB, params)
+        return await cur.fetchone()
+
+
+async def get_job(pool: AsyncConnectionPool, job_id: uuid.UUID, tenant: str) -> dict[str, Any] | None:
+    async with pool.connection() as conn:
+        cur = await conn.execute(queries.GET_JOB, {"id": job_id, "tenant": tenant})
+        return await cur.fetchone()
+
+
+async def list_jobs(
+    pool: AsyncConnectionPool,
+    *,
+    tenant: str,
+    limit: int,
+    session_id: str | None = None,
+    status: str | None = None,
+    cursor: tuple[datetime, uuid.UUID] | None = None,
+) -> list[dict[str, Any]]:
+    params = {
+        "tenant": tenant,
+        "session_id": session_id,
+        "status": status,
+        "cursor_created_at": cursor[0] if cursor else None,
+        "cursor_id": cursor[1] if cursor else None,
+        "limit": limit,
+    }
+    async with pool.connection() as conn:
+        cur = await conn.execute(queries.LIST_JOBS, params)
+        return await cur.fetchall()
+
+
+async def claim_job(
+    pool: AsyncConnectionPool, job_id: uuid.UUID, *, worker: str, stale_after_s: float
+) -> Claim | None:
+    """Take the job for a new attempt, or None when it is not ours to run
+    (finished, cancelled, or running elsewhere with a live heartbeat)."""
+    async with pool.connection() as conn:
+        cur = await conn.execute(
+            queries.CLAIM_JOB, {"id": job_id, "worker": worker, "stale_after_s": stale_after_s}
+        )
+        row = await cur.fetchone()
+    if row is None:
+        return None
+    previous_status = row.pop("prev_status")
+    previous_error = row.pop("prev_error")
+    return Claim(row, previous_status, previous_error)
+
+
+async def heartbeat(
+    pool: AsyncConnectionPool, running: dict[uuid.UUID, int]
+) -> dict[uuid.UUID, datetime | None]:
+    """Touch every (job, attempt) this worker runs. Answers {job_id: cancel_requested_at}
+    for the jobs still ours; a job missing from the answer was taken from us."""
+    if not running:
+        return {}
+    params = {"ids": list(running), "attempts": list(running.values())}
+    async with pool.connection() as conn:
+        cur = await conn.execute(queries.HEARTBEAT, params)
+        return {r["id"]: r["cancel_requested_at"] for r in await cur.fetchall()}
+
+
+async def cancel_requests(pool: AsyncConnectionPool, job_ids: list[uuid.UUID]) -> set[uuid.UUID]:
+    if not job_ids:
+        return set()
+    async with pool.connection() as conn:
+        cur = await conn.execute(queries.CANCEL_REQUESTS, {"ids": job_ids})
+        return {r["id"] for r in await cur.fetchall()}
+
+
+async def cancel_job(pool: AsyncConnectionPool, job_id: uuid.UUID, tenant: str) -> str | None:
+    """Idempotent cancel. Answers the job's status afterwards, None if there is no such job.
+
+    A pending job is cancelled at once: status and its ``done`` event in one
+    transaction. A running job gets ``cancel_requested_at``; its worker stops it and
+    appends the terminal event. A finished job is left as it is.
+    """
+    async with pool.connection() as conn:
+        async with conn.transaction():
+            cur = await conn.execute(queries.GET_JOB + " FOR UPDATE", {"id": job_id, "tenant": tenant})
+            job = await cur.fetchone()
+            if job is None:
+                return None
+            if job["status"] == "pending":
+                [result] = await append_in(
+                    conn,
+                    [AppendBatch(job_id, [CANCELLED_EVENT], from_statuses=("pending",), new_status="cancelled")],
+                )
+                return result.status
+            if job["status"] == "running":
+                await conn.execute(queries.REQUEST_CANCEL, {"id": job_id, "tenant": tenant})
+            return job["status"]
+
+
+async def release_job(pool: AsyncConnectionPool, job_id: uuid.UUID, *, attempt: int, error: str) -> bool:
+    """Hand a running job back as pending, for a retry after a transient failure."""
+    async with pool.connection() as conn:
+        cur = await conn.execute(queries.RELEASE_JOB, {"id": job_id, "attempt": attempt, "error": error})
+        return await cur.fetchone() is not None

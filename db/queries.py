@@ -1,0 +1,133 @@
+"""Every SQL statement Runstream runs, by name.
+
+Parameters use psycopg's ``%(name)s`` style. Each job-state transition is one
+guarded UPDATE: the WHERE clause names the states it may leave, so a transition
+that lost a race changes nothing and returns no row.
+"""
+
+NOTIFY_CHANNEL = "runstream_events"
+
+JOB_COLUMNS = """
+    id, tenant, session_id, message, model, status, attempt, last_seq,
+    cancel_requested_at, error, metadata, created_at, started_at, finished_at,
+    heartbeat_at, worker
+"""
+
+INSERT_JOB = f"""
+INSERT INTO jobs (id, tenant, session_id, message, model, metadata)
+VALUES (%(id)s, %(tenant)s, %(session_id)s, %(message)s, %(model)s, %(metadata)s)
+RETURNING {JOB_COLUMNS}
+"""
+
+GET_JOB = f"""
+SELECT {JOB_COLUMNS} FROM jobs WHERE id = %(id)s AND tenant = %(tenant)s
+"""
+
+# Newest first; the cursor is the (created_at, id) of the last row of the page.
+LIST_JOBS = f"""
+SELECT {JOB_COLUMNS} FROM jobs
+WHERE tenant = %(tenant)s
+  AND (%(session_id)s::text IS NULL OR session_id = %(session_id)s)
+  AND (%(status)s::text IS NULL OR status = %(status)s)
+  AND (%(cursor_created_at)s::timestamptz IS NULL
+       OR (created_at, id) < (%(cursor_created_at)s, %(cursor_id)s::uuid))
+ORDER BY created_at DESC, id DESC
+LIMIT %(limit)s
+"""
+
+# The one writer of job_events. In one statement: bump last_seq under the job's
+# row lock (which serializes every writer of the job, so seqs are gap-free and
+# commit in order), optionally move the job to a new status, insert the rows,
+# and notify once. Guards: the job must be in one of ``from_statuses``, and, when
+# given, at ``attempt`` (fences a worker whose job was taken over) and at
+# ``expected_last_seq`` (makes a retried append idempotent).
+APPEND_EVENTS = f"""
+WITH bumped AS (
+    UPDATE jobs SET
+        last_seq = last_seq + %(n)s,
+        status = coalesce(%(new_status)s::text, status),
+        error = CASE WHEN %(new_status)s::text IS NULL THEN error ELSE %(error)s::text END,
+        finished_at = CASE
+            WHEN %(new_status)s::text IN ('completed', 'failed', 'cancelled') THEN now()
+            ELSE finished_at END,
+        cancel_requested_at = CASE
+            WHEN %(new_status)s::text = 'cancelled' THEN coalesce(cancel_requested_at, now())
+            ELSE cancel_requested_at END
+    WHERE id = %(job_id)s
+      AND status = ANY(%(from_statuses)s::text[])
+      AND (%(attempt)s::int IS NULL OR attempt = %(attempt)s::int)
+      AND (%(expected_last_seq)s::bigint IS NULL OR last_seq = %(expected_last_seq)s::bigint)
+    RETURNING id, last_seq, attempt, status, cancel_requested_at
+), inserted AS (
+    INSERT INTO job_events (job_id, seq, attempt, type, payload)
+    SELECT b.id, b.last_seq - %(n)s + e.ord, b.attempt, e.payload ->> 'type', e.payload
+    FROM bumped b, jsonb_array_elements(%(payloads)s::jsonb) WITH ORDINALITY AS e(payload, ord)
+)
+SELECT last_seq, status, cancel_requested_at,
+       pg_notify('{NOTIFY_CHANNEL}', id::text || ':' || last_seq::text)
+FROM bumped
+"""
+
+# payload::text is the stored JSON as one line: streams send it as is.
+READ_EVENTS = """
+SELECT seq, type, payload::text AS data
+FROM job_events
+WHERE job_id = %(job_id)s AND seq > %(after_seq)s
+ORDER BY seq
+LIMIT %(limit)s
+"""
+
+# Claim a job for one attempt: a pending job, or a running one whose worker
+# stopped heart-beating. The previous status and error say why a new attempt
+# starts (the reason in its ``retry`` event).
+CLAIM_JOB = f"""
+WITH prev AS (
+    SELECT id, status AS prev_status, error AS prev_error
+    FROM jobs
+    WHERE id = %(id)s
+      AND (status = 'pending'
+           OR (status = 'running'
+               AND heartbeat_at < now() - make_interval(secs => %(stale_after_s)s)))
+    FOR UPDATE
+)
+UPDATE jobs j SET
+    status = 'running',
+    attempt = j.attempt + 1,
+    started_at = coalesce(j.started_at, now()),
+    heartbeat_at = now(),
+    worker = %(worker)s,
+    error = NULL
+FROM prev
+WHERE j.id = prev.id
+RETURNING {", ".join("j." + c.strip() for c in JOB_COLUMNS.split(","))},
+          prev.prev_status, prev.prev_error
+"""
+
+# Heartbeat every job a worker runs in one statement; answers which of them
+# have a cancel request, so one query per tick serves both.
+HEARTBEAT = """
+UPDATE jobs j SET heartbeat_at = now()
+FROM unnest(%(ids)s::uuid[], %(attempts)s::int[]) AS r(id, attempt)
+WHERE j.id = r.id AND j.attempt = r.attempt AND j.status = 'running'
+RETURNING j.id, j.cancel_requested_at
+"""
+
+CANCEL_REQUESTS = """
+SELECT id FROM jobs
+WHERE id = ANY(%(ids)s::uuid[]) AND cancel_requested_at IS NOT NULL
+"""
+
+# A running job is asked to stop; the worker appends the terminal event.
+REQUEST_CANCEL = """
+UPDATE jobs SET cancel_requested_at = coalesce(cancel_requested_at, now())
+WHERE id = %(id)s AND tenant = %(tenant)s AND status = 'running'
+RETURNING status
+"""
+
+# Hand a job back for another attempt (a transient failure): it is pending
+# again, and the error says why, for the retry event.
+RELEASE_JOB = """
+UPDATE jobs SET status = 'pending', error = %(error)s, worker = NULL
+WHERE id = %(id)s AND status = 'running' AND attempt = %(attempt)s
+RETURNING id
+"""

@@ -1,0 +1,58 @@
+"""Celery configuration shared by the API (which only sends) and the worker.
+
+Both sides must agree on the broker and its transport options, so they are
+derived here once from the settings.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from runstream.settings import Settings
+
+TASK_NAME = "runstream.run_job"
+QUEUE = "runstream"
+
+
+def broker_url(settings: Settings) -> str:
+    return settings.celery_broker_url or "filesystem://"
+
+
+def transport_options(settings: Settings) -> dict[str, Any]:
+    url = broker_url(settings)
+    if url.startswith("filesystem://"):
+        # Dev default: no broker process; messages are files under the data dir.
+        folder = (settings.data_dir / "broker").resolve()
+        for sub in ("queue", "processed"):
+            (folder / sub).mkdir(parents=True, exist_ok=True)
+        return {
+            "data_folder_in": str(folder / "queue"),
+            "data_folder_out": str(folder / "queue"),
+            "processed_folder": str(folder / "processed"),
+            "store_processed": False,
+            "polling_interval": 0.02,
+        }
+    if url.startswith(("redis://", "rediss://")):
+        # Redis redelivers an unacknowledged message (its worker died) only after
+        # this long. The job row is the truth anyway: the reaper re-dispatches.
+        return {"visibility_timeout": settings.redis_visibility_timeout_s}
+    return {}
+
+
+def celery_config(settings: Settings) -> dict[str, Any]:
+    return {
+        "broker_url": broker_url(settings),
+        "broker_transport_options": transport_options(settings),
+        "broker_connection_retry_on_startup": True,
+        "task_default_queue": QUEUE,
+        "task_ignore_result": True,
+        "task_serializer": "json",
+        "accept_content": ["json"],
+        "task_acks_late": True,
+        "task_reject_on_worker_lost": True,
+        "worker_prefetch_multiplier": 1,
+        # Agent runs wait on models and tools, not CPU: many runs per process.
+        "worker_pool": "threads",
+        "worker_concurrency": settings.worker_concurrency,
+        "worker_hijack_root_logger": False,
+    }

@@ -1,0 +1,69 @@
+"""The ``runstream`` console script. Each command reads the settings from the environment."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from runstream.settings import Settings, get_settings
+
+
+def require_database_url(settings: Settings) -> str:
+    if not settings.database_url:
+        sys.exit("runstream: DATABASE_URL is not set (or use `runstream dev`, which embeds Postgres).")
+    return settings.database_url
+
+
+def cmd_migrate(args: argparse.Namespace) -> None:
+    from db.migrate import upgrade_to_head
+
+    upgrade_to_head(require_database_url(get_settings()))
+    print("runstream: database is at the newest schema")
+
+
+def cmd_api(args: argparse.Namespace) -> None:
+    import uvicorn
+
+    require_database_url(get_settings())
+    uvicorn.run(
+        "api.app:create_app",
+        factory=True,
+        host=args.host,
+        port=args.port,
+        log_level="info",
+        timeout_graceful_shutdown=5,
+    )
+
+
+def cmd_worker(args: argparse.Namespace) -> None:
+    require_database_url(get_settings())
+    from tasks.celery_app import celery_app
+
+    celery_app.worker_main(["worker", "--loglevel=INFO", *args.celery_args])
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="runstream", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    api = commands.add_parser("api", help="serve the HTTP API and the chat page")
+    api.add_argument("--host", default="127.0.0.1")
+    api.add_argument("--port", type=int, default=8000)
+    api.set_defaults(func=cmd_api)
+
+    worker = commands.add_parser("worker", help="run a Celery worker (extra options go to Celery)")
+    worker.add_argument("celery_args", nargs=argparse.REMAINDER)
+    worker.set_defaults(func=cmd_worker)
+
+    migrate = commands.add_parser("migrate", help="upgrade the database to the newest schema")
+    migrate.set_defaults(func=cmd_migrate)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
+    args.func(args)
+
+
+if __name__ == "__main__":
+    main()

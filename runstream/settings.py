@@ -1,0 +1,81 @@
+"""Every setting Runstream reads, in one place.
+
+This is the only module that reads the environment. Names follow DESIGN.md:
+``DATABASE_URL`` and ``CELERY_BROKER_URL`` are unprefixed (the conventional names
+operators already set); everything else is ``RUNSTREAM_*``.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import AliasChoices, Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="RUNSTREAM_", extra="ignore")
+
+    # --- services -------------------------------------------------------------
+    database_url: str | None = Field(
+        default=None, validation_alias=AliasChoices("DATABASE_URL")
+    )
+    celery_broker_url: str | None = Field(
+        default=None, validation_alias=AliasChoices("CELERY_BROKER_URL")
+    )
+    # Where dev mode keeps the embedded Postgres cluster and the filesystem broker.
+    data_dir: Path = Path(".runstream")
+
+    # --- model ----------------------------------------------------------------
+    model: str = "offline"
+    offline_delay_ms: float = 30.0
+
+    # --- API ------------------------------------------------------------------
+    api_keys: str = ""
+    cors_origins: str = ""
+    keepalive_s: float = 15.0
+    # Connections in the API's query pool. Fixed: it never grows with open streams.
+    api_db_pool_size: int = 8
+    # Rows per read when a stream replays or catches up.
+    replay_page_size: int = 1000
+    # How long a publish to the broker may take before the API gives up (the
+    # job stays pending and the reaper dispatches it later).
+    dispatch_timeout_s: float = 2.0
+
+    # --- worker ---------------------------------------------------------------
+    worker_concurrency: int = 32
+    worker_db_pool_size: int = 4
+    heartbeat_s: float = 5.0
+    # A running job whose heartbeat is older than this is considered abandoned.
+    stale_after_s: float = 30.0
+    # How often a running job checks whether cancel was requested.
+    cancel_poll_s: float = 0.5
+    max_attempts: int = 3
+    # Redis only: an unacknowledged message is redelivered after this long.
+    redis_visibility_timeout_s: int = 3600
+    run_timeout_s: float = 600.0
+
+    @field_validator("database_url", "celery_broker_url", mode="before")
+    @classmethod
+    def _blank_is_unset(cls, value: object) -> object:
+        return value or None
+
+    @property
+    def api_key_map(self) -> dict[str, str]:
+        """``tenant=key,tenant=key`` → {key: tenant}."""
+        pairs = {}
+        for item in self.api_keys.split(","):
+            tenant, sep, key = item.strip().partition("=")
+            if sep and tenant and key:
+                pairs[key.strip()] = tenant.strip()
+        return pairs
+
+    @property
+    def cors_origin_list(self) -> list[str]:
+        return [o.strip() for o in self.cors_origins.split(",") if o.strip()]
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()
