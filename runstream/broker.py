@@ -11,7 +11,6 @@ from typing import Any
 from runstream.settings import Settings
 
 TASK_NAME = "runstream.run_job"
-QUEUE = "runstream"
 
 
 def broker_url(settings: Settings) -> str:
@@ -44,7 +43,7 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "broker_url": broker_url(settings),
         "broker_transport_options": transport_options(settings),
         "broker_connection_retry_on_startup": True,
-        "task_default_queue": QUEUE,
+        "task_default_queue": settings.queue,
         "task_ignore_result": True,
         "task_serializer": "json",
         "accept_content": ["json"],

@@ -24,6 +24,9 @@ class Settings(BaseSettings):
     celery_broker_url: str | None = Field(
         default=None, validation_alias=AliasChoices("CELERY_BROKER_URL")
     )
+    # The broker queue the API sends to and the worker consumes. Distinct names
+    # let several Runstreams (or test runs) share one broker.
+    queue: str = "runstream"
     # Where dev mode keeps the embedded Postgres cluster and the filesystem broker.
     data_dir: Path = Path(".runstream")
 
