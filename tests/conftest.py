@@ -1,0 +1,122 @@
+"""Session fixtures: a fresh database, and real worker and API processes.
+
+Nothing here is mocked. When Postgres or Redis is not reachable the tests fail
+(never skip): a green run must mean the real thing worked.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import httpx
+import psycopg
+import pytest
+import pytest_asyncio
+import redis
+from psycopg import sql
+from psycopg_pool import AsyncConnectionPool
+from sqlalchemy.engine import make_url
+
+from db.connector import open_pool
+from db.migrate import upgrade_to_head
+from tests.support.config import services
+from tests.support.processes import ApiServer, ServiceProcess, start_api, start_worker
+
+# Settings the tests pass to their subprocesses; nothing from the developer's own
+# environment may leak in and point a test at the wrong database or broker.
+RUNSTREAM_VARIABLES = ("DATABASE_URL", "CELERY_BROKER_URL")
+
+
+def _database_url(name: str) -> str:
+    return make_url(services.admin_database_url).set(database=name).render_as_string(hide_password=False)
+
+
+def create_database(prefix: str = "rs_test") -> str:
+    """A new, migrated database with a unique name; returns its URL."""
+    name = f"{prefix}_{uuid.uuid4().hex[:12]}"
+    try:
+        with psycopg.connect(services.admin_database_url, autocommit=True, connect_timeout=5) as conn:
+            conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    except psycopg.OperationalError as exc:
+        pytest.fail(f"Postgres is required for the tests and is not reachable: {exc}", pytrace=False)
+    database_url = _database_url(name)
+    upgrade_to_head(database_url)
+    return database_url
+
+
+def drop_database(database_url: str) -> None:
+    name = make_url(database_url).database
+    with psycopg.connect(services.admin_database_url, autocommit=True) as conn:
+        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+
+
+def service_environment(database_url: str, broker_url: str, queue: str, data_dir: Path) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RUNSTREAM_") and k not in RUNSTREAM_VARIABLES}
+    env.update(
+        DATABASE_URL=database_url,
+        CELERY_BROKER_URL=broker_url,
+        RUNSTREAM_QUEUE=queue,
+        RUNSTREAM_OFFLINE_DELAY_MS="0",
+        RUNSTREAM_DATA_DIR=str(data_dir),
+    )
+    return env
+
+
+@pytest.fixture(scope="session")
+def database_url() -> Iterator[str]:
+    url = create_database()
+    yield url
+    drop_database(url)
+
+
+@pytest.fixture(scope="session")
+def queue_name() -> Iterator[str]:
+    name = f"rs-test-{uuid.uuid4().hex[:12]}"
+    client = redis.Redis.from_url(services.redis_url)
+    try:
+        client.ping()
+    except redis.RedisError as exc:
+        pytest.fail(f"Redis is required for the tests and is not reachable: {exc}", pytrace=False)
+    yield name
+    client.delete(name, *client.keys(f"{name}*"))
+
+
+@pytest.fixture(scope="session")
+def log_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("logs")
+
+
+@pytest.fixture(scope="session")
+def service_env(database_url: str, queue_name: str, tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    return service_environment(database_url, services.redis_url, queue_name, tmp_path_factory.mktemp("data"))
+
+
+@pytest.fixture(scope="session")
+def worker(service_env: dict[str, str], log_dir: Path) -> Iterator[ServiceProcess]:
+    process = start_worker(service_env, log_dir)
+    yield process
+    process.stop()
+
+
+@pytest.fixture(scope="session")
+def api(service_env: dict[str, str], log_dir: Path) -> Iterator[ApiServer]:
+    server = start_api(service_env, log_dir)
+    yield server
+    server.stop()
+
+
+@pytest_asyncio.fixture(scope="session", loop_scope="session")
+async def pool(database_url: str) -> AsyncIterator[AsyncConnectionPool]:
+    pool = await open_pool(database_url, 4, name="runstream-tests")
+    yield pool
+    await pool.close()
+
+
+@pytest_asyncio.fixture(loop_scope="session")
+async def client(api: ApiServer, worker: ServiceProcess) -> AsyncIterator[httpx.AsyncClient]:
+    """An HTTP client on the running API, with a worker behind it."""
+    async with httpx.AsyncClient(base_url=api.url, timeout=30.0) as http:
+        yield http

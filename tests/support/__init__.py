@@ -1,0 +1,1 @@
+"""Shared test machinery: real service processes and wire-format readers."""
