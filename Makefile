@@ -1,0 +1,36 @@
+# Runstream's three commands. Each sets itself up from a fresh clone.
+#   make dev      the whole stack on an embedded Postgres: http://127.0.0.1:8000/
+#   make test     set up and pass the tests (needs Postgres, Redis and RabbitMQ on loopback)
+#   make install  the virtualenv at .venv/ with the project and its dev extras
+
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+# Rebuilt only when the dependencies change: a second `make install` is instant.
+INSTALLED := $(VENV)/.installed
+
+.PHONY: install dev test bench chromium
+
+install: $(INSTALLED)
+
+$(INSTALLED): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	touch $(INSTALLED)
+
+dev: install
+	$(BIN)/runstream dev
+
+# The browser tests drive Debian's Chromium (Playwright's own browser download
+# cannot work offline and is not needed).
+chromium:
+	@command -v chromium >/dev/null 2>&1 || { \
+		echo "installing Debian's chromium for the browser tests"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }
+
+test: install chromium
+	$(BIN)/python -m pytest
+
+bench: install
+	$(BIN)/runstream bench
