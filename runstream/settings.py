@@ -45,6 +45,12 @@ class Settings(BaseSettings):
     # How long a publish to the broker may take before the API gives up (the
     # job stays pending and the reaper dispatches it later).
     dispatch_timeout_s: float = 2.0
+    # A live stream buffers at most this many rows for a slow client; beyond
+    # that it falls back to reading pages on its own, so memory stays bounded.
+    stream_buffer_rows: int = 2000
+    # The LISTEN connection is pinged this often, so a link that died silently
+    # is noticed (and every stream re-reads) instead of waiting forever.
+    listen_ping_s: float = 10.0
 
     # --- worker ---------------------------------------------------------------
     worker_concurrency: int = 32

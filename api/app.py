@@ -1,0 +1,80 @@
+"""The Starlette application: the route table and the resources it lives on.
+
+``create_app`` is the uvicorn factory (``runstream api``). The lifespan opens one
+fixed-size psycopg pool and the event hub's LISTEN connection, so the process
+holds ``api_db_pool_size + 1`` Postgres connections however many streams are open.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import FileResponse, JSONResponse
+from starlette.routing import Mount, Route
+from starlette.staticfiles import StaticFiles
+
+from api import events, jobs
+from api.dispatch import Dispatcher
+from api.errors import EXCEPTION_HANDLERS
+from api.hub import EventHub
+from db.connector import open_pool
+from runstream.settings import Settings, get_settings
+
+STATIC_DIR = Path(__file__).parent / "static"
+
+
+async def healthz(request: Request) -> JSONResponse:
+    return JSONResponse({"status": "ok"})
+
+
+async def index(request: Request) -> FileResponse:
+    return FileResponse(STATIC_DIR / "index.html")
+
+
+def routes() -> list[Route | Mount]:
+    table: list[Route | Mount] = [
+        Route("/healthz", healthz, methods=["GET"]),
+        Route("/api/jobs", jobs.JobCollection),
+        Route("/api/jobs/{job_id}", jobs.get_job, methods=["GET"]),
+        Route("/api/jobs/{job_id}/cancel", jobs.cancel_job, methods=["POST"]),
+        Route("/api/jobs/{job_id}/events", events.stream_events, methods=["GET"]),
+    ]
+    # The chat page, when it is there (it ships in api/static/).
+    if (STATIC_DIR / "index.html").is_file():
+        table.append(Route("/", index, methods=["GET"]))
+    if STATIC_DIR.is_dir():
+        table.append(Mount("/static", StaticFiles(directory=STATIC_DIR), name="static"))
+    return table
+
+
+def create_app(settings: Settings | None = None) -> Starlette:
+    settings = settings or get_settings()
+    if not settings.database_url:
+        raise RuntimeError("DATABASE_URL is not set")
+
+    @asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        # Named after the process, so each API process's connections can be told
+        # apart in pg_stat_activity.
+        name = f"runstream-api-{os.getpid()}"
+        pool = await open_pool(settings.database_url, settings.api_db_pool_size, name=name)
+        hub = EventHub(settings, pool, application_name=f"{name}-listen")
+        dispatcher = Dispatcher(settings)
+        app.state.settings = settings
+        app.state.pool = pool
+        app.state.hub = hub
+        app.state.dispatcher = dispatcher
+        await hub.start()
+        try:
+            yield
+        finally:
+            await hub.stop()
+            dispatcher.close()
+            await pool.close()
+
+    return Starlette(routes=routes(), exception_handlers=EXCEPTION_HANDLERS, lifespan=lifespan)

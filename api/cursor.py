@@ -1,0 +1,28 @@
+"""The opaque keyset cursor of ``GET /api/jobs``: the (created_at, id) of a page's last row."""
+
+from __future__ import annotations
+
+import base64
+import json
+import uuid
+from datetime import datetime
+from typing import Any
+
+from api.errors import ApiError
+
+
+def encode_cursor(job: dict[str, Any]) -> str:
+    raw = json.dumps([job["created_at"].isoformat(), str(job["id"])], separators=(",", ":"))
+    return base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
+
+
+def decode_cursor(text: str) -> tuple[datetime, uuid.UUID]:
+    try:
+        raw = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+        created_at, job_id = json.loads(raw)
+        position = datetime.fromisoformat(created_at), uuid.UUID(job_id)
+    except (ValueError, TypeError, AttributeError) as exc:  # bad base64, JSON, shape, date or uuid
+        raise ApiError(400, "invalid_cursor", "cursor is not one this API gave out") from exc
+    if position[0].tzinfo is None:
+        raise ApiError(400, "invalid_cursor", "cursor is not one this API gave out")
+    return position

@@ -1,0 +1,59 @@
+"""Hand a job to the workers: publish ``runstream.run_job`` by name.
+
+The API never imports the task code; a producer-only Celery app built from the
+shared broker config is enough to publish. Publishing blocks (kombu is
+synchronous), so it runs in a small dedicated thread pool under a deadline: a
+slow or dead broker costs a request at most ``dispatch_timeout_s``. A publish
+that fails leaves the job pending in Postgres, where the reaper finds it and
+dispatches it again, so the API logs the failure and answers 202 anyway.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+
+from celery import Celery
+
+from runstream.broker import TASK_NAME, celery_config
+from runstream.settings import Settings
+
+log = logging.getLogger(__name__)
+
+# One quick retry only: it replaces a pooled connection the broker dropped
+# (a restart), while a broker that is really down fails fast.
+RETRY_POLICY = {"max_retries": 1, "interval_start": 0, "interval_step": 0.2, "interval_max": 0.2}
+# Publishes in flight at once; more wait their turn (each is bounded by the deadline).
+PUBLISH_THREADS = 4
+
+
+class Dispatcher:
+    def __init__(self, settings: Settings):
+        self.timeout = settings.dispatch_timeout_s
+        self.celery = Celery("runstream-api", set_as_current=False)
+        self.celery.conf.update(celery_config(settings))
+        # Give up on an unreachable broker within the request's deadline.
+        self.celery.conf.broker_connection_timeout = settings.dispatch_timeout_s
+        self.threads = ThreadPoolExecutor(PUBLISH_THREADS, thread_name_prefix="dispatch")
+
+    def _publish(self, job_id: uuid.UUID) -> None:
+        # Celery's producer pool keeps the broker connection between calls.
+        self.celery.send_task(
+            TASK_NAME, args=[str(job_id)], task_id=str(job_id), retry=True, retry_policy=RETRY_POLICY
+        )
+
+    async def dispatch(self, job_id: uuid.UUID) -> bool:
+        """True when the broker took the message; False leaves the job to the reaper."""
+        loop = asyncio.get_running_loop()
+        try:
+            await asyncio.wait_for(loop.run_in_executor(self.threads, self._publish, job_id), self.timeout)
+        except Exception as exc:  # noqa: BLE001 - any broker failure means the same: stay pending
+            log.warning("dispatch of job %s failed, it stays pending for the reaper: %r", job_id, exc)
+            return False
+        return True
+
+    def close(self) -> None:
+        self.threads.shutdown(wait=False, cancel_futures=True)
+        self.celery.close()

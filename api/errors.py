@@ -1,0 +1,56 @@
+"""JSON errors. A client never sees a stack trace or an HTML page, whatever failed."""
+
+from __future__ import annotations
+
+import logging
+
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+
+log = logging.getLogger(__name__)
+
+# Starlette raises HTTPException for unknown routes (404) and wrong methods (405).
+HTTP_CODES = {400: "bad_request", 404: "not_found", 405: "method_not_allowed"}
+
+
+class ApiError(Exception):
+    """Raised by a handler to answer with a JSON error."""
+
+    def __init__(self, status: int, code: str, message: str):
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = message
+
+
+def not_found(what: str = "job") -> ApiError:
+    return ApiError(404, "not_found", f"{what} not found")
+
+
+def error_response(status: int, code: str, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
+    return JSONResponse({"error": {"code": code, "message": message}}, status_code=status, headers=headers)
+
+
+async def on_api_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, ApiError)
+    return error_response(exc.status, exc.code, exc.message)
+
+
+async def on_http_exception(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, HTTPException)
+    code = HTTP_CODES.get(exc.status_code, "error")
+    message = exc.detail if isinstance(exc.detail, str) else code
+    return error_response(exc.status_code, code, message, headers=exc.headers)
+
+
+async def on_server_error(request: Request, exc: Exception) -> JSONResponse:
+    # Starlette logs the exception itself after this answer; the client learns nothing of it.
+    return error_response(500, "internal", "internal error")
+
+
+EXCEPTION_HANDLERS = {
+    ApiError: on_api_error,
+    HTTPException: on_http_exception,
+    Exception: on_server_error,
+}

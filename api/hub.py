@@ -1,0 +1,250 @@
+"""The event hub: one LISTEN connection per process wakes the streams of a job.
+
+A stream is a ``Subscriber`` of its job's ``JobFeed``. It registers before it
+reads anything, then catches up by reading pages of the log on its own. When a
+page comes back short it has everything committed so far: it turns *live* and
+wakes the feed. From then on the feed reads for it: on each wake-up (a NOTIFY
+for the job, a subscriber turning live, a reconnect) the feed reads once for
+all its live subscribers, from the oldest position among them, and hands each
+the rows after its own position, if they follow on from it without a gap.
+Otherwise (a subscriber that turned live behind the others) the feed reads
+again from the new oldest position. Each row therefore reaches each stream
+exactly once, in order, whatever the timing of replay, NOTIFYs and reads.
+
+Positions only move forward, and each subscriber has one mover at a time: itself
+while catching up, the feed while live. A live subscriber whose client is slow
+and whose buffer would outgrow ``stream_buffer_rows`` turns back into a catching-up
+one; it reads from where its buffer ends, so the buffer bounds memory.
+
+Connections: the hub holds one asyncpg connection for LISTEN; every read goes
+through the API's fixed pool. Neither depends on the number of open streams.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import uuid
+from bisect import bisect_right
+from collections import deque
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
+
+import asyncpg
+from psycopg_pool import AsyncConnectionPool
+
+from db.connector import plain_url
+from db.events import EventRow, read_events
+from db.queries import NOTIFY_CHANNEL
+from runstream.settings import Settings
+
+log = logging.getLogger(__name__)
+
+# Reconnect delays of the LISTEN connection: quick after a blip, capped when Postgres is down.
+BACKOFF_MIN_S = 0.1
+BACKOFF_MAX_S = 5.0
+CONNECT_TIMEOUT_S = 10.0
+LISTEN_ERRORS = (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError)
+
+
+class Subscriber:
+    """One open stream of one job. ``position`` is the last seq handed to it,
+    whether it read that row itself or the feed put it in its buffer."""
+
+    def __init__(self, feed: JobFeed, after: int):
+        self.feed = feed
+        self.position = after
+        self.live = False
+        self._buffer: deque[EventRow] = deque()
+        self._ready = asyncio.Event()
+
+    async def next_batch(self, timeout: float) -> list[EventRow]:
+        """The next rows, in order; ``[]`` after ``timeout`` seconds without any
+        (the stream's cue to send a keep-alive)."""
+        while True:
+            if self._buffer:
+                rows = list(self._buffer)
+                self._buffer.clear()
+                return rows
+            if not self.live:
+                rows = await self.feed.hub.read(self.feed.job_id, self.position)
+                if rows:
+                    self.position = rows[-1].seq
+                if len(rows) < self.feed.hub.page_size:
+                    # Caught up with what is committed. What commits from now on
+                    # wakes the feed; the wake below covers what committed since
+                    # this read.
+                    self.live = True
+                    self.feed.wake()
+                if rows:
+                    return rows
+                continue
+            self._ready.clear()
+            try:
+                await asyncio.wait_for(self._ready.wait(), timeout)
+            except TimeoutError:
+                return []
+
+    def deliver(self, rows: list[EventRow]) -> bool:
+        """Take the rows (read by the feed) that come after ``position``.
+        False when they do not reach back to ``position + 1``: the feed must read again."""
+        tail = rows[bisect_right(rows, self.position, key=lambda row: row.seq) :]
+        if not tail:
+            return True
+        if tail[0].seq != self.position + 1:
+            return False
+        if len(self._buffer) + len(tail) > self.feed.hub.buffer_rows:
+            self.fall_back()
+            return True
+        self._buffer.extend(tail)
+        self.position = tail[-1].seq
+        self._ready.set()
+        return True
+
+    def fall_back(self) -> None:
+        """Stop being fed: read on its own again, from the end of its buffer."""
+        self.live = False
+        self._ready.set()
+
+
+class JobFeed:
+    """The subscribers of one job, and the single-flight reader that serves the live ones."""
+
+    def __init__(self, hub: EventHub, job_id: uuid.UUID):
+        self.hub = hub
+        self.job_id = job_id
+        self.subscribers: set[Subscriber] = set()
+        self._dirty = False
+        self._reader: asyncio.Task[None] | None = None
+
+    def _live(self) -> list[Subscriber]:
+        return [s for s in self.subscribers if s.live]
+
+    def wake(self, last_seq: int | None = None) -> None:
+        """New rows may exist (up to ``last_seq`` when the NOTIFY says; None: unknown)."""
+        live = self._live()
+        if not live or (last_seq is not None and all(s.position >= last_seq for s in live)):
+            return
+        self._dirty = True
+        # One read at a time per job: wake-ups during a read fold into the next one.
+        if self._reader is None or self._reader.done():
+            self._reader = asyncio.create_task(self._read_for_live())
+
+    async def _read_for_live(self) -> None:
+        try:
+            while self._dirty:
+                self._dirty = False
+                live = self._live()
+                if not live:
+                    return
+                rows = await self.hub.read(self.job_id, min(s.position for s in live))
+                if len(rows) == self.hub.page_size:
+                    self._dirty = True  # a full page: more may follow
+                # Subscribers may have come, gone or turned live during the read.
+                for subscriber in self._live():
+                    if not subscriber.deliver(rows):
+                        self._dirty = True
+        except Exception:
+            # Each live stream falls back to its own reads: it either recovers
+            # or fails alone, and its client reconnects with Last-Event-ID.
+            log.exception("reading events of job %s for its live streams failed", self.job_id)
+            for subscriber in self._live():
+                subscriber.fall_back()
+
+    def cancel(self) -> None:
+        if self._reader is not None:
+            self._reader.cancel()
+
+
+class EventHub:
+    def __init__(self, settings: Settings, pool: AsyncConnectionPool, application_name: str):
+        assert settings.database_url
+        self.database_url = plain_url(settings.database_url)
+        self.pool = pool
+        self.application_name = application_name
+        self.page_size = settings.replay_page_size
+        self.buffer_rows = settings.stream_buffer_rows
+        self.ping_s = settings.listen_ping_s
+        # Keyed by the job id as text: the NOTIFY payload's form.
+        self.feeds: dict[str, JobFeed] = {}
+        self._listener: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        self._listener = asyncio.create_task(self._listen_forever(), name="runstream-listen")
+
+    async def stop(self) -> None:
+        if self._listener is not None:
+            self._listener.cancel()
+            with suppress(asyncio.CancelledError):
+                await self._listener
+        for feed in self.feeds.values():
+            feed.cancel()
+
+    async def read(self, job_id: uuid.UUID, after: int) -> list[EventRow]:
+        return await read_events(self.pool, job_id, after, self.page_size)
+
+    @contextmanager
+    def subscribe(self, job_id: uuid.UUID, after: int) -> Iterator[Subscriber]:
+        """Register a stream of ``job_id`` that has every event up to ``after``.
+        Leaving the block (end, error, client gone) frees it, and the feed with the last one."""
+        key = str(job_id)
+        feed = self.feeds.get(key)
+        if feed is None:
+            feed = self.feeds[key] = JobFeed(self, job_id)
+        subscriber = Subscriber(feed, after)
+        feed.subscribers.add(subscriber)
+        try:
+            yield subscriber
+        finally:
+            feed.subscribers.discard(subscriber)
+            if not feed.subscribers and self.feeds.get(key) is feed:
+                del self.feeds[key]
+
+    def wake_all(self) -> None:
+        for feed in list(self.feeds.values()):
+            feed.wake()
+
+    def _on_notify(self, connection: object, pid: int, channel: str, payload: str) -> None:
+        job_id, _, last_seq = payload.rpartition(":")
+        feed = self.feeds.get(job_id)
+        if feed is not None:
+            feed.wake(int(last_seq))
+
+    async def _listen_forever(self) -> None:
+        delay = BACKOFF_MIN_S
+        while True:
+            try:
+                connection = await asyncpg.connect(
+                    self.database_url,
+                    timeout=CONNECT_TIMEOUT_S,
+                    server_settings={"application_name": self.application_name},
+                )
+            except LISTEN_ERRORS as exc:
+                log.warning("LISTEN connection failed (%r); retrying in %.1fs", exc, delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, BACKOFF_MAX_S)
+                continue
+            delay = BACKOFF_MIN_S
+            try:
+                await self._listen(connection)
+            except LISTEN_ERRORS as exc:
+                log.warning("LISTEN connection lost (%r); reconnecting", exc)
+            finally:
+                connection.terminate()
+            await asyncio.sleep(BACKOFF_MIN_S)
+
+    async def _listen(self, connection: asyncpg.Connection) -> None:
+        """Listen until the connection is lost."""
+        lost = asyncio.Event()
+        connection.add_termination_listener(lambda _: lost.set())
+        await connection.add_listener(NOTIFY_CHANNEL, self._on_notify)
+        # NOTIFYs sent while no connection listened are gone: every feed re-reads.
+        self.wake_all()
+        log.info("listening on %s", NOTIFY_CHANNEL)
+        while not lost.is_set():
+            try:
+                await asyncio.wait_for(lost.wait(), self.ping_s)
+            except TimeoutError:
+                # Silence may be a dead link that no packet has revealed yet.
+                await connection.execute("SELECT 1", timeout=self.ping_s)
+        log.warning("LISTEN connection closed; reconnecting")

@@ -1,0 +1,68 @@
+"""The job routes: create, status, cancel, list."""
+
+from __future__ import annotations
+
+from starlette.endpoints import HTTPEndpoint
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+
+from api import params
+from api.cursor import encode_cursor
+from api.errors import not_found
+from api.payloads import job_json, parse_new_job
+from api.tenancy import resolve_tenant
+from db import jobs
+
+
+async def create_job(request: Request) -> JSONResponse:
+    new = parse_new_job(await request.body())
+    state = request.app.state
+    job = await jobs.create_job(
+        state.pool,
+        tenant=resolve_tenant(request),
+        message=new.message,
+        model=state.settings.model,
+        session_id=new.session_id,
+        metadata=new.metadata,
+    )
+    # The row is committed first, so a dispatch that fails loses nothing: the
+    # job stays pending and the reaper sends it again.
+    await state.dispatcher.dispatch(job["id"])
+    return JSONResponse(job_json(job), status_code=202)
+
+
+async def get_job(request: Request) -> JSONResponse:
+    job = await jobs.get_job(request.app.state.pool, params.job_id(request), resolve_tenant(request))
+    if job is None:
+        raise not_found()
+    return JSONResponse(job_json(job))
+
+
+async def cancel_job(request: Request) -> JSONResponse:
+    status = await jobs.cancel_job(request.app.state.pool, params.job_id(request), resolve_tenant(request))
+    if status is None:
+        raise not_found()
+    return JSONResponse({"status": "ok", "job_status": status})
+
+
+async def list_jobs(request: Request) -> JSONResponse:
+    query = params.list_query(request)
+    # One row more than the page tells whether another page follows.
+    rows = await jobs.list_jobs(
+        request.app.state.pool,
+        tenant=resolve_tenant(request),
+        limit=query.limit + 1,
+        session_id=query.session_id,
+        status=query.status,
+        cursor=query.cursor,
+    )
+    page = rows[: query.limit]
+    next_cursor = encode_cursor(page[-1]) if len(rows) > query.limit else None
+    return JSONResponse({"jobs": [job_json(job) for job in page], "next_cursor": next_cursor})
+
+
+class JobCollection(HTTPEndpoint):
+    """``/api/jobs``: one route for both methods, so a 405 names both in ``Allow``."""
+
+    get = staticmethod(list_jobs)
+    post = staticmethod(create_job)

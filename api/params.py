@@ -1,0 +1,77 @@
+"""Reading what a request asks for: path ids, the resume point, list filters.
+
+Each function answers a clean value or raises ApiError before any work starts.
+"""
+
+from __future__ import annotations
+
+import re
+import uuid
+from dataclasses import dataclass
+from datetime import datetime
+
+from starlette.requests import Request
+
+from api.cursor import decode_cursor
+from api.errors import ApiError, not_found
+from db.jobs import STATUSES
+
+# Event ids are bigint sequence numbers; -1 means "before the first event".
+INTEGER = re.compile(r"-?[0-9]{1,19}")
+MAX_SEQ = 2**63 - 1
+DEFAULT_LIMIT = 20
+MAX_LIMIT = 100
+
+
+def job_id(request: Request) -> uuid.UUID:
+    """A malformed id names no job: 404, like an unknown one."""
+    try:
+        return uuid.UUID(request.path_params["job_id"])
+    except ValueError:
+        raise not_found() from None
+
+
+def resume_point(request: Request) -> int:
+    """The last event the client has: ``Last-Event-ID`` header, else the
+    ``last_event_id`` query parameter, else -1. The header wins because
+    EventSource reconnects to the original URL, query and all."""
+    header = request.headers.get("last-event-id", "").strip()
+    if header:
+        return _event_id(header, "Last-Event-ID")
+    query = request.query_params.get("last_event_id")
+    if query is not None:
+        return _event_id(query.strip(), "last_event_id")
+    return -1
+
+
+def _event_id(text: str, name: str) -> int:
+    if INTEGER.fullmatch(text):
+        value = int(text)
+        if -1 <= value <= MAX_SEQ:
+            return value
+    raise ApiError(400, "invalid_last_event_id", f"{name} must be an event id (an integer, -1 or more)")
+
+
+@dataclass(frozen=True)
+class ListQuery:
+    limit: int
+    session_id: str | None
+    status: str | None
+    cursor: tuple[datetime, uuid.UUID] | None
+
+
+def list_query(request: Request) -> ListQuery:
+    params = request.query_params
+    limit_text = params.get("limit", str(DEFAULT_LIMIT))
+    if not (INTEGER.fullmatch(limit_text) and 1 <= int(limit_text) <= MAX_LIMIT):
+        raise ApiError(400, "invalid_limit", f"limit must be an integer from 1 to {MAX_LIMIT}")
+    status = params.get("status") or None
+    if status is not None and status not in STATUSES:
+        raise ApiError(400, "invalid_status", f"status must be one of {', '.join(STATUSES)}")
+    cursor = params.get("cursor") or None
+    return ListQuery(
+        limit=int(limit_text),
+        session_id=params.get("session_id") or None,
+        status=status,
+        cursor=decode_cursor(cursor) if cursor else None,
+    )

@@ -1,0 +1,66 @@
+"""The JSON the API takes and gives: the new-job body and a job's status."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from api.errors import ApiError
+
+
+class NewJob(BaseModel):
+    # Strict: a number is not a message. Unknown fields are ignored, because
+    # DeltaKit's startBody lets a page add its own.
+    model_config = ConfigDict(strict=True, extra="ignore")
+
+    message: str = Field(min_length=1)
+    session_id: str | None = None
+    metadata: dict[str, Any] | None = None
+
+    @field_validator("message")
+    @classmethod
+    def _not_blank(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("message must not be blank")
+        return value
+
+
+def parse_new_job(body: bytes) -> NewJob:
+    """Malformed JSON is a 400; well-formed JSON of the wrong shape is a 422."""
+    if not body.strip():
+        raise ApiError(400, "invalid_json", "the body must be a JSON object")
+    try:
+        return NewJob.model_validate_json(body)
+    except ValidationError as exc:
+        errors = exc.errors(include_url=False)
+        if any(e["type"] == "json_invalid" for e in errors):
+            raise ApiError(400, "invalid_json", "the body is not valid JSON") from None
+        first = errors[0]
+        where = ".".join(str(part) for part in first["loc"]) or "body"
+        raise ApiError(422, "invalid_body", f"{where}: {first['msg']}") from None
+
+
+def _time(value: datetime | None) -> str | None:
+    return value.isoformat() if value else None
+
+
+def job_json(job: dict[str, Any]) -> dict[str, Any]:
+    """A job's status. ``last_event_id`` is its newest event id (-1: none yet),
+    usable as is for the events stream's ``last_event_id``."""
+    return {
+        "job_id": str(job["id"]),
+        "status": job["status"],
+        "session_id": job["session_id"],
+        "message": job["message"],
+        "model": job["model"],
+        "metadata": job["metadata"],
+        "attempt": job["attempt"],
+        "last_event_id": job["last_seq"],
+        "error": job["error"],
+        "cancel_requested": job["cancel_requested_at"] is not None,
+        "created_at": _time(job["created_at"]),
+        "started_at": _time(job["started_at"]),
+        "finished_at": _time(job["finished_at"]),
+    }

@@ -1,0 +1,462 @@
+"""The events stream: framing, resume, replay/live interleaving, and the hub's
+Postgres footprint. Events are appended straight through the db layer to a job
+claimed by the test, so every run is deterministic and needs no worker."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import httpx
+import pytest
+import pytest_asyncio
+from psycopg_pool import AsyncConnectionPool
+
+from api.hub import EventHub
+from db import events, jobs
+from runstream.settings import Settings
+from tests.support.processes import ApiServer, start_api
+from tests.support.sse import complete_body, deltakit_events, frames, read_stream
+
+pytestmark = pytest.mark.asyncio(loop_scope="session")
+
+
+@pytest_asyncio.fixture(loop_scope="session")
+async def http(api: ApiServer) -> AsyncIterator[httpx.AsyncClient]:
+    async with httpx.AsyncClient(base_url=api.url, timeout=30.0) as client:
+        yield client
+
+
+async def running_job(pool: AsyncConnectionPool) -> uuid.UUID:
+    """A job the test plays the worker for (never dispatched, so no worker takes it)."""
+    job = await jobs.create_job(pool, tenant="default", message="test", model="offline")
+    claim = await jobs.claim_job(pool, job["id"], worker="test", stale_after_s=3600)
+    assert claim is not None
+    return job["id"]
+
+
+def deltas(start: int, count: int) -> list[dict]:
+    return [{"type": "text_delta", "delta": f"w{i} "} for i in range(start, start + count)]
+
+
+async def append(pool: AsyncConnectionPool, job_id: uuid.UUID, payloads: list[dict]) -> None:
+    result = await events.append_events(pool, job_id, payloads)
+    assert result.applied
+
+
+async def finish(pool: AsyncConnectionPool, job_id: uuid.UUID) -> None:
+    result = await events.append_events(
+        pool, job_id, [{"type": "done", "status": "completed"}], new_status="completed"
+    )
+    assert result.applied
+
+
+async def stored_rows(pool: AsyncConnectionPool, job_id: uuid.UUID) -> list[events.EventRow]:
+    return await events.read_events(pool, job_id, -1, 1_000_000)
+
+
+async def finished_job(pool: AsyncConnectionPool, n: int) -> uuid.UUID:
+    """A completed job with ``n`` events, the last one terminal (ids 0..n-1)."""
+    job_id = await running_job(pool)
+    await append(pool, job_id, deltas(0, n - 1))
+    await finish(pool, job_id)
+    return job_id
+
+
+def ids(body: str) -> list[int]:
+    return [frame.id for frame in frames(body)]
+
+
+def url(job_id: uuid.UUID | str, query: str = "") -> str:
+    return f"/api/jobs/{job_id}/events{query}"
+
+
+# --- framing ---------------------------------------------------------------------
+
+
+async def test_stream_is_the_stored_log_byte_for_byte(http: httpx.AsyncClient, pool: AsyncConnectionPool) -> None:
+    job_id = await running_job(pool)
+    # Payloads whose text would break a naive framer: newlines, CR, quotes, non-ASCII.
+    await append(pool, job_id, [{"type": "text_delta", "delta": "line\nbreak\r\n \"q\" é 🙂"}])
+    await append(pool, job_id, [{"type": "reasoning", "text": "hmm"}, *deltas(0, 20)])
+    await append(pool, job_id, [{"type": "tool_call", "tool_name": "t", "argument": "{\"a\": 1}", "call_id": "c1"}])
+    await finish(pool, job_id)
+
+    async with http.stream("GET", url(job_id)) as response:
+        assert response.status_code == 200
+        assert response.headers["content-type"].startswith("text/event-stream")
+        assert response.headers["cache-control"] == "no-cache"
+        assert response.headers["x-accel-buffering"] == "no"
+        raw = await response.aread()
+
+    rows = await stored_rows(pool, job_id)
+    assert [r.seq for r in rows] == list(range(24))
+    assert raw == "".join(f"id: {r.seq}\ndata: {r.data}\n\n" for r in rows).encode()
+    assert b"\r" not in raw
+    assert b"event:" not in raw
+    body = raw.decode()
+    # DeltaKit's reading: split on blank lines, JSON.parse each data: line.
+    assert deltakit_events(body) == [json.loads(r.data) for r in rows]
+    assert ids(body) == list(range(24))
+    assert deltakit_events(body)[0]["delta"] == "line\nbreak\r\n \"q\" é 🙂"
+
+
+async def test_keepalive_comment_while_silent(service_env: dict[str, str], log_dir: Path, pool) -> None:
+    server = start_api({**service_env, "RUNSTREAM_KEEPALIVE_S": "0.2"}, log_dir, name="api-keepalive")
+    try:
+        job_id = await running_job(pool)
+        await append(pool, job_id, deltas(0, 2))
+
+        async def finish_later() -> None:
+            await asyncio.sleep(1.0)
+            await finish(pool, job_id)
+
+        async with httpx.AsyncClient(base_url=server.url, timeout=30.0) as client:
+            later = asyncio.create_task(finish_later())
+            body = await read_stream(client, url(job_id))
+            await later
+    finally:
+        server.stop()
+    assert ": keepalive\n\n" in body
+    assert "\r" not in body
+    assert ids(body) == [0, 1, 2]
+    assert body.endswith('data: {"type": "done", "status": "completed"}\n\n')
+
+
+# --- replay, live, end -------------------------------------------------------------
+
+
+async def test_replay_then_live_then_end(http: httpx.AsyncClient, pool: AsyncConnectionPool) -> None:
+    job_id = await running_job(pool)
+    await append(pool, job_id, deltas(0, 3))
+
+    async def work() -> None:
+        for i in range(3, 30, 3):
+            await asyncio.sleep(0.02)
+            await append(pool, job_id, deltas(i, 3))
+        await finish(pool, job_id)
+
+    writer = asyncio.create_task(work())
+    body = await read_stream(http, url(job_id))
+    await writer
+    assert ids(body) == list(range(31))
+    assert deltakit_events(body)[-1] == {"type": "done", "status": "completed"}
+
+
+async def test_joining_a_finished_job_replays_all_and_ends(http: httpx.AsyncClient, pool) -> None:
+    job_id = await finished_job(pool, 50)
+    body = await read_stream(http, url(job_id), timeout=10)
+    assert ids(body) == list(range(50))
+
+
+async def test_two_subscribers_see_identical_streams(http: httpx.AsyncClient, pool) -> None:
+    job_id = await running_job(pool)
+
+    async def work() -> None:
+        await asyncio.sleep(0.1)
+        for i in range(0, 100, 10):
+            await append(pool, job_id, deltas(i, 10))
+            await asyncio.sleep(0.01)
+        await finish(pool, job_id)
+
+    writer = asyncio.create_task(work())
+    first, second = await asyncio.gather(read_stream(http, url(job_id)), read_stream(http, url(job_id)))
+    await writer
+    assert first == second
+    assert ids(first) == list(range(101))
+
+
+# --- resume ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("k", [-1, 0, 7, 18])
+async def test_resume_with_last_event_id_header(http: httpx.AsyncClient, pool, k: int) -> None:
+    job_id = await finished_job(pool, 20)
+    body = await read_stream(http, url(job_id), headers={"Last-Event-ID": str(k)})
+    assert ids(body) == list(range(k + 1, 20))
+
+
+@pytest.mark.parametrize("k", [-1, 0, 7, 18])
+async def test_resume_with_query_parameter(http: httpx.AsyncClient, pool, k: int) -> None:
+    job_id = await finished_job(pool, 20)
+    body = await read_stream(http, url(job_id, f"?last_event_id={k}"))
+    assert ids(body) == list(range(k + 1, 20))
+
+
+async def test_header_wins_over_query(http: httpx.AsyncClient, pool) -> None:
+    job_id = await finished_job(pool, 20)
+    body = await read_stream(http, url(job_id, "?last_event_id=3"), headers={"Last-Event-ID": "15"})
+    assert ids(body) == [16, 17, 18, 19]
+
+
+async def test_resume_after_the_terminal_event_ends_at_once(http: httpx.AsyncClient, pool) -> None:
+    job_id = await finished_job(pool, 5)
+    response = await http.get(url(job_id), headers={"Last-Event-ID": "4"})
+    assert response.status_code == 200
+    assert response.headers["content-type"].startswith("text/event-stream")
+    assert frames(response.text) == []
+
+
+async def test_resume_mid_stream_of_a_running_job(http: httpx.AsyncClient, pool) -> None:
+    job_id = await running_job(pool)
+    await append(pool, job_id, deltas(0, 10))
+    first = complete_body(await read_stream(http, url(job_id), stop_after=4))
+    seen = ids(first)
+    assert seen[0] == 0 and seen == list(range(len(seen)))
+    await append(pool, job_id, deltas(10, 5))
+    await finish(pool, job_id)
+    rest = await read_stream(http, url(job_id), headers={"Last-Event-ID": str(seen[-1])})
+    assert seen + ids(rest) == list(range(16))
+
+
+@pytest.mark.parametrize(
+    ("headers", "query"),
+    [
+        ({"Last-Event-ID": "abc"}, ""),
+        ({}, "?last_event_id=abc"),
+        ({}, "?last_event_id=1.5"),
+        ({}, "?last_event_id=-2"),
+        ({}, "?last_event_id=99999999999999999999"),
+        ({"Last-Event-ID": "abc"}, "?last_event_id=3"),
+        ({}, "?last_event_id=5"),  # beyond the job's newest event (4)
+    ],
+)
+async def test_bad_resume_point_is_400_json(http: httpx.AsyncClient, pool, headers, query) -> None:
+    job_id = await finished_job(pool, 5)
+    response = await http.get(url(job_id, query), headers=headers)
+    assert response.status_code == 400
+    assert response.json()["error"]["code"] == "invalid_last_event_id"
+
+
+async def test_unknown_and_malformed_jobs_are_404(http: httpx.AsyncClient) -> None:
+    for job_id in (uuid.uuid4(), "not-a-uuid", "1"):
+        response = await http.get(url(job_id))
+        assert response.status_code == 404
+        assert response.json() == {"error": {"code": "not_found", "message": "job not found"}}
+
+
+# --- interleaving ------------------------------------------------------------------
+
+
+async def test_live_appends_during_a_long_replay_leave_no_gap_or_duplicate(
+    http: httpx.AsyncClient, pool: AsyncConnectionPool
+) -> None:
+    """A backlog of many replay pages, streams that start at different points,
+    and appends landing all the while: every stream gets exactly its suffix."""
+    job_id = await running_job(pool)
+    for i in range(0, 20_000, 2_000):
+        await append(pool, job_id, deltas(i, 2_000))
+
+    async def work() -> None:
+        next_delta = 20_000
+        for _ in range(150):
+            size = random.randint(1, 8)
+            await append(pool, job_id, deltas(next_delta, size))
+            next_delta += size
+            await asyncio.sleep(random.uniform(0, 0.004))
+        await finish(pool, job_id)
+
+    starts = [-1, -1, 0, 999, 5_000, 19_990]
+    writer = asyncio.create_task(work())
+    bodies = await asyncio.gather(
+        *(read_stream(http, url(job_id), headers={"Last-Event-ID": str(k)}) for k in starts)
+    )
+    await writer
+    last = (await stored_rows(pool, job_id))[-1].seq
+    for k, body in zip(starts, bodies, strict=True):
+        assert ids(body) == list(range(k + 1, last + 1))
+
+
+# --- Postgres footprint --------------------------------------------------------------
+
+
+async def api_connections(pool: AsyncConnectionPool, api: ApiServer) -> int:
+    """The API process's connections: its pool and listener are named after its pid."""
+    async with pool.connection() as conn:
+        cur = await conn.execute(
+            "SELECT count(*) AS n FROM pg_stat_activity"
+            " WHERE datname = current_database() AND application_name LIKE %s",
+            (f"runstream-api-{api.pid}%",),
+        )
+        return (await cur.fetchone())["n"]
+
+
+async def open_streams(http: httpx.AsyncClient, job_id: uuid.UUID, n: int) -> list:
+    """``n`` streams, each held open after its first event (so each is subscribed)."""
+    streams = []
+    for _ in range(n):
+        context = http.stream("GET", url(job_id))
+        response = await context.__aenter__()
+        chunks = response.aiter_raw()
+        assert b"id: 0\n" in await anext(chunks)
+        streams.append((context, chunks))
+    return streams
+
+
+async def close_streams(streams: list) -> None:
+    for context, chunks in streams:
+        await chunks.aclose()
+        await context.__aexit__(None, None, None)
+
+
+async def test_postgres_connections_do_not_grow_with_streams(api: ApiServer, pool) -> None:
+    job_id = await running_job(pool)
+    await append(pool, job_id, deltas(0, 1))
+    limits = httpx.Limits(max_connections=100)
+    async with httpx.AsyncClient(base_url=api.url, timeout=30.0, limits=limits) as client:
+        one = await open_streams(client, job_id, 1)
+        with_one = await api_connections(pool, api)
+        fifty = await open_streams(client, job_id, 49)
+        with_fifty = await api_connections(pool, api)
+        # The streams are live and fed: one append reaches all fifty.
+        await finish(pool, job_id)
+        for _, chunks in one + fifty:
+            assert b'"done"' in await anext(chunks)
+        await close_streams(one + fifty)
+    assert with_one == with_fifty == Settings.model_fields["api_db_pool_size"].default + 1
+
+
+async def test_stream_survives_the_listen_connection_dropping(http: httpx.AsyncClient, api: ApiServer, pool) -> None:
+    job_id = await running_job(pool)
+    await append(pool, job_id, deltas(0, 2))
+
+    async def drop_listener_then_work() -> None:
+        await asyncio.sleep(0.3)
+        async with pool.connection() as conn:
+            cur = await conn.execute(
+                "SELECT count(*) AS n FROM (SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+                " WHERE application_name = %s) t",
+                (f"runstream-api-{api.pid}-listen",),
+            )
+            assert (await cur.fetchone())["n"] == 1
+        await append(pool, job_id, deltas(2, 3))
+        await asyncio.sleep(0.3)
+        await finish(pool, job_id)
+
+    worker = asyncio.create_task(drop_listener_then_work())
+    body = await read_stream(http, url(job_id), timeout=20)
+    await worker
+    assert ids(body) == list(range(6))
+
+
+# --- the hub in this process -----------------------------------------------------------
+
+
+@pytest_asyncio.fixture(loop_scope="session")
+async def small_hub(database_url: str, pool: AsyncConnectionPool) -> AsyncIterator[EventHub]:
+    """A hub with tiny pages and buffers, so a short test crosses every path:
+    paged catch-up, turning live, falling back, re-reading after a gap."""
+    settings = Settings(DATABASE_URL=database_url, replay_page_size=7, stream_buffer_rows=20, listen_ping_s=1.0)
+    hub = EventHub(settings, pool, application_name=f"runstream-test-hub-{uuid.uuid4().hex[:8]}")
+    await hub.start()
+    yield hub
+    await hub.stop()
+
+
+async def collect(hub: EventHub, job_id: uuid.UUID, after: int, max_pause: float, delay: float = 0) -> list[int]:
+    """Consume a subscription to the terminal event, pausing like a slow client."""
+    await asyncio.sleep(delay)
+    seqs = []
+    with hub.subscribe(job_id, after) as subscriber:
+        while True:
+            rows = await asyncio.wait_for(subscriber.next_batch(0.5), 20)
+            seqs += [row.seq for row in rows]
+            if rows and rows[-1].terminal:
+                return seqs
+            await asyncio.sleep(random.uniform(0, max_pause))
+
+
+async def test_hub_many_subscribers_slow_and_fast_get_exact_suffixes(small_hub: EventHub, pool) -> None:
+    job_id = await running_job(pool)
+    await append(pool, job_id, deltas(0, 100))
+
+    async def work() -> None:
+        n = 100
+        for _ in range(120):
+            size = random.randint(1, 12)
+            await append(pool, job_id, deltas(n, size))
+            n += size
+            await asyncio.sleep(random.uniform(0, 0.003))
+        await finish(pool, job_id)
+
+    # Staggered joins: late subscribers turn live while earlier ones are being fed.
+    starts = [random.randint(-1, 99) for _ in range(16)]
+    writer = asyncio.create_task(work())
+    results = await asyncio.gather(
+        *(
+            collect(small_hub, job_id, k, max_pause=0.02 if i % 3 == 0 else 0, delay=random.uniform(0, 0.3))
+            for i, k in enumerate(starts)
+        )
+    )
+    await writer
+    last = (await stored_rows(pool, job_id))[-1].seq
+    for k, seqs in zip(starts, results, strict=True):
+        assert seqs == list(range(k + 1, last + 1))
+    assert small_hub.feeds == {}
+
+
+async def test_hub_frees_a_subscription_when_its_stream_is_cancelled(small_hub: EventHub, pool) -> None:
+    job_id = await running_job(pool)
+    await append(pool, job_id, deltas(0, 3))
+    task = asyncio.create_task(collect(small_hub, job_id, -1, max_pause=0))
+    await asyncio.sleep(0.2)
+    assert str(job_id) in small_hub.feeds
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert str(job_id) not in small_hub.feeds
+
+
+async def test_hub_listener_reconnects_and_wakes_live_streams(small_hub: EventHub, pool) -> None:
+    job_id = await running_job(pool)
+    await append(pool, job_id, deltas(0, 2))
+    task = asyncio.create_task(collect(small_hub, job_id, -1, max_pause=0))
+    await asyncio.sleep(0.2)
+    async with pool.connection() as conn:
+        await conn.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = %s",
+            (small_hub.application_name,),
+        )
+    # These may land while no connection listens: the reconnect's wake-up covers them.
+    await append(pool, job_id, deltas(2, 2))
+    await finish(pool, job_id)
+    assert await asyncio.wait_for(task, 20) == [0, 1, 2, 3, 4]
+    async with pool.connection() as conn:
+        cur = await conn.execute(
+            "SELECT count(*) AS n FROM pg_stat_activity WHERE application_name = %s", (small_hub.application_name,)
+        )
+        assert (await cur.fetchone())["n"] == 1
+
+
+async def test_hub_feeds_only_contiguous_rows(small_hub: EventHub, pool) -> None:
+    job_id = await running_job(pool)
+    row = lambda seq: events.EventRow(seq, "text_delta", "{}")  # noqa: E731
+    with small_hub.subscribe(job_id, 5) as subscriber:
+        subscriber.live = True
+        assert subscriber.deliver([row(7), row(8)]) is False  # 6 is missing: the feed must read again
+        assert subscriber.position == 5
+        assert subscriber.deliver([row(3), row(4), row(5), row(6), row(7)]) is True  # keeps only 6, 7
+        assert subscriber.position == 7
+        assert [r.seq for r in await subscriber.next_batch(0.1)] == [6, 7]
+
+
+async def test_hub_slow_subscriber_falls_back_to_its_own_reads(small_hub: EventHub, pool) -> None:
+    job_id = await running_job(pool)
+    await append(pool, job_id, deltas(0, 3))
+    with small_hub.subscribe(job_id, -1) as subscriber:
+        seqs = [row.seq for row in await subscriber.next_batch(1)]
+        assert subscriber.live
+        # The client reads nothing while far more than its buffer arrives.
+        for i in range(3, 100, 10):
+            await append(pool, job_id, deltas(i, 10))
+            await asyncio.sleep(0.02)
+        assert not subscriber.live
+        assert len(subscriber._buffer) <= small_hub.buffer_rows
+        await finish(pool, job_id)
+        while not seqs or seqs[-1] != 103:
+            seqs += [row.seq for row in await subscriber.next_batch(1)]
+    assert seqs == list(range(104))
