@@ -51,9 +51,9 @@ def build_parser() -> argparse.ArgumentParser:
     api.add_argument("--port", type=int, default=8000)
     api.set_defaults(func=cmd_api)
 
+    # Options after `worker` are Celery's own (-n, --concurrency, -Q, ...).
     worker = commands.add_parser("worker", help="run a Celery worker (extra options go to Celery)")
-    worker.add_argument("celery_args", nargs=argparse.REMAINDER)
-    worker.set_defaults(func=cmd_worker)
+    worker.set_defaults(func=cmd_worker, passes_options_through=True)
 
     migrate = commands.add_parser("migrate", help="upgrade the database to the newest schema")
     migrate.set_defaults(func=cmd_migrate)
@@ -61,7 +61,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> None:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    if extra and not getattr(args, "passes_options_through", False):
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    args.celery_args = extra
     args.func(args)
 
 
