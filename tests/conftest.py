@@ -108,6 +108,16 @@ def api(service_env: dict[str, str], log_dir: Path) -> Iterator[ApiServer]:
     server.stop()
 
 
+@pytest.fixture(scope="session")
+def idle_api(service_env: dict[str, str], log_dir: Path) -> Iterator[ApiServer]:
+    """An API whose jobs no worker takes (its queue has no consumer): they stay
+    pending until a test plays the worker with the db layer."""
+    env = {**service_env, "RUNSTREAM_QUEUE": service_env["RUNSTREAM_QUEUE"] + "-idle"}
+    server = start_api(env, log_dir, name="idle-api")
+    yield server
+    server.stop()
+
+
 @pytest_asyncio.fixture(scope="session", loop_scope="session")
 async def pool(database_url: str) -> AsyncIterator[AsyncConnectionPool]:
     pool = await open_pool(database_url, 4, name="runstream-tests")
@@ -120,3 +130,10 @@ async def client(api: ApiServer, worker: ServiceProcess) -> AsyncIterator[httpx.
     """An HTTP client on the running API, with a worker behind it."""
     async with httpx.AsyncClient(base_url=api.url, timeout=30.0) as http:
         yield http
+
+
+@pytest_asyncio.fixture(loop_scope="session")
+async def http(idle_api: ApiServer) -> AsyncIterator[httpx.AsyncClient]:
+    """An HTTP client on the API with no worker behind it."""
+    async with httpx.AsyncClient(base_url=idle_api.url, timeout=30.0) as client:
+        yield client

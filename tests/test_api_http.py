@@ -4,27 +4,19 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import httpx
 import pytest
-import pytest_asyncio
 from psycopg_pool import AsyncConnectionPool
 from starlette.applications import Starlette
 from starlette.routing import Route
 
 from api.errors import EXCEPTION_HANDLERS
 from db import events, jobs
-from tests.support.processes import ApiServer, start_api
+from tests.support.processes import start_api
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
-
-
-@pytest_asyncio.fixture(loop_scope="session")
-async def http(api: ApiServer) -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient(base_url=api.url, timeout=30.0) as client:
-        yield client
 
 
 async def count(pool: AsyncConnectionPool, table: str) -> int:

@@ -25,12 +25,6 @@ from tests.support.sse import complete_body, deltakit_events, frames, read_strea
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 
 
-@pytest_asyncio.fixture(loop_scope="session")
-async def http(api: ApiServer) -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient(base_url=api.url, timeout=30.0) as client:
-        yield client
-
-
 async def running_job(pool: AsyncConnectionPool) -> uuid.UUID:
     """A job the test plays the worker for (never dispatched, so no worker takes it)."""
     job = await jobs.create_job(pool, tenant="default", message="test", model="offline")
@@ -303,15 +297,15 @@ async def close_streams(streams: list) -> None:
         await context.__aexit__(None, None, None)
 
 
-async def test_postgres_connections_do_not_grow_with_streams(api: ApiServer, pool) -> None:
+async def test_postgres_connections_do_not_grow_with_streams(idle_api: ApiServer, pool) -> None:
     job_id = await running_job(pool)
     await append(pool, job_id, deltas(0, 1))
     limits = httpx.Limits(max_connections=100)
-    async with httpx.AsyncClient(base_url=api.url, timeout=30.0, limits=limits) as client:
+    async with httpx.AsyncClient(base_url=idle_api.url, timeout=30.0, limits=limits) as client:
         one = await open_streams(client, job_id, 1)
-        with_one = await api_connections(pool, api)
+        with_one = await api_connections(pool, idle_api)
         fifty = await open_streams(client, job_id, 49)
-        with_fifty = await api_connections(pool, api)
+        with_fifty = await api_connections(pool, idle_api)
         # The streams are live and fed: one append reaches all fifty.
         await finish(pool, job_id)
         for _, chunks in one + fifty:
@@ -320,7 +314,7 @@ async def test_postgres_connections_do_not_grow_with_streams(api: ApiServer, poo
     assert with_one == with_fifty == Settings.model_fields["api_db_pool_size"].default + 1
 
 
-async def test_stream_survives_the_listen_connection_dropping(http: httpx.AsyncClient, api: ApiServer, pool) -> None:
+async def test_stream_survives_the_listen_connection_dropping(http: httpx.AsyncClient, idle_api: ApiServer, pool) -> None:
     job_id = await running_job(pool)
     await append(pool, job_id, deltas(0, 2))
 
@@ -330,7 +324,7 @@ async def test_stream_survives_the_listen_connection_dropping(http: httpx.AsyncC
             cur = await conn.execute(
                 "SELECT count(*) AS n FROM (SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
                 " WHERE application_name = %s) t",
-                (f"runstream-api-{api.pid}-listen",),
+                (f"runstream-api-{idle_api.pid}-listen",),
             )
             assert (await cur.fetchone())["n"] == 1
         await append(pool, job_id, deltas(2, 3))
