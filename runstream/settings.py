@@ -61,6 +61,10 @@ class Settings(BaseSettings):
     # How often a running job checks whether cancel was requested.
     cancel_poll_s: float = 0.5
     max_attempts: int = 3
+    # Backoff before a retried attempt (transient model error): about base, 2·base,
+    # 4·base … seconds, capped, with jitter.
+    retry_backoff_s: float = 1.0
+    retry_backoff_max_s: float = 60.0
     # Redis only: an unacknowledged message is redelivered after this long.
     redis_visibility_timeout_s: int = 3600
     run_timeout_s: float = 600.0

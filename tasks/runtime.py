@@ -1,0 +1,98 @@
+"""The worker process's event loop and what lives on it.
+
+Celery's thread pool gives each task a thread, but agent runs wait on models and
+tools, not on CPU: so every run of the process goes to ONE asyncio event loop in
+a background thread, which owns the process's database pool, its ``EventWriter``
+(so one group commit serves all runs) and its ``Supervisor``. A task thread
+submits its run with ``run`` and blocks until it ends.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+from collections.abc import Coroutine
+from concurrent.futures import Future
+from typing import Any, TypeVar
+
+from psycopg_pool import AsyncConnectionPool
+
+from db.connector import open_pool
+from runstream.settings import Settings, get_settings
+from tasks.event_writer import EventWriter
+from tasks.supervisor import Supervisor
+
+log = logging.getLogger("runstream.worker")
+
+T = TypeVar("T")
+
+
+class Runtime:
+    def __init__(self, settings: Settings):
+        if not settings.database_url:
+            raise RuntimeError("DATABASE_URL is not set: the worker needs the database")
+        self.settings = settings
+        self.loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self.loop.run_forever, name="runstream-loop", daemon=True)
+        self._thread.start()
+        self.pool: AsyncConnectionPool
+        self.writer: EventWriter
+        self.supervisor: Supervisor
+        try:
+            self.run(self._open())
+        except BaseException:
+            self.loop.call_soon_threadsafe(self.loop.stop)
+            raise
+
+    async def _open(self) -> None:
+        settings = self.settings
+        assert settings.database_url is not None
+        self.pool = await open_pool(settings.database_url, settings.worker_db_pool_size, name="runstream-worker")
+        self.writer = EventWriter(self.pool)
+        self.supervisor = Supervisor(
+            self.pool,
+            poll_s=settings.cancel_poll_s,
+            heartbeat_s=settings.heartbeat_s,
+            run_timeout_s=settings.run_timeout_s,
+        )
+        self.supervisor.start()
+
+    def submit(self, coro: Coroutine[Any, Any, T]) -> Future[T]:
+        return asyncio.run_coroutine_threadsafe(coro, self.loop)
+
+    def run(self, coro: Coroutine[Any, Any, T]) -> T:
+        """Run ``coro`` on the loop and block the calling thread until it returns."""
+        return self.submit(coro).result()
+
+    def close(self) -> None:
+        self.run(self._close())
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self._thread.join(timeout=10)
+
+    async def _close(self) -> None:
+        await self.supervisor.stop()
+        await self.pool.close()
+
+
+_runtime: Runtime | None = None
+_lock = threading.Lock()
+
+
+def get_runtime() -> Runtime:
+    """The process's runtime, started on first use (by whichever task thread comes first)."""
+    global _runtime
+    with _lock:
+        if _runtime is None:
+            _runtime = Runtime(get_settings())
+            size = _runtime.settings.worker_db_pool_size
+            log.info("worker runtime started: one event loop, %d database connections", size)
+        return _runtime
+
+
+def close_runtime() -> None:
+    global _runtime
+    with _lock:
+        if _runtime is not None:
+            _runtime.close()
+            _runtime = None

@@ -1,0 +1,345 @@
+"""The worker for real: jobs inserted in Postgres, dispatched through Redis to a
+``runstream worker`` subprocess, judged by the rows it leaves in ``job_events``
+and ``jobs``. The event writer is also driven in process against Postgres."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from celery import Celery
+from psycopg_pool import AsyncConnectionPool
+
+from db.events import read_events
+from db.jobs import cancel_job, claim_job, create_job, get_job
+from runstream.broker import TASK_NAME, celery_config
+from runstream.settings import Settings
+from tasks.event_writer import EventWriter
+from tests.support.processes import ServiceProcess, start_worker
+
+TENANT = "tests"
+FINISHED = ("completed", "failed", "cancelled")
+
+
+def dispatcher(env: dict[str, str]) -> Celery:
+    """A Celery app that sends the way the API does, to the worker ``env`` describes."""
+    settings = Settings(
+        CELERY_BROKER_URL=env["CELERY_BROKER_URL"],
+        queue=env["RUNSTREAM_QUEUE"],
+        data_dir=Path(env["RUNSTREAM_DATA_DIR"]),
+    )
+    app = Celery("runstream-tests")
+    app.conf.update(celery_config(settings))
+    return app
+
+
+@pytest.fixture(scope="module")
+def send(worker: ServiceProcess, service_env: dict[str, str]) -> Celery:
+    return dispatcher(service_env)
+
+
+# A second worker on its own queue, with a short time limit and quick retries.
+@pytest.fixture(scope="module")
+def strict_worker_env(service_env: dict[str, str]) -> dict[str, str]:
+    return {
+        **service_env,
+        "RUNSTREAM_QUEUE": f"{service_env['RUNSTREAM_QUEUE']}-strict",
+        "RUNSTREAM_RUN_TIMEOUT_S": "1",
+        "RUNSTREAM_MAX_ATTEMPTS": "2",
+        "RUNSTREAM_RETRY_BACKOFF_S": "0.05",
+        # A running job whose worker went quiet for 1 s is this worker's to take.
+        "RUNSTREAM_STALE_AFTER_S": "1",
+        "RUNSTREAM_HEARTBEAT_S": "0.2",
+    }
+
+
+@pytest.fixture(scope="module")
+def send_strict(strict_worker_env: dict[str, str], log_dir: Path) -> Iterator[Celery]:
+    process = start_worker(strict_worker_env, log_dir, "strict-worker")
+    yield dispatcher(strict_worker_env)
+    process.stop()
+
+
+async def submit(
+    pool: AsyncConnectionPool, app: Celery, message: str, *, model: str = "offline", **offline: Any
+) -> uuid.UUID:
+    """Insert a job (``offline`` are its metadata.offline knobs) and dispatch it as the API does."""
+    job = await create_job(
+        pool, tenant=TENANT, message=message, model=model, metadata={"offline": offline} if offline else {}
+    )
+    app.send_task(TASK_NAME, args=[str(job["id"])], task_id=str(job["id"]))
+    return job["id"]
+
+
+async def wait_for(pool: AsyncConnectionPool, job_id: uuid.UUID, statuses=FINISHED, timeout: float = 30.0) -> dict:
+    deadline = time.monotonic() + timeout
+    while True:
+        job = await get_job(pool, job_id, TENANT)
+        if job["status"] in statuses:
+            return job
+        assert time.monotonic() < deadline, f"job {job_id} still {job['status']} after {timeout}s"
+        await asyncio.sleep(0.02)
+
+
+async def wait_for_event(pool: AsyncConnectionPool, job_id: uuid.UUID, event_type: str, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not any(p["type"] == event_type for p in await events(pool, job_id)):
+        assert time.monotonic() < deadline, f"job {job_id} has no {event_type} event after {timeout}s"
+        await asyncio.sleep(0.02)
+
+
+async def events(pool: AsyncConnectionPool, job_id: uuid.UUID) -> list[dict]:
+    """The job's payloads, after checking that their seqs are 0, 1, 2, … with no gap."""
+    rows = await read_events(pool, job_id, -1, 10_000)
+    assert [r.seq for r in rows] == list(range(len(rows)))
+    return [json.loads(r.data) for r in rows]
+
+
+def merged(payloads: list[dict]) -> list[dict]:
+    """Consecutive text deltas joined: how many rows the writer made of them depends on timing."""
+    out: list[dict] = []
+    for p in payloads:
+        if p["type"] == "text_delta" and out and out[-1]["type"] == "text_delta":
+            out[-1] = {"type": "text_delta", "delta": out[-1]["delta"] + p["delta"]}
+        else:
+            out.append(dict(p))
+    return out
+
+
+def calculator_run(expression: str, result: str) -> list[dict]:
+    return [
+        {"type": "reasoning", "text": f"The user wants {expression} computed; I will call the calculate tool."},
+        {"type": "text_delta", "delta": f"Let me calculate {expression}."},
+        {
+            "type": "tool_call",
+            "tool_name": "calculate",
+            "argument": json.dumps({"expression": expression}),
+            "call_id": "call_1",
+        },
+        {"type": "tool_result", "call_id": "call_1", "output": result},
+        {"type": "reasoning", "text": f"The calculate tool returned {result}; I can answer now."},
+        {"type": "text_delta", "delta": f"The result of {expression} is {result}."},
+    ]
+
+
+def sleep_run(seconds: str) -> list[dict]:
+    return [
+        {
+            "type": "reasoning",
+            "text": f"The job asks for a silent tool call of {seconds} s; I will call the sleep tool.",
+        },
+        {"type": "text_delta", "delta": f"Let me wait {seconds} seconds."},
+        {
+            "type": "tool_call",
+            "tool_name": "sleep",
+            "argument": json.dumps({"seconds": float(seconds)}),
+            "call_id": "call_1",
+        },
+    ]
+
+
+async def test_tool_job_completes_with_its_whole_story(pool, send):
+    job_id = await submit(pool, send, "What is 2+3*4?")
+    job = await wait_for(pool, job_id)
+    payloads = await events(pool, job_id)
+    assert merged(payloads) == [*calculator_run("2+3*4", "14"), {"type": "done", "status": "completed"}]
+    assert (job["status"], job["error"], job["attempt"], job["last_seq"]) == ("completed", None, 1, len(payloads) - 1)
+    assert job["started_at"] is not None and job["finished_at"] is not None
+
+
+async def test_permanent_model_error_fails_the_job(pool, send):
+    job_id = await submit(pool, send, "hi", fail="the model refused")
+    job = await wait_for(pool, job_id)
+    assert await events(pool, job_id) == [{"type": "error", "message": "the model refused"}]
+    assert (job["status"], job["error"], job["attempt"]) == ("failed", "the model refused", 1)
+
+
+async def test_unknown_model_fails_the_job(pool, send):
+    job_id = await submit(pool, send, "hi", model="acme:large")
+    job = await wait_for(pool, job_id)
+    message = "unknown model provider 'acme': use one of openai, openrouter"
+    assert await events(pool, job_id) == [{"type": "error", "message": message}]
+    assert (job["status"], job["error"]) == ("failed", message)
+
+
+async def test_transient_error_is_retried_with_a_retry_event(pool, send):
+    job_id = await submit(pool, send, "hi", fail_attempts=1, words=4)
+    job = await wait_for(pool, job_id, timeout=30)
+    assert merged(await events(pool, job_id)) == [
+        {"type": "retry", "attempt": 2, "reason": "offline model: simulated transient failure (attempt 1 of 1)"},
+        {"type": "reasoning", "text": "No tool is needed for this prompt; I will answer it directly."},
+        {"type": "text_delta", "delta": "You said: hi Here"},
+        {"type": "done", "status": "completed"},
+    ]
+    assert (job["status"], job["error"], job["attempt"]) == ("completed", None, 2)
+
+
+async def test_transient_errors_give_up_after_max_attempts(pool, send_strict):
+    job_id = await submit(pool, send_strict, "hi", fail_attempts=5)
+    job = await wait_for(pool, job_id)
+    last_error = "offline model: simulated transient failure (attempt 2 of 5)"
+    assert await events(pool, job_id) == [
+        {"type": "retry", "attempt": 2, "reason": "offline model: simulated transient failure (attempt 1 of 5)"},
+        {"type": "error", "message": last_error},
+    ]
+    assert (job["status"], job["error"], job["attempt"]) == ("failed", last_error, 2)
+
+
+async def test_run_time_limit(pool, send_strict):
+    job_id = await submit(pool, send_strict, "hi", tool_sleep_s=60)
+    job = await wait_for(pool, job_id, timeout=10)
+    assert merged(await events(pool, job_id)) == [
+        *sleep_run("60"),
+        {"type": "error", "message": "run exceeded time limit"},
+    ]
+    assert (job["status"], job["error"]) == ("failed", "run exceeded time limit")
+    assert (job["finished_at"] - job["started_at"]).total_seconds() < 3
+
+
+async def test_a_job_whose_worker_died_is_taken_over_with_a_retry_event(
+    pool, send_strict, service_env, log_dir
+):
+    doomed_env = {**service_env, "RUNSTREAM_QUEUE": f"{service_env['RUNSTREAM_QUEUE']}-doomed"}
+    doomed = start_worker(doomed_env, log_dir, "doomed-worker")
+    try:
+        job_id = await submit(pool, dispatcher(doomed_env), "hi", tool_sleep_s=60)
+        await wait_for_event(pool, job_id, "tool_call")
+    finally:
+        doomed.kill()
+    # What the reaper does once a running job's heartbeat is older than stale_after_s
+    # (1 s for the strict worker): dispatch it again.
+    await asyncio.sleep(1.5)
+    send_strict.send_task(TASK_NAME, args=[str(job_id)], task_id=str(job_id))
+    job = await wait_for(pool, job_id)
+    assert merged(await events(pool, job_id)) == [
+        *sleep_run("60"),
+        {"type": "retry", "attempt": 2, "reason": "worker lost"},
+        *sleep_run("60"),
+        {"type": "error", "message": "run exceeded time limit"},  # the strict worker's limit: 1 s
+    ]
+    assert (job["status"], job["attempt"]) == ("failed", 2)
+
+
+async def test_cancel_stops_a_run_inside_a_silent_tool(pool, send):
+    job_id = await submit(pool, send, "hi", tool_sleep_s=60)
+    await wait_for_event(pool, job_id, "tool_call")
+
+    requested = time.monotonic()
+    assert await cancel_job(pool, job_id, TENANT) == "running"
+    job = await wait_for(pool, job_id, timeout=10)
+    assert time.monotonic() - requested < 2.0
+    assert merged(await events(pool, job_id)) == [*sleep_run("60"), {"type": "done", "status": "cancelled"}]
+    assert (job["status"], job["error"]) == ("cancelled", None)
+
+
+async def test_jobs_run_concurrently_in_one_worker(pool, send):
+    started = time.monotonic()
+    ids = [await submit(pool, send, f"job {i}", tool_sleep_s=1.5) for i in range(2)]
+    jobs = [await wait_for(pool, job_id) for job_id in ids]
+    assert time.monotonic() - started < 2.9, "the two 1.5 s runs did not overlap"
+    for job_id, job in zip(ids, jobs):
+        assert job["status"] == "completed"
+        assert merged(await events(pool, job_id)) == [
+            *sleep_run("1.5"),
+            {"type": "tool_result", "call_id": "call_1", "output": "slept 1.5 s"},
+            {"type": "reasoning", "text": "The sleep tool returned slept 1.5 s; I can answer now."},
+            {"type": "text_delta", "delta": "The sleep tool answered: slept 1.5 s."},
+            {"type": "done", "status": "completed"},
+        ]
+
+
+async def test_a_duplicate_delivery_runs_the_job_once(pool, send):
+    job_id = await submit(pool, send, "What is 6*7?")
+    send.send_task(TASK_NAME, args=[str(job_id)], task_id=str(job_id))
+    job = await wait_for(pool, job_id)
+    await asyncio.sleep(0.5)  # room for the second delivery to do anything it would
+    assert merged(await events(pool, job_id)) == [*calculator_run("6*7", "42"), {"type": "done", "status": "completed"}]
+    assert (job["status"], job["attempt"]) == ("completed", 1)
+
+
+# --- the event writer, in process ---------------------------------------------------
+
+
+async def claimed_job(pool: AsyncConnectionPool):
+    job = await create_job(pool, tenant=TENANT, message="m", model="offline")
+    claim = await claim_job(pool, job["id"], worker="test", stale_after_s=30)
+    assert claim is not None
+    return claim
+
+
+async def test_writer_group_commits_and_merges_text(pool):
+    writer = EventWriter(pool)
+    claims = [await claimed_job(pool) for _ in range(3)]
+    stops: list[str] = []
+    for claim in claims:
+        writer.open(claim.id, attempt=claim.attempt, last_seq=claim.job["last_seq"], stop_run=stops.append)
+    # All emitted before the loop runs the flush: one transaction carries everything.
+    for claim in claims:
+        await writer.emit(claim.id, {"type": "reasoning", "text": "r"})
+        for word in ("a ", "b ", "c"):
+            await writer.emit(claim.id, {"type": "text_delta", "delta": word})
+    results = [
+        await writer.finish(claim.id, {"type": "done", "status": "completed"}, status="completed")
+        for claim in claims
+    ]
+    assert [r.applied for r in results] == [True] * 3
+    for claim in claims:
+        assert await events(pool, claim.id) == [
+            {"type": "reasoning", "text": "r"},
+            {"type": "text_delta", "delta": "a b c"},
+            {"type": "done", "status": "completed"},
+        ]
+        job = await get_job(pool, claim.id, TENANT)
+        assert (job["status"], job["last_seq"]) == ("completed", 2)
+    assert stops == []
+
+
+async def test_writer_keeps_seqs_across_flushes(pool):
+    writer = EventWriter(pool, max_buffered=2)
+    claim = await claimed_job(pool)
+    stops: list[str] = []
+    writer.open(claim.id, attempt=claim.attempt, last_seq=claim.job["last_seq"], stop_run=stops.append)
+    # max_buffered=2 makes emit wait for the database every other event; drains add more flushes.
+    for i in range(7):
+        await writer.emit(claim.id, {"type": "reasoning", "text": str(i)})
+        if i % 3 == 0:
+            await writer.drain(claim.id)
+    await writer.finish(claim.id, {"type": "error", "message": "x"}, status="failed", error="x")
+    assert [p.get("text") for p in await events(pool, claim.id)] == [*map(str, range(7)), None]
+    job = await get_job(pool, claim.id, TENANT)
+    assert (job["status"], job["error"], job["last_seq"]) == ("failed", "x", 7)
+    assert stops == []
+
+
+async def test_writer_fences_a_run_whose_job_was_taken_over(pool):
+    writer = EventWriter(pool)
+    claim = await claimed_job(pool)
+    stops: list[str] = []
+    # Attempt 2 is not the job's attempt: as if another worker had claimed it since.
+    writer.open(claim.id, attempt=claim.attempt + 1, last_seq=claim.job["last_seq"], stop_run=stops.append)
+    await writer.emit(claim.id, {"type": "reasoning", "text": "r"})
+    assert not (await writer.drain(claim.id)).applied
+    assert stops == ["fenced"]
+    await writer.emit(claim.id, {"type": "reasoning", "text": "ignored"})
+    assert not (await writer.finish(claim.id, {"type": "done", "status": "completed"}, status="completed")).applied
+    assert await events(pool, claim.id) == []
+    assert (await get_job(pool, claim.id, TENANT))["status"] == "running"
+
+
+async def test_writer_reports_a_cancel_request(pool):
+    writer = EventWriter(pool)
+    claim = await claimed_job(pool)
+    stops: list[str] = []
+    writer.open(claim.id, attempt=claim.attempt, last_seq=claim.job["last_seq"], stop_run=stops.append)
+    assert await cancel_job(pool, claim.id, TENANT) == "running"
+    await writer.emit(claim.id, {"type": "reasoning", "text": "r"})
+    assert (await writer.drain(claim.id)).cancel_requested
+    assert stops == ["cancelled"]
+    result = await writer.finish(claim.id, {"type": "done", "status": "cancelled"}, status="cancelled")
+    assert (result.applied, result.status) == (True, "cancelled")
