@@ -42,9 +42,20 @@ def cmd_worker(args: argparse.Namespace) -> None:
     celery_app.worker_main(["worker", "--loglevel=INFO", *args.celery_args])
 
 
+def cmd_dev(args: argparse.Namespace) -> None:
+    from runstream.dev import main as dev_main
+
+    sys.exit(dev_main(args.host, args.port))
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="runstream", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
+
+    dev = commands.add_parser("dev", help="run Postgres (embedded unless DATABASE_URL), a worker and the API")
+    dev.add_argument("--host", default="127.0.0.1")
+    dev.add_argument("--port", type=int, default=8000)
+    dev.set_defaults(func=cmd_dev)
 
     api = commands.add_parser("api", help="serve the HTTP API and the chat page")
     api.add_argument("--host", default="127.0.0.1")

@@ -1,0 +1,631 @@
+// Runstream's chat page: plain JS, no build step, nothing fetched but our own API.
+//
+// The stream is read the way DeltaKit's background-sse transport reads it: fetch(),
+// split the body on "\n\n", JSON.parse each `data:` line. Unlike EventSource, fetch
+// lets us send `Last-Event-ID` as a header on the first request after a reload.
+//
+// Exact resume: the rendered state of the open run and the id of the last event
+// folded into it are saved together, in one sessionStorage write, after each chunk.
+// A reload restores that snapshot and asks for the events after its id, so every
+// event is rendered exactly once whenever the page dies.
+"use strict";
+
+(() => {
+  const API = "/api";
+  const STORE = {
+    session: "runstream.session", // this tab's session id
+    run: "runstream.run", // {jobId, lastEventId, ...rendered state} of the open run
+    apiKey: "runstream.apiKey", // optional bearer key (localStorage: shared by tabs)
+  };
+  const TERMINAL = new Set(["completed", "failed", "cancelled"]);
+  const STATUS_LABEL = {
+    idle: "idle", pending: "queued", running: "running",
+    completed: "completed", failed: "failed", cancelled: "cancelled",
+  };
+
+  const $ = (id) => document.getElementById(id);
+  const el = {
+    runs: $("runs"), runsEmpty: $("runs-empty"), sessionId: $("session-id"), newRun: $("new-run"),
+    runLabel: $("run-label"), streamState: $("stream-state"), attempt: $("attempt"),
+    status: $("status"), stop: $("stop"), thread: $("thread"), empty: $("empty"), run: $("run"),
+    message: $("message"), notice: $("notice"), activity: $("activity"), answer: $("answer"),
+    outcome: $("outcome"), composer: $("composer"), prompt: $("prompt"), send: $("send"),
+    composerError: $("composer-error"),
+  };
+
+  // ---- identity and auth ---------------------------------------------------------
+
+  // crypto.randomUUID needs a secure context; getRandomValues works on plain http too.
+  function uuid4() {
+    const b = crypto.getRandomValues(new Uint8Array(16));
+    b[6] = (b[6] & 0x0f) | 0x40;
+    b[8] = (b[8] & 0x3f) | 0x80;
+    const h = Array.from(b, (x) => x.toString(16).padStart(2, "0")).join("");
+    return `${h.slice(0, 8)}-${h.slice(8, 12)}-${h.slice(12, 16)}-${h.slice(16, 20)}-${h.slice(20)}`;
+  }
+
+  const url = new URL(location.href);
+  // `?key=` is stored and removed from the address bar, so it does not end up in
+  // history, screenshots or shared links.
+  if (url.searchParams.has("key")) {
+    localStorage.setItem(STORE.apiKey, url.searchParams.get("key"));
+    url.searchParams.delete("key");
+    history.replaceState(null, "", url);
+  }
+  function authHeaders() {
+    const key = localStorage.getItem(STORE.apiKey);
+    return key ? { Authorization: `Bearer ${key}` } : {};
+  }
+
+  let sessionId = sessionStorage.getItem(STORE.session);
+  const freshTab = !sessionId;
+  if (!sessionId) {
+    sessionId = uuid4();
+    sessionStorage.setItem(STORE.session, sessionId);
+  }
+
+  class ApiError extends Error {
+    constructor(status, message) {
+      super(message);
+      this.status = status;
+    }
+  }
+
+  async function api(path, { method = "GET", body } = {}) {
+    const headers = { Accept: "application/json", ...authHeaders() };
+    if (body !== undefined) headers["Content-Type"] = "application/json";
+    const res = await fetch(API + path, {
+      method, headers, cache: "no-store",
+      body: body === undefined ? undefined : JSON.stringify(body),
+    });
+    const data = await res.json().catch(() => null);
+    if (!res.ok) throw new ApiError(res.status, data?.error?.message || `HTTP ${res.status}`);
+    return data;
+  }
+
+  // ---- the open run: state, events, persistence ------------------------------------
+
+  function newView(jobId, job = {}) {
+    return {
+      jobId,
+      lastEventId: -1,
+      message: job.message ?? "",
+      status: job.status ?? "pending",
+      attempt: job.attempt ?? 0,
+      items: [], // reasoning blocks and tool calls, in arrival order
+      answer: "",
+      notice: null, // {attempt, reason} after a retry event
+      error: null,
+      ended: false, // the terminal event has been rendered
+    };
+  }
+
+  let view = null; // the run on screen
+  let generation = 0; // bumped when another run opens: an older stream loop stops
+  let controller = null; // aborts the open run's fetch
+
+  function loadSaved() {
+    try {
+      return JSON.parse(sessionStorage.getItem(STORE.run) || "null");
+    } catch {
+      return null;
+    }
+  }
+
+  // One setItem holds both the rendered state and its last event id, so they
+  // can never disagree, whenever the tab is closed or reloaded.
+  function persist() {
+    if (view) sessionStorage.setItem(STORE.run, JSON.stringify(view));
+    else sessionStorage.removeItem(STORE.run);
+  }
+
+  function applyEvent(v, id, ev) {
+    switch (ev.type) {
+      case "text_delta":
+        v.answer += ev.delta ?? "";
+        break;
+      case "reasoning": {
+        // Reasoning streams in pieces: consecutive pieces form one block.
+        const last = v.items[v.items.length - 1];
+        if (last && last.kind === "reasoning") last.text += ev.text ?? "";
+        else v.items.push({ kind: "reasoning", text: ev.text ?? "" });
+        break;
+      }
+      case "tool_call":
+        v.items.push({
+          kind: "tool", callId: ev.call_id ?? null, name: ev.tool_name ?? "tool",
+          argument: ev.argument ?? "", output: null,
+        });
+        break;
+      case "tool_result": {
+        // Paired by call_id; a result without one goes to the newest open call.
+        const open = v.items.filter((it) => it.kind === "tool" && it.output === null);
+        const call = open.reverse().find((it) => ev.call_id == null || it.callId === ev.call_id);
+        if (call) call.output = ev.output ?? "";
+        else v.items.push({ kind: "tool", callId: ev.call_id ?? null, name: "tool", argument: "", output: ev.output ?? "" });
+        break;
+      }
+      case "retry":
+        // A new attempt starts from scratch: what the failed one produced is discarded.
+        v.items = [];
+        v.answer = "";
+        v.attempt = ev.attempt ?? v.attempt + 1;
+        v.notice = { attempt: v.attempt, reason: ev.reason ?? "" };
+        v.status = "running";
+        break;
+      case "done":
+        v.status = ev.status === "cancelled" ? "cancelled" : "completed";
+        v.ended = true;
+        break;
+      case "error":
+        v.status = "failed";
+        v.error = ev.message ?? "the run failed";
+        v.ended = true;
+        break;
+      default:
+        break; // an event type this page does not know: skip it, keep the id
+    }
+    if (!v.ended && v.status === "pending") v.status = "running";
+    v.lastEventId = id;
+  }
+
+  // One SSE block → {id, data}, or null for comments, `retry:` and empty blocks.
+  function parseBlock(block) {
+    let id = null;
+    let data = null;
+    for (const line of block.split("\n")) {
+      if (line.startsWith("id:")) id = Number.parseInt(line.slice(3).trim(), 10);
+      else if (line.startsWith("data:")) data = line.slice(5).trim();
+    }
+    if (data === null || id === null || Number.isNaN(id)) return null;
+    return { id, data: JSON.parse(data) };
+  }
+
+  const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+
+  async function follow(gen) {
+    let backoff = 500;
+    while (gen === generation && view && !view.ended) {
+      const ctrl = new AbortController();
+      controller = ctrl;
+      setStream(view.lastEventId >= 0 ? "resuming" : "connecting");
+      try {
+        const headers = { Accept: "text/event-stream", ...authHeaders() };
+        // The header, as EventSource sends it on reconnect; the server starts after it.
+        if (view.lastEventId >= 0) headers["Last-Event-ID"] = String(view.lastEventId);
+        const res = await fetch(`${API}/jobs/${encodeURIComponent(view.jobId)}/events`, {
+          headers, signal: ctrl.signal, cache: "no-store",
+        });
+        if (res.status === 404) return notFound();
+        if (!res.ok) throw new ApiError(res.status, `HTTP ${res.status}`);
+        setStream("live");
+        const reader = res.body.pipeThrough(new TextDecoderStream()).getReader();
+        let buffer = "";
+        for (;;) {
+          const { value, done } = await reader.read();
+          if (done || gen !== generation) break;
+          buffer += value;
+          const blocks = buffer.split("\n\n");
+          buffer = blocks.pop(); // an incomplete block waits for the next chunk
+          let changed = false;
+          try {
+            for (const block of blocks) {
+              const frame = parseBlock(block);
+              if (!frame || frame.id <= view.lastEventId) continue; // already rendered
+              if (frame.id !== view.lastEventId + 1) {
+                // Ids are gap-free; a gap means something was lost: ask again from ours.
+                throw new Error(`event ${frame.id} after ${view.lastEventId}`);
+              }
+              applyEvent(view, frame.id, frame.data);
+              changed = true;
+            }
+          } finally {
+            if (changed) {
+              persist();
+              scheduleRender();
+            }
+          }
+          backoff = 500;
+          if (view.ended) break;
+        }
+        ctrl.abort();
+      } catch (err) {
+        if (gen !== generation) return;
+        if (err instanceof ApiError && err.status === 400) return notFound();
+        console.warn("runstream: stream interrupted, resuming", err);
+      }
+      if (gen !== generation) return;
+      if (view.ended) break;
+      // The server ended the response without a terminal event (restart, network):
+      // reconnect from the last rendered event.
+      setStream("reconnecting");
+      await sleep(backoff);
+      backoff = Math.min(backoff * 2, 8000);
+    }
+    if (gen === generation && view?.ended) {
+      setStream("ended");
+      refreshStatus(gen);
+      loadRuns();
+    }
+  }
+
+  async function refreshStatus(gen) {
+    try {
+      const job = await api(`/jobs/${encodeURIComponent(view.jobId)}`);
+      if (gen !== generation) return;
+      view.message = job.message;
+      view.attempt = Math.max(view.attempt, job.attempt);
+      // The event log decides the end: the row may say "completed" while the last
+      // events are still on their way, and the page must not claim it before it
+      // has rendered them.
+      if (!view.ended && !TERMINAL.has(job.status)) view.status = job.status;
+      if (freshTab && !adopted && job.session_id && !loadedRuns) adoptSession(job.session_id);
+      persist();
+      scheduleRender();
+    } catch (err) {
+      if (err instanceof ApiError && (err.status === 404 || err.status === 400)) notFound();
+    }
+  }
+
+  function notFound() {
+    generation += 1;
+    view = null;
+    persist();
+    setUrlJob(null);
+    render();
+    showError("That run does not exist (or is not yours).");
+  }
+
+  // A tab opened on someone's run link (/?job=…) joins that run's session, so its
+  // sidebar shows the conversation the run belongs to.
+  let adopted = false;
+  function adoptSession(id) {
+    adopted = true;
+    if (id === sessionId) return;
+    sessionId = id;
+    sessionStorage.setItem(STORE.session, id);
+    showSession();
+    loadRuns();
+  }
+
+  function showSession() {
+    el.sessionId.textContent = sessionId.slice(0, 8);
+    el.sessionId.title = sessionId;
+  }
+
+  function openRun(jobId, job) {
+    generation += 1;
+    controller?.abort();
+    const saved = loadSaved();
+    // Reopening the run this tab was showing: continue from the saved snapshot.
+    view = saved && saved.jobId === jobId ? saved : newView(jobId, job);
+    persist();
+    setUrlJob(jobId);
+    showError(null);
+    render();
+    const gen = generation;
+    refreshStatus(gen);
+    if (view.ended) setStream("ended");
+    else follow(gen);
+    highlightRuns();
+  }
+
+  function closeRun() {
+    generation += 1;
+    controller?.abort();
+    view = null;
+    persist();
+    setUrlJob(null);
+    render();
+    el.prompt.focus();
+  }
+
+  function setUrlJob(jobId) {
+    const next = new URL(location.href);
+    if (jobId) next.searchParams.set("job", jobId);
+    else next.searchParams.delete("job");
+    if (next.href !== location.href) history.replaceState(null, "", next);
+  }
+
+  // ---- actions ------------------------------------------------------------------
+
+  async function send(message) {
+    showError(null);
+    el.send.disabled = true;
+    try {
+      const job = await api("/jobs", { method: "POST", body: { message, session_id: sessionId } });
+      sessionStorage.removeItem(STORE.run);
+      el.prompt.value = "";
+      autosize();
+      openRun(job.job_id, job);
+      loadRuns();
+    } catch (err) {
+      showError(`Could not start the run: ${err.message}`);
+    } finally {
+      updateComposer();
+    }
+  }
+
+  async function stop() {
+    if (!view || view.ended) return;
+    el.stop.disabled = true;
+    el.stop.dataset.state = "stopping";
+    try {
+      await api(`/jobs/${encodeURIComponent(view.jobId)}/cancel`, { method: "POST" });
+      // The `done` event with status cancelled ends the stream and the run.
+    } catch (err) {
+      el.stop.disabled = false;
+      delete el.stop.dataset.state;
+      showError(`Could not stop the run: ${err.message}`);
+    }
+  }
+
+  // ---- the session's runs --------------------------------------------------------
+
+  let loadedRuns = false;
+  let runsRequest = 0;
+
+  async function loadRuns() {
+    const mine = ++runsRequest;
+    try {
+      const data = await api(`/jobs?session_id=${encodeURIComponent(sessionId)}&limit=50`);
+      if (mine !== runsRequest) return; // a newer list is on its way
+      loadedRuns = data.jobs.length > 0;
+      renderRuns(data.jobs);
+    } catch (err) {
+      console.warn("runstream: cannot list runs", err);
+    }
+  }
+
+  function renderRuns(jobs) {
+    el.runs.replaceChildren(
+      ...jobs.map((job) => {
+        const li = document.createElement("li");
+        const button = document.createElement("button");
+        button.type = "button";
+        button.className = "run-item";
+        button.dataset.role = "run-item";
+        button.dataset.jobId = job.job_id;
+        button.dataset.status = job.status;
+        const title = document.createElement("span");
+        title.className = "run-item-title";
+        title.textContent = job.message;
+        const meta = document.createElement("span");
+        meta.className = "run-item-meta";
+        const dot = document.createElement("span");
+        dot.className = "dot";
+        dot.dataset.status = job.status;
+        meta.append(dot, `${STATUS_LABEL[job.status] ?? job.status} · ${ago(job.created_at)}`);
+        button.append(title, meta);
+        button.addEventListener("click", () => openRun(job.job_id, job));
+        li.append(button);
+        return li;
+      }),
+    );
+    el.runsEmpty.hidden = jobs.length > 0;
+    highlightRuns();
+  }
+
+  function highlightRuns() {
+    for (const item of el.runs.querySelectorAll("[data-role=run-item]")) {
+      item.classList.toggle("active", item.dataset.jobId === view?.jobId);
+      if (item.dataset.jobId === view?.jobId && TERMINAL.has(view.status) && view.ended) {
+        item.dataset.status = view.status;
+        item.querySelector(".dot").dataset.status = view.status;
+      }
+    }
+  }
+
+  function ago(iso) {
+    const s = Math.max(0, (Date.now() - Date.parse(iso)) / 1000);
+    if (s < 45) return "just now";
+    if (s < 3600) return `${Math.round(s / 60)} min ago`;
+    if (s < 86400) return `${Math.round(s / 3600)} h ago`;
+    return new Date(iso).toLocaleDateString();
+  }
+
+  // ---- rendering -----------------------------------------------------------------
+
+  let frameRequested = false;
+  function scheduleRender() {
+    if (frameRequested) return;
+    frameRequested = true;
+    requestAnimationFrame(() => {
+      frameRequested = false;
+      render();
+    });
+  }
+
+  function setStream(state) {
+    el.run.dataset.stream = state;
+    const label = { connecting: "connecting…", resuming: "resuming…", live: "live", reconnecting: "reconnecting…" };
+    el.streamState.textContent = label[state] ?? "";
+    el.streamState.dataset.state = state;
+  }
+
+  function render() {
+    const v = view;
+    el.empty.hidden = !!v;
+    el.run.hidden = !v;
+    const status = v ? v.status : "idle";
+    el.status.dataset.status = status;
+    el.status.textContent = STATUS_LABEL[status] ?? status;
+    if (!v) {
+      el.runLabel.textContent = "No run open";
+      el.attempt.hidden = true;
+      el.stop.hidden = true;
+      setStream("idle");
+      highlightRuns();
+      updateComposer();
+      return;
+    }
+    const nearBottom = el.thread.scrollHeight - el.thread.scrollTop - el.thread.clientHeight < 80;
+
+    el.runLabel.textContent = `Run ${v.jobId.slice(0, 8)}`;
+    el.runLabel.title = v.jobId;
+    el.run.dataset.jobId = v.jobId;
+    el.run.dataset.lastEventId = String(v.lastEventId);
+    el.attempt.hidden = !(v.attempt >= 1);
+    el.attempt.textContent = `attempt ${v.attempt}`;
+    el.attempt.dataset.attempt = String(v.attempt);
+    el.stop.hidden = v.ended || TERMINAL.has(v.status);
+    if (el.stop.hidden) {
+      el.stop.disabled = false;
+      delete el.stop.dataset.state;
+    }
+    el.message.textContent = v.message;
+
+    el.notice.hidden = !v.notice;
+    if (v.notice) {
+      el.notice.textContent =
+        `Attempt ${v.notice.attempt} started after a transient error` +
+        (v.notice.reason ? ` (${v.notice.reason})` : "") + ". The partial answer was discarded.";
+    }
+
+    renderActivity(v.items);
+
+    el.answer.textContent = v.answer;
+    el.answer.classList.toggle("streaming", !v.ended);
+    el.answer.classList.toggle("waiting", !v.ended && !v.answer && v.items.length === 0);
+
+    el.outcome.hidden = !v.ended;
+    el.outcome.dataset.kind = v.ended ? v.status : "";
+    if (v.ended) {
+      el.outcome.textContent = {
+        completed: "Completed",
+        cancelled: "Stopped. The run was cancelled.",
+        failed: `Failed: ${v.error ?? "the run failed"}`,
+      }[v.status];
+    }
+    highlightRuns();
+    updateComposer();
+    if (nearBottom) el.thread.scrollTop = el.thread.scrollHeight;
+  }
+
+  // Items are appended or updated, never reordered: reuse their nodes, so a
+  // reasoning block the user folded stays folded while the run streams on.
+  function renderActivity(items) {
+    const box = el.activity;
+    items.forEach((item, i) => {
+      let node = box.children[i];
+      if (!node || node.dataset.kind !== item.kind) {
+        const fresh = item.kind === "reasoning" ? reasoningNode() : toolNode();
+        if (node) box.replaceChild(fresh, node);
+        else box.append(fresh);
+        node = fresh;
+      }
+      if (item.kind === "reasoning") {
+        node.querySelector(".reasoning-text").textContent = item.text;
+      } else {
+        updateTool(node, item);
+      }
+    });
+    while (box.children.length > items.length) box.lastElementChild.remove();
+  }
+
+  function reasoningNode() {
+    const d = document.createElement("details");
+    d.className = "reasoning";
+    d.dataset.kind = "reasoning";
+    d.dataset.role = "reasoning";
+    d.open = true;
+    const s = document.createElement("summary");
+    s.textContent = "Reasoning";
+    const t = document.createElement("div");
+    t.className = "reasoning-text";
+    d.append(s, t);
+    return d;
+  }
+
+  function toolNode() {
+    const d = document.createElement("details");
+    d.className = "tool";
+    d.dataset.kind = "tool";
+    d.dataset.role = "tool-call";
+    d.open = true;
+    d.innerHTML =
+      '<summary><span class="tool-icon" aria-hidden="true"></span>' +
+      '<span class="tool-name" data-role="tool-name"></span>' +
+      '<span class="tool-state" data-role="tool-state"></span></summary>' +
+      '<div class="tool-body"><div class="tool-label">Arguments</div>' +
+      '<pre class="tool-args" data-role="tool-args"></pre>' +
+      '<div class="tool-label tool-result-label">Result</div>' +
+      '<pre class="tool-result" data-role="tool-result"></pre></div>';
+    return d;
+  }
+
+  function updateTool(node, item) {
+    node.dataset.callId = item.callId ?? "";
+    node.dataset.state = item.output === null ? "running" : "done";
+    node.querySelector("[data-role=tool-name]").textContent = item.name;
+    node.querySelector("[data-role=tool-state]").textContent = item.output === null ? "running…" : "done";
+    node.querySelector("[data-role=tool-args]").textContent = prettyJson(item.argument);
+    const done = item.output !== null;
+    node.querySelector(".tool-result-label").hidden = !done;
+    const result = node.querySelector("[data-role=tool-result]");
+    result.hidden = !done;
+    result.textContent = done ? prettyJson(item.output) : "";
+  }
+
+  function prettyJson(text) {
+    try {
+      const value = JSON.parse(text);
+      return typeof value === "object" && value !== null ? JSON.stringify(value, null, 2) : String(text);
+    } catch {
+      return String(text);
+    }
+  }
+
+  function showError(message) {
+    el.composerError.hidden = !message;
+    el.composerError.textContent = message ?? "";
+  }
+
+  // ---- composer -----------------------------------------------------------------
+
+  function updateComposer() {
+    el.send.disabled = !el.prompt.value.trim();
+  }
+
+  function autosize() {
+    el.prompt.style.height = "auto";
+    el.prompt.style.height = `${Math.min(el.prompt.scrollHeight, 200)}px`;
+  }
+
+  el.composer.addEventListener("submit", (e) => {
+    e.preventDefault();
+    const message = el.prompt.value.trim();
+    if (message) send(message);
+  });
+  el.prompt.addEventListener("keydown", (e) => {
+    if (e.key === "Enter" && !e.shiftKey && !e.isComposing) {
+      e.preventDefault();
+      el.composer.requestSubmit();
+    }
+  });
+  el.prompt.addEventListener("input", () => {
+    autosize();
+    updateComposer();
+  });
+  el.stop.addEventListener("click", stop);
+  el.newRun.addEventListener("click", closeRun);
+  for (const s of document.querySelectorAll(".suggestion")) {
+    s.addEventListener("click", () => {
+      el.prompt.value = s.textContent;
+      autosize();
+      updateComposer();
+      el.prompt.focus();
+    });
+  }
+
+  // ---- start ---------------------------------------------------------------------
+
+  showSession();
+  const linked = url.searchParams.get("job");
+  const saved = loadSaved();
+  if (linked) openRun(linked);
+  else if (saved?.jobId) openRun(saved.jobId);
+  else render();
+  loadRuns();
+  el.prompt.focus();
+})();
