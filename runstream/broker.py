@@ -22,12 +22,14 @@ def transport_options(settings: Settings) -> dict[str, Any]:
     if url.startswith("filesystem://"):
         # Dev default: no broker process; messages are files under the data dir.
         folder = (settings.data_dir / "broker").resolve()
-        for sub in ("queue", "processed"):
+        for sub in ("queue", "processed", "control"):
             (folder / sub).mkdir(parents=True, exist_ok=True)
         return {
             "data_folder_in": str(folder / "queue"),
             "data_folder_out": str(folder / "queue"),
             "processed_folder": str(folder / "processed"),
+            # The exchange table; kombu's default is relative to the working directory.
+            "control_folder": str(folder / "control"),
             "store_processed": False,
             "polling_interval": 0.02,
         }
