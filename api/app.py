@@ -14,11 +14,11 @@ from pathlib import Path
 
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import FileResponse, JSONResponse
+from starlette.responses import FileResponse
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
-from api import events, jobs
+from api import analytics, events, history, jobs, operations
 from api.dispatch import Dispatcher
 from api.errors import EXCEPTION_HANDLERS
 from api.hub import EventHub
@@ -28,21 +28,23 @@ from runstream.settings import Settings, get_settings
 STATIC_DIR = Path(__file__).parent / "static"
 
 
-async def healthz(request: Request) -> JSONResponse:
-    return JSONResponse({"status": "ok"})
-
-
 async def index(request: Request) -> FileResponse:
     return FileResponse(STATIC_DIR / "index.html")
 
 
 def routes() -> list[Route | Mount]:
     table: list[Route | Mount] = [
-        Route("/healthz", healthz, methods=["GET"]),
+        Route("/healthz", operations.healthz, methods=["GET"]),
+        Route("/readyz", operations.readyz, methods=["GET"]),
+        Route("/metrics", operations.metrics, methods=["GET"]),
         Route("/api/jobs", jobs.JobCollection),
         Route("/api/jobs/{job_id}", jobs.get_job, methods=["GET"]),
         Route("/api/jobs/{job_id}/cancel", jobs.cancel_job, methods=["POST"]),
         Route("/api/jobs/{job_id}/events", events.stream_events, methods=["GET"]),
+        Route("/api/sessions/{session_id}/messages", history.session_messages, methods=["GET"]),
+        Route("/api/sessions/{session_id}/clear", history.clear_session_route, methods=["POST"]),
+        Route("/api/analytics/summary", analytics.analytics_summary, methods=["GET"]),
+        Route("/api/analytics/jobs/{job_id}", analytics.analytics_job, methods=["GET"]),
     ]
     # The chat page, when it is there (it ships in api/static/).
     if (STATIC_DIR / "index.html").is_file():

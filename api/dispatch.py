@@ -54,6 +54,15 @@ class Dispatcher:
             return False
         return True
 
+    def _connect(self) -> None:
+        with self.celery.connection_for_write() as connection:
+            connection.ensure_connection(max_retries=1, interval_start=0, interval_step=0, timeout=self.timeout)
+
+    async def check_broker(self) -> None:
+        """Raises when the broker cannot be connected to within the dispatch deadline (readiness)."""
+        loop = asyncio.get_running_loop()
+        await asyncio.wait_for(loop.run_in_executor(self.threads, self._connect), self.timeout)
+
     def close(self) -> None:
         self.threads.shutdown(wait=False, cancel_futures=True)
         self.celery.close()

@@ -2,21 +2,33 @@
 
 from __future__ import annotations
 
+import json
 import uuid
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime
 
 from starlette.requests import Request
-from starlette.responses import Response, StreamingResponse
+from starlette.responses import JSONResponse, Response, StreamingResponse
 
 from api import params
 from api.errors import ApiError, not_found
 from api.hub import EventHub
 from api.sse import HEADERS, KEEPALIVE, MEDIA_TYPE, event_frame
 from api.tenancy import resolve_tenant
+from db.events import read_events
 from db.jobs import TERMINAL_STATUSES, get_job
+from runstream.metrics import DELIVERY_LAG
+
+
+def wants_json(request: Request) -> bool:
+    """``Accept: application/json`` (and not ``text/event-stream``) asks for a page, not a stream."""
+    accept = request.headers.get("accept", "")
+    return "application/json" in accept and "text/event-stream" not in accept
 
 
 async def stream_events(request: Request) -> Response:
+    if wants_json(request):
+        return await events_page(request)
     job_id = params.job_id(request)
     after = params.resume_point(request)
     state = request.app.state
@@ -40,10 +52,18 @@ async def event_stream(hub: EventHub, job_id: uuid.UUID, after: int, keepalive_s
     cancels the stream when it sees the disconnect)."""
     with hub.subscribe(job_id, after) as subscriber:
         while True:
+            # Rows that reach a live stream are new: their age is delivery lag.
+            # Rows it catches up on are history, however old.
+            live = subscriber.live
             rows = await subscriber.next_batch(keepalive_s)
             if not rows:
                 yield KEEPALIVE
                 continue
+            if live:
+                now = datetime.now(UTC)
+                for row in rows:
+                    if row.created_at is not None:
+                        DELIVERY_LAG.observe((now - row.created_at).total_seconds())
             chunk = bytearray()
             for row in rows:
                 chunk += event_frame(row)
@@ -51,3 +71,45 @@ async def event_stream(hub: EventHub, job_id: uuid.UUID, after: int, keepalive_s
                     yield bytes(chunk)
                     return
             yield bytes(chunk)
+
+
+async def events_page(request: Request) -> JSONResponse:
+    """A page of the log as JSON, for clients that poll and for exports::
+
+        GET /api/jobs/{id}/events?after=-1&limit=1000   (Accept: application/json)
+        {"job_id", "status", "events": [{"id": seq, "data": payload}, ...],
+         "next": <the after of the next page>, "up_to_date": bool, "done": bool}
+
+    ``up_to_date``: nothing after ``next`` had committed when the page was read
+    (poll again later); ``done``: the page ends with the job's terminal event, so
+    nothing will ever follow.
+    """
+    job_id = params.job_id(request)
+    after = params.page_after(request)
+    limit = params.page_limit(request)
+    state = request.app.state
+    job = await get_job(state.pool, job_id, resolve_tenant(request))
+    if job is None:
+        raise not_found()
+    if after > job["last_seq"]:
+        raise ApiError(400, "invalid_after", "after is beyond the job's newest event")
+    # One row more than the page tells whether more had committed.
+    rows = await read_events(state.pool, job_id, after, limit + 1)
+    page = rows[:limit]
+    up_to_date = len(rows) <= limit
+    next_after = page[-1].seq if page else after
+    done = up_to_date and (
+        (bool(page) and page[-1].terminal)
+        or (not page and job["status"] in TERMINAL_STATUSES and after == job["last_seq"])
+    )
+    return JSONResponse(
+        {
+            "job_id": str(job_id),
+            "status": job["status"],
+            "events": [{"id": row.seq, "data": json.loads(row.data)} for row in page],
+            "next": next_after,
+            "up_to_date": up_to_date,
+            "done": done,
+        },
+        headers={"Vary": "Accept"},
+    )

@@ -167,6 +167,8 @@ class EventHub:
         self.ping_s = settings.listen_ping_s
         # Keyed by the job id as text: the NOTIFY payload's form.
         self.feeds: dict[str, JobFeed] = {}
+        # True while the LISTEN connection is up and listening (readiness).
+        self.listening = False
         self._listener: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
@@ -179,6 +181,10 @@ class EventHub:
                 await self._listener
         for feed in self.feeds.values():
             feed.cancel()
+
+    @property
+    def open_streams(self) -> int:
+        return sum(len(feed.subscribers) for feed in self.feeds.values())
 
     async def read(self, job_id: uuid.UUID, after: int) -> list[EventRow]:
         return await read_events(self.pool, job_id, after, self.page_size)
@@ -230,6 +236,7 @@ class EventHub:
             except LISTEN_ERRORS as exc:
                 log.warning("LISTEN connection lost (%r); reconnecting", exc)
             finally:
+                self.listening = False
                 connection.terminate()
             await asyncio.sleep(BACKOFF_MIN_S)
 
@@ -238,6 +245,7 @@ class EventHub:
         lost = asyncio.Event()
         connection.add_termination_listener(lambda _: lost.set())
         await connection.add_listener(NOTIFY_CHANNEL, self._on_notify)
+        self.listening = True
         # NOTIFYs sent while no connection listened are gone: every feed re-reads.
         self.wake_all()
         log.info("listening on %s", NOTIFY_CHANNEL)

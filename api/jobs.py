@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+
 from starlette.endpoints import HTTPEndpoint
 from starlette.requests import Request
 from starlette.responses import JSONResponse
@@ -12,6 +14,9 @@ from api.errors import not_found
 from api.payloads import job_json, parse_new_job
 from api.tenancy import resolve_tenant
 from db import jobs
+from runstream.logs import job_fields
+
+log = logging.getLogger("runstream.api")
 
 
 async def create_job(request: Request) -> JSONResponse:
@@ -27,7 +32,8 @@ async def create_job(request: Request) -> JSONResponse:
     )
     # The row is committed first, so a dispatch that fails loses nothing: the
     # job stays pending and the reaper sends it again.
-    await state.dispatcher.dispatch(job["id"])
+    dispatched = await state.dispatcher.dispatch(job["id"])
+    log.info("job created", extra=job_fields(job["id"], "pending", dispatched=dispatched, session_id=job["session_id"]))
     return JSONResponse(job_json(job), status_code=202)
 
 
@@ -39,9 +45,12 @@ async def get_job(request: Request) -> JSONResponse:
 
 
 async def cancel_job(request: Request) -> JSONResponse:
-    status = await jobs.cancel_job(request.app.state.pool, params.job_id(request), resolve_tenant(request))
+    job_id = params.job_id(request)
+    status = await jobs.cancel_job(request.app.state.pool, job_id, resolve_tenant(request))
     if status is None:
         raise not_found()
+    # "cancelled" when a pending job was cancelled here; "running" when its worker was asked to stop.
+    log.info("job cancel requested", extra=job_fields(job_id, status))
     return JSONResponse({"status": "ok", "job_status": status})
 
 

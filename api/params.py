@@ -21,6 +21,9 @@ INTEGER = re.compile(r"-?[0-9]{1,19}")
 MAX_SEQ = 2**63 - 1
 DEFAULT_LIMIT = 20
 MAX_LIMIT = 100
+# Pages of the log as JSON (exports read many rows per request).
+DEFAULT_PAGE_EVENTS = 500
+MAX_PAGE_EVENTS = 1000
 
 
 def job_id(request: Request) -> uuid.UUID:
@@ -75,3 +78,15 @@ def list_query(request: Request) -> ListQuery:
         status=status,
         cursor=decode_cursor(cursor) if cursor else None,
     )
+
+
+def page_after(request: Request) -> int:
+    """``after`` of a JSON page of the log: the last event id the client has (-1: none)."""
+    return _event_id(request.query_params.get("after", "-1").strip(), "after")
+
+
+def page_limit(request: Request) -> int:
+    text = request.query_params.get("limit", str(DEFAULT_PAGE_EVENTS))
+    if not (INTEGER.fullmatch(text) and 1 <= int(text) <= MAX_PAGE_EVENTS):
+        raise ApiError(400, "invalid_limit", f"limit must be an integer from 1 to {MAX_PAGE_EVENTS}")
+    return int(text)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -13,6 +14,7 @@ from psycopg import AsyncConnection
 from psycopg_pool import AsyncConnectionPool
 
 from db import queries
+from runstream.metrics import APPEND_SECONDS, EVENTS_APPENDED
 
 TERMINAL_TYPES = frozenset({"done", "error"})
 
@@ -49,6 +51,7 @@ class EventRow:
     seq: int
     type: str
     data: str  # the payload as stored: one line of JSON, sent on the wire as is
+    created_at: datetime | None = None  # when it was appended (delivery lag)
 
     @property
     def terminal(self) -> bool:
@@ -94,8 +97,12 @@ async def append_in(conn: AsyncConnection, batches: Sequence[AppendBatch]) -> li
 
 async def append_many(pool: AsyncConnectionPool, batches: Sequence[AppendBatch]) -> list[AppendResult]:
     """One transaction, one commit for every batch: the group commit."""
+    started = time.perf_counter()
     async with pool.connection() as conn, conn.transaction():
-        return await append_in(conn, batches)
+        results = await append_in(conn, batches)
+    APPEND_SECONDS.observe(time.perf_counter() - started)
+    EVENTS_APPENDED.inc(sum(len(b.payloads) for b, r in zip(batches, results, strict=True) if r.applied))
+    return results
 
 
 async def append_events(
@@ -116,4 +123,4 @@ async def read_events(
         cur = await conn.execute(
             queries.READ_EVENTS, {"job_id": job_id, "after_seq": after_seq, "limit": limit}
         )
-        return [EventRow(r["seq"], r["type"], r["data"]) for r in await cur.fetchall()]
+        return [EventRow(r["seq"], r["type"], r["data"], r["created_at"]) for r in await cur.fetchall()]

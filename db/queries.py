@@ -68,9 +68,10 @@ SELECT last_seq, status, cancel_requested_at,
 FROM bumped
 """
 
-# payload::text is the stored JSON as one line: streams send it as is.
+# payload::text is the stored JSON as one line: streams send it as is;
+# created_at lets the API measure delivery lag.
 READ_EVENTS = """
-SELECT seq, type, payload::text AS data
+SELECT seq, type, payload::text AS data, created_at
 FROM job_events
 WHERE job_id = %(job_id)s AND seq > %(after_seq)s
 ORDER BY seq
@@ -131,3 +132,115 @@ UPDATE jobs SET status = 'pending', error = %(error)s, worker = NULL
 WHERE id = %(id)s AND status = 'running' AND attempt = %(attempt)s
 RETURNING id
 """
+
+# --- conversations (runs of one session) -------------------------------------
+
+# The newest runs of a session, newest first (the caller reverses them). Cleared
+# runs are no longer part of the conversation. ``before_*`` bounds it to the runs
+# submitted before a given one (the agent's context); ``finished_only`` leaves
+# out runs still in progress.
+SESSION_RUNS = """
+SELECT id, status, message, error, created_at, last_seq FROM jobs
+WHERE tenant = %(tenant)s AND session_id = %(session_id)s AND cleared_at IS NULL
+  AND (%(before_created_at)s::timestamptz IS NULL
+       OR (created_at, id) < (%(before_created_at)s, %(before_id)s::uuid))
+  AND (NOT %(finished_only)s OR status IN ('completed', 'failed', 'cancelled'))
+ORDER BY created_at DESC, id DESC
+LIMIT %(limit)s
+"""
+
+RUN_EVENTS = """
+SELECT job_id, seq, attempt, type, payload, created_at
+FROM job_events
+WHERE job_id = ANY(%(ids)s::uuid[])
+ORDER BY job_id, seq
+"""
+
+CLEAR_SESSION = """
+UPDATE jobs SET cleared_at = now()
+WHERE tenant = %(tenant)s AND session_id = %(session_id)s AND cleared_at IS NULL
+"""
+
+# --- analytics (views from migration 0002) -----------------------------------
+
+# The jobs an analytics question is about: a tenant, a created_at window, maybe a session.
+ANALYTICS_SCOPE = """
+tenant = %(tenant)s
+AND (%(since)s::timestamptz IS NULL OR created_at >= %(since)s)
+AND (%(until)s::timestamptz IS NULL OR created_at < %(until)s)
+AND (%(session_id)s::text IS NULL OR session_id = %(session_id)s)
+"""
+
+# Percentiles interpolate (percentile_cont): the p50 of 1, 2, 3, 4 is 2.5.
+ANALYTICS_TIMINGS = f"""
+SELECT count(*) AS jobs,
+       count(*) FILTER (WHERE outcome = 'pending') AS pending,
+       count(*) FILTER (WHERE outcome = 'running') AS running,
+       count(*) FILTER (WHERE outcome = 'completed') AS completed,
+       count(*) FILTER (WHERE outcome = 'failed') AS failed,
+       count(*) FILTER (WHERE outcome = 'cancelled') AS cancelled,
+       count(*) FILTER (WHERE attempts > 1) AS retried,
+       count(queue_wait_s) AS queue_wait_n,
+       percentile_cont(ARRAY[0.5, 0.95]) WITHIN GROUP (ORDER BY queue_wait_s) AS queue_wait_s,
+       count(ttft_s) AS ttft_n,
+       percentile_cont(ARRAY[0.5, 0.95]) WITHIN GROUP (ORDER BY ttft_s) AS ttft_s,
+       count(duration_s) AS duration_n,
+       percentile_cont(ARRAY[0.5, 0.95]) WITHIN GROUP (ORDER BY duration_s) AS duration_s
+FROM job_timings
+WHERE {ANALYTICS_SCOPE}
+"""
+
+ANALYTICS_TOOLS = f"""
+SELECT tool_name, count(*) AS calls, count(*) FILTER (WHERE is_error) AS errors
+FROM tool_call_results
+WHERE {ANALYTICS_SCOPE.replace("created_at", "job_created_at")}
+GROUP BY tool_name
+ORDER BY calls DESC, tool_name
+LIMIT %(top)s
+"""
+
+JOB_METRICS = """
+SELECT * FROM job_metrics WHERE job_id = %(id)s AND tenant = %(tenant)s
+"""
+
+# For /metrics: bounded by retention, which keeps the jobs table to its window.
+JOBS_BY_STATUS = """
+SELECT status, count(*) AS n FROM jobs GROUP BY status
+"""
+
+# --- retention ---------------------------------------------------------------
+
+# Finished jobs older than the cutoff, and their events: seqs are gap-free from
+# 0, so a job has exactly last_seq + 1 events and nothing needs counting.
+PRUNE_CANDIDATES = """
+SELECT count(*) AS jobs, coalesce(sum(last_seq + 1), 0)::bigint AS events
+FROM jobs
+WHERE finished_at < %(cutoff)s AND status IN ('completed', 'failed', 'cancelled')
+"""
+
+PRUNE_NEXT_JOBS = """
+SELECT id, last_seq FROM jobs
+WHERE finished_at < %(cutoff)s AND status IN ('completed', 'failed', 'cancelled')
+ORDER BY finished_at, id
+LIMIT %(limit)s
+"""
+
+# One bounded slice of events: a short transaction, row locks on rows nobody
+# else writes (a finished job takes no more appends). By ctid: the rows found
+# through the primary key are deleted where they lie (a TID scan), where a join
+# back on (job_id, seq) would be planned as a scan of the whole table.
+PRUNE_EVENTS = """
+DELETE FROM job_events
+WHERE ctid = ANY(ARRAY(
+    SELECT ctid FROM job_events
+    WHERE job_id = ANY(%(ids)s::uuid[])
+    LIMIT %(limit)s
+))
+"""
+
+PRUNE_JOBS = """
+DELETE FROM jobs
+WHERE id = ANY(%(ids)s::uuid[]) AND status IN ('completed', 'failed', 'cancelled')
+"""
+
+PING = "SELECT 1"

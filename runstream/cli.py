@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import argparse
 import sys
+from datetime import UTC, datetime
 
+from runstream.durations import parse_duration
 from runstream.settings import Settings, get_settings
 
 
@@ -24,13 +26,19 @@ def cmd_migrate(args: argparse.Namespace) -> None:
 def cmd_api(args: argparse.Namespace) -> None:
     import uvicorn
 
-    require_database_url(get_settings())
+    from runstream.logs import configure_logging
+
+    settings = get_settings()
+    require_database_url(settings)
+    configure_logging(settings)
     uvicorn.run(
         "api.app:create_app",
         factory=True,
         host=args.host,
         port=args.port,
-        log_level="info",
+        # None: uvicorn keeps the logging set up above (JSON lines) instead of its own.
+        log_config=None,
+        log_level=settings.log_level.lower(),
         timeout_graceful_shutdown=5,
     )
 
@@ -46,6 +54,26 @@ def cmd_dev(args: argparse.Namespace) -> None:
     from runstream.dev import main as dev_main
 
     sys.exit(dev_main(args.host, args.port))
+
+
+def cmd_stats(args: argparse.Namespace) -> None:
+    from db.analytics import Scope
+    from runstream.stats import run_stats
+
+    now = datetime.now(UTC)
+    scope = Scope(
+        tenant=args.tenant,
+        since=now - args.since if args.since else None,
+        until=now - args.until if args.until else None,
+        session_id=args.session_id,
+    )
+    run_stats(require_database_url(get_settings()), scope)
+
+
+def cmd_prune(args: argparse.Namespace) -> None:
+    from runstream.prune import prune_command
+
+    prune_command(require_database_url(get_settings()), args.older_than, delete=args.yes)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -68,6 +96,18 @@ def build_parser() -> argparse.ArgumentParser:
 
     migrate = commands.add_parser("migrate", help="upgrade the database to the newest schema")
     migrate.set_defaults(func=cmd_migrate)
+
+    stats = commands.add_parser("stats", help="print the analytics summary (as GET /api/analytics/summary)")
+    stats.add_argument("--since", type=parse_duration, help="jobs created at most this long ago (e.g. 24h)")
+    stats.add_argument("--until", type=parse_duration, help="jobs created at least this long ago")
+    stats.add_argument("--session-id")
+    stats.add_argument("--tenant", default="default")
+    stats.set_defaults(func=cmd_stats)
+
+    prune = commands.add_parser("prune", help="delete finished jobs and their events older than a cutoff")
+    prune.add_argument("--older-than", type=parse_duration, required=True, help="e.g. 30d, 12h, 2w")
+    prune.add_argument("--yes", action="store_true", help="delete (without it: a dry run that only counts)")
+    prune.set_defaults(func=cmd_prune)
     return parser
 
 

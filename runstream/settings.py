@@ -51,6 +51,8 @@ class Settings(BaseSettings):
     # The LISTEN connection is pinged this often, so a link that died silently
     # is noticed (and every stream re-reads) instead of waiting forever.
     listen_ping_s: float = 10.0
+    # /readyz gives each dependency (database, broker) this long to answer.
+    readiness_timeout_s: float = 2.0
 
     # --- worker ---------------------------------------------------------------
     worker_concurrency: int = 32
@@ -68,6 +70,16 @@ class Settings(BaseSettings):
     # Redis only: an unacknowledged message is redelivered after this long.
     redis_visibility_timeout_s: int = 3600
     run_timeout_s: float = 600.0
+
+    # Earlier runs of its session the agent sees as context (0: none).
+    history_runs: int = 20
+    # The worker's Prometheus exporter port; unset: no exporter.
+    worker_metrics_port: int | None = None
+
+    # --- logs -----------------------------------------------------------------
+    # "json" (one object per line, for log pipelines) or "text" (for a terminal).
+    log_format: str = "json"
+    log_level: str = "INFO"
 
     @field_validator("database_url", "celery_broker_url", mode="before")
     @classmethod

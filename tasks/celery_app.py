@@ -14,9 +14,11 @@ import uuid
 from typing import Any
 
 from celery import Celery, Task
-from celery.signals import worker_shutdown
+from celery.signals import setup_logging, worker_init, worker_shutdown
+from prometheus_client import start_http_server
 
 from runstream.broker import TASK_NAME, celery_config
+from runstream.logs import configure_logging
 from runstream.settings import Settings, get_settings
 from tasks.run_job import run_job
 from tasks.runtime import close_runtime, get_runtime
@@ -54,3 +56,18 @@ def run_job_task(self: Task, job_id: str) -> None:
 @worker_shutdown.connect
 def _close_runtime(**_: Any) -> None:
     close_runtime()
+
+
+@setup_logging.connect
+def _configure_logging(**_: Any) -> None:
+    # Connected: Celery leaves logging to Runstream's one setup (JSON lines).
+    configure_logging(get_settings())
+
+
+@worker_init.connect
+def _start_metrics_exporter(**_: Any) -> None:
+    # Appends happen here, so the append series are served here (runstream.metrics).
+    port = get_settings().worker_metrics_port
+    if port is not None:
+        start_http_server(port)
+        log.info("worker metrics on port %d", port)

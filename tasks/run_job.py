@@ -19,7 +19,10 @@ from typing import TYPE_CHECKING, Any
 from agno.agent import Agent
 from agno.models.base import Model
 
+from db.conversation import agno_messages
 from db.jobs import Claim, claim_job, release_job
+from db.sessions import turns_before
+from runstream.logs import job_fields
 from runstream.settings import Settings
 from tasks.agent_events import CANCELLED, Payload, error_payload, final_status, is_terminal, run_payloads
 from tasks.event_writer import EventWriter, WriterError
@@ -52,13 +55,23 @@ class RunOutcome:
         return self.status == "released"
 
 
-def build_agent(job: dict[str, Any], settings: Settings) -> tuple[Agent, Model]:
-    """The agent for one attempt of ``job``. Raises PermanentModelError for a model it cannot build."""
+def build_agent(
+    job: dict[str, Any], settings: Settings, history: list[dict[str, Any]] | None = None
+) -> tuple[Agent, Model]:
+    """The agent for one attempt of ``job``, with the earlier turns of its session
+    (Agno messages) as context. Raises PermanentModelError for a model it cannot build."""
     model = build_model(
         job["model"], attempt=job["attempt"], metadata=job["metadata"], offline_delay_ms=settings.offline_delay_ms
     )
     # telemetry=False: Agno would otherwise report every run to its own API.
-    return Agent(model=model, tools=list(TOOLS), telemetry=False), model
+    # additional_input goes between the system message and this run's message:
+    # the place of history (rebuilt from the event log, see db.conversation).
+    return Agent(model=model, tools=list(TOOLS), telemetry=False, additional_input=history or None), model
+
+
+async def session_context(runtime: Runtime, job: dict[str, Any]) -> list[dict[str, Any]]:
+    turns = await turns_before(runtime.pool, job, runtime.settings.history_runs)
+    return [message for turn in turns for message in agno_messages(turn, for_model=True)]
 
 
 def retry_payload(claim: Claim) -> Payload:
@@ -73,7 +86,10 @@ async def run_job(runtime: Runtime, job_id: uuid.UUID, *, worker: str) -> RunOut
     if claim is None:
         log.info("job %s: skipped (finished, cancelled, or running elsewhere)", job_id)
         return RunOutcome("skipped")
-    log.info("job %s: running (attempt %d, worker %s)", job_id, claim.attempt, worker)
+    log.info(
+        "job %s: running (attempt %d, worker %s)", job_id, claim.attempt, worker,
+        extra=job_fields(job_id, "running", attempt=claim.attempt, worker=worker),
+    )
     handle = runtime.supervisor.register(claim.id, claim.attempt)
     runtime.writer.open(claim.id, attempt=claim.attempt, last_seq=claim.job["last_seq"], stop_run=handle.stop)
     try:
@@ -84,7 +100,10 @@ async def run_job(runtime: Runtime, job_id: uuid.UUID, *, worker: str) -> RunOut
     finally:
         runtime.supervisor.unregister(handle)
         runtime.writer.close(claim.id)
-    log.info("job %s: %s (attempt %d)", job_id, outcome.status, claim.attempt)
+    log.info(
+        "job %s: %s (attempt %d)", job_id, outcome.status, claim.attempt,
+        extra=job_fields(job_id, outcome.status, attempt=claim.attempt, worker=worker),
+    )
     return outcome
 
 
@@ -92,8 +111,9 @@ async def _run_attempt(runtime: Runtime, claim: Claim, handle: RunHandle) -> Run
     writer = runtime.writer
     if claim.attempt > 1:
         await writer.emit(claim.id, retry_payload(claim))
+    history = await session_context(runtime, claim.job)
     try:
-        agent, model = build_agent(claim.job, runtime.settings)
+        agent, model = build_agent(claim.job, runtime.settings, history)
     except PermanentModelError as exc:
         return await _end(writer, claim, error_payload(str(exc)))
 

@@ -1,0 +1,111 @@
+"""Conversation history: ``/api/sessions/{session_id}/messages`` and ``.../clear``,
+and what the DeltaKit alias needs for its ``GET {API_URL}`` and ``POST {API_URL}clear``.
+
+A session's history is rebuilt from the event log (db.conversation explains why).
+
+``GET /api/sessions/{id}/messages[?format=agno|deltakit][&limit=N]`` answers::
+
+    {"session_id", "format", "messages": [...], "has_more": bool,
+     "runs": [{"job_id", "status", "error", "in_progress", "last_event_id"}]}
+
+``messages`` are in Agno's format (default) or DeltaKit's message/parts shape;
+each carries the ``job_id`` of its run. A run still in progress is included with
+what it has streamed so far, up to its ``last_event_id``: a client shows that and
+resumes the run's stream after that id, instead of starting the run again or
+showing its events twice. ``limit`` (default 100, at most 1000) counts runs, the
+newest; ``has_more`` says older ones exist.
+
+Clearing marks the session's runs so far as cleared: they leave the history and
+the agent's context, but the jobs and their events stay readable by job id (the
+log is an audit trail); retention deletes them in time. Runs still in progress go
+on, outside the conversation. A new run in the session starts a fresh conversation.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from psycopg_pool import AsyncConnectionPool
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+
+from api.errors import ApiError
+from api.params import INTEGER
+from api.tenancy import resolve_tenant
+from db.conversation import Turn, agno_messages, deltakit_messages
+from db.sessions import clear_session, conversation
+
+FORMATS = ("agno", "deltakit")
+DEFAULT_RUNS = 100
+MAX_RUNS = 1000
+
+
+def _messages(turns: list[Turn], format: str) -> list[dict[str, Any]]:
+    out = []
+    for turn in turns:
+        shaped = agno_messages(turn) if format == "agno" else deltakit_messages(turn)
+        out.extend({**message, "job_id": str(turn.job_id)} for message in shaped)
+    return out
+
+
+def _run(turn: Turn) -> dict[str, Any]:
+    return {
+        "job_id": str(turn.job_id),
+        "status": turn.status,
+        "error": turn.error,
+        "in_progress": turn.in_progress,
+        "last_event_id": turn.last_event_id,
+    }
+
+
+async def session_messages(request: Request) -> JSONResponse:
+    session_id = request.path_params["session_id"]
+    format = request.query_params.get("format", "agno")
+    if format not in FORMATS:
+        raise ApiError(400, "invalid_format", f"format must be one of {', '.join(FORMATS)}")
+    limit_text = request.query_params.get("limit", str(DEFAULT_RUNS))
+    if not (INTEGER.fullmatch(limit_text) and 1 <= int(limit_text) <= MAX_RUNS):
+        raise ApiError(400, "invalid_limit", f"limit must be an integer from 1 to {MAX_RUNS}")
+    turns, has_more = await conversation(
+        request.app.state.pool, tenant=resolve_tenant(request), session_id=session_id, limit=int(limit_text)
+    )
+    return JSONResponse(
+        {
+            "session_id": session_id,
+            "format": format,
+            "messages": _messages(turns, format),
+            "has_more": has_more,
+            "runs": [_run(turn) for turn in turns],
+        }
+    )
+
+
+async def clear_session_route(request: Request) -> JSONResponse:
+    cleared = await clear(request.app.state.pool, resolve_tenant(request), request.path_params["session_id"])
+    return JSONResponse({"status": "ok", "cleared_runs": cleared})
+
+
+# --- for the DeltaKit alias ------------------------------------------------------
+#
+# DeltaKit's background-task example names no session: its backend uses one fixed
+# server-side session id for the page (the constant below), its frontend calls
+# ``GET {API_URL}`` and passes the bare array to ``fromAgnoAgents``, and ``POST
+# {API_URL}clear`` when the user clears the chat. The alias creates its jobs in a
+# session (this one, unless it has a better key such as the caller's tenant or a
+# header) and answers those two calls with the functions below.
+
+DELTAKIT_SESSION_ID = "default-agno-background-task"
+
+
+async def agno_history(pool: AsyncConnectionPool, tenant: str, session_id: str) -> list[dict[str, Any]]:
+    """The body of ``GET {API_URL}``: a bare list of Agno messages, finished runs
+    only. A run in progress is left out as in Agno's own session storage (which
+    stores a run when it ends): DeltaKit resumes it from its persisted run id and
+    rebuilds its answer from the stream, so listing it here would show it twice."""
+    turns, _ = await conversation(pool, tenant=tenant, session_id=session_id, limit=MAX_RUNS, finished_only=True)
+    return [message for turn in turns for message in agno_messages(turn)]
+
+
+async def clear(pool: AsyncConnectionPool, tenant: str, session_id: str) -> int:
+    """``POST {API_URL}clear`` (and ``/api/sessions/{id}/clear``): see the module doc."""
+    return await clear_session(pool, tenant=tenant, session_id=session_id)

@@ -1,0 +1,70 @@
+"""Operations routes: ``/healthz`` (the process is up), ``/readyz`` (it can serve),
+``/metrics`` (Prometheus).
+
+``/readyz`` checks what serving needs: the database answers, the LISTEN
+connection is up (without it live streams stall), and the broker accepts a
+connection (without it new jobs wait for the reaper). 200 ``{"status": "ready",
+"checks": {...}}`` when all pass, else 503 with each failed check's reason.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable
+
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+
+from db.analytics import jobs_by_status
+from db.health import ping
+from db.jobs import STATUSES
+from runstream.metrics import JOBS, OPEN_STREAMS
+
+log = logging.getLogger(__name__)
+
+
+async def healthz(request: Request) -> JSONResponse:
+    return JSONResponse({"status": "ok"})
+
+
+async def _check(probe: Awaitable[object], timeout: float) -> str:
+    try:
+        await asyncio.wait_for(probe, timeout)
+    except TimeoutError:
+        return f"no answer within {timeout:g}s"
+    except Exception as exc:  # noqa: BLE001 - any failure means the same: not ready
+        return f"{type(exc).__name__}: {exc}"
+    return "ok"
+
+
+async def readyz(request: Request) -> JSONResponse:
+    state = request.app.state
+    timeout = state.settings.readiness_timeout_s
+    database, broker = await asyncio.gather(
+        _check(ping(state.pool, timeout), timeout),
+        _check(state.dispatcher.check_broker(), timeout),
+    )
+    checks = {
+        "database": database,
+        "listen": "ok" if state.hub.listening else "LISTEN connection is down (reconnecting)",
+        "broker": broker,
+    }
+    ready = all(result == "ok" for result in checks.values())
+    return JSONResponse({"status": "ready" if ready else "unavailable", "checks": checks}, status_code=200 if ready else 503)
+
+
+async def metrics(request: Request) -> Response:
+    state = request.app.state
+    # Collected at scrape time; a database that does not answer leaves the last values.
+    try:
+        counts = await asyncio.wait_for(jobs_by_status(state.pool), state.settings.readiness_timeout_s)
+    except Exception as exc:  # noqa: BLE001 - the scrape still serves the process's own series
+        log.warning("metrics: job counts unavailable: %r", exc)
+        counts = None
+    if counts is not None:
+        for status in STATUSES:
+            JOBS.labels(status).set(counts.get(status, 0))
+    OPEN_STREAMS.set(state.hub.open_streams)
+    return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)

@@ -1,0 +1,72 @@
+"""Analytics over the event log, through the views of migration 0002."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from psycopg_pool import AsyncConnectionPool
+
+from db import queries
+
+TOP_TOOLS = 10
+
+
+@dataclass(frozen=True)
+class Scope:
+    """Which jobs a question is about: one tenant's, submitted in [since, until), maybe one session's."""
+
+    tenant: str
+    since: datetime | None = None
+    until: datetime | None = None
+    session_id: str | None = None
+
+    def params(self) -> dict[str, Any]:
+        return {"tenant": self.tenant, "since": self.since, "until": self.until, "session_id": self.session_id}
+
+
+def _percentiles(values: list[float] | None, count: int) -> dict[str, Any]:
+    p50, p95 = values if values else (None, None)
+    return {"count": count, "p50": p50, "p95": p95}
+
+
+async def summary(pool: AsyncConnectionPool, scope: Scope, *, top: int = TOP_TOOLS) -> dict[str, Any]:
+    """Counts by status, p50/p95 of queue wait, time to first token and duration
+    (seconds), the most used tools with their error rates, and the retry rate."""
+    async with pool.connection() as conn:
+        cur = await conn.execute(queries.ANALYTICS_TIMINGS, scope.params())
+        t = await cur.fetchone()
+        cur = await conn.execute(queries.ANALYTICS_TOOLS, {**scope.params(), "top": top})
+        tools = await cur.fetchall()
+    return {
+        "jobs": t["jobs"],
+        "by_status": {s: t[s] for s in ("pending", "running", "completed", "failed", "cancelled")},
+        "queue_wait_s": _percentiles(t["queue_wait_s"], t["queue_wait_n"]),
+        "ttft_s": _percentiles(t["ttft_s"], t["ttft_n"]),
+        "duration_s": _percentiles(t["duration_s"], t["duration_n"]),
+        "retried_jobs": t["retried"],
+        "retry_rate": t["retried"] / t["jobs"] if t["jobs"] else None,
+        "tools": [
+            {
+                "tool_name": r["tool_name"],
+                "calls": r["calls"],
+                "errors": r["errors"],
+                "error_rate": r["errors"] / r["calls"],
+            }
+            for r in tools
+        ],
+    }
+
+
+async def job_metrics(pool: AsyncConnectionPool, job_id: uuid.UUID, tenant: str) -> dict[str, Any] | None:
+    async with pool.connection() as conn:
+        cur = await conn.execute(queries.JOB_METRICS, {"id": job_id, "tenant": tenant})
+        return await cur.fetchone()
+
+
+async def jobs_by_status(pool: AsyncConnectionPool) -> dict[str, int]:
+    async with pool.connection() as conn:
+        cur = await conn.execute(queries.JOBS_BY_STATUS)
+        return {r["status"]: r["n"] for r in await cur.fetchall()}

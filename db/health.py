@@ -1,0 +1,13 @@
+"""Whether the database answers: the readiness probe's database check."""
+
+from __future__ import annotations
+
+from psycopg_pool import AsyncConnectionPool
+
+from db import queries
+
+
+async def ping(pool: AsyncConnectionPool, timeout_s: float) -> None:
+    """Raises when no pooled connection answers ``SELECT 1`` within ``timeout_s``."""
+    async with pool.connection(timeout=timeout_s) as conn:
+        await conn.execute(queries.PING)
