@@ -22,6 +22,8 @@ from api import analytics, events, history, jobs, operations
 from api.dispatch import Dispatcher
 from api.errors import EXCEPTION_HANDLERS
 from api.hub import EventHub
+from api.openapi import openapi_json
+from api.security import secure
 from db.connector import open_pool
 from runstream.settings import Settings, get_settings
 
@@ -37,6 +39,7 @@ def routes() -> list[Route | Mount]:
         Route("/healthz", operations.healthz, methods=["GET"]),
         Route("/readyz", operations.readyz, methods=["GET"]),
         Route("/metrics", operations.metrics, methods=["GET"]),
+        Route("/api/openapi.json", openapi_json, methods=["GET"]),
         Route("/api/jobs", jobs.JobCollection),
         Route("/api/jobs/{job_id}", jobs.get_job, methods=["GET"]),
         Route("/api/jobs/{job_id}/cancel", jobs.cancel_job, methods=["POST"]),
@@ -79,4 +82,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
             dispatcher.close()
             await pool.close()
 
-    return Starlette(routes=routes(), exception_handlers=EXCEPTION_HANDLERS, lifespan=lifespan)
+    app = Starlette(routes=routes(), exception_handlers=EXCEPTION_HANDLERS, lifespan=lifespan)
+    # API keys, stream tokens, limits, CORS: docs/security.md.
+    secure(app, settings)
+    return app

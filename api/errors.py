@@ -11,17 +11,19 @@ from starlette.responses import JSONResponse
 log = logging.getLogger(__name__)
 
 # Starlette raises HTTPException for unknown routes (404) and wrong methods (405).
-HTTP_CODES = {400: "bad_request", 404: "not_found", 405: "method_not_allowed"}
+# api.guards raises a 413 while a body is read.
+HTTP_CODES = {400: "bad_request", 404: "not_found", 405: "method_not_allowed", 413: "body_too_large"}
 
 
 class ApiError(Exception):
     """Raised by a handler to answer with a JSON error."""
 
-    def __init__(self, status: int, code: str, message: str):
+    def __init__(self, status: int, code: str, message: str, headers: dict[str, str] | None = None):
         super().__init__(message)
         self.status = status
         self.code = code
         self.message = message
+        self.headers = headers
 
 
 def not_found(what: str = "job") -> ApiError:
@@ -34,7 +36,7 @@ def error_response(status: int, code: str, message: str, headers: dict[str, str]
 
 async def on_api_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, ApiError)
-    return error_response(exc.status, exc.code, exc.message)
+    return error_response(exc.status, exc.code, exc.message, headers=exc.headers)
 
 
 async def on_http_exception(request: Request, exc: Exception) -> JSONResponse:

@@ -11,6 +11,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 
 from api import params
+from api.auth import accepts_stream_token
 from api.errors import ApiError, not_found
 from api.hub import EventHub
 from api.sse import HEADERS, KEEPALIVE, MEDIA_TYPE, event_frame
@@ -26,6 +27,7 @@ def wants_json(request: Request) -> bool:
     return "application/json" in accept and "text/event-stream" not in accept
 
 
+@accepts_stream_token
 async def stream_events(request: Request) -> Response:
     if wants_json(request):
         return await events_page(request)
@@ -43,7 +45,8 @@ async def stream_events(request: Request) -> Response:
         # The client already has the terminal event: nothing will ever follow.
         return Response(b"", media_type=MEDIA_TYPE, headers=HEADERS)
     body = event_stream(state.hub, job_id, after, state.settings.keepalive_s)
-    return StreamingResponse(body, media_type=MEDIA_TYPE, headers=HEADERS)
+    # Counted against the stream limits until it ends (429 when none is free).
+    return state.streams.hold(resolve_tenant(request), StreamingResponse(body, media_type=MEDIA_TYPE, headers=HEADERS))
 
 
 async def event_stream(hub: EventHub, job_id: uuid.UUID, after: int, keepalive_s: float) -> AsyncIterator[bytes]:

@@ -9,8 +9,10 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 
 from api import params
+from api.auth import accepts_stream_token
 from api.cursor import encode_cursor
 from api.errors import not_found
+from api.limits import creation_limits, job_limit_error
 from api.payloads import job_json, parse_new_job
 from api.tenancy import resolve_tenant
 from db import jobs
@@ -20,30 +22,38 @@ log = logging.getLogger("runstream.api")
 
 
 async def create_job(request: Request) -> JSONResponse:
-    new = parse_new_job(await request.body())
     state = request.app.state
-    job = await jobs.create_job(
-        state.pool,
-        tenant=resolve_tenant(request),
-        message=new.message,
-        model=state.settings.model,
-        session_id=new.session_id,
-        metadata=new.metadata,
-    )
+    new = parse_new_job(await request.body(), state.settings.max_message_chars)
+    tenant = resolve_tenant(request)
+    try:
+        job = await jobs.create_job(
+            state.pool,
+            tenant=tenant,
+            message=new.message,
+            model=state.settings.model,
+            session_id=new.session_id,
+            metadata=new.metadata,
+            limits=creation_limits(state.settings),
+        )
+    except jobs.LimitExceeded as exc:
+        raise job_limit_error(exc) from None
     # The row is committed first, so a dispatch that fails loses nothing: the
     # job stays pending and the reaper sends it again.
     dispatched = await state.dispatcher.dispatch(job["id"])
     log.info("job created", extra=job_fields(job["id"], "pending", dispatched=dispatched, session_id=job["session_id"]))
-    return JSONResponse(job_json(job), status_code=202)
+    return JSONResponse(job_json(job) | state.signer.links(job["id"], tenant), status_code=202)
 
 
 async def get_job(request: Request) -> JSONResponse:
-    job = await jobs.get_job(request.app.state.pool, params.job_id(request), resolve_tenant(request))
+    tenant = resolve_tenant(request)
+    job = await jobs.get_job(request.app.state.pool, params.job_id(request), tenant)
     if job is None:
         raise not_found()
-    return JSONResponse(job_json(job))
+    # A fresh stream token, for a client whose first one expired.
+    return JSONResponse(job_json(job) | request.app.state.signer.links(job["id"], tenant))
 
 
+@accepts_stream_token
 async def cancel_job(request: Request) -> JSONResponse:
     job_id = params.job_id(request)
     status = await jobs.cancel_job(request.app.state.pool, job_id, resolve_tenant(request))

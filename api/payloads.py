@@ -2,12 +2,37 @@
 
 from __future__ import annotations
 
+import math
 from datetime import datetime
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from api.errors import ApiError
+
+# A session id is a key, not text: room for any id scheme, small enough to index.
+MAX_SESSION_ID_CHARS = 256
+
+
+def check_storable(value: Any) -> None:
+    """Raise ValueError for what Postgres text and jsonb cannot hold: NUL
+    characters (in strings and keys) and non-finite numbers (NaN, Infinity,
+    which the JSON parser accepts). Lone surrogates never get this far: the
+    JSON parser refuses them (a 400)."""
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, str):
+            if "\x00" in item:
+                raise ValueError("must not contain NUL characters (\\u0000)")
+        elif isinstance(item, float):
+            if not math.isfinite(item):
+                raise ValueError("numbers must be finite (no NaN or Infinity)")
+        elif isinstance(item, dict):
+            stack.extend(item.keys())
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
 
 
 class NewJob(BaseModel):
@@ -16,7 +41,7 @@ class NewJob(BaseModel):
     model_config = ConfigDict(strict=True, extra="ignore")
 
     message: str = Field(min_length=1)
-    session_id: str | None = None
+    session_id: str | None = Field(default=None, max_length=MAX_SESSION_ID_CHARS)
     metadata: dict[str, Any] | None = None
 
     @field_validator("message")
@@ -26,13 +51,20 @@ class NewJob(BaseModel):
             raise ValueError("message must not be blank")
         return value
 
+    @field_validator("message", "session_id", "metadata")
+    @classmethod
+    def _storable(cls, value: Any) -> Any:
+        check_storable(value)
+        return value
 
-def parse_new_job(body: bytes) -> NewJob:
-    """Malformed JSON is a 400; well-formed JSON of the wrong shape is a 422."""
+
+def parse_new_job(body: bytes, max_message_chars: int) -> NewJob:
+    """Malformed JSON is a 400; well-formed JSON of the wrong shape, or a message
+    over ``max_message_chars``, is a 422."""
     if not body.strip():
         raise ApiError(400, "invalid_json", "the body must be a JSON object")
     try:
-        return NewJob.model_validate_json(body)
+        new = NewJob.model_validate_json(body)
     except ValidationError as exc:
         errors = exc.errors(include_url=False)
         if any(e["type"] == "json_invalid" for e in errors):
@@ -40,6 +72,11 @@ def parse_new_job(body: bytes) -> NewJob:
         first = errors[0]
         where = ".".join(str(part) for part in first["loc"]) or "body"
         raise ApiError(422, "invalid_body", f"{where}: {first['msg']}") from None
+    if len(new.message) > max_message_chars:
+        raise ApiError(
+            422, "message_too_long", f"message has {len(new.message)} characters, the most allowed is {max_message_chars}"
+        )
+    return new
 
 
 def _time(value: datetime | None) -> str | None:

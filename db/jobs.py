@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+import math
 import uuid
 from dataclasses import dataclass
 from datetime import datetime
@@ -42,6 +43,38 @@ class Claim:
         return self.job["attempt"]
 
 
+@dataclass(frozen=True)
+class CreationLimits:
+    """What one tenant may create: ``rate`` jobs per ``window_s`` seconds, and
+    ``active`` jobs pending or running at once. 0 turns a limit off."""
+
+    rate: int
+    window_s: int
+    active: int
+
+    def check(self, load: dict[str, Any]) -> None:
+        if self.rate and load["recent"] >= self.rate:
+            raise LimitExceeded("rate", self.rate, self.window_s, math.ceil(load["window_ends_in_s"] or 1))
+        if self.active and load["active"] >= self.active:
+            raise LimitExceeded("active", self.active, self.window_s, ACTIVE_RETRY_AFTER_S)
+
+
+# A job's end is not known in advance: a tenant at its active-job limit is told to
+# try again after this long.
+ACTIVE_RETRY_AFTER_S = 5
+
+
+class LimitExceeded(Exception):
+    """A tenant is at a creation limit (``kind``: "rate" or "active"); nothing was written."""
+
+    def __init__(self, kind: str, limit: int, window_s: int, retry_after_s: int):
+        super().__init__(f"{kind} limit {limit} reached")
+        self.kind = kind
+        self.limit = limit
+        self.window_s = window_s
+        self.retry_after_s = max(1, retry_after_s)
+
+
 async def create_job(
     pool: AsyncConnectionPool,
     *,
@@ -51,7 +84,10 @@ async def create_job(
     session_id: str | None = None,
     metadata: dict[str, Any] | None = None,
     job_id: uuid.UUID | None = None,
+    limits: CreationLimits | None = None,
 ) -> dict[str, Any]:
+    """Insert a pending job. Under ``limits``, raises LimitExceeded instead when the
+    tenant is at one, checked and inserted in one transaction."""
     params = {
         "id": job_id or uuid.uuid4(),
         "tenant": tenant,
@@ -61,8 +97,15 @@ async def create_job(
         "metadata": Jsonb(metadata or {}),
     }
     async with pool.connection() as conn:
-        cur = await conn.execute(queries.INSERT_JOB, params)
-        return await cur.fetchone()
+        if limits is None or not (limits.rate or limits.active):
+            cur = await conn.execute(queries.INSERT_JOB, params)
+            return await cur.fetchone()
+        async with conn.transaction():
+            await conn.execute(queries.LOCK_TENANT_JOBS, {"tenant": tenant})
+            cur = await conn.execute(queries.TENANT_JOB_LOAD, {"tenant": tenant, "window_s": limits.window_s})
+            limits.check(await cur.fetchone())
+            cur = await conn.execute(queries.INSERT_JOB, params)
+            return await cur.fetchone()
 
 
 async def get_job(pool: AsyncConnectionPool, job_id: uuid.UUID, tenant: str) -> dict[str, Any] | None:

@@ -19,6 +19,25 @@ VALUES (%(id)s, %(tenant)s, %(session_id)s, %(message)s, %(model)s, %(metadata)s
 RETURNING {JOB_COLUMNS}
 """
 
+# Job creation under a tenant's limits. The advisory lock serializes one
+# tenant's creations, so two requests cannot both take the last free place; the
+# load is read in a statement of its own after the lock is granted, so its
+# snapshot sees every job committed before.
+LOCK_TENANT_JOBS = """
+SELECT pg_advisory_xact_lock(hashtextextended('runstream-job-limits:' || %(tenant)s, 0))
+"""
+
+# ``window_ends_in_s``: when the oldest job of the rate window leaves it.
+TENANT_JOB_LOAD = """
+SELECT
+    (SELECT count(*) FROM jobs
+     WHERE tenant = %(tenant)s AND created_at > now() - make_interval(secs => %(window_s)s)) AS recent,
+    (SELECT extract(epoch FROM min(created_at) + make_interval(secs => %(window_s)s) - now()) FROM jobs
+     WHERE tenant = %(tenant)s AND created_at > now() - make_interval(secs => %(window_s)s)) AS window_ends_in_s,
+    (SELECT count(*) FROM jobs
+     WHERE tenant = %(tenant)s AND status IN ('pending', 'running')) AS active
+"""
+
 GET_JOB = f"""
 SELECT {JOB_COLUMNS} FROM jobs WHERE id = %(id)s AND tenant = %(tenant)s
 """

@@ -24,6 +24,12 @@ def cmd_migrate(args: argparse.Namespace) -> None:
 
 
 def cmd_api(args: argparse.Namespace) -> None:
+    from api.auth import open_bind_refusal
+
+    # Open (no API keys) beyond this machine only when asked for: docs/security.md.
+    refusal = open_bind_refusal(get_settings(), args.host)
+    if refusal:
+        sys.exit(refusal)
     import uvicorn
 
     from runstream.logs import configure_logging

@@ -10,7 +10,7 @@ from __future__ import annotations
 from functools import lru_cache
 from pathlib import Path
 
-from pydantic import AliasChoices, Field, field_validator
+from pydantic import AliasChoices, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -35,8 +35,32 @@ class Settings(BaseSettings):
     offline_delay_ms: float = 30.0
 
     # --- API ------------------------------------------------------------------
-    api_keys: str = ""
+    # --- security (docs/security.md) -----------------------------------------
+    # ``tenant=key,tenant=key``. Empty: the API runs open, as tenant "default".
+    # Secret types keep the values out of every repr, so they cannot reach a log.
+    api_keys: SecretStr = SecretStr("")
+    # Signs stream tokens. Unset: a random one per process (tokens then open
+    # streams only on the process that issued them): set it when several API
+    # processes serve one deployment.
+    secret: SecretStr | None = None
+    stream_token_ttl_s: int = 3600
+    # Serving open on a non-loopback address is refused unless this is set.
+    allow_open: bool = False
+    # When set, /metrics needs ``Authorization: Bearer <this>``.
+    metrics_token: SecretStr | None = None
     cors_origins: str = ""
+    # Also allow any http://localhost / 127.0.0.1 / [::1] origin, any port (dev mode).
+    cors_allow_localhost: bool = False
+    max_body_bytes: int = 1_048_576
+    max_message_chars: int = 100_000
+    # Open SSE streams one API process serves, in all and per tenant; beyond: 429.
+    max_streams: int = 5000
+    max_streams_per_tenant: int = 1000
+    # Jobs a tenant may create per window (0: no limit), and may have pending or
+    # running at once (0: no limit); beyond either: 429 at creation.
+    job_rate_limit: int = 600
+    job_rate_window_s: int = 60
+    max_active_jobs: int = 1000
     keepalive_s: float = 15.0
     # Connections in the API's query pool. Fixed: it never grows with open streams.
     api_db_pool_size: int = 8
@@ -81,7 +105,7 @@ class Settings(BaseSettings):
     log_format: str = "json"
     log_level: str = "INFO"
 
-    @field_validator("database_url", "celery_broker_url", mode="before")
+    @field_validator("database_url", "celery_broker_url", "secret", "metrics_token", mode="before")
     @classmethod
     def _blank_is_unset(cls, value: object) -> object:
         return value or None
@@ -90,7 +114,7 @@ class Settings(BaseSettings):
     def api_key_map(self) -> dict[str, str]:
         """``tenant=key,tenant=key`` → {key: tenant}."""
         pairs = {}
-        for item in self.api_keys.split(","):
+        for item in self.api_keys.get_secret_value().split(","):
             tenant, sep, key = item.strip().partition("=")
             if sep and tenant and key:
                 pairs[key.strip()] = tenant.strip()

@@ -1,0 +1,198 @@
+"""Who is calling: API keys, stream tokens, and the open mode.
+
+One ASGI middleware in front of the whole route table decides the tenant of
+every request before any handler runs, and it fails closed: every path needs a
+credential except the few listed in ``OPEN_PATHS``, so a route someone adds
+later is protected without doing anything. Handlers read the result with
+``api.tenancy.resolve_tenant``.
+
+Credentials, when ``RUNSTREAM_API_KEYS`` is set:
+
+- ``Authorization: Bearer <key>`` on any route; the key's tenant acts.
+- ``?token=<stream token>`` on the routes whose endpoint is marked with
+  ``accepts_stream_token`` (a job's events and cancel), for that job only.
+
+With no keys configured the API is open: every request acts as tenant
+``default`` (and says so loudly at start-up).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import ipaddress
+import logging
+import uuid
+from collections.abc import Callable, Iterable
+from typing import Any, TypeVar
+
+from starlette.datastructures import Headers, QueryParams
+from starlette.routing import BaseRoute, Match, Mount
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from api.errors import error_response
+from api.tenancy import DEFAULT_TENANT, TENANT_STATE_KEY
+from api.tokens import TokenError, TokenSigner
+from runstream.settings import Settings
+
+log = logging.getLogger(__name__)
+
+# Served to anyone: liveness/readiness probes, the chat page, the API's own
+# description. None of them reads or reveals a tenant's data.
+OPEN_PATHS = frozenset({"/", "/healthz", "/readyz", "/favicon.ico", "/api/openapi.json"})
+OPEN_PREFIXES = ("/static/",)
+METRICS_PATH = "/metrics"
+STREAM_TOKEN_ATTR = "_runstream_accepts_stream_token"
+LOOPBACK_NAMES = frozenset({"localhost", "localhost.localdomain", "ip6-localhost"})
+
+Endpoint = TypeVar("Endpoint", bound=Callable[..., Any])
+
+
+def accepts_stream_token(endpoint: Endpoint) -> Endpoint:
+    """Mark a route endpoint as one a stream token opens. Its path must have a
+    ``{job_id}``: the token is valid only for that job."""
+    setattr(endpoint, STREAM_TOKEN_ATTR, True)
+    return endpoint
+
+
+def _digest(key: str) -> bytes:
+    return hashlib.sha256(key.encode()).digest()
+
+
+class KeyRing:
+    """The configured API keys. Lookups compare digests in constant time against
+    every key, so neither a key's length nor which key matched shows in timing."""
+
+    def __init__(self, key_map: dict[str, str]):
+        self._entries = [(_digest(key), tenant) for key, tenant in key_map.items()]
+        self.tenants = frozenset(key_map.values())
+
+    def __bool__(self) -> bool:
+        return bool(self._entries)
+
+    def tenant_for(self, key: str) -> str | None:
+        digest = _digest(key)
+        found = None
+        for entry, tenant in self._entries:
+            if hmac.compare_digest(entry, digest):
+                found = tenant
+        return found
+
+
+class Unauthorized(Exception):
+    def __init__(self, code: str, message: str):
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+def _route_path(scope: Scope) -> str:
+    root = scope.get("root_path", "")
+    path: str = scope["path"]
+    return path[len(root) :] if root and path.startswith(root) else path
+
+
+def _token_job_id(routes: Iterable[BaseRoute], scope: Scope) -> uuid.UUID | None:
+    """The job a stream token would open at this URL: the ``{job_id}`` of the route
+    the router will pick, if that route accepts stream tokens; else None."""
+    for route in routes:
+        match, child = route.matches(scope)
+        if match is not Match.FULL:
+            continue
+        if isinstance(route, Mount):
+            return _token_job_id(route.routes, {**scope, **child})
+        if not getattr(getattr(route, "endpoint", None), STREAM_TOKEN_ATTR, False):
+            return None
+        try:
+            return uuid.UUID(str(child["path_params"]["job_id"]))
+        except (KeyError, ValueError):
+            return None
+    return None
+
+
+def _bearer(headers: Headers) -> str | None:
+    value = headers.get("authorization")
+    if value is None:
+        return None
+    scheme, _, credential = value.strip().partition(" ")
+    if scheme.lower() != "bearer" or not credential.strip():
+        raise Unauthorized("invalid_api_key", "the Authorization header must be 'Bearer <key>'")
+    return credential.strip()
+
+
+class AuthMiddleware:
+    def __init__(self, app: ASGIApp, keys: KeyRing, signer: TokenSigner, metrics_token: str | None):
+        self.app = app
+        self.keys = keys
+        self.signer = signer
+        self.metrics_digest = _digest(metrics_token) if metrics_token else None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        path = _route_path(scope)
+        try:
+            if path == METRICS_PATH:
+                self._check_metrics(scope)
+            elif path not in OPEN_PATHS and not path.startswith(OPEN_PREFIXES):
+                scope.setdefault("state", {})[TENANT_STATE_KEY] = self._tenant(scope)
+        except Unauthorized as exc:
+            response = error_response(401, exc.code, exc.message, headers={"WWW-Authenticate": "Bearer"})
+            await response(scope, receive, send)
+            return
+        await self.app(scope, receive, send)
+
+    def _check_metrics(self, scope: Scope) -> None:
+        if self.metrics_digest is None:
+            return
+        credential = _bearer(Headers(scope=scope))
+        if credential is None or not hmac.compare_digest(_digest(credential), self.metrics_digest):
+            raise Unauthorized("invalid_metrics_token", "/metrics needs 'Authorization: Bearer <metrics token>'")
+
+    def _tenant(self, scope: Scope) -> str:
+        if not self.keys:
+            return DEFAULT_TENANT
+        credential = _bearer(Headers(scope=scope))
+        if credential is not None:
+            tenant = self.keys.tenant_for(credential)
+            if tenant is None:
+                raise Unauthorized("invalid_api_key", "the API key is not valid")
+            return tenant
+        token = QueryParams(scope["query_string"]).get("token")
+        if token is None:
+            raise Unauthorized("unauthorized", "this route needs 'Authorization: Bearer <key>'")
+        job_id = _token_job_id(scope["app"].routes, scope)
+        if job_id is None:
+            raise Unauthorized("invalid_token", "a stream token opens only its job's events and cancel URLs")
+        try:
+            tenant = self.signer.verify(token, job_id)
+        except TokenError as exc:
+            if str(exc) == "expired":
+                raise Unauthorized("token_expired", "the stream token has expired") from None
+            raise Unauthorized("invalid_token", "the stream token is not valid for this job") from None
+        # A tenant whose keys were all removed loses its outstanding tokens too.
+        if tenant not in self.keys.tenants:
+            raise Unauthorized("invalid_token", "the stream token is not valid for this job")
+        return tenant
+
+
+def is_loopback(host: str) -> bool:
+    if host.lower() in LOOPBACK_NAMES:
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        # Any other name may resolve to a public address: not loopback.
+        return False
+
+
+def open_bind_refusal(settings: Settings, host: str) -> str | None:
+    """Why the API must not start open on ``host``, or None when it may."""
+    if settings.api_key_map or settings.allow_open or is_loopback(host):
+        return None
+    return (
+        f"runstream: refusing to serve the API open (RUNSTREAM_API_KEYS is not set) on {host}, "
+        "which is not a loopback address: anyone who reaches it could read every prompt and answer. "
+        "Set RUNSTREAM_API_KEYS, bind 127.0.0.1, or set RUNSTREAM_ALLOW_OPEN=1 to accept that."
+    )

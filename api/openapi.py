@@ -1,0 +1,229 @@
+"""The OpenAPI 3.1 document of the API, served at ``/api/openapi.json``.
+
+It is built from the live route table, so it lists exactly the routes the app
+serves: a route without an entry in ``OPERATIONS`` still appears, with its path
+parameters, its methods, its docstring and the error form. The new-job body is
+the JSON Schema of the pydantic model the handler validates with.
+"""
+
+from __future__ import annotations
+
+from importlib.metadata import version
+from typing import Any
+
+from starlette.endpoints import HTTPEndpoint
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import BaseRoute, Mount, Route
+
+from api.auth import OPEN_PATHS, STREAM_TOKEN_ATTR
+from api.params import MAX_LIMIT
+from api.payloads import NewJob
+from db.jobs import STATUSES
+
+HTTP_METHODS = ("get", "post", "put", "patch", "delete")
+
+
+def _ref(name: str) -> dict[str, str]:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+def _json(schema: dict[str, Any], description: str) -> dict[str, Any]:
+    return {"description": description, "content": {"application/json": {"schema": schema}}}
+
+
+def _error(description: str) -> dict[str, Any]:
+    return _json(_ref("Error"), description)
+
+
+def _query(name: str, schema: dict[str, Any], description: str) -> dict[str, Any]:
+    return {"name": name, "in": "query", "required": False, "schema": schema, "description": description}
+
+
+EVENT_ID = {"type": "integer", "minimum": -1, "maximum": 2**63 - 1}
+TOKEN_PARAM = _query("token", {"type": "string"}, "a stream token from POST /api/jobs, instead of a key")
+
+JOB = {
+    "type": "object",
+    "required": ["job_id", "status", "created_at", "last_event_id"],
+    "properties": {
+        "job_id": {"type": "string", "format": "uuid"},
+        "status": {"type": "string", "enum": list(STATUSES)},
+        "session_id": {"type": ["string", "null"]},
+        "message": {"type": "string"},
+        "model": {"type": "string"},
+        "metadata": {"type": "object"},
+        "attempt": {"type": "integer"},
+        "last_event_id": {"type": "integer"},
+        "error": {"type": ["string", "null"]},
+        "cancel_requested": {"type": "boolean"},
+        "created_at": {"type": "string", "format": "date-time"},
+        "started_at": {"type": ["string", "null"], "format": "date-time"},
+        "finished_at": {"type": ["string", "null"], "format": "date-time"},
+    },
+}
+STREAM_LINKS = {
+    "type": "object",
+    "properties": {
+        "stream_token": {"type": "string"},
+        "stream_token_expires_at": {"type": "string", "format": "date-time"},
+        "events_url": {"type": "string", "description": "the events URL with ?token="},
+        "cancel_url": {"type": "string", "description": "the cancel URL with ?token="},
+    },
+}
+
+SCHEMAS: dict[str, Any] = {
+    "Error": {
+        "type": "object",
+        "required": ["error"],
+        "properties": {
+            "error": {
+                "type": "object",
+                "required": ["code", "message"],
+                "properties": {"code": {"type": "string"}, "message": {"type": "string"}},
+            }
+        },
+    },
+    "NewJob": NewJob.model_json_schema(ref_template="#/components/schemas/{model}"),
+    "Job": JOB,
+    "JobWithStream": {"allOf": [_ref("Job"), STREAM_LINKS]},
+    "JobList": {
+        "type": "object",
+        "required": ["jobs", "next_cursor"],
+        "properties": {"jobs": {"type": "array", "items": _ref("Job")}, "next_cursor": {"type": ["string", "null"]}},
+    },
+    "CancelResult": {
+        "type": "object",
+        "required": ["status", "job_status"],
+        "properties": {"status": {"const": "ok"}, "job_status": {"type": "string", "enum": list(STATUSES)}},
+    },
+}
+
+NOT_FOUND = {"404": _error("no such job for this tenant (another tenant's job too)")}
+TOO_MANY = {"429": _error("a limit is reached; see the Retry-After header")}
+
+# What the generic entry cannot say. Keyed by (path, method).
+OPERATIONS: dict[tuple[str, str], dict[str, Any]] = {
+    ("/api/jobs", "post"): {
+        "summary": "Create a job: the row is committed, then dispatched to the workers",
+        "requestBody": {"required": True, "content": {"application/json": {"schema": _ref("NewJob")}}},
+        "responses": {
+            "202": _json(_ref("JobWithStream"), "the job, pending, with its stream token and URLs"),
+            "400": _error("the body is not JSON"),
+            "413": _error("the body is over the size limit"),
+            "422": _error("the body is JSON of the wrong shape, or the message is too long"),
+            **TOO_MANY,
+        },
+    },
+    ("/api/jobs", "get"): {
+        "summary": "This tenant's jobs, newest first (keyset paging)",
+        "parameters": [
+            _query("session_id", {"type": "string"}, "only this session's jobs"),
+            _query("status", {"type": "string", "enum": list(STATUSES)}, "only jobs in this status"),
+            _query("limit", {"type": "integer", "minimum": 1, "maximum": MAX_LIMIT}, "page size"),
+            _query("cursor", {"type": "string"}, "next_cursor of the previous page"),
+        ],
+        "responses": {"200": _json(_ref("JobList"), "a page of jobs"), "400": _error("a bad filter or cursor")},
+    },
+    ("/api/jobs/{job_id}", "get"): {
+        "summary": "A job's status, with a fresh stream token",
+        "responses": {"200": _json(_ref("JobWithStream"), "the job"), **NOT_FOUND},
+    },
+    ("/api/jobs/{job_id}/cancel", "post"): {
+        "summary": "Cancel a job (idempotent)",
+        "parameters": [TOKEN_PARAM],
+        "responses": {"200": _json(_ref("CancelResult"), "cancelled, or asked to stop"), **NOT_FOUND},
+    },
+    ("/api/jobs/{job_id}/events", "get"): {
+        "summary": "The job's events: SSE, replay then live (or a JSON page with Accept: application/json)",
+        "parameters": [
+            TOKEN_PARAM,
+            {"name": "Last-Event-ID", "in": "header", "required": False, "schema": EVENT_ID},
+            _query("last_event_id", EVENT_ID, "resume after this event (the header wins)"),
+            _query("after", EVENT_ID, "JSON page: events after this id"),
+            _query("limit", {"type": "integer", "minimum": 1}, "JSON page size"),
+        ],
+        "responses": {
+            "200": {"description": "the stream", "content": {"text/event-stream": {"schema": {"type": "string"}}}},
+            "400": _error("a bad event id"),
+            **NOT_FOUND,
+            **TOO_MANY,
+        },
+    },
+}
+
+
+def _methods(route: Route) -> list[str]:
+    if route.methods is not None:
+        return [m.lower() for m in sorted(route.methods) if m.lower() in HTTP_METHODS]
+    endpoint = route.endpoint
+    if isinstance(endpoint, type) and issubclass(endpoint, HTTPEndpoint):
+        return [m for m in HTTP_METHODS if hasattr(endpoint, m)]
+    return ["get"]
+
+
+def _routes(routes: list[BaseRoute]) -> list[Route]:
+    """Every Route, mounted ones too (static files and other non-JSON mounts are not API)."""
+    found: list[Route] = []
+    for route in routes:
+        if isinstance(route, Route):
+            found.append(route)
+        elif isinstance(route, Mount) and route.routes:
+            found.extend(
+                Route(route.path + sub.path, sub.endpoint, methods=sub.methods)
+                for sub in _routes(route.routes)
+            )
+    return found
+
+
+def _operation(route: Route, path: str, method: str) -> dict[str, Any]:
+    doc = (route.endpoint.__doc__ or "").strip().splitlines()
+    operation: dict[str, Any] = {
+        "operationId": f"{method}_{path.strip('/').replace('/', '_').replace('{', '').replace('}', '')}",
+        "summary": doc[0] if doc else path,
+        "responses": {"default": _error("an error")},
+    }
+    operation.update(OPERATIONS.get((path, method), {}))
+    operation["responses"] = {"401": _error("no valid key or token"), **operation["responses"]}
+    parameters = [
+        {"name": name, "in": "path", "required": True, "schema": {"type": "string"}}
+        for name in route.param_convertors
+    ] + operation.get("parameters", [])
+    if parameters:
+        operation["parameters"] = parameters
+    if path in OPEN_PATHS:
+        operation["security"] = []
+        del operation["responses"]["401"]
+    elif getattr(route.endpoint, STREAM_TOKEN_ATTR, False):
+        operation["security"] = [{"apiKey": []}, {"streamToken": []}]
+    return operation
+
+
+def document(routes: list[BaseRoute]) -> dict[str, Any]:
+    paths: dict[str, dict[str, Any]] = {}
+    for route in _routes(routes):
+        path = route.path_format
+        for method in _methods(route):
+            paths.setdefault(path, {})[method] = _operation(route, path, method)
+    return {
+        "openapi": "3.1.0",
+        "info": {
+            "title": "Runstream",
+            "version": version("runstream"),
+            "description": "Durable, resumable AI-agent runs streamed over SSE. Security: docs/security.md.",
+        },
+        "paths": paths,
+        "components": {
+            "schemas": SCHEMAS,
+            "securitySchemes": {
+                "apiKey": {"type": "http", "scheme": "bearer", "description": "a key from RUNSTREAM_API_KEYS"},
+                "streamToken": {"type": "apiKey", "in": "query", "name": "token"},
+            },
+        },
+        "security": [{"apiKey": []}],
+    }
+
+
+async def openapi_json(request: Request) -> JSONResponse:
+    """This document."""
+    return JSONResponse(document(request.app.routes))

@@ -1,0 +1,34 @@
+"""Keep stream tokens out of the logs.
+
+uvicorn's access log writes each request's path with its query string, and a
+stream token travels in the query (``?token=``): for its lifetime it is a
+credential for a job. The filter replaces it before any handler formats the
+line. (API keys travel in the Authorization header, which nothing logs.)
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+
+TOKEN_IN_QUERY = re.compile(r"([?&]token=)[^&\s\"]*")
+REDACTED = r"\1REDACTED"
+
+
+def redact(text: str) -> str:
+    return TOKEN_IN_QUERY.sub(REDACTED, text)
+
+
+class RedactStreamTokens(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.msg, str):
+            record.msg = redact(record.msg)
+        if isinstance(record.args, tuple):
+            record.args = tuple(redact(arg) if isinstance(arg, str) else arg for arg in record.args)
+        return True
+
+
+def install() -> None:
+    access = logging.getLogger("uvicorn.access")
+    if not any(isinstance(f, RedactStreamTokens) for f in access.filters):
+        access.addFilter(RedactStreamTokens())

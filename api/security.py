@@ -1,0 +1,68 @@
+"""Everything the security controls add to the app, in one call (docs/security.md)."""
+
+from __future__ import annotations
+
+import logging
+import secrets
+
+from starlette.applications import Starlette
+
+from api import redact
+from api.auth import AuthMiddleware, KeyRing
+from api.cors import JsonCORSMiddleware, cors_options
+from api.guards import RequestGuard
+from api.limits import StreamSlots
+from api.tokens import TokenSigner
+from runstream.settings import Settings
+
+log = logging.getLogger("runstream.security")
+
+# HMAC-SHA256 keys shorter than this are guessable offline from one token.
+MIN_SECRET_CHARS = 32
+
+
+def stream_signer(settings: Settings) -> TokenSigner:
+    if settings.secret is None:
+        log.warning(
+            "RUNSTREAM_SECRET is not set: stream tokens are signed with a random secret of this "
+            "process, so a token opens streams only on the API process that issued it. Set "
+            "RUNSTREAM_SECRET (the same on every API process) when more than one serves."
+        )
+        return TokenSigner(secrets.token_bytes(32), settings.stream_token_ttl_s)
+    secret = settings.secret.get_secret_value()
+    if len(secret) < MIN_SECRET_CHARS:
+        # Says how long it must be, never what it is.
+        raise RuntimeError(f"RUNSTREAM_SECRET must be at least {MIN_SECRET_CHARS} characters of random text")
+    return TokenSigner(secret.encode(), settings.stream_token_ttl_s)
+
+
+def announce(keys: KeyRing) -> None:
+    if keys:
+        # How many tenants, never which keys.
+        log.info("API keys configured for %d tenant(s): every /api route needs a key or a stream token", len(keys.tenants))
+        return
+    log.warning(
+        "\n" + "!" * 78 + "\n"
+        "!! RUNSTREAM IS RUNNING OPEN: RUNSTREAM_API_KEYS is not set.\n"
+        "!! Every request acts as tenant 'default', with no key: anyone who can reach\n"
+        "!! this port can read every prompt and answer. Fine on 127.0.0.1 for\n"
+        "!! development; set RUNSTREAM_API_KEYS before exposing it.\n" + "!" * 78
+    )
+
+
+def secure(app: Starlette, settings: Settings) -> None:
+    keys = KeyRing(settings.api_key_map)
+    announce(keys)
+    signer = stream_signer(settings)
+    app.state.signer = signer
+    app.state.streams = StreamSlots(settings.max_streams, settings.max_streams_per_tenant)
+    metrics_token = settings.metrics_token.get_secret_value() if settings.metrics_token else None
+    # add_middleware puts each one outside the previous: innermost first.
+    app.add_middleware(AuthMiddleware, keys=keys, signer=signer, metrics_token=metrics_token)
+    app.add_middleware(RequestGuard, max_body_bytes=settings.max_body_bytes)
+    # Outermost, so that every answer, a 401 or a 413 too, carries the CORS headers
+    # a browser needs to let the page read it.
+    options = cors_options(settings)
+    if options is not None:
+        app.add_middleware(JsonCORSMiddleware, **options)
+    redact.install()
