@@ -87,6 +87,15 @@ SELECT last_seq, status, cancel_requested_at,
 FROM bumped
 """
 
+# The bench's raw-insert baseline (``runstream bench``, ingest): the same rows as
+# APPEND_EVENTS writes, with the caller's seqs, and nothing else: no job row
+# lock, no NOTIFY. What inserting events costs on this Postgres by itself.
+RAW_INSERT_EVENTS = """
+INSERT INTO job_events (job_id, seq, attempt, type, payload)
+SELECT %(job_id)s, %(first_seq)s + e.ord - 1, 1, e.payload ->> 'type', e.payload
+FROM jsonb_array_elements(%(payloads)s::jsonb) WITH ORDINALITY AS e(payload, ord)
+"""
+
 # payload::text is the stored JSON as one line: streams send it as is;
 # created_at lets the API measure delivery lag.
 READ_EVENTS = """

@@ -82,6 +82,21 @@ def cmd_prune(args: argparse.Namespace) -> None:
     prune_command(require_database_url(get_settings()), args.older_than, delete=args.yes)
 
 
+def cmd_bench(args: argparse.Namespace) -> None:
+    from pathlib import Path
+
+    from bench.main import main as bench_main
+
+    settings = get_settings()
+    require_database_url(settings)
+    bench_main(
+        settings,
+        quick=args.quick,
+        json_path=Path(args.json),
+        plot_path=Path(args.plot) if args.plot else None,
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="runstream", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -102,6 +117,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     migrate = commands.add_parser("migrate", help="upgrade the database to the newest schema")
     migrate.set_defaults(func=cmd_migrate)
+
+    bench = commands.add_parser("bench", help="measure Runstream against its baselines (own database on DATABASE_URL's server)")
+    bench.add_argument("--quick", action="store_true", help="the short run (under 2 minutes)")
+    bench.add_argument("--json", default="bench-results.json", metavar="PATH", help="where the results go")
+    bench.add_argument("--plot", metavar="PATH", help="also draw the results as a PNG chart")
+    bench.set_defaults(func=cmd_bench)
 
     stats = commands.add_parser("stats", help="print the analytics summary (as GET /api/analytics/summary)")
     stats.add_argument("--since", type=parse_duration, help="jobs created at most this long ago (e.g. 24h)")

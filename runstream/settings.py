@@ -7,6 +7,7 @@ operators already set); everything else is ``RUNSTREAM_*``.
 
 from __future__ import annotations
 
+import os
 from functools import lru_cache
 from pathlib import Path
 
@@ -105,6 +106,11 @@ class Settings(BaseSettings):
     log_format: str = "json"
     log_level: str = "INFO"
 
+    # --- bench ----------------------------------------------------------------
+    # The brokers ``runstream bench`` measures job start with (besides the filesystem one).
+    bench_redis_url: str = "redis://127.0.0.1:6379/0"
+    bench_rabbitmq_url: str = "amqp://guest:guest@127.0.0.1:5672//"
+
     @field_validator("database_url", "celery_broker_url", "secret", "metrics_token", mode="before")
     @classmethod
     def _blank_is_unset(cls, value: object) -> object:
@@ -128,3 +134,15 @@ class Settings(BaseSettings):
 @lru_cache
 def get_settings() -> Settings:
     return Settings()
+
+
+# The variables that point a process at its database and broker.
+SERVICE_VARIABLES = ("DATABASE_URL", "CELERY_BROKER_URL")
+
+
+def child_environment(**settings: str) -> dict[str, str]:
+    """The environment for a Runstream subprocess: this one's, minus every Runstream
+    setting, plus ``settings`` (so nothing of the caller's own leaks into the child)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RUNSTREAM_") and k not in SERVICE_VARIABLES}
+    env.update(settings)
+    return env

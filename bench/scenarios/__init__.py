@@ -1,0 +1,1 @@
+"""One module per scenario; each ``run(bench)`` returns ``(scenario, targets)``."""

@@ -1,0 +1,54 @@
+"""Delivery latency: agent yields an event → an SSE client has parsed it.
+
+Runstream: ``bench.producer`` (the worker's EventWriter) → Postgres → NOTIFY →
+API hub → SSE. Baseline: the in-memory recipe, its run inside the web process.
+Each job streams 50 events/s; two subscribers per job, one at 200 jobs.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from bench.context import Bench, target
+from bench.rounds import BaselineSide, Round, RunstreamSide
+from bench.stats import latency_summary, ratio
+
+
+def _figures(result: Round) -> dict[str, Any]:
+    return {**latency_summary(result.latencies), "all_delivered": result.all_delivered}
+
+
+async def run(bench: Bench) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    profile = bench.profile
+    sides = (RunstreamSide(bench.api, bench.database_url), BaselineSide(bench.baseline))
+    for side in sides:  # warm-up: connections, caches
+        await side.round(jobs=1, subscribers=1, events=10, rate=profile.delivery_rate, timeout=30)
+    results = []
+    for jobs in profile.delivery_jobs:
+        subscribers = 2 if jobs <= 50 else 1
+        events = int(profile.delivery_rate * profile.delivery_seconds)
+        spec = dict(jobs=jobs, subscribers=subscribers, events=events, rate=profile.delivery_rate)
+        ours, theirs = [_figures(await side.round(**spec, timeout=profile.delivery_seconds + 60)) for side in sides]
+        results.append(
+            {
+                "jobs": jobs,
+                "subscribers_per_job": subscribers,
+                "events_per_s": jobs * profile.delivery_rate,
+                "runstream": ours,
+                "baseline": theirs,
+                "ratio": {k: ratio(ours[k], theirs[k]) for k in ("p50_ms", "p95_ms", "p99_ms")},
+            }
+        )
+    at = {row["jobs"]: row for row in results}
+    targets = [
+        target("delivery", "delivery p50 at 50 jobs", at[50]["runstream"]["p50_ms"], "ms", "<=", 15),
+        target("delivery", "delivery p99 at 50 jobs", at[50]["runstream"]["p99_ms"], "ms", "<=", 60),
+        target("delivery", "delivery p50 at 1 job / in-memory p50", at[1]["ratio"]["p50_ms"], "x", "<=", 5),
+    ]
+    scenario = {
+        "name": "delivery",
+        "unit": "ms",
+        "baseline": "in-memory recipe (dict of jobs, asyncio.Condition per job), same Starlette/uvicorn",
+        "results": results,
+    }
+    return scenario, targets

@@ -1,0 +1,124 @@
+"""Job start: ``POST /api/jobs`` → the first event parsed by an SSE client.
+
+The whole path: the API inserts the job and publishes the Celery task, a real
+``runstream worker`` takes it from the broker, claims the job, builds the Agno
+agent with the offline model, and its first event goes through the event
+writer, Postgres, NOTIFY and the hub to the client, which opened the stream
+as soon as the POST answered. Jobs run one after another, per broker: Redis,
+RabbitMQ, and kombu's filesystem transport. Baseline: the in-memory recipe,
+whose run starts as an asyncio task of the web process, with the same agent.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import httpx
+import redis
+from kombu import Connection
+
+from bench.context import Bench, target
+from bench.services import NO_LIMITS, Service, start_api, start_worker
+from bench.sse_client import open_stream
+from bench.stats import latency_summary, ratio
+from runstream.settings import child_environment
+
+WARMUP_JOBS = 3
+ANSWER_WORDS = 5
+JOB = {"message": "bench", "metadata": {"offline": {"words": ANSWER_WORDS}}}
+
+
+async def _time_jobs(count: int, start_one: Callable[[httpx.AsyncClient], Awaitable[float]], base: str) -> list[float]:
+    async with httpx.AsyncClient(base_url=base, timeout=30) as http:
+        for _ in range(WARMUP_JOBS):
+            await start_one(http)
+        return [await start_one(http) for _ in range(count)]
+
+
+async def _first_event(port: int, path: str, started: float) -> float:
+    stream = await open_stream("127.0.0.1", port, path, stamped=False)
+    await asyncio.wait_for(stream.closed, 30)  # one job at a time: wait for its end
+    if stream.first_event_at is None:
+        raise RuntimeError(f"{path}: the stream ended without an event")
+    return stream.first_event_at - started
+
+
+def _runstream_job(api: Service) -> Callable[[httpx.AsyncClient], Awaitable[float]]:
+    async def start_one(http: httpx.AsyncClient) -> float:
+        started = time.time()
+        job_id = (await http.post("/api/jobs", json=JOB)).json()["job_id"]
+        return await _first_event(api.port, f"/api/jobs/{job_id}/events", started)
+
+    return start_one
+
+
+def _baseline_job(app: Service) -> Callable[[httpx.AsyncClient], Awaitable[float]]:
+    async def start_one(http: httpx.AsyncClient) -> float:
+        started = time.time()
+        job_id = (await http.post("/jobs", json={"message": JOB["message"], "agent_words": ANSWER_WORDS})).json()["job_id"]
+        return await _first_event(app.port, f"/jobs/{job_id}/events", started)
+
+    return start_one
+
+
+def _forget_queue(broker_url: str, queue: str) -> None:
+    """The bench's queue (and, on Redis, kombu's binding keys) must not outlive it."""
+    if broker_url.startswith("redis"):
+        client = redis.Redis.from_url(broker_url)
+        client.delete(queue, *client.keys(f"*{queue}*"))
+    elif broker_url.startswith("amqp"):
+        with Connection(broker_url) as conn:
+            conn.default_channel.queue_delete(queue)
+
+
+async def _broker_round(bench: Bench, broker: str, broker_url: str) -> list[float]:
+    queue = f"rs-bench-{uuid.uuid4().hex[:12]}"
+    env = child_environment(
+        DATABASE_URL=bench.database_url,
+        CELERY_BROKER_URL=broker_url,
+        RUNSTREAM_QUEUE=queue,
+        RUNSTREAM_DATA_DIR=str(bench.work_dir / broker),
+        RUNSTREAM_OFFLINE_DELAY_MS="0",
+        **NO_LIMITS,
+    )
+    log_dir = bench.work_dir
+    api, worker = await asyncio.gather(
+        asyncio.to_thread(start_api, env, log_dir, f"api-{broker}"),
+        asyncio.to_thread(start_worker, env, log_dir, f"worker-{broker}"),
+    )
+    try:
+        return await _time_jobs(bench.profile.job_starts, _runstream_job(api), f"http://127.0.0.1:{api.port}")
+    finally:
+        await asyncio.gather(asyncio.to_thread(api.stop), asyncio.to_thread(worker.stop))
+        if broker_url != "filesystem://":
+            _forget_queue(broker_url, queue)
+
+
+async def run(bench: Bench) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    settings = bench.settings
+    brokers = {"redis": settings.bench_redis_url, "rabbitmq": settings.bench_rabbitmq_url, "filesystem": "filesystem://"}
+    base = f"http://127.0.0.1:{bench.baseline.port}"
+    theirs = latency_summary(await _time_jobs(bench.profile.job_starts, _baseline_job(bench.baseline), base))
+    results = []
+    for broker, url in brokers.items():
+        ours = latency_summary(await _broker_round(bench, broker, url))
+        results.append(
+            {
+                "broker": broker,
+                "runstream": ours,
+                "baseline": theirs,
+                "ratio": {k: ratio(ours[k], theirs[k]) for k in ("p50_ms", "p99_ms")},
+            }
+        )
+    redis_p50 = results[0]["runstream"]["p50_ms"]
+    scenario = {
+        "name": "job_start",
+        "unit": "ms",
+        "baseline": "in-memory recipe: asyncio task in the web process, the same agent and offline model",
+        "results": results,
+    }
+    return scenario, [target("job_start", "job start p50 with Redis", redis_p50, "ms", "<=", 40)]
