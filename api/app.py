@@ -18,7 +18,7 @@ from starlette.responses import FileResponse
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
-from api import analytics, events, history, jobs, operations
+from api import analytics, deltakit, events, history, jobs, operations
 from api.dispatch import Dispatcher
 from api.errors import EXCEPTION_HANDLERS
 from api.hub import EventHub
@@ -48,6 +48,8 @@ def routes() -> list[Route | Mount]:
         Route("/api/sessions/{session_id}/clear", history.clear_session_route, methods=["POST"]),
         Route("/api/analytics/summary", analytics.analytics_summary, methods=["GET"]),
         Route("/api/analytics/jobs/{job_id}", analytics.analytics_job, methods=["GET"]),
+        # The same routes at the URLs DeltaKit's recipe calls.
+        *deltakit.routes(),
     ]
     # The chat page, when it is there (it ships in api/static/).
     if (STATIC_DIR / "index.html").is_file():

@@ -21,7 +21,7 @@ from runstream.logs import job_fields
 log = logging.getLogger("runstream.api")
 
 
-async def create_job(request: Request) -> JSONResponse:
+async def create_job(request: Request, default_session_id: str | None = None) -> JSONResponse:
     state = request.app.state
     new = parse_new_job(await request.body(), state.settings.max_message_chars)
     tenant = resolve_tenant(request)
@@ -31,7 +31,7 @@ async def create_job(request: Request) -> JSONResponse:
             tenant=tenant,
             message=new.message,
             model=state.settings.model,
-            session_id=new.session_id,
+            session_id=new.session_id or default_session_id,
             metadata=new.metadata,
             limits=creation_limits(state.settings),
         )
