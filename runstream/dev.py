@@ -46,7 +46,7 @@ from pathlib import Path
 
 import httpx
 
-from runstream.settings import get_settings
+from runstream.settings import child_environment, get_settings
 
 PG_SYSTEM_USER = "runstream-postgres"
 PG_DATABASE = "runstream"
@@ -406,10 +406,14 @@ def run(host: str, port: int) -> int:
         # The children get the user's environment (their settings) plus what we
         # resolved. Dev defaults: readable logs, and CORS for any localhost origin (a
         # DeltaKit app on its own dev server); an explicit setting wins.
-        env = {"RUNSTREAM_LOG_FORMAT": "text", "RUNSTREAM_CORS_ALLOW_LOCALHOST": "true", **os.environ}
-        env.update(DATABASE_URL=database_url, RUNSTREAM_DATA_DIR=str(data_dir))
+        env = child_environment(
+            keep_settings=True,
+            defaults={"RUNSTREAM_LOG_FORMAT": "text", "RUNSTREAM_CORS_ALLOW_LOCALHOST": "true"},
+            DATABASE_URL=database_url,
+            RUNSTREAM_DATA_DIR=str(data_dir),
+        )
         worker = supervisor.spawn("worker", [RUNSTREAM, "worker", "-n", "dev@%h"], env=env)
-        api = supervisor.spawn("api", [RUNSTREAM, "api", "--host", host, "--port", str(port)], env=env)
+        supervisor.spawn("api", [RUNSTREAM, "api", "--host", host, "--port", str(port)], env=env)
 
         browse_host = "127.0.0.1" if host in ("0.0.0.0", "::") else host
         url = f"http://{browse_host}:{port}/"

@@ -140,9 +140,21 @@ def get_settings() -> Settings:
 SERVICE_VARIABLES = ("DATABASE_URL", "CELERY_BROKER_URL")
 
 
-def child_environment(**settings: str) -> dict[str, str]:
-    """The environment for a Runstream subprocess: this one's, minus every Runstream
-    setting, plus ``settings`` (so nothing of the caller's own leaks into the child)."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("RUNSTREAM_") and k not in SERVICE_VARIABLES}
+def child_environment(
+    *, keep_settings: bool = False, defaults: dict[str, str] | None = None, **settings: str
+) -> dict[str, str]:
+    """The environment for a Runstream subprocess: this process's, plus ``settings``.
+
+    Without ``keep_settings`` every Runstream setting of the caller is dropped first,
+    so nothing of the caller's own leaks into the child (tests, bench). With it, the
+    caller's settings pass through (dev mode hands the user's configuration to its
+    children), and ``defaults`` fill in only what the caller did not set.
+    """
+    env = dict(defaults or {})
+    env.update(
+        (k, v)
+        for k, v in os.environ.items()
+        if keep_settings or not (k.startswith("RUNSTREAM_") or k in SERVICE_VARIABLES)
+    )
     env.update(settings)
     return env

@@ -6,7 +6,6 @@ Nothing here is mocked. When Postgres or Redis is not reachable the tests fail
 
 from __future__ import annotations
 
-import os
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -22,12 +21,9 @@ from sqlalchemy.engine import make_url
 
 from db.connector import open_pool
 from db.migrate import upgrade_to_head
+from runstream.settings import child_environment
 from tests.support.config import services
 from tests.support.processes import ApiServer, ServiceProcess, start_api, start_worker
-
-# Settings the tests pass to their subprocesses; nothing from the developer's own
-# environment may leak in and point a test at the wrong database or broker.
-RUNSTREAM_VARIABLES = ("DATABASE_URL", "CELERY_BROKER_URL")
 
 
 def _database_url(name: str) -> str:
@@ -54,15 +50,15 @@ def drop_database(database_url: str) -> None:
 
 
 def service_environment(database_url: str, broker_url: str, queue: str, data_dir: Path) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("RUNSTREAM_") and k not in RUNSTREAM_VARIABLES}
-    env.update(
+    # Nothing from the developer's own settings may leak in and point a test at
+    # the wrong database or broker.
+    return child_environment(
         DATABASE_URL=database_url,
         CELERY_BROKER_URL=broker_url,
         RUNSTREAM_QUEUE=queue,
         RUNSTREAM_OFFLINE_DELAY_MS="0",
         RUNSTREAM_DATA_DIR=str(data_dir),
     )
-    return env
 
 
 @pytest.fixture(scope="session")

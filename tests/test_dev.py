@@ -17,7 +17,7 @@ import httpx
 import psutil
 import pytest
 
-from tests.conftest import RUNSTREAM_VARIABLES
+from runstream.settings import child_environment
 from tests.support.processes import RUNSTREAM, ServiceProcess, free_port, http_ok
 from tests.support.sse import deltakit_events
 
@@ -39,9 +39,7 @@ def data_dir() -> Iterator[Path]:
 def dev_environment(data_dir: Path, **extra: str) -> dict[str, str]:
     """The developer's environment minus anything that would point dev mode at a
     database or broker: the embedded defaults are what is under test."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("RUNSTREAM_") and k not in RUNSTREAM_VARIABLES}
-    env.update(RUNSTREAM_DATA_DIR=str(data_dir), RUNSTREAM_OFFLINE_DELAY_MS="0", **extra)
-    return env
+    return child_environment(RUNSTREAM_DATA_DIR=str(data_dir), RUNSTREAM_OFFLINE_DELAY_MS="0", **extra)
 
 
 class Dev(ServiceProcess):
