@@ -3,12 +3,14 @@
 A stream is a ``Subscriber`` of its job's ``JobFeed``. It registers before it
 reads anything, then catches up by reading pages of the log on its own. When a
 page comes back short it has everything committed so far: it turns *live* and
-wakes the feed. From then on the feed reads for it: on each wake-up (a NOTIFY
-for the job, a subscriber turning live, a reconnect) the feed reads once for
-all its live subscribers, from the oldest position among them, and hands each
+wakes the feed. From then on the feed is read for it: on each wake-up (a NOTIFY
+for the job, a subscriber turning live, a reconnect) the job is read once for
+all its live subscribers, from the oldest position among them, and each gets
 the rows after its own position, if they follow on from it without a gap.
-Otherwise (a subscriber that turned live behind the others) the feed reads
-again from the new oldest position. Each row therefore reaches each stream
+Otherwise (a subscriber that turned live behind the others) the job is read
+again from the new oldest position. One reader per hub does these reads: every
+job woken while a read is in flight is read by the next one, all in one query
+(a commit that carries many jobs' events wakes them all at once). Each row therefore reaches each stream
 exactly once, in order, whatever the timing of replay, NOTIFYs and reads.
 
 Positions only move forward, and each subscriber has one mover at a time: itself
@@ -34,7 +36,7 @@ import asyncpg
 from psycopg_pool import AsyncConnectionPool
 
 from db.connector import plain_url
-from db.events import EventRow, read_events
+from db.events import EventRow, read_events, read_events_of_jobs
 from db.queries import NOTIFY_CHANNEL
 from runstream.settings import Settings
 
@@ -81,7 +83,9 @@ class Subscriber:
                 continue
             self._ready.clear()
             try:
-                await asyncio.wait_for(self._ready.wait(), timeout)
+                # asyncio.timeout, not wait_for: no task per wait (it shows with thousands of streams).
+                async with asyncio.timeout(timeout):
+                    await self._ready.wait()
             except TimeoutError:
                 return []
 
@@ -108,14 +112,12 @@ class Subscriber:
 
 
 class JobFeed:
-    """The subscribers of one job, and the single-flight reader that serves the live ones."""
+    """The subscribers of one job; the hub reads for the live ones."""
 
     def __init__(self, hub: EventHub, job_id: uuid.UUID):
         self.hub = hub
         self.job_id = job_id
         self.subscribers: set[Subscriber] = set()
-        self._dirty = False
-        self._reader: asyncio.Task[None] | None = None
 
     def _live(self) -> list[Subscriber]:
         return [s for s in self.subscribers if s.live]
@@ -125,35 +127,29 @@ class JobFeed:
         live = self._live()
         if not live or (last_seq is not None and all(s.position >= last_seq for s in live)):
             return
-        self._dirty = True
-        # One read at a time per job: wake-ups during a read fold into the next one.
-        if self._reader is None or self._reader.done():
-            self._reader = asyncio.create_task(self._read_for_live())
+        self.hub.want_read(self)
 
-    async def _read_for_live(self) -> None:
-        try:
-            while self._dirty:
-                self._dirty = False
-                live = self._live()
-                if not live:
-                    return
-                rows = await self.hub.read(self.job_id, min(s.position for s in live))
-                if len(rows) == self.hub.page_size:
-                    self._dirty = True  # a full page: more may follow
-                # Subscribers may have come, gone or turned live during the read.
-                for subscriber in self._live():
-                    if not subscriber.deliver(rows):
-                        self._dirty = True
-        except Exception:
-            # Each live stream falls back to its own reads: it either recovers
-            # or fails alone, and its client reconnects with Last-Event-ID.
-            log.exception("reading events of job %s for its live streams failed", self.job_id)
-            for subscriber in self._live():
-                subscriber.fall_back()
+    def read_from(self) -> int | None:
+        """Where the next read starts: the oldest position among the live subscribers."""
+        live = self._live()
+        return min(s.position for s in live) if live else None
 
-    def cancel(self) -> None:
-        if self._reader is not None:
-            self._reader.cancel()
+    def take(self, rows: list[EventRow]) -> bool:
+        """Hand rows read from ``read_from`` to the live subscribers. True when the
+        feed must be read again: a full page (more may follow), or a subscriber
+        that turned live behind the others during the read."""
+        again = len(rows) == self.hub.page_size
+        # Subscribers may have come, gone or turned live during the read.
+        for subscriber in self._live():
+            if not subscriber.deliver(rows):
+                again = True
+        return again
+
+    def fall_back(self) -> None:
+        # Each live stream falls back to its own reads: it either recovers
+        # or fails alone, and its client reconnects with Last-Event-ID.
+        for subscriber in self._live():
+            subscriber.fall_back()
 
 
 class EventHub:
@@ -170,6 +166,9 @@ class EventHub:
         # True while the LISTEN connection is up and listening (readiness).
         self.listening = False
         self._listener: asyncio.Task[None] | None = None
+        # Feeds woken since the last read began; one reader at a time serves them all.
+        self._wanted: dict[uuid.UUID, JobFeed] = {}
+        self._reader: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
         self._listener = asyncio.create_task(self._listen_forever(), name="runstream-listen")
@@ -179,8 +178,8 @@ class EventHub:
             self._listener.cancel()
             with suppress(asyncio.CancelledError):
                 await self._listener
-        for feed in self.feeds.values():
-            feed.cancel()
+        if self._reader is not None:
+            self._reader.cancel()
 
     @property
     def open_streams(self) -> int:
@@ -188,6 +187,31 @@ class EventHub:
 
     async def read(self, job_id: uuid.UUID, after: int) -> list[EventRow]:
         return await read_events(self.pool, job_id, after, self.page_size)
+
+    def want_read(self, feed: JobFeed) -> None:
+        """Read for ``feed``'s live subscribers soon. Wake-ups during a read fold into
+        the next one, which serves every feed woken meanwhile in ONE query."""
+        self._wanted[feed.job_id] = feed
+        if self._reader is None or self._reader.done():
+            self._reader = asyncio.create_task(self._read_wanted())
+
+    async def _read_wanted(self) -> None:
+        while self._wanted:
+            feeds, self._wanted = self._wanted, {}
+            after_seqs = {job_id: seq for job_id, feed in feeds.items() if (seq := feed.read_from()) is not None}
+            if not after_seqs:
+                continue
+            try:
+                rows = await read_events_of_jobs(self.pool, after_seqs, self.page_size)
+            except Exception:
+                log.exception("reading events of %d job(s) for their live streams failed", len(after_seqs))
+                for feed in feeds.values():
+                    feed.fall_back()
+                continue
+            for job_id in after_seqs:
+                if feeds[job_id].take(rows[job_id]):
+                    # (A feed that replaced this one meanwhile, and is already wanted, stays.)
+                    self._wanted.setdefault(job_id, feeds[job_id])
 
     @contextmanager
     def subscribe(self, job_id: uuid.UUID, after: int) -> Iterator[Subscriber]:

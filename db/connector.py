@@ -7,6 +7,10 @@ LISTEN connection) takes the plain form.
 
 from __future__ import annotations
 
+import time
+import weakref
+
+from psycopg import AsyncConnection
 from psycopg.rows import dict_row
 from psycopg_pool import AsyncConnectionPool
 from sqlalchemy.engine import make_url
@@ -23,6 +27,24 @@ def sqlalchemy_url(database_url: str) -> str:
     return url.set(drivername="postgresql+psycopg").render_as_string(hide_password=False)
 
 
+# A connection back in the pool for less than this is taken as alive without a
+# round trip to the server: under load (the hot path: appends, live reads) no
+# checkout pays for a check, while one that sat idle long enough to have been
+# dropped unnoticed is checked. A connection that dies within this window fails
+# its query, which the callers retry (the writer) or recover from (the hub).
+CHECK_IDLE_AFTER_S = 1.0
+_returned_at: weakref.WeakKeyDictionary[AsyncConnection, float] = weakref.WeakKeyDictionary()
+
+
+async def _note_returned(conn: AsyncConnection) -> None:
+    _returned_at[conn] = time.monotonic()
+
+
+async def _check_if_idle(conn: AsyncConnection) -> None:
+    if time.monotonic() - _returned_at.get(conn, 0.0) >= CHECK_IDLE_AFTER_S:
+        await AsyncConnectionPool.check_connection(conn)
+
+
 async def open_pool(database_url: str, size: int, *, name: str = "runstream") -> AsyncConnectionPool:
     """A fixed-size pool: its connection count never depends on the load."""
     pool = AsyncConnectionPool(
@@ -33,7 +55,8 @@ async def open_pool(database_url: str, size: int, *, name: str = "runstream") ->
         name=name,
         open=False,
         # A connection the server dropped (restart, failover) is replaced, not reused.
-        check=AsyncConnectionPool.check_connection,
+        check=_check_if_idle,
+        reset=_note_returned,
     )
     await pool.open(wait=True, timeout=30)
     return pool

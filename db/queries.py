@@ -106,6 +106,21 @@ ORDER BY seq
 LIMIT %(limit)s
 """
 
+# READ_EVENTS for many jobs in one round trip (the API hub reads every job woken
+# at once together): up to ``limit`` rows of each, each job from its own seq.
+READ_EVENTS_OF_JOBS = """
+SELECT r.job_id, e.seq, e.type, e.payload::text AS data, e.created_at
+FROM unnest(%(job_ids)s::uuid[], %(after_seqs)s::bigint[]) AS r(job_id, after_seq)
+CROSS JOIN LATERAL (
+    SELECT seq, type, payload, created_at
+    FROM job_events
+    WHERE job_id = r.job_id AND seq > r.after_seq
+    ORDER BY seq
+    LIMIT %(limit)s
+) AS e
+ORDER BY r.job_id, e.seq
+"""
+
 # Claim a job for one attempt: a pending job, or a running one whose worker
 # stopped heart-beating. The previous status and error say why a new attempt
 # starts (the reason in its ``retry`` event).
