@@ -54,35 +54,48 @@ ORDER BY created_at DESC, id DESC
 LIMIT %(limit)s
 """
 
-# The one writer of job_events. In one statement: bump last_seq under the job's
-# row lock (which serializes every writer of the job, so seqs are gap-free and
-# commit in order), optionally move the job to a new status, insert the rows,
-# and notify once. Guards: the job must be in one of ``from_statuses``, and, when
-# given, at ``attempt`` (fences a worker whose job was taken over) and at
-# ``expected_last_seq`` (makes a retried append idempotent).
+# The one writer of job_events: in ONE statement for any number of jobs (one
+# batch per job), so a group commit of many jobs costs one statement, not one
+# per job. Per job: bump last_seq under the job's row lock (which serializes
+# every writer of the job, so seqs are gap-free and commit in order), optionally
+# move the job to a new status, insert its rows, and notify once. Rows are
+# locked in id order first, so two writers that share jobs cannot deadlock.
+# Guards, per job: the job must be in one of ``from_statuses`` (comma-separated),
+# and, when given, at ``attempt`` (fences a worker whose job was taken over) and
+# at ``expected_last_seq`` (makes a retried append idempotent). A job whose
+# guard refuses returns no row and writes nothing.
 APPEND_EVENTS = f"""
-WITH bumped AS (
-    UPDATE jobs SET
-        last_seq = last_seq + %(n)s,
-        status = coalesce(%(new_status)s::text, status),
-        error = CASE WHEN %(new_status)s::text IS NULL THEN error ELSE %(error)s::text END,
+WITH input AS (
+    SELECT * FROM unnest(
+        %(job_ids)s::uuid[], %(counts)s::int[], %(payloads)s::jsonb[], %(from_statuses)s::text[],
+        %(attempts)s::int[], %(expected_last_seqs)s::bigint[], %(new_statuses)s::text[], %(errors)s::text[]
+    ) AS i(job_id, n, payloads, from_statuses, attempt, expected_last_seq, new_status, error)
+), locked AS (
+    SELECT j.id FROM jobs j WHERE j.id IN (SELECT job_id FROM input) ORDER BY j.id FOR UPDATE
+), bumped AS (
+    UPDATE jobs j SET
+        last_seq = j.last_seq + i.n,
+        status = coalesce(i.new_status, j.status),
+        error = CASE WHEN i.new_status IS NULL THEN j.error ELSE i.error END,
         finished_at = CASE
-            WHEN %(new_status)s::text IN ('completed', 'failed', 'cancelled') THEN now()
-            ELSE finished_at END,
+            WHEN i.new_status IN ('completed', 'failed', 'cancelled') THEN now()
+            ELSE j.finished_at END,
         cancel_requested_at = CASE
-            WHEN %(new_status)s::text = 'cancelled' THEN coalesce(cancel_requested_at, now())
-            ELSE cancel_requested_at END
-    WHERE id = %(job_id)s
-      AND status = ANY(%(from_statuses)s::text[])
-      AND (%(attempt)s::int IS NULL OR attempt = %(attempt)s::int)
-      AND (%(expected_last_seq)s::bigint IS NULL OR last_seq = %(expected_last_seq)s::bigint)
-    RETURNING id, last_seq, attempt, status, cancel_requested_at
+            WHEN i.new_status = 'cancelled' THEN coalesce(j.cancel_requested_at, now())
+            ELSE j.cancel_requested_at END
+    FROM input i
+    WHERE j.id = i.job_id
+      AND j.id IN (SELECT id FROM locked)
+      AND j.status = ANY(string_to_array(i.from_statuses, ','))
+      AND (i.attempt IS NULL OR j.attempt = i.attempt)
+      AND (i.expected_last_seq IS NULL OR j.last_seq = i.expected_last_seq)
+    RETURNING j.id, j.last_seq, j.attempt, j.status, j.cancel_requested_at, i.n, i.payloads
 ), inserted AS (
     INSERT INTO job_events (job_id, seq, attempt, type, payload)
-    SELECT b.id, b.last_seq - %(n)s + e.ord, b.attempt, e.payload ->> 'type', e.payload
-    FROM bumped b, jsonb_array_elements(%(payloads)s::jsonb) WITH ORDINALITY AS e(payload, ord)
+    SELECT b.id, b.last_seq - b.n + e.ord, b.attempt, e.payload ->> 'type', e.payload
+    FROM bumped b, jsonb_array_elements(b.payloads) WITH ORDINALITY AS e(payload, ord)
 )
-SELECT last_seq, status, cancel_requested_at,
+SELECT id, last_seq, status, cancel_requested_at,
        pg_notify('{NOTIFY_CHANNEL}', id::text || ':' || last_seq::text)
 FROM bumped
 """

@@ -40,7 +40,7 @@ async def _new_job(pool: AsyncConnectionPool, claimed: bool) -> uuid.UUID:
 
 async def through_writer(pool: AsyncConnectionPool, jobs: int, seconds: float) -> float:
     """Events/s of ``jobs`` runs emitting through one worker process's EventWriter."""
-    ids = [await _new_job(pool, claimed=True) for _ in range(jobs)]
+    ids = await asyncio.gather(*(_new_job(pool, claimed=True) for _ in range(jobs)))
     writer = EventWriter(pool)
     stopped: list[str] = []
     for job_id in ids:
@@ -66,7 +66,7 @@ async def through_writer(pool: AsyncConnectionPool, jobs: int, seconds: float) -
 
 async def raw_insert(pool: AsyncConnectionPool, jobs: int, seconds: float) -> float:
     """Events/s of ``jobs`` writers inserting the same rows in raw batches."""
-    ids = [await _new_job(pool, claimed=False) for _ in range(jobs)]
+    ids = await asyncio.gather(*(_new_job(pool, claimed=False) for _ in range(jobs)))
     loop = asyncio.get_running_loop()
     started = loop.time()
     deadline = started + seconds

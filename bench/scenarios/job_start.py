@@ -28,6 +28,7 @@ from bench.stats import latency_summary, ratio
 from runstream.settings import child_environment
 
 WARMUP_JOBS = 3
+JOB_TIMEOUT_S = 30
 ANSWER_WORDS = 5
 JOB = {"message": "bench", "metadata": {"offline": {"words": ANSWER_WORDS}}}
 
@@ -41,7 +42,10 @@ async def _time_jobs(count: int, start_one: Callable[[httpx.AsyncClient], Awaita
 
 async def _first_event(port: int, path: str, started: float) -> float:
     stream = await open_stream("127.0.0.1", port, path, stamped=False)
-    await asyncio.wait_for(stream.closed, 30)  # one job at a time: wait for its end
+    try:
+        await asyncio.wait_for(stream.closed, JOB_TIMEOUT_S)  # one job at a time: wait for its end
+    except TimeoutError:
+        raise RuntimeError(f"{path}: not ended after {JOB_TIMEOUT_S}s ({stream.events} events)") from None
     if stream.first_event_at is None:
         raise RuntimeError(f"{path}: the stream ended without an event")
     return stream.first_event_at - started
@@ -92,6 +96,8 @@ async def _broker_round(bench: Bench, broker: str, broker_url: str) -> list[floa
     )
     try:
         return await _time_jobs(bench.profile.job_starts, _runstream_job(api), f"http://127.0.0.1:{api.port}")
+    except RuntimeError as exc:
+        raise RuntimeError(f"job start with {broker}: {exc}\nworker log:\n{worker.log()[-3000:]}") from exc
     finally:
         await asyncio.gather(asyncio.to_thread(api.stop), asyncio.to_thread(worker.stop))
         if broker_url != "filesystem://":
