@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 
+import psycopg
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse
@@ -46,6 +47,15 @@ async def on_http_exception(request: Request, exc: Exception) -> JSONResponse:
     return error_response(exc.status_code, code, message, headers=exc.headers)
 
 
+async def on_database_unavailable(request: Request, exc: Exception) -> JSONResponse:
+    # The database is restarting or unreachable: the pool replaces its connections
+    # once it is back, so the same request is worth repeating shortly.
+    log.warning("database unavailable during %s %s: %s", request.method, request.url.path, exc)
+    return error_response(
+        503, "database_unavailable", "the database is unreachable; retry shortly", headers={"Retry-After": "1"}
+    )
+
+
 async def on_server_error(request: Request, exc: Exception) -> JSONResponse:
     # Starlette logs the exception itself after this answer; the client learns nothing of it.
     return error_response(500, "internal", "internal error")
@@ -54,5 +64,6 @@ async def on_server_error(request: Request, exc: Exception) -> JSONResponse:
 EXCEPTION_HANDLERS = {
     ApiError: on_api_error,
     HTTPException: on_http_exception,
+    psycopg.OperationalError: on_database_unavailable,
     Exception: on_server_error,
 }

@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
+import logging
+import time
 import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
+
+import psycopg
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
@@ -19,6 +24,15 @@ from api.tenancy import resolve_tenant
 from db.events import read_events
 from db.jobs import TERMINAL_STATUSES, get_job
 from runstream.metrics import DELIVERY_LAG
+
+log = logging.getLogger(__name__)
+
+# While the database is unreachable (a restart, a failover), a stream keeps its
+# client with keep-alives and reads again every DB_RETRY_S, for up to
+# DB_OUTAGE_S; past that it ends cleanly and its client resumes with
+# Last-Event-ID (where a reconnect meets a 503 until the database is back).
+DB_RETRY_S = 0.5
+DB_OUTAGE_S = 15.0
 
 
 def wants_json(request: Request) -> bool:
@@ -51,15 +65,30 @@ async def stream_events(request: Request) -> Response:
 
 async def event_stream(hub: EventHub, job_id: uuid.UUID, after: int, keepalive_s: float) -> AsyncIterator[bytes]:
     """Frames after ``after`` until the terminal event. The subscription is freed
-    however this ends: terminal event, error, or the client gone (Starlette
-    cancels the stream when it sees the disconnect)."""
+    however this ends: terminal event, error, the client gone (Starlette cancels
+    the stream when it sees the disconnect), or the server shutting down (the
+    body then ends cleanly, without a terminal event: the client reconnects)."""
+    outage_since: float | None = None
     with hub.subscribe(job_id, after) as subscriber:
         while True:
             # Rows that reach a live stream are new: their age is delivery lag.
             # Rows it catches up on are history, however old.
             live = subscriber.live
-            rows = await subscriber.next_batch(keepalive_s)
+            try:
+                rows = await subscriber.next_batch(keepalive_s)
+            except psycopg.OperationalError as exc:
+                # A failed read moved nothing: reading again resumes exactly.
+                outage_since = outage_since or time.monotonic()
+                if time.monotonic() - outage_since > DB_OUTAGE_S or hub.ending:
+                    log.warning("stream of job %s ends: the database is unreachable (%s)", job_id, exc)
+                    return
+                yield KEEPALIVE
+                await asyncio.sleep(DB_RETRY_S)
+                continue
+            outage_since = None
             if not rows:
+                if hub.ending:
+                    return
                 yield KEEPALIVE
                 continue
             if live:

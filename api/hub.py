@@ -62,12 +62,15 @@ class Subscriber:
 
     async def next_batch(self, timeout: float) -> list[EventRow]:
         """The next rows, in order; ``[]`` after ``timeout`` seconds without any
-        (the stream's cue to send a keep-alive)."""
+        (the stream's cue to send a keep-alive), and at once once the hub is
+        ending its streams (``EventHub.end_streams``)."""
         while True:
             if self._buffer:
                 rows = list(self._buffer)
                 self._buffer.clear()
                 return rows
+            if self.feed.hub.ending:
+                return []
             if not self.live:
                 rows = await self.feed.hub.read(self.feed.job_id, self.position)
                 if rows:
@@ -108,6 +111,10 @@ class Subscriber:
     def fall_back(self) -> None:
         """Stop being fed: read on its own again, from the end of its buffer."""
         self.live = False
+        self._ready.set()
+
+    def interrupt(self) -> None:
+        """Wake a waiting ``next_batch`` (the hub is ending its streams)."""
         self._ready.set()
 
 
@@ -165,6 +172,8 @@ class EventHub:
         self.feeds: dict[str, JobFeed] = {}
         # True while the LISTEN connection is up and listening (readiness).
         self.listening = False
+        # Set when the process shuts down: every stream ends (end_streams).
+        self.ending = False
         self._listener: asyncio.Task[None] | None = None
         # Feeds woken since the last read began; one reader at a time serves them all.
         self._wanted: dict[uuid.UUID, JobFeed] = {}
@@ -180,6 +189,15 @@ class EventHub:
                 await self._listener
         if self._reader is not None:
             self._reader.cancel()
+
+    def end_streams(self) -> None:
+        """The server is shutting down: every open stream ends now, cleanly (what its
+        buffer holds is sent first), and its client resumes with Last-Event-ID on
+        another process, instead of the server waiting out its graceful timeout."""
+        self.ending = True
+        for feed in self.feeds.values():
+            for subscriber in feed.subscribers:
+                subscriber.interrupt()
 
     @property
     def open_streams(self) -> int:

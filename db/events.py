@@ -63,7 +63,8 @@ def _params(batches: Sequence[AppendBatch]) -> dict[str, Any]:
     return {
         "job_ids": [b.job_id for b in batches],
         "counts": [len(b.payloads) for b in batches],
-        "payloads": [json.dumps(list(b.payloads), ensure_ascii=False) for b in batches],
+        # One JSON document for all: no per-batch quoting into an array literal.
+        "payloads": json.dumps([list(b.payloads) for b in batches], ensure_ascii=False),
         "from_statuses": [",".join(b.from_statuses) for b in batches],
         "attempts": [b.attempt for b in batches],
         "expected_last_seqs": [b.expected_last_seq for b in batches],
@@ -130,3 +131,28 @@ async def read_events_of_jobs(
         for r in await cur.fetchall():
             rows[r["job_id"]].append(EventRow(r["seq"], r["type"], r["data"], r["created_at"]))
         return rows
+
+
+async def committed_earlier(pool: AsyncConnectionPool, batch: AppendBatch) -> AppendResult | None:
+    """Whether ``batch`` (guarded by ``attempt`` and ``expected_last_seq``) is already
+    in the log: the result it had, or None when it is not.
+
+    For a writer whose commit failed with a lost connection: the commit may have
+    happened, and the retry is then refused by ``expected_last_seq``. The batch
+    counts as written when the rows right after ``expected_last_seq`` are of its
+    attempt and are its payloads; the writer is the only one of its (job,
+    attempt), so nobody else could have written those.
+    """
+    assert batch.attempt is not None and batch.expected_last_seq is not None
+    params = {
+        "job_id": batch.job_id,
+        "attempt": batch.attempt,
+        "after_seq": batch.expected_last_seq,
+        "n": len(batch.payloads),
+    }
+    async with pool.connection() as conn:
+        cur = await conn.execute(queries.ATTEMPT_EVENTS_AFTER, params)
+        row = await cur.fetchone()
+    if row is None or row["payloads"] != list(batch.payloads):
+        return None
+    return AppendResult(True, batch.expected_last_seq + len(batch.payloads), row["status"], row["cancel_requested_at"])

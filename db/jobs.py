@@ -5,6 +5,7 @@
        └────release───────┘   (a transient failure hands the job back)
     pending ──cancel──▶ cancelled          (at once, by the API)
     running ──claim (heartbeat stale)──▶ running, attempt + 1
+    pending | running (stuck, out of attempts) ──reaper──▶ failed   (tasks.reaper)
 """
 
 from __future__ import annotations
@@ -137,13 +138,20 @@ async def list_jobs(
 
 
 async def claim_job(
-    pool: AsyncConnectionPool, job_id: uuid.UUID, *, worker: str, stale_after_s: float
+    pool: AsyncConnectionPool,
+    job_id: uuid.UUID,
+    *,
+    worker: str,
+    stale_after_s: float,
+    max_attempts: int | None = None,
 ) -> Claim | None:
     """Take the job for a new attempt, or None when it is not ours to run
-    (finished, cancelled, or running elsewhere with a live heartbeat)."""
+    (finished, cancelled, running elsewhere with a live heartbeat, or out of
+    attempts: the reaper fails those)."""
     async with pool.connection() as conn:
         cur = await conn.execute(
-            queries.CLAIM_JOB, {"id": job_id, "worker": worker, "stale_after_s": stale_after_s}
+            queries.CLAIM_JOB,
+            {"id": job_id, "worker": worker, "stale_after_s": stale_after_s, "max_attempts": max_attempts},
         )
         row = await cur.fetchone()
     if row is None:
@@ -198,8 +206,69 @@ async def cancel_job(pool: AsyncConnectionPool, job_id: uuid.UUID, tenant: str) 
             return job["status"]
 
 
-async def release_job(pool: AsyncConnectionPool, job_id: uuid.UUID, *, attempt: int, error: str) -> bool:
-    """Hand a running job back as pending, for a retry after a transient failure."""
+async def release_job(
+    pool: AsyncConnectionPool, job_id: uuid.UUID, *, attempt: int, error: str, delay_s: float = 0.0
+) -> bool:
+    """Hand a running job back as pending, for a retry in ``delay_s`` seconds
+    (a transient failure, or its worker shutting down)."""
+    params = {"id": job_id, "attempt": attempt, "error": error, "delay_s": delay_s}
     async with pool.connection() as conn:
-        cur = await conn.execute(queries.RELEASE_JOB, {"id": job_id, "attempt": attempt, "error": error})
+        cur = await conn.execute(queries.RELEASE_JOB, params)
         return await cur.fetchone() is not None
+
+
+@dataclass(frozen=True)
+class ReapLimits:
+    """When a job counts as stuck, and how many attempts it gets (the settings)."""
+
+    pending_timeout_s: float
+    stale_after_s: float
+    max_attempts: int
+    # Jobs per statement: a backlog is worked through a bounded bite per tick.
+    limit: int = 500
+
+
+async def mark_stuck_for_dispatch(pool: AsyncConnectionPool, limits: ReapLimits) -> list[uuid.UUID]:
+    """Stuck jobs with attempts left, each marked as dispatched now; the caller sends them.
+    Several reapers at once each get their own jobs, none twice within a threshold."""
+    params = {
+        "pending_timeout_s": limits.pending_timeout_s,
+        "stale_after_s": limits.stale_after_s,
+        "max_attempts": limits.max_attempts,
+        "limit": limits.limit,
+    }
+    async with pool.connection() as conn:
+        cur = await conn.execute(queries.REAP_DISPATCH, params)
+        return [row["id"] for row in await cur.fetchall()]
+
+
+def _reaped_terminal(job: dict[str, Any]) -> tuple[dict[str, Any], str, str | None]:
+    """The terminal event, status and error for a stuck job the reaper ends."""
+    if job["status"] == "running" and job["cancel_requested_at"] is not None:
+        return CANCELLED_EVENT, "cancelled", None
+    reason = "worker lost" if job["status"] == "running" else job["error"] or "not run"
+    message = f"gave up after {job['attempt']} attempts: {reason}"
+    return {"type": "error", "message": message}, "failed", message
+
+
+async def finish_stuck(pool: AsyncConnectionPool, limits: ReapLimits) -> list[tuple[uuid.UUID, str]]:
+    """End the stuck jobs that get no more attempts (out of attempts, or a dead run
+    that was asked to cancel): each gets its terminal event and final status in ONE
+    transaction, under the row locks taken when it was picked. Answers (job_id, status)."""
+    params = {"stale_after_s": limits.stale_after_s, "max_attempts": limits.max_attempts, "limit": limits.limit}
+    async with pool.connection() as conn, conn.transaction():
+        cur = await conn.execute(queries.REAP_FINISH, params)
+        jobs = await cur.fetchall()
+        if not jobs:
+            return []
+        batches = []
+        for job in jobs:
+            payload, status, error = _reaped_terminal(job)
+            batches.append(
+                AppendBatch(
+                    job["id"], [payload], from_statuses=(job["status"],), attempt=job["attempt"],
+                    new_status=status, error=error,
+                )
+            )
+        results = await append_in(conn, batches)
+    return [(b.job_id, b.new_status) for b, r in zip(batches, results, strict=True) if r.applied]

@@ -67,9 +67,9 @@ LIMIT %(limit)s
 APPEND_EVENTS = f"""
 WITH input AS (
     SELECT * FROM unnest(
-        %(job_ids)s::uuid[], %(counts)s::int[], %(payloads)s::jsonb[], %(from_statuses)s::text[],
+        %(job_ids)s::uuid[], %(counts)s::int[], %(from_statuses)s::text[],
         %(attempts)s::int[], %(expected_last_seqs)s::bigint[], %(new_statuses)s::text[], %(errors)s::text[]
-    ) AS i(job_id, n, payloads, from_statuses, attempt, expected_last_seq, new_status, error)
+    ) WITH ORDINALITY AS i(job_id, n, from_statuses, attempt, expected_last_seq, new_status, error, ord)
 ), locked AS (
     SELECT j.id FROM jobs j WHERE j.id IN (SELECT job_id FROM input) ORDER BY j.id FOR UPDATE
 ), bumped AS (
@@ -89,11 +89,13 @@ WITH input AS (
       AND j.status = ANY(string_to_array(i.from_statuses, ','))
       AND (i.attempt IS NULL OR j.attempt = i.attempt)
       AND (i.expected_last_seq IS NULL OR j.last_seq = i.expected_last_seq)
-    RETURNING j.id, j.last_seq, j.attempt, j.status, j.cancel_requested_at, i.n, i.payloads
+    RETURNING j.id, j.last_seq, j.attempt, j.status, j.cancel_requested_at, i.n, i.ord
 ), inserted AS (
     INSERT INTO job_events (job_id, seq, attempt, type, payload)
     SELECT b.id, b.last_seq - b.n + e.ord, b.attempt, e.payload ->> 'type', e.payload
-    FROM bumped b, jsonb_array_elements(b.payloads) WITH ORDINALITY AS e(payload, ord)
+    -- ``payloads`` is one JSON array of the batches' payload arrays, in input order.
+    FROM bumped b,
+         jsonb_array_elements((%(payloads)s::jsonb) -> (b.ord::int - 1)) WITH ORDINALITY AS e(payload, ord)
 )
 SELECT id, last_seq, status, cancel_requested_at,
        pg_notify('{NOTIFY_CHANNEL}', id::text || ':' || last_seq::text)
@@ -136,12 +138,17 @@ ORDER BY r.job_id, e.seq
 
 # Claim a job for one attempt: a pending job, or a running one whose worker
 # stopped heart-beating. The previous status and error say why a new attempt
-# starts (the reason in its ``retry`` event).
+# starts (the reason in its ``retry`` event). Never beyond ``max_attempts``: a
+# job that used them all is the reaper's to fail. Two deliveries of one job
+# that claim at once serialize on the row lock, and the second one re-checks
+# the WHERE against the row the first one wrote (running, fresh heartbeat), so
+# it gets no row: one job never runs twice at once.
 CLAIM_JOB = f"""
 WITH prev AS (
     SELECT id, status AS prev_status, error AS prev_error
     FROM jobs
     WHERE id = %(id)s
+      AND (%(max_attempts)s::int IS NULL OR attempt < %(max_attempts)s)
       AND (status = 'pending'
            OR (status = 'running'
                AND heartbeat_at < now() - make_interval(secs => %(stale_after_s)s)))
@@ -181,12 +188,72 @@ WHERE id = %(id)s AND tenant = %(tenant)s AND status = 'running'
 RETURNING status
 """
 
-# Hand a job back for another attempt (a transient failure): it is pending
-# again, and the error says why, for the retry event.
+# Hand a job back for another attempt (a transient failure, or its worker
+# shutting down): it is pending again, and the error says why, for the retry
+# event. ``available_at`` is when the retry is due (after its backoff), so the
+# reaper does not take the wait for a lost message.
 RELEASE_JOB = """
-UPDATE jobs SET status = 'pending', error = %(error)s, worker = NULL
+UPDATE jobs SET status = 'pending', error = %(error)s, worker = NULL,
+    available_at = now() + make_interval(secs => %(delay_s)s)
 WHERE id = %(id)s AND status = 'running' AND attempt = %(attempt)s
 RETURNING id
+"""
+
+# --- the reaper (tasks.reaper): the job row is the truth ----------------------
+
+# Jobs no message will bring to a worker, that have attempts left: pending for
+# ``pending_timeout_s`` past their ``available_at``, or running with a heartbeat
+# older than ``stale_after_s``. Each is marked as dispatched now (available_at),
+# in the same statement that picks it, so every other worker's reaper leaves it
+# alone for another threshold. SKIP LOCKED: a job that is being claimed or
+# written right now is busy, not stuck.
+REAP_DISPATCH = """
+WITH stuck AS (
+    SELECT id FROM jobs
+    WHERE status IN ('pending', 'running')
+      AND attempt < %(max_attempts)s
+      AND ((status = 'pending'
+            AND available_at < now() - make_interval(secs => %(pending_timeout_s)s))
+        OR (status = 'running'
+            AND heartbeat_at < now() - make_interval(secs => %(stale_after_s)s)
+            AND available_at < now() - make_interval(secs => %(stale_after_s)s)))
+    ORDER BY available_at
+    LIMIT %(limit)s
+    FOR UPDATE SKIP LOCKED
+)
+UPDATE jobs j SET available_at = now()
+FROM stuck
+WHERE j.id = stuck.id
+RETURNING j.id, j.status
+"""
+
+# Jobs the reaper ends instead of dispatching: a dead run whose cancel was
+# requested, or a job that used all its attempts (its last run died, or it was
+# handed back on its last attempt). Locked until the caller's transaction
+# appends their terminal events.
+REAP_FINISH = """
+SELECT id, status, attempt, error, cancel_requested_at FROM jobs
+WHERE status IN ('pending', 'running')
+  AND ((status = 'running'
+        AND heartbeat_at < now() - make_interval(secs => %(stale_after_s)s)
+        AND (attempt >= %(max_attempts)s OR cancel_requested_at IS NOT NULL))
+    OR (status = 'pending' AND attempt >= %(max_attempts)s AND available_at <= now()))
+ORDER BY id
+LIMIT %(limit)s
+FOR UPDATE SKIP LOCKED
+"""
+
+# What a batch of one (job, attempt) left in the log after ``after_seq``, at
+# most ``n`` rows: a writer whose commit may or may not have happened (the
+# connection dropped during it) compares them with what it sent.
+ATTEMPT_EVENTS_AFTER = """
+SELECT j.status, j.cancel_requested_at,
+       coalesce((SELECT jsonb_agg(e.payload ORDER BY e.seq)
+                 FROM job_events e
+                 WHERE e.job_id = j.id AND e.attempt = %(attempt)s
+                   AND e.seq > %(after_seq)s AND e.seq <= %(after_seq)s + %(n)s), '[]'::jsonb) AS payloads
+FROM jobs j
+WHERE j.id = %(job_id)s
 """
 
 # --- conversations (runs of one session) -------------------------------------

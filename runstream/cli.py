@@ -30,23 +30,14 @@ def cmd_api(args: argparse.Namespace) -> None:
     refusal = open_bind_refusal(get_settings(), args.host)
     if refusal:
         sys.exit(refusal)
-    import uvicorn
-
+    from api.app import create_app
+    from api.server import serve
     from runstream.logs import configure_logging
 
     settings = get_settings()
     require_database_url(settings)
     configure_logging(settings)
-    uvicorn.run(
-        "api.app:create_app",
-        factory=True,
-        host=args.host,
-        port=args.port,
-        # None: uvicorn keeps the logging set up above (JSON lines) instead of its own.
-        log_config=None,
-        log_level=settings.log_level.lower(),
-        timeout_graceful_shutdown=5,
-    )
+    serve(create_app(settings), host=args.host, port=args.port, log_level=settings.log_level.lower())
 
 
 def cmd_worker(args: argparse.Namespace) -> None:

@@ -83,8 +83,16 @@ class Settings(BaseSettings):
     worker_concurrency: int = 32
     worker_db_pool_size: int = 4
     heartbeat_s: float = 5.0
-    # A running job whose heartbeat is older than this is considered abandoned.
+    # A running job whose heartbeat is older than this is considered abandoned:
+    # a new attempt may claim it, and the reaper dispatches it again.
     stale_after_s: float = 30.0
+    # The reaper (tasks.reaper, a loop in every worker process) looks this often
+    # for jobs the broker will not deliver: pending for longer than
+    # ``pending_timeout_s`` past the moment they became available (the API died
+    # before dispatching, the broker lost the message), or running with a stale
+    # heartbeat. It dispatches them again, or fails them past ``max_attempts``.
+    reaper_interval_s: float = 5.0
+    pending_timeout_s: float = 60.0
     # How often a running job checks whether cancel was requested.
     cancel_poll_s: float = 0.5
     max_attempts: int = 3
@@ -92,8 +100,11 @@ class Settings(BaseSettings):
     # 4·base … seconds, capped, with jitter.
     retry_backoff_s: float = 1.0
     retry_backoff_max_s: float = 60.0
-    # Redis only: an unacknowledged message is redelivered after this long.
-    redis_visibility_timeout_s: int = 3600
+    # Redis only: an unacknowledged message is redelivered after this long. A
+    # crashed run comes back sooner through the reaper (stale heartbeat); this is
+    # the broker's own backstop. A run longer than this gets a second delivery,
+    # which the claim guard turns away while the first one's heartbeat is alive.
+    redis_visibility_timeout_s: int = 300
     run_timeout_s: float = 600.0
 
     # Earlier runs of its session the agent sees as context (0: none).

@@ -9,32 +9,29 @@ runstream.broker): each task thread hands its run to the process's event loop
 from __future__ import annotations
 
 import logging
-import random
 import uuid
 from typing import Any
 
 from celery import Celery, Task
-from celery.signals import setup_logging, worker_init, worker_shutdown
+from celery.signals import (
+    setup_logging,
+    worker_init,
+    worker_ready,
+    worker_shutdown,
+    worker_shutting_down,
+)
 from prometheus_client import start_http_server
 
 from runstream.broker import TASK_NAME, celery_config
 from runstream.logs import configure_logging
-from runstream.settings import Settings, get_settings
+from runstream.settings import get_settings
 from tasks.run_job import run_job
-from tasks.runtime import close_runtime, get_runtime
+from tasks.runtime import close_runtime, get_runtime, started_runtime
 
 log = logging.getLogger("runstream.worker")
 
 celery_app = Celery("runstream")
 celery_app.conf.update(celery_config(get_settings()))
-
-
-def retry_countdown(attempt: int, settings: Settings) -> float:
-    """Exponential backoff with jitter before the attempt after ``attempt``: about
-    base, 2·base, 4·base … capped, each scaled by a random factor in [0.5, 1) so
-    jobs that failed together do not all come back together."""
-    ceiling = min(settings.retry_backoff_max_s, settings.retry_backoff_s * 2 ** (attempt - 1))
-    return ceiling * random.uniform(0.5, 1.0)
 
 
 @celery_app.task(name=TASK_NAME, bind=True, acks_late=True, reject_on_worker_lost=True)
@@ -47,10 +44,33 @@ def run_job_task(self: Task, job_id: str) -> None:
     runtime = get_runtime()
     outcome = runtime.run(run_job(runtime, job_uuid, worker=self.request.hostname or "worker"))
     if outcome.wants_retry:
-        countdown = retry_countdown(outcome.attempt, runtime.settings)
-        log.info("job %s: attempt %d in %.1fs", job_id, outcome.attempt + 1, countdown)
+        log.info("job %s: attempt %d in %.1fs", job_id, outcome.attempt + 1, outcome.countdown)
         # The job row, not Celery, counts attempts (settings.max_attempts): no Celery limit.
-        raise self.retry(countdown=countdown, max_retries=None)
+        # The row already says when the retry is due (available_at): if this message
+        # is lost, the reaper sends another once it is overdue.
+        raise self.retry(countdown=outcome.countdown, max_retries=None)
+
+
+@worker_ready.connect
+def _start_runtime(**_: Any) -> None:
+    # At once, not with the first task: the reaper (tasks.reaper) must run on a
+    # worker that no message reaches, since that is when it is needed.
+    try:
+        get_runtime()
+    except Exception:
+        log.exception("worker runtime did not start; the first task will try again")
+
+
+@worker_shutting_down.connect
+def _hand_back_runs(**_: Any) -> None:
+    # Warm shutdown (SIGTERM): Celery stops consuming and waits for the running
+    # tasks. Each run is handed back instead of finished (runs can be long; a
+    # deploy waits seconds): its events so far are flushed, the job goes back to
+    # pending and is sent again at once (see run_job_task), so another worker
+    # takes it with a ``retry`` event without waiting for a stale heartbeat.
+    runtime = started_runtime()
+    if runtime is not None:
+        runtime.hand_back()
 
 
 @worker_shutdown.connect

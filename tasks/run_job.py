@@ -3,6 +3,7 @@
     claim ──▶ [retry event] ──▶ agent payloads ... ──▶ terminal event + final status
                                       │
                                       ├─ transient model error ──▶ release (pending) → Celery retries
+                                      ├─ worker shutting down ──▶ release (pending) → dispatched at once
                                       ├─ cancel requested ──▶ done/cancelled
                                       ├─ time limit ──▶ error "run exceeded time limit"
                                       └─ fenced (taken over) ──▶ stop, write nothing more
@@ -12,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import random
 import uuid
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -24,7 +26,14 @@ from db.jobs import Claim, claim_job, release_job
 from db.sessions import turns_before
 from runstream.logs import job_fields
 from runstream.settings import Settings
-from tasks.agent_events import CANCELLED, Payload, error_payload, final_status, is_terminal, run_payloads
+from tasks.agent_events import (
+    CANCELLED,
+    Payload,
+    error_payload,
+    final_status,
+    is_terminal,
+    run_payloads,
+)
 from tasks.event_writer import EventWriter, WriterError
 from tasks.model_errors import PermanentModelError, is_transient
 from tasks.models import build_model
@@ -37,6 +46,8 @@ if TYPE_CHECKING:
 log = logging.getLogger("runstream.worker")
 
 TIME_LIMIT_MESSAGE = "run exceeded time limit"
+# The reason a run handed back by a worker going down gives its next attempt.
+SHUTDOWN_MESSAGE = "worker shut down"
 # The terminal event for a run the supervisor stopped, by stop reason.
 STOPPED: dict[str, Payload] = {"cancelled": CANCELLED, "timeout": error_payload(TIME_LIMIT_MESSAGE)}
 
@@ -44,11 +55,12 @@ STOPPED: dict[str, Payload] = {"cancelled": CANCELLED, "timeout": error_payload(
 @dataclass(frozen=True)
 class RunOutcome:
     """How an attempt ended: a final status (completed, failed, cancelled), or
-    released (a transient failure: retry), skipped (not ours to run), fenced (taken
-    over) or lost (its events could not be written)."""
+    released (handed back: retry in ``countdown`` seconds), skipped (not ours to
+    run), fenced (taken over) or lost (its events could not be written)."""
 
     status: str
     attempt: int = 0
+    countdown: float = 0.0
 
     @property
     def wants_retry(self) -> bool:
@@ -74,6 +86,14 @@ async def session_context(runtime: Runtime, job: dict[str, Any]) -> list[dict[st
     return [message for turn in turns for message in agno_messages(turn, for_model=True)]
 
 
+def retry_countdown(attempt: int, settings: Settings) -> float:
+    """Exponential backoff with jitter before the attempt after ``attempt``: about
+    base, 2·base, 4·base … capped, each scaled by a random factor in [0.5, 1) so
+    jobs that failed together do not all come back together."""
+    ceiling = min(settings.retry_backoff_max_s, settings.retry_backoff_s * 2 ** (attempt - 1))
+    return ceiling * random.uniform(0.5, 1.0)
+
+
 def retry_payload(claim: Claim) -> Payload:
     reason = "worker lost" if claim.previous_status == "running" else claim.previous_error or "dispatched again"
     return {"type": "retry", "attempt": claim.attempt, "reason": reason}
@@ -82,9 +102,11 @@ def retry_payload(claim: Claim) -> Payload:
 async def run_job(runtime: Runtime, job_id: uuid.UUID, *, worker: str) -> RunOutcome:
     """Run one attempt of the job, if it is ours to run."""
     settings = runtime.settings
-    claim = await claim_job(runtime.pool, job_id, worker=worker, stale_after_s=settings.stale_after_s)
+    claim = await claim_job(
+        runtime.pool, job_id, worker=worker, stale_after_s=settings.stale_after_s, max_attempts=settings.max_attempts
+    )
     if claim is None:
-        log.info("job %s: skipped (finished, cancelled, or running elsewhere)", job_id)
+        log.info("job %s: skipped (finished, cancelled, running elsewhere, or out of attempts)", job_id)
         return RunOutcome("skipped")
     log.info(
         "job %s: running (attempt %d, worker %s)", job_id, claim.attempt, worker,
@@ -130,6 +152,8 @@ async def _run_attempt(runtime: Runtime, claim: Claim, handle: RunHandle) -> Run
 
     if terminal is None:
         assert handle.stop_reason is not None
+        if handle.stop_reason == "shutdown":
+            return await _release(runtime, claim, SHUTDOWN_MESSAGE, countdown=0.0)
         if handle.stop_reason not in STOPPED:
             return RunOutcome(handle.stop_reason, claim.attempt)  # fenced or lost: not ours to end
         return await _end(writer, claim, STOPPED[handle.stop_reason])
@@ -137,7 +161,8 @@ async def _run_attempt(runtime: Runtime, claim: Claim, handle: RunHandle) -> Run
     failure = getattr(model, "failure", None)
     if terminal["type"] == "error" and failure is not None and is_transient(failure):
         if claim.attempt < runtime.settings.max_attempts:
-            return await _release(runtime, claim, terminal["message"])
+            countdown = retry_countdown(claim.attempt, runtime.settings)
+            return await _release(runtime, claim, terminal["message"], countdown=countdown)
         log.info("job %s: transient failure on the last attempt (%d): %s", claim.id, claim.attempt, failure)
     return await _end(writer, claim, terminal)
 
@@ -158,9 +183,11 @@ async def _end(writer: EventWriter, claim: Claim, terminal: Payload) -> RunOutco
     return RunOutcome(status if result.applied else "fenced", claim.attempt)
 
 
-async def _release(runtime: Runtime, claim: Claim, message: str) -> RunOutcome:
-    """Hand the job back for another attempt, keeping what this one wrote (the
-    next attempt's ``retry`` event tells readers to discard it)."""
+async def _release(runtime: Runtime, claim: Claim, message: str, *, countdown: float) -> RunOutcome:
+    """Hand the job back for another attempt in ``countdown`` seconds, keeping what
+    this one wrote (the next attempt's ``retry`` event tells readers to discard it)."""
     await runtime.writer.drain(claim.id)
-    released = await release_job(runtime.pool, claim.id, attempt=claim.attempt, error=message)
-    return RunOutcome("released" if released else "fenced", claim.attempt)
+    released = await release_job(
+        runtime.pool, claim.id, attempt=claim.attempt, error=message, delay_s=countdown
+    )
+    return RunOutcome("released" if released else "fenced", claim.attempt, countdown)

@@ -3,8 +3,8 @@
 Celery's thread pool gives each task a thread, but agent runs wait on models and
 tools, not on CPU: so every run of the process goes to ONE asyncio event loop in
 a background thread, which owns the process's database pool, its ``EventWriter``
-(so one group commit serves all runs) and its ``Supervisor``. A task thread
-submits its run with ``run`` and blocks until it ends.
+(so one group commit serves all runs), its ``Supervisor`` and its ``Reaper``. A
+task thread submits its run with ``run`` and blocks until it ends.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from psycopg_pool import AsyncConnectionPool
 from db.connector import open_pool
 from runstream.settings import Settings, get_settings
 from tasks.event_writer import EventWriter
+from tasks.reaper import Reaper
 from tasks.supervisor import Supervisor
 
 log = logging.getLogger("runstream.worker")
@@ -39,6 +40,7 @@ class Runtime:
         self.pool: AsyncConnectionPool
         self.writer: EventWriter
         self.supervisor: Supervisor
+        self.reaper: Reaper
         try:
             self.run(self._open())
         except BaseException:
@@ -57,6 +59,8 @@ class Runtime:
             run_timeout_s=settings.run_timeout_s,
         )
         self.supervisor.start()
+        self.reaper = Reaper(self.pool, settings)
+        self.reaper.start()
 
     def submit(self, coro: Coroutine[Any, Any, T]) -> Future[T]:
         return asyncio.run_coroutine_threadsafe(coro, self.loop)
@@ -65,12 +69,17 @@ class Runtime:
         """Run ``coro`` on the loop and block the calling thread until it returns."""
         return self.submit(coro).result()
 
+    def hand_back(self) -> None:
+        """From any thread: the worker is going down, hand every run back (Supervisor.hand_back_all)."""
+        self.loop.call_soon_threadsafe(self.supervisor.hand_back_all)
+
     def close(self) -> None:
         self.run(self._close())
         self.loop.call_soon_threadsafe(self.loop.stop)
         self._thread.join(timeout=10)
 
     async def _close(self) -> None:
+        await self.reaper.stop()
         await self.supervisor.stop()
         await self.pool.close()
 
@@ -88,6 +97,11 @@ def get_runtime() -> Runtime:
             size = _runtime.settings.worker_db_pool_size
             log.info("worker runtime started: one event loop, %d database connections", size)
         return _runtime
+
+
+def started_runtime() -> Runtime | None:
+    """The process's runtime if it was started, without starting it."""
+    return _runtime
 
 
 def close_runtime() -> None:

@@ -4,7 +4,8 @@ Every ``cancel_poll_s`` it asks Postgres, in one query for all runs, which ones
 have a cancel request (and every ``heartbeat_s`` that query is the heartbeat,
 which also says which jobs are still this worker's). It stops a run by
 cancelling the run's asyncio task, which works whatever the run awaits: a silent
-model, a sleeping tool, the database. It also enforces the run time limit.
+model, a sleeping tool, the database. It also enforces the run time limit, and
+when the worker shuts down it stops every run for hand-back (``hand_back_all``).
 """
 
 from __future__ import annotations
@@ -29,7 +30,8 @@ class RunHandle:
         self.job_id = job_id
         self.attempt = attempt
         self.deadline = deadline  # time.monotonic() after which the run has taken too long
-        # Why the run was stopped: "cancelled", "timeout", "fenced" or "lost"; None while it runs.
+        # Why the run was stopped: "cancelled", "timeout", "fenced", "lost" or
+        # "shutdown" (hand the job back); None while it runs.
         self.stop_reason: str | None = None
         self._task: asyncio.Task | None = None
         self._settled = False
@@ -64,11 +66,22 @@ class Supervisor:
         self._runs: dict[uuid.UUID, RunHandle] = {}
         self._last_heartbeat = time.monotonic()
         self._task: asyncio.Task | None = None
+        self._shutting_down = False
 
     def register(self, job_id: uuid.UUID, attempt: int) -> RunHandle:
         handle = RunHandle(job_id, attempt, time.monotonic() + self._run_timeout_s)
         self._runs[job_id] = handle
+        if self._shutting_down:
+            handle.stop("shutdown")  # claimed as the worker goes down: hand it back too
         return handle
+
+    def hand_back_all(self) -> None:
+        """The worker is going down: stop every run, now and to come, so each is handed
+        back (pending, dispatched again at once) instead of waiting for its heartbeat
+        to go stale. A run already writing its end is left to finish."""
+        self._shutting_down = True
+        for handle in list(self._runs.values()):
+            handle.stop("shutdown")
 
     def unregister(self, handle: RunHandle) -> None:
         if self._runs.get(handle.job_id) is handle:

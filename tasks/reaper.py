@@ -1,0 +1,104 @@
+"""The reaper: the job row, not the broker, is the truth.
+
+A message can be lost where no acknowledgement protects it: the API dies
+between its commit and its publish, the broker is down or restarts without the
+message, a worker dies holding it and the broker will not hand it out again for
+a while (Redis: its visibility timeout). So every worker process runs this loop
+on its event loop (tasks.runtime), every ``reaper_interval_s``:
+
+1. jobs that get no more attempts are ended (``db.jobs.finish_stuck``): a job
+   out of attempts whose last run died, or that was handed back on its last
+   attempt, fails with an ``error`` event; a dead run whose cancel was
+   requested gets its ``done``/cancelled. Event and status in one transaction.
+2. jobs with attempts left that no message will bring (pending for
+   ``pending_timeout_s`` past ``available_at``, or running with a heartbeat
+   older than ``stale_after_s``) are dispatched again, by job id, like the API
+   does. The claim then decides: a stale run becomes attempt + 1 with a
+   ``retry`` event; a message that does arrive after all finds the job taken.
+
+Several workers run it at once safely: each statement picks its jobs with
+``FOR UPDATE SKIP LOCKED`` and, in the same statement, marks them (the terminal
+status, or ``available_at = now()``), so no two reapers act on one job, and a
+dispatched job is not dispatched again before another threshold has passed. A
+duplicate that slips through anyway (a reaper's message and the broker's own
+redelivery) costs nothing: the claim lets one delivery run the job.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import uuid
+
+import psycopg
+from celery import Celery
+from psycopg_pool import AsyncConnectionPool
+
+from db.jobs import ReapLimits, finish_stuck, mark_stuck_for_dispatch
+from runstream.broker import TASK_NAME, celery_config
+from runstream.settings import Settings
+
+log = logging.getLogger("runstream.worker")
+
+# A dispatch that fails is not retried on the spot: the job is marked, so the
+# next try comes a threshold later (the broker is likely down meanwhile).
+PUBLISH_RETRY_POLICY = {"max_retries": 1, "interval_start": 0, "interval_step": 0.2, "interval_max": 0.2}
+
+
+class Reaper:
+    def __init__(self, pool: AsyncConnectionPool, settings: Settings):
+        self._pool = pool
+        self._interval_s = settings.reaper_interval_s
+        self._publish_timeout_s = settings.dispatch_timeout_s
+        self.limits = ReapLimits(
+            pending_timeout_s=settings.pending_timeout_s,
+            stale_after_s=settings.stale_after_s,
+            max_attempts=settings.max_attempts,
+        )
+        # A producer of its own, as the API has (api.dispatch): the worker's
+        # consumer connection is Celery's business, and may be down.
+        self._celery = Celery("runstream-reaper", set_as_current=False)
+        self._celery.conf.update(celery_config(settings))
+        self._celery.conf.broker_connection_timeout = settings.dispatch_timeout_s
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self._task = asyncio.get_running_loop().create_task(self._loop(), name="runstream-reaper")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+        self._celery.close()
+
+    async def _loop(self) -> None:
+        while True:
+            await asyncio.sleep(self._interval_s)
+            try:
+                await self.tick()
+            except psycopg.Error as exc:
+                log.warning("reaper: could not look for stuck jobs: %s", exc)
+
+    async def tick(self) -> tuple[list[tuple[uuid.UUID, str]], list[uuid.UUID]]:
+        """One pass: (jobs ended, with their status), (jobs dispatched again)."""
+        ended = await finish_stuck(self._pool, self.limits)
+        for job_id, status in ended:
+            log.warning("reaper: job %s %s: no attempt left for it", job_id, status)
+        stuck = await mark_stuck_for_dispatch(self._pool, self.limits)
+        dispatched = []
+        for job_id in stuck:
+            try:
+                await asyncio.wait_for(asyncio.to_thread(self._publish, job_id), self._publish_timeout_s * 2)
+            except Exception as exc:  # noqa: BLE001 - any broker failure means the same: try later
+                log.warning("reaper: dispatch of job %s failed (%r); next try in %.0fs", job_id, exc,
+                            self.limits.pending_timeout_s)
+                break  # the rest are marked too, and come back a threshold later
+            dispatched.append(job_id)
+        if dispatched:
+            log.info("reaper: dispatched %d stuck job(s) again: %s", len(dispatched), ", ".join(map(str, dispatched)))
+        return ended, dispatched
+
+    def _publish(self, job_id: uuid.UUID) -> None:
+        self._celery.send_task(
+            TASK_NAME, args=[str(job_id)], task_id=str(job_id), retry=True, retry_policy=PUBLISH_RETRY_POLICY
+        )
