@@ -70,6 +70,9 @@ WITH input AS (
         %(job_ids)s::uuid[], %(counts)s::int[], %(from_statuses)s::text[],
         %(attempts)s::int[], %(expected_last_seqs)s::bigint[], %(new_statuses)s::text[], %(errors)s::text[]
     ) WITH ORDINALITY AS i(job_id, n, from_statuses, attempt, expected_last_seq, new_status, error, ord)
+), batches AS MATERIALIZED (
+    -- One JSON array of the batches' payload arrays, in input order, parsed once.
+    SELECT %(payloads)s::jsonb AS payloads
 ), locked AS (
     SELECT j.id FROM jobs j WHERE j.id IN (SELECT job_id FROM input) ORDER BY j.id FOR UPDATE
 ), bumped AS (
@@ -93,9 +96,8 @@ WITH input AS (
 ), inserted AS (
     INSERT INTO job_events (job_id, seq, attempt, type, payload)
     SELECT b.id, b.last_seq - b.n + e.ord, b.attempt, e.payload ->> 'type', e.payload
-    -- ``payloads`` is one JSON array of the batches' payload arrays, in input order.
-    FROM bumped b,
-         jsonb_array_elements((%(payloads)s::jsonb) -> (b.ord::int - 1)) WITH ORDINALITY AS e(payload, ord)
+    FROM bumped b, batches,
+         jsonb_array_elements(batches.payloads -> (b.ord::int - 1)) WITH ORDINALITY AS e(payload, ord)
 )
 SELECT id, last_seq, status, cancel_requested_at,
        pg_notify('{NOTIFY_CHANNEL}', id::text || ':' || last_seq::text)
