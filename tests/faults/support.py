@@ -1,0 +1,274 @@
+"""What the fault tests share: throwaway services they may break, and checks.
+
+The machine's own Postgres, Redis and RabbitMQ are shared with other test runs:
+a test that stops or restarts a service starts its own instance on a free port
+(``ThrowawayPostgres``, ``ThrowawayRedis``) and breaks that one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import shutil
+import subprocess
+import tempfile
+import time
+import uuid
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import psycopg
+
+from tests.conftest import service_environment
+from tests.support.processes import ServiceProcess, free_port
+from tests.support.sse import complete_body, frames
+
+PG_BIN = Path("/usr/lib/postgresql/15/bin")
+
+# Recovery settings short enough for tests, the same in every fault test's
+# processes: a dead run is noticed within about 2 s, a lost message within 3 s.
+FAST_RECOVERY = {
+    "RUNSTREAM_HEARTBEAT_S": "0.3",
+    "RUNSTREAM_STALE_AFTER_S": "1.5",
+    "RUNSTREAM_REAPER_INTERVAL_S": "0.3",
+    "RUNSTREAM_PENDING_TIMEOUT_S": "2",
+    "RUNSTREAM_CANCEL_POLL_S": "0.2",
+    "RUNSTREAM_REDIS_VISIBILITY_TIMEOUT_S": "5",
+    # Runs long enough to be broken in the middle: about 10 ms per word.
+    "RUNSTREAM_OFFLINE_DELAY_MS": "10",
+}
+
+
+async def submit(client: httpx.AsyncClient, message: str, **offline: Any) -> uuid.UUID:
+    """POST a job through the API (``offline``: its metadata.offline knobs)."""
+    response = await client.post("/api/jobs", json={"message": message, "metadata": {"offline": offline}})
+    assert response.status_code == 202, response.text
+    return uuid.UUID(response.json()["job_id"])
+
+
+def spawn_worker(env: dict[str, str], log_dir: Path, name: str) -> ServiceProcess:
+    """A worker started without waiting for it (``worker_ready`` tells when it is)."""
+    return ServiceProcess(name, ["worker", "-n", f"{name}@%h"], env, log_dir).start()
+
+
+def worker_ready(worker: ServiceProcess) -> bool:
+    return " ready." in worker.log()
+
+
+def fault_env(database_url: str, broker_url: str, data_dir: Path, **settings: str) -> dict[str, str]:
+    """The environment of one fault test's processes: its database and broker, a queue
+    of its own, quick recovery (FAST_RECOVERY), and ``settings`` on top."""
+    env = service_environment(database_url, broker_url, f"rs-fault-{uuid.uuid4().hex[:10]}", data_dir)
+    return {**env, **FAST_RECOVERY, **settings}
+
+
+def wait(condition: Callable[[], bool], timeout: float, what: str, interval: float = 0.05) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{what}: not within {timeout}s")
+        time.sleep(interval)
+
+
+async def await_condition(condition: Callable[[], Any], timeout: float, what: str, interval: float = 0.05) -> Any:
+    """Poll an async ``condition`` until it returns something truthy; return that."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = await condition()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{what}: not within {timeout}s")
+        await asyncio.sleep(interval)
+
+
+# --- throwaway services ----------------------------------------------------------------
+
+
+def _as_postgres(args: list[str]) -> list[str]:
+    # Postgres refuses to run as root.
+    return ["runuser", "-u", "postgres", "--", *args] if os.geteuid() == 0 else args
+
+
+class ThrowawayPostgres:
+    """A Postgres cluster of the test's own, on a free port, that it may stop and restart."""
+
+    def __init__(self) -> None:
+        self.dir = Path(tempfile.mkdtemp(prefix="rs-fault-pg-"))
+        self.data = self.dir / "data"
+        self.port = free_port()
+        if os.geteuid() == 0:
+            shutil.chown(self.dir, "postgres", "postgres")
+        subprocess.run(
+            _as_postgres([str(PG_BIN / "initdb"), "-D", str(self.data), "-U", "postgres", "-A", "trust"]),
+            check=True, capture_output=True,
+        )
+
+    @property
+    def admin_url(self) -> str:
+        return f"postgresql://postgres@127.0.0.1:{self.port}/postgres"
+
+    def url(self, database: str) -> str:
+        return f"postgresql://postgres@127.0.0.1:{self.port}/{database}"
+
+    def start(self) -> None:
+        options = f"-p {self.port} -k {self.dir} -c listen_addresses=127.0.0.1 -c fsync=off"
+        subprocess.run(
+            _as_postgres([str(PG_BIN / "pg_ctl"), "-D", str(self.data), "-o", options, "-l",
+                          str(self.dir / "postgres.log"), "-w", "start"]),
+            check=True, capture_output=True,
+        )
+
+    def stop(self, mode: str = "fast") -> None:
+        """``immediate`` is a crash: no checkpoint, every connection cut."""
+        subprocess.run(
+            _as_postgres([str(PG_BIN / "pg_ctl"), "-D", str(self.data), "-m", mode, "-w", "stop"]),
+            check=True, capture_output=True,
+        )
+
+    def create_database(self, name: str) -> str:
+        with psycopg.connect(self.admin_url, autocommit=True) as conn:
+            conn.execute(f'CREATE DATABASE "{name}"')
+        return self.url(name)
+
+    def remove(self) -> None:
+        subprocess.run(
+            _as_postgres([str(PG_BIN / "pg_ctl"), "-D", str(self.data), "-m", "immediate", "stop"]),
+            capture_output=True, check=False,
+        )
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+class ThrowawayRedis:
+    """A Redis of the test's own that keeps nothing on disk: stopped, it forgets every message."""
+
+    def __init__(self) -> None:
+        self.dir = Path(tempfile.mkdtemp(prefix="rs-fault-redis-"))
+        self.port = free_port()
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> None:
+        self.proc = subprocess.Popen(
+            ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+             "--dir", str(self.dir)],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )
+        wait(self._answers, 10, "throwaway redis up")
+
+    def _answers(self) -> bool:
+        import redis
+
+        try:
+            return bool(redis.Redis.from_url(self.url, socket_timeout=0.5).ping())
+        except redis.RedisError:
+            return False
+
+    def kill(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(10)
+
+    def remove(self) -> None:
+        self.kill()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+# --- what a job left behind ------------------------------------------------------------------
+
+
+@dataclass
+class Stream:
+    """What one SSE client saw of a job, across however many connections it needed."""
+
+    events: list[tuple[int, dict[str, Any]]] = field(default_factory=list)
+    connections: int = 0
+
+    @property
+    def seqs(self) -> list[int]:
+        return [seq for seq, _ in self.events]
+
+    @property
+    def payloads(self) -> list[dict[str, Any]]:
+        return [payload for _, payload in self.events]
+
+    @property
+    def last_id(self) -> int:
+        return self.events[-1][0] if self.events else -1
+
+    @property
+    def finished(self) -> bool:
+        return bool(self.events) and self.events[-1][1]["type"] in ("done", "error")
+
+
+async def follow(
+    client: httpx.AsyncClient, job_id: uuid.UUID, *, reconnect: bool, timeout: float = 60.0,
+    stream: Stream | None = None,
+) -> Stream:
+    """Read a job's stream to its terminal event. With ``reconnect``, a stream that
+    ends early or breaks (or a 5xx) is resumed with Last-Event-ID, as EventSource does;
+    without, the one connection must carry the whole stream."""
+    stream = stream or Stream()
+    deadline = time.monotonic() + timeout
+    while not stream.finished:
+        assert time.monotonic() < deadline, f"stream of {job_id} unfinished after {timeout}s: {stream.seqs[-5:]}"
+        headers = {"Last-Event-ID": str(stream.last_id)} if stream.events else {}
+        body = ""
+        try:
+            stream.connections += 1
+            async with client.stream("GET", f"/api/jobs/{job_id}/events", headers=headers, timeout=timeout) as resp:
+                if resp.status_code >= 500 and reconnect:
+                    await asyncio.sleep(0.2)
+                    continue
+                assert resp.status_code == 200, (resp.status_code, await resp.aread())
+                async for chunk in resp.aiter_text():
+                    body += chunk
+        except httpx.TransportError:
+            if not reconnect:
+                raise
+            await asyncio.sleep(0.2)
+        finally:
+            # What arrived whole counts, however the connection ended.
+            stream.events.extend((frame.id, frame.data) for frame in frames(complete_body(body)))
+        if not reconnect:
+            break
+    return stream
+
+
+def text_of(payloads: Iterable[dict[str, Any]]) -> str:
+    """The answer a client shows: the text deltas after the last ``retry`` event."""
+    text = ""
+    for payload in payloads:
+        if payload["type"] == "retry":
+            text = ""
+        elif payload["type"] == "text_delta":
+            text += payload["delta"]
+    return text
+
+
+async def logged_events(conn: psycopg.AsyncConnection, job_id: uuid.UUID) -> list[tuple[int, int, dict[str, Any]]]:
+    """(seq, attempt, payload) of every row of the job, after checking seqs are 0, 1, 2, … gap-free."""
+    cur = await conn.execute("SELECT seq, attempt, payload FROM job_events WHERE job_id = %s ORDER BY seq", [job_id])
+    rows = [(r[0], r[1], r[2]) for r in await cur.fetchall()]
+    assert [r[0] for r in rows] == list(range(len(rows))), f"seqs of {job_id} not gap-free: {[r[0] for r in rows]}"
+    return rows
+
+
+async def job_row(conn: psycopg.AsyncConnection, job_id: uuid.UUID) -> dict[str, Any]:
+    cur = await conn.execute(
+        "SELECT status, attempt, error, worker, last_seq, available_at FROM jobs WHERE id = %s", [job_id]
+    )
+    status, attempt, error, worker, last_seq, available_at = await cur.fetchone()
+    return {"status": status, "attempt": attempt, "error": error, "worker": worker, "last_seq": last_seq,
+            "available_at": available_at}
+
+
+def dumps(value: Any) -> str:
+    return json.dumps(value, indent=1, default=str)
