@@ -1,0 +1,126 @@
+"""The API process killed (-9) or stopped (SIGTERM) while a client streams a job;
+a cancel while the run sits in a long silent tool call."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import time
+
+import httpx
+import pytest
+
+from tests.faults.support import (
+    Stream,
+    await_condition,
+    fault_env,
+    follow,
+    job_row,
+    logged_events,
+    submit,
+    text_of,
+)
+from tests.support.config import services
+from tests.support.processes import start_api, start_worker
+
+pytestmark = pytest.mark.faults
+
+MESSAGE = "stream me a long answer"
+WORDS = 300  # about 3 s of streaming
+
+
+@pytest.fixture(scope="module")
+def env(fault_database, tmp_path_factory):
+    return fault_env(fault_database, services.redis_url, tmp_path_factory.mktemp("api-faults"))
+
+
+@pytest.fixture(scope="module")
+def worker(env, log_dir):
+    process = start_worker(env, log_dir, "api-faults-worker")
+    yield process
+    process.stop()
+
+
+async def mid_stream(db, job_id):
+    async def check():
+        job = await job_row(db, job_id)
+        return job["last_seq"] >= 20
+    await await_condition(check, 20, f"job {job_id} mid-run", interval=0.01)
+
+
+async def resumed_equals_uninterrupted(client, db, job_id, first: Stream, reference: Stream) -> None:
+    """Resume ``first`` with Last-Event-ID on one new connection; the whole must be the uninterrupted run."""
+    assert first.events and not first.finished
+    whole = await follow(client, job_id, reconnect=False, stream=first)
+    assert whole.connections == 2
+    assert whole.seqs == list(range(len(whole.seqs)))
+    assert whole.payloads == [payload for _, _, payload in await logged_events(db, job_id)]
+    assert whole.payloads[-1] == {"type": "done", "status": "completed"}
+    assert text_of(whole.payloads) == text_of(reference.payloads)
+
+
+async def test_kill_9_api_mid_stream_then_resume(env, worker, db, log_dir):
+    api = start_api(env, log_dir, "api-crash-1")
+    try:
+        async with httpx.AsyncClient(base_url=api.url, timeout=30) as client:
+            reference = await follow(client, await submit(client, MESSAGE, words=WORDS), reconnect=False)
+            job_id = await submit(client, MESSAGE, words=WORDS)
+            first = Stream()
+            reader = asyncio.create_task(follow(client, job_id, reconnect=False, stream=first))
+            await mid_stream(db, job_id)
+            api.kill()
+            with pytest.raises(httpx.TransportError):
+                await reader
+            api = start_api(env, log_dir, "api-crash-2", port=api.port)
+            await resumed_equals_uninterrupted(client, db, job_id, first, reference)
+    finally:
+        api.stop()
+
+
+async def test_sigterm_api_ends_streams_at_once_and_cleanly(env, worker, db, log_dir):
+    api = start_api(env, log_dir, "api-term-1")
+    try:
+        async with httpx.AsyncClient(base_url=api.url, timeout=30) as client:
+            reference = await follow(client, await submit(client, MESSAGE, words=WORDS), reconnect=False)
+            job_id = await submit(client, MESSAGE, words=WORDS)
+            first = Stream()
+            reader = asyncio.create_task(follow(client, job_id, reconnect=False, stream=first))
+            await mid_stream(db, job_id)
+            stopped = time.monotonic()
+            api.signal(signal.SIGTERM)
+            await asyncio.wait_for(reader, 5)  # no TransportError: the body ended properly
+            assert time.monotonic() - stopped < 1.5, "the stream waited for the graceful timeout"
+            # uvicorn ends by re-raising the signal it caught, once its shutdown is done.
+            assert api.proc.wait(5) == -signal.SIGTERM
+            assert "Application shutdown complete." in api.log()
+            assert (await job_row(db, job_id))["status"] == "running"
+            api = start_api(env, log_dir, "api-term-2", port=api.port)
+            await resumed_equals_uninterrupted(client, db, job_id, first, reference)
+    finally:
+        api.stop()
+
+
+async def test_cancel_during_a_long_silent_tool_call_stops_within_2s(env, worker, db, log_dir):
+    api = start_api(env, log_dir, "api-cancel")
+    try:
+        async with httpx.AsyncClient(base_url=api.url, timeout=30) as client:
+            job_id = await submit(client, "hi", tool_sleep_s=60)
+            reader = asyncio.create_task(follow(client, job_id, reconnect=False))
+
+            async def in_tool():
+                return any(p["type"] == "tool_call" for _, _, p in await logged_events(db, job_id))
+            await await_condition(in_tool, 20, "the sleep tool call")
+            requested = time.monotonic()
+            response = await client.post(f"/api/jobs/{job_id}/cancel")
+            assert response.json() == {"status": "ok", "job_status": "running"}
+            stream = await asyncio.wait_for(reader, 5)
+            assert time.monotonic() - requested < 2.0
+            assert text_of(stream.payloads) == "Let me wait 60 seconds."
+            assert stream.payloads[-2:] == [
+                {"type": "tool_call", "tool_name": "sleep", "argument": '{"seconds": 60.0}', "call_id": "call_1"},
+                {"type": "done", "status": "cancelled"},
+            ]
+            job = await job_row(db, job_id)
+            assert (job["status"], job["attempt"], job["error"]) == ("cancelled", 1, None)
+    finally:
+        api.stop()
