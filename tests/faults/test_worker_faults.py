@@ -1,0 +1,313 @@
+"""The job row is the truth: the reaper, duplicate deliveries, warm shutdown of a
+worker, and a commit whose outcome the writer could not see."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import time
+import uuid
+from pathlib import Path
+
+import httpx
+import psycopg
+import pytest
+from celery import Celery
+
+from db import queries
+from db.connector import open_pool
+from db.jobs import cancel_job, claim_job, create_job
+from runstream.broker import TASK_NAME, celery_config
+from runstream.settings import Settings
+from tasks.event_writer import EventWriter
+from tests.faults.support import (
+    await_condition,
+    fault_env,
+    follow,
+    job_row,
+    logged_events,
+    spawn_worker,
+    submit,
+    text_of,
+    wait,
+    worker_ready,
+)
+from tests.support.config import services
+from tests.support.processes import free_port, start_api, start_worker
+
+pytestmark = pytest.mark.faults
+
+TENANT = "default"
+FINISHED = ("completed", "failed", "cancelled")
+
+
+def sender(env: dict[str, str]) -> Celery:
+    """Publishes as the API does, to the queue ``env`` names."""
+    settings = Settings(CELERY_BROKER_URL=env["CELERY_BROKER_URL"], queue=env["RUNSTREAM_QUEUE"],
+                        data_dir=Path(env["RUNSTREAM_DATA_DIR"]))
+    app = Celery("runstream-fault-tests", set_as_current=False)
+    app.conf.update(celery_config(settings))
+    return app
+
+
+@pytest.fixture(scope="module")
+async def pool(fault_database):
+    pool = await open_pool(fault_database, 4, name="rs-fault-tests")
+    yield pool
+    await pool.close()
+
+
+async def finished(db, job_id, timeout=30.0):
+    async def done():
+        job = await job_row(db, job_id)
+        return job if job["status"] in FINISHED else None
+    return await await_condition(done, timeout, f"job {job_id} finished")
+
+
+# --- the reaper ----------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def reaper_env(fault_database, tmp_path_factory):
+    # Two attempts, and a long backoff (2-4 s) to tell a due retry from an early one.
+    return fault_env(fault_database, services.redis_url, tmp_path_factory.mktemp("reaper"),
+                     RUNSTREAM_MAX_ATTEMPTS="2", RUNSTREAM_RETRY_BACKOFF_S="4", RUNSTREAM_PENDING_TIMEOUT_S="0.5")
+
+
+@pytest.fixture(scope="module")
+def reaper_worker(reaper_env, log_dir):
+    process = start_worker(reaper_env, log_dir, "reaper-worker")
+    yield process
+    process.stop()
+
+
+async def test_a_job_never_dispatched_is_dispatched_by_the_reaper(pool, db, reaper_worker):
+    # The API committed the job and died before publishing it: no message exists.
+    job = await create_job(pool, tenant=TENANT, message="hi", model="offline", metadata={"offline": {"words": 4}})
+    done = await finished(db, job["id"], timeout=15)
+    assert (done["status"], done["attempt"]) == ("completed", 1)
+    assert [p["type"] for _, _, p in await logged_events(db, job["id"])][-1] == "done"
+
+
+async def test_a_dead_run_out_of_attempts_fails_with_an_error_event(pool, db, reaper_worker):
+    job = await create_job(pool, tenant=TENANT, message="hi", model="offline")
+    # Two attempts claimed by workers that then died (no heartbeat ever after).
+    assert await claim_job(pool, job["id"], worker="dead-1", stale_after_s=0)
+    assert (await claim_job(pool, job["id"], worker="dead-2", stale_after_s=0)).attempt == 2
+    done = await finished(db, job["id"], timeout=15)
+    message = "gave up after 2 attempts: worker lost"
+    assert (done["status"], done["attempt"], done["error"]) == ("failed", 2, message)
+    assert [p for _, _, p in await logged_events(db, job["id"])] == [{"type": "error", "message": message}]
+
+
+async def test_a_dead_run_asked_to_cancel_is_cancelled_by_the_reaper(pool, db, reaper_worker):
+    job = await create_job(pool, tenant=TENANT, message="hi", model="offline")
+    assert await claim_job(pool, job["id"], worker="dead", stale_after_s=0)
+    assert await cancel_job(pool, job["id"], TENANT) == "running"
+    done = await finished(db, job["id"], timeout=15)
+    assert (done["status"], done["attempt"]) == ("cancelled", 1)
+    assert [p for _, _, p in await logged_events(db, job["id"])] == [{"type": "done", "status": "cancelled"}]
+
+
+async def test_a_retry_waiting_out_its_backoff_is_not_dispatched_early(pool, db, reaper_env, reaper_worker):
+    job = await create_job(pool, tenant=TENANT, message="hi", model="offline",
+                           metadata={"offline": {"fail_attempts": 1, "words": 4}})
+    sender(reaper_env).send_task(TASK_NAME, args=[str(job["id"])], task_id=str(job["id"]))
+
+    async def released():
+        row = await job_row(db, job["id"])
+        return row if row["status"] == "pending" and row["attempt"] == 1 and row["error"] else None
+    row = await await_condition(released, 15, "attempt 1 released", interval=0.01)
+    cur = await db.execute("SELECT now()")
+    [released_at] = await cur.fetchone()
+    # The backoff: 4 s scaled by a jitter factor in [0.5, 1).
+    assert 1.9 <= (row["available_at"] - released_at).total_seconds() <= 4.1
+    done = await finished(db, job["id"], timeout=15)
+    assert (done["status"], done["attempt"]) == ("completed", 2)
+    cur = await db.execute(
+        "SELECT created_at FROM job_events WHERE job_id = %s AND type = 'retry'", [job["id"]]
+    )
+    [[retried_at]] = await cur.fetchall()
+    # The reaper (0.5 s pending timeout, 0.3 s interval) would have sent it 1 s after the release.
+    assert retried_at >= row["available_at"]
+
+
+# --- duplicate deliveries ------------------------------------------------------------------
+
+
+async def test_concurrent_claims_of_one_job_let_exactly_one_through(fault_database, pool, db):
+    connections = [await psycopg.AsyncConnection.connect(fault_database, autocommit=True) for _ in range(16)]
+    try:
+        for stale in (False, True):
+            job = await create_job(pool, tenant=TENANT, message="hi", model="offline")
+            if stale:  # a dead run: its heartbeat is a minute old
+                assert await claim_job(pool, job["id"], worker="dead", stale_after_s=0)
+                await db.execute("UPDATE jobs SET heartbeat_at = now() - interval '1 minute' WHERE id = %s", [job["id"]])
+            # Each claim on a connection of its own, all at once.
+            claims = await asyncio.gather(*(
+                _claim_on(conn, job["id"], f"w{i}") for i, conn in enumerate(connections)
+            ))
+            winners = [c for c in claims if c is not None]
+            assert winners == [(job["id"], 2 if stale else 1)], (stale, claims)
+    finally:
+        for conn in connections:
+            await conn.close()
+
+
+async def _claim_on(conn: psycopg.AsyncConnection, job_id: uuid.UUID, worker: str):
+    cur = await conn.execute(
+        queries.CLAIM_JOB, {"id": job_id, "worker": worker, "stale_after_s": 30, "max_attempts": None}
+    )
+    row = await cur.fetchone()
+    return None if row is None else (row[0], row[6])  # id, attempt
+
+
+async def test_two_workers_receive_the_same_job_at_once(pool, db, fault_database, tmp_path, log_dir):
+    # Each worker consumes a queue of its own, and the job is sent to both: each
+    # is sure to receive it, at the same moment.
+    envs = [fault_env(fault_database, services.redis_url, tmp_path / str(i)) for i in range(2)]
+    workers = [spawn_worker(env, log_dir, f"dup-{i}") for i, env in enumerate(envs)]
+    try:
+        for worker in workers:
+            wait(lambda w=worker: worker_ready(w), 60, f"{worker.name} ready")
+        job = await create_job(pool, tenant=TENANT, message="hi", model="offline",
+                               metadata={"offline": {"tool_sleep_s": 1}})
+        senders = [sender(env) for env in envs]
+        await asyncio.gather(*(
+            asyncio.to_thread(s.send_task, TASK_NAME, args=[str(job["id"])], task_id=str(job["id"]))
+            for s in senders
+        ))
+        done = await finished(db, job["id"])
+        assert (done["status"], done["attempt"]) == ("completed", 1)
+        payloads = [p for _, _, p in await logged_events(db, job["id"])]
+        assert [p["type"] for p in payloads if p["type"] != "text_delta"] == [
+            "reasoning", "tool_call", "tool_result", "reasoning", "done"
+        ]
+        logs = [w.log() for w in workers]
+        ran = [f"job {job['id']}: running" in log for log in logs]
+        stepped_aside = [f"job {job['id']}: skipped" in log for log in logs]
+        assert sorted(ran) == [False, True] and [not r for r in ran] == stepped_aside
+    finally:
+        for worker in workers:
+            worker.stop()
+
+
+# --- warm shutdown -------------------------------------------------------------------------
+
+
+async def test_sigterm_to_a_worker_hands_its_run_to_another_at_once(fault_database, db, tmp_path, log_dir):
+    # No help from the reaper here: it would take a minute to notice anything.
+    env = fault_env(fault_database, services.redis_url, tmp_path,
+                    RUNSTREAM_STALE_AFTER_S="60", RUNSTREAM_PENDING_TIMEOUT_S="60")
+    workers = {slot: spawn_worker(env, log_dir, f"term-{slot}") for slot in ("a", "b")}
+    api = start_api(env, log_dir, "term-api")
+    try:
+        async with httpx.AsyncClient(base_url=api.url, timeout=30) as client:
+            for worker in workers.values():
+                wait(lambda w=worker: worker_ready(w), 60, f"{worker.name} ready")
+            reference = await follow(client, await submit(client, "a long answer", words=300), reconnect=False)
+            job_id = await submit(client, "a long answer", words=300)
+            reader = asyncio.create_task(follow(client, job_id, reconnect=False))
+
+            async def mid_run():
+                job = await job_row(db, job_id)
+                return job if job["status"] == "running" and job["last_seq"] >= 20 else None
+            job = await await_condition(mid_run, 20, "mid-run", interval=0.01)
+            [slot] = [s for s, w in workers.items() if job["worker"].startswith(f"{w.name}@")]
+            stopped = time.monotonic()
+            workers[slot].signal(signal.SIGTERM)
+            assert workers[slot].proc.wait(10) == 0
+            stream = await asyncio.wait_for(reader, 15)
+            # Handed back and taken over within the run's own length, not a stale-heartbeat wait.
+            assert time.monotonic() - stopped < 8
+            job = await job_row(db, job_id)
+            assert (job["status"], job["attempt"]) == ("completed", 2)
+            assert stream.connections == 1
+            assert stream.seqs == list(range(job["last_seq"] + 1))
+            assert stream.payloads == [p for _, _, p in await logged_events(db, job_id)]
+            assert [p for p in stream.payloads if p["type"] == "retry"] == [
+                {"type": "retry", "attempt": 2, "reason": "worker shut down"}
+            ]
+            assert text_of(stream.payloads) == text_of(reference.payloads)
+    finally:
+        api.stop()
+        for worker in workers.values():
+            worker.stop()
+
+
+# --- a commit the writer could not see -----------------------------------------------------
+
+
+class CommitCutter:
+    """A TCP proxy in front of Postgres that, when armed, lets one COMMIT through to the
+    server and then cuts the connection before its answer reaches the client: the
+    commit happened, and the client cannot know it."""
+
+    COMMIT_COMPLETE = b"C\x00\x00\x00\x0bCOMMIT\x00"
+
+    def __init__(self, target_port: int):
+        self.target_port = target_port
+        self.port = free_port()
+        self.armed = False
+        self.cuts = 0
+        self._server: asyncio.Server | None = None
+
+    async def start(self) -> None:
+        self._server = await asyncio.start_server(self._serve, "127.0.0.1", self.port)
+
+    async def close(self) -> None:
+        assert self._server is not None
+        self._server.close()
+
+    async def _serve(self, client_r: asyncio.StreamReader, client_w: asyncio.StreamWriter) -> None:
+        server_r, server_w = await asyncio.open_connection("127.0.0.1", self.target_port)
+
+        async def pump(src, dst, watch):
+            try:
+                while data := await src.read(65536):
+                    if watch and self.armed and self.COMMIT_COMPLETE in data:
+                        self.armed = False
+                        self.cuts += 1
+                        break
+                    dst.write(data)
+                    await dst.drain()
+            except OSError:
+                pass
+            finally:
+                for w in (client_w, server_w):
+                    w.close()
+
+        await asyncio.gather(pump(client_r, server_w, False), pump(server_r, client_w, True))
+
+
+async def test_a_retried_append_whose_first_commit_happened_is_not_written_twice(fault_database, pool, db):
+    port = int(fault_database.rsplit(":", 1)[1].split("/")[0])
+    proxy = CommitCutter(port)
+    await proxy.start()
+    writer_pool = await open_pool(fault_database.replace(f":{port}/", f":{proxy.port}/"), 1, name="cut-writer")
+    try:
+        job = await create_job(pool, tenant=TENANT, message="m", model="offline")
+        claim = await claim_job(pool, job["id"], worker="test", stale_after_s=30)
+        stops: list[str] = []
+        writer = EventWriter(writer_pool)
+        writer.open(claim.id, attempt=claim.attempt, last_seq=claim.job["last_seq"], stop_run=stops.append)
+        await writer.emit(claim.id, {"type": "reasoning", "text": "before"})
+        await writer.drain(claim.id)
+        proxy.armed = True
+        await writer.emit(claim.id, {"type": "text_delta", "delta": "cut"})
+        result = await writer.drain(claim.id)
+        assert proxy.cuts == 1
+        assert (result.applied, result.last_seq) == (True, 1)
+        await writer.emit(claim.id, {"type": "text_delta", "delta": " after"})
+        await writer.finish(claim.id, {"type": "done", "status": "completed"}, status="completed")
+        assert stops == []
+        assert [p for _, _, p in await logged_events(db, claim.id)] == [
+            {"type": "reasoning", "text": "before"},
+            {"type": "text_delta", "delta": "cut"},
+            {"type": "text_delta", "delta": " after"},
+            {"type": "done", "status": "completed"},
+        ]
+        assert (await job_row(db, claim.id))["status"] == "completed"
+    finally:
+        await writer_pool.close()
+        await proxy.close()
