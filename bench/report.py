@@ -60,7 +60,8 @@ def _rows(scenario: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
     else:  # job_start
         head = ["broker", "runstream p50/p95/p99 ms", "in-memory p50/p95/p99 ms", "x p50"]
         rows = [
-            [r["broker"], _latencies(r["runstream"]), _latencies(r["baseline"]), _n(r["ratio"]["p50_ms"])]
+            [r["broker"] + (" (failed, see JSON)" if "error" in r else ""), _latencies(r["runstream"]),
+             _latencies(r["baseline"]), _n(r["ratio"]["p50_ms"])]
             for r in results
         ]
     return head, rows

@@ -1,0 +1,71 @@
+"""``runstream bench --quick`` end to end: every scenario measured, with its baseline.
+
+Timing is not a test (the machine is shared): this checks the shape and that
+every figure was measured, not whether the targets pass.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+from runstream.settings import child_environment
+from tests.support.config import services
+
+RUNSTREAM = str(Path(sys.executable).with_name("runstream"))
+SCENARIOS = {"delivery", "ingest", "fanout", "replay", "job_start"}
+# Every scenario's own figures and its baseline's, by the key they are reported under.
+FIGURES = {
+    "delivery": ("p50_ms", "p95_ms", "p99_ms"),
+    "ingest": ("events_per_s",),
+    "fanout": ("p50_ms", "p99_ms", "rss_per_subscriber_kb"),
+    "replay": ("events_per_s",),
+    "job_start": ("p50_ms", "p99_ms"),
+}
+
+
+def positive(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value) and value > 0
+
+
+def test_quick_bench_reports_every_scenario_against_its_baseline(tmp_path: Path) -> None:
+    out = tmp_path / "bench.json"
+    env = child_environment(
+        DATABASE_URL=services.admin_database_url,
+        RUNSTREAM_BENCH_REDIS_URL=services.redis_url,
+        RUNSTREAM_BENCH_RABBITMQ_URL=services.rabbitmq_url,
+    )
+    done = subprocess.run(
+        [RUNSTREAM, "bench", "--quick", "--json", str(out)], env=env, capture_output=True, text=True, timeout=240
+    )
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert "PASS" in done.stdout or "FAIL" in done.stdout
+
+    results = json.loads(out.read_text())
+    scenarios = {s["name"]: s for s in results["scenarios"]}
+    assert set(scenarios) == SCENARIOS
+    for name, scenario in scenarios.items():
+        assert scenario["baseline"], name
+        assert scenario["results"], name
+        for row in scenario["results"]:
+            for key in FIGURES[name]:
+                assert positive(row["runstream"][key]), (name, key, row)
+                assert positive(row["baseline"][key]), (name, key, row)
+                assert positive(row["ratio"][key]), (name, key, row)
+
+    assert [r["subscribers"] for r in scenarios["fanout"]["results"]] == [100, 1000, 2000]
+    assert all(r["runstream"]["postgres_connections"] > 0 for r in scenarios["fanout"]["results"])
+    assert {r["broker"] for r in scenarios["job_start"]["results"]} == {"redis", "rabbitmq", "filesystem"}
+    assert [r["jobs"] for r in scenarios["ingest"]["results"]] == [1, 8, 64, 256]
+    assert [r["jobs"] for r in scenarios["delivery"]["results"]] == [1, 50, 200]
+
+    targets = results["targets"]
+    assert {t["group"] for t in targets} == SCENARIOS
+    for t in targets:
+        assert set(t) >= {"name", "value", "unit", "limit", "pass"}, t
+        assert isinstance(t["pass"], bool) and isinstance(t["limit"], int | float), t
+        assert isinstance(t["value"], int | float), t
