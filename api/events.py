@@ -11,7 +11,6 @@ from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 
 import psycopg
-
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 

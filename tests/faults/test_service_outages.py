@@ -116,7 +116,7 @@ async def test_broker_stopped_with_jobs_queued_then_started_empty(tmp_path, log_
             assert [(r["status"], r["attempt"]) for r in rows] == [("completed", 1)] * 7
             for job_id in [*queued, *while_down]:
                 payloads = [p for _, _, p in await logged_events(conn, job_id)]
-                assert [p["type"] for p in payloads][0] == "reasoning" and payloads[-1]["type"] == "done"
+                assert (payloads[0]["type"], payloads[-1]) == ("reasoning", {"type": "done", "status": "completed"})
                 assert not any(p["type"] == "retry" for p in payloads)
     finally:
         for process in (api, worker):

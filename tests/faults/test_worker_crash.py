@@ -56,7 +56,7 @@ async def test_kill_9_worker_mid_run_five_times(broker, fault_database, db, tmp_
                 job_id = await submit(client, MESSAGE, words=WORDS)
                 reader = asyncio.create_task(follow(client, job_id, reconnect=False, timeout=60))
 
-                async def mid_run():
+                async def mid_run(job_id=job_id):
                     job = await job_row(db, job_id)
                     return job if job["status"] == "running" and job["last_seq"] >= 20 else None
 
