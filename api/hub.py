@@ -35,6 +35,7 @@ from contextlib import contextmanager, suppress
 import asyncpg
 from psycopg_pool import AsyncConnectionPool
 
+from db import queries
 from db.connector import plain_url
 from db.events import EventRow, read_events, read_events_of_jobs
 from db.queries import NOTIFY_CHANNEL
@@ -296,5 +297,5 @@ class EventHub:
                 await asyncio.wait_for(lost.wait(), self.ping_s)
             except TimeoutError:
                 # Silence may be a dead link that no packet has revealed yet.
-                await connection.execute("SELECT 1", timeout=self.ping_s)
+                await connection.execute(queries.PING, timeout=self.ping_s)
         log.warning("LISTEN connection closed; reconnecting")

@@ -369,3 +369,5 @@ WHERE id = ANY(%(ids)s::uuid[]) AND status IN ('completed', 'failed', 'cancelled
 """
 
 PING = "SELECT 1"
+
+DATABASE_EXISTS = "SELECT 1 FROM pg_database WHERE datname = %(name)s"

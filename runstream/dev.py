@@ -308,13 +308,9 @@ class EmbeddedPostgres:
         return f"postgresql://postgres@/postgres?host={self.socket_dir}"
 
     def _ensure_database(self) -> None:
-        import psycopg
-        from psycopg import sql
+        from db.admin import ensure_database
 
-        with psycopg.connect(self.admin_url, autocommit=True) as conn:
-            exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (PG_DATABASE,)).fetchone()
-            if not exists:
-                conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(PG_DATABASE)))
+        ensure_database(self.admin_url, PG_DATABASE)
 
     def cleanup(self) -> None:
         if self._temp_socket_dir is not None:
