@@ -38,7 +38,6 @@ from psycopg_pool import AsyncConnectionPool
 from db import queries
 from db.connector import plain_url
 from db.events import EventRow, read_events, read_events_of_jobs
-from db.queries import NOTIFY_CHANNEL
 from runstream.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -287,11 +286,11 @@ class EventHub:
         """Listen until the connection is lost."""
         lost = asyncio.Event()
         connection.add_termination_listener(lambda _: lost.set())
-        await connection.add_listener(NOTIFY_CHANNEL, self._on_notify)
+        await connection.add_listener(queries.NOTIFY_CHANNEL, self._on_notify)
         self.listening = True
         # NOTIFYs sent while no connection listened are gone: every feed re-reads.
         self.wake_all()
-        log.info("listening on %s", NOTIFY_CHANNEL)
+        log.info("listening on %s", queries.NOTIFY_CHANNEL)
         while not lost.is_set():
             try:
                 await asyncio.wait_for(lost.wait(), self.ping_s)
