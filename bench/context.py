@@ -34,13 +34,13 @@ class Profile:
 QUICK = Profile(
     name="quick",
     delivery_jobs=(1, 50, 200),
-    delivery_seconds=2.0,
+    delivery_seconds=1.5,
     ingest_jobs=(1, 8, 64, 256),
-    ingest_seconds=1.0,
+    ingest_seconds=0.8,
     fanout_subscribers=(100, 1000, 2000),
     fanout_events=20,
     replay_events=100_000,
-    job_starts=10,
+    job_starts=8,
 )
 FULL = Profile(
     name="full",

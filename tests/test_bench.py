@@ -22,7 +22,7 @@ SCENARIOS = {"delivery", "ingest", "fanout", "replay", "job_start"}
 FIGURES = {
     "delivery": ("p50_ms", "p95_ms", "p99_ms"),
     "ingest": ("events_per_s",),
-    "fanout": ("p50_ms", "p99_ms", "rss_per_subscriber_kb"),
+    "fanout": ("p50_ms", "p99_ms"),
     "replay": ("events_per_s",),
     "job_start": ("p50_ms", "p99_ms"),
 }
@@ -58,7 +58,12 @@ def test_quick_bench_reports_every_scenario_against_its_baseline(tmp_path: Path)
                 assert positive(row["ratio"][key]), (name, key, row)
 
     assert [r["subscribers"] for r in scenarios["fanout"]["results"]] == [100, 1000, 2000]
-    assert all(r["runstream"]["postgres_connections"] > 0 for r in scenarios["fanout"]["results"])
+    for row in scenarios["fanout"]["results"]:
+        assert row["runstream"]["postgres_connections"] > 0
+        assert row["runstream"]["delivered_fraction"] is not None
+        # A difference of two RSS readings: at 100 subscribers it can be 0 or below.
+        assert isinstance(row["runstream"]["rss_per_subscriber_kb"], int | float)
+        assert isinstance(row["baseline"]["rss_per_subscriber_kb"], int | float)
     assert {r["broker"] for r in scenarios["job_start"]["results"]} == {"redis", "rabbitmq", "filesystem"}
     assert [r["jobs"] for r in scenarios["ingest"]["results"]] == [1, 8, 64, 256]
     assert [r["jobs"] for r in scenarios["delivery"]["results"]] == [1, 50, 200]
