@@ -68,11 +68,18 @@ async def _finish(job: BackgroundJob, status: str, payload: dict[str, Any]) -> N
     await _publish(job, payload)
 
 
-async def run_stamps(job: BackgroundJob, spec: dict[str, Any], start: asyncio.Event | None) -> None:
+async def run_stamps(
+    job: BackgroundJob, spec: dict[str, Any], start: asyncio.Event | None
+) -> None:
     if start is not None:
         await start.wait()
     job.status = "running"
-    await stamp_run(lambda p: _publish(job, p), events=spec["events"], rate=spec["rate"], offset=spec["offset"])
+    await stamp_run(
+        lambda p: _publish(job, p),
+        events=spec["events"],
+        rate=spec["rate"],
+        offset=spec["offset"],
+    )
     await _finish(job, "completed", {"type": "done", "status": "completed"})
 
 
@@ -83,7 +90,9 @@ async def run_agent(job: BackgroundJob, words: int) -> None:
     job.status = "running"
     async for payload in run_payloads(agent, job.message):
         if payload["type"] in ("done", "error"):
-            await _finish(job, "completed" if payload["type"] == "done" else "failed", payload)
+            await _finish(
+                job, "completed" if payload["type"] == "done" else "failed", payload
+            )
             return
         await _publish(job, payload)
 
@@ -95,7 +104,9 @@ async def create_job(request: Request) -> JSONResponse:
     if "agent_words" in spec:
         job.task = asyncio.create_task(run_agent(job, spec["agent_words"]))
     else:
-        job.task = asyncio.create_task(run_stamps(job, spec, go if spec.get("hold") else None))
+        job.task = asyncio.create_task(
+            run_stamps(job, spec, go if spec.get("hold") else None)
+        )
     return JSONResponse({"job_id": job.job_id, "status": job.status})
 
 
@@ -118,7 +129,9 @@ async def get_job(request: Request) -> JSONResponse:
     job = jobs.get(request.path_params["job_id"])
     if job is None:
         return JSONResponse({"error": "not found"}, status_code=404)
-    return JSONResponse({"job_id": job.job_id, "status": job.status, "events": len(job.events)})
+    return JSONResponse(
+        {"job_id": job.job_id, "status": job.status, "events": len(job.events)}
+    )
 
 
 async def stream_job_events(request: Request) -> StreamingResponse | JSONResponse:

@@ -65,8 +65,20 @@ class Bench:
     work_dir: Path  # logs and the filesystem broker's folders
 
 
-def target(group: str, name: str, value: float, unit: str, op: str, limit: float) -> dict[str, Any]:
+def target(
+    group: str, name: str, value: float, unit: str, op: str, limit: float
+) -> dict[str, Any]:
     """One target of the issue; ``op`` says which side of ``limit`` passes. A figure
     that could not be measured (NaN) fails."""
-    passed = not math.isnan(value) and (value <= limit if op == "<=" else value >= limit)
-    return {"group": group, "name": name, "value": value, "unit": unit, "op": op, "limit": limit, "pass": passed}
+    passed = not math.isnan(value) and (
+        value <= limit if op == "<=" else value >= limit
+    )
+    return {
+        "group": group,
+        "name": name,
+        "value": value,
+        "unit": unit,
+        "op": op,
+        "limit": limit,
+        "pass": passed,
+    }

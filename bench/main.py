@@ -8,7 +8,6 @@ table, and writes the JSON (and the chart).
 
 from __future__ import annotations
 
-import asyncio
 import os
 import platform
 import signal
@@ -24,7 +23,13 @@ import uvloop
 from bench import report
 from bench.context import FULL, QUICK, Bench, Profile
 from bench.scenarios import delivery, fanout, ingest, job_start, replay
-from bench.services import NO_LIMITS, create_database, drop_database, start_api, start_baseline
+from bench.services import (
+    NO_LIMITS,
+    create_database,
+    drop_database,
+    start_api,
+    start_baseline,
+)
 from runstream.settings import Settings, child_environment
 
 SCENARIOS = (delivery, ingest, fanout, replay, job_start)
@@ -35,7 +40,9 @@ def _machine() -> str:
     return f"{platform.node()}, {os.cpu_count()} CPUs, load average {load}"
 
 
-async def _run_scenarios(bench: Bench) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+async def _run_scenarios(
+    bench: Bench,
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     scenarios, targets = [], []
     for module in SCENARIOS:
         started = time.monotonic()
@@ -83,7 +90,9 @@ def run(settings: Settings, *, quick: bool) -> dict[str, Any]:
     }
 
 
-def main(settings: Settings, *, quick: bool, json_path: Path, plot_path: Path | None) -> None:
+def main(
+    settings: Settings, *, quick: bool, json_path: Path, plot_path: Path | None
+) -> None:
     # SIGTERM (a CI timeout) unwinds like Ctrl-C: processes stopped, database dropped.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     results = run(settings, quick=quick)

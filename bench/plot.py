@@ -9,7 +9,7 @@ import matplotlib
 
 matplotlib.use("Agg")  # no display: render to a file
 
-import matplotlib.pyplot as plt  # noqa: E402
+import matplotlib.pyplot as plt
 
 OURS, THEIRS = "#1f77b4", "#aaaaaa"
 
@@ -18,7 +18,9 @@ def _by_name(results: dict[str, Any]) -> dict[str, list[dict[str, Any]]]:
     return {s["name"]: s["results"] for s in results["scenarios"]}
 
 
-def _bars(ax: Any, labels: list[str], ours: list[float], theirs: list[float], baseline: str) -> None:
+def _bars(
+    ax: Any, labels: list[str], ours: list[float], theirs: list[float], baseline: str
+) -> None:
     xs = range(len(labels))
     ax.bar([x - 0.2 for x in xs], ours, 0.4, color=OURS, label="Runstream")
     ax.bar([x + 0.2 for x in xs], theirs, 0.4, color=THEIRS, label=baseline)
@@ -33,8 +35,20 @@ def plot(results: dict[str, Any], path: Path) -> None:
 
     rows = data["delivery"]
     labels = [f"{r['jobs']} jobs" for r in rows]
-    _bars(delivery, labels, [r["runstream"]["p99_ms"] for r in rows], [r["baseline"]["p99_ms"] for r in rows], "in-memory")
-    delivery.plot(labels, [r["runstream"]["p50_ms"] for r in rows], "o-", color="navy", label="Runstream p50")
+    _bars(
+        delivery,
+        labels,
+        [r["runstream"]["p99_ms"] for r in rows],
+        [r["baseline"]["p99_ms"] for r in rows],
+        "in-memory",
+    )
+    delivery.plot(
+        labels,
+        [r["runstream"]["p50_ms"] for r in rows],
+        "o-",
+        color="navy",
+        label="Runstream p50",
+    )
     delivery.set_title("delivery latency p99 (bars), ms")
     delivery.legend(fontsize=8)
 
@@ -45,7 +59,13 @@ def plot(results: dict[str, Any], path: Path) -> None:
 
     rows = data["fanout"]
     labels = [f"{r['subscribers']:,}" for r in rows]
-    _bars(fanout, labels, [r["runstream"]["p99_ms"] for r in rows], [r["baseline"]["p99_ms"] for r in rows], "in-memory")
+    _bars(
+        fanout,
+        labels,
+        [r["runstream"]["p99_ms"] for r in rows],
+        [r["baseline"]["p99_ms"] for r in rows],
+        "in-memory",
+    )
     fanout.set_title("fan-out delivery p99, ms, by subscribers")
     _bars(fan_mem, labels, [r["runstream"]["rss_per_subscriber_kb"] for r in rows],
           [r["baseline"]["rss_per_subscriber_kb"] for r in rows], "in-memory")  # fmt: skip
@@ -61,7 +81,9 @@ def plot(results: dict[str, Any], path: Path) -> None:
           [r["baseline"]["p50_ms"] for r in rows], "in-memory")  # fmt: skip
     start.set_title("job start → first event p50, ms")
 
-    fig.suptitle(f"runstream bench ({results['mode']}): {results['machine']}", fontsize=9)
+    fig.suptitle(
+        f"runstream bench ({results['mode']}): {results['machine']}", fontsize=9
+    )
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)

@@ -21,7 +21,7 @@ import sys
 import uuid
 
 from api.tenancy import DEFAULT_TENANT
-from bench.stamps import stamp_run, stagger
+from bench.stamps import stagger, stamp_run
 from db.connector import open_pool
 from db.jobs import claim_job, create_job
 from runstream.settings import get_settings
@@ -32,15 +32,31 @@ from tasks.event_writer import EventWriter
 async def produce(jobs: int, events: int, rate: float) -> None:
     settings = get_settings()
     assert settings.database_url, "DATABASE_URL is not set"
-    pool = await open_pool(settings.database_url, settings.worker_db_pool_size, name="runstream-bench-producer")
+    pool = await open_pool(
+        settings.database_url,
+        settings.worker_db_pool_size,
+        name="runstream-bench-producer",
+    )
     writer = EventWriter(pool)
     stopped: list[str] = []
     ids: list[uuid.UUID] = []
     for _ in range(jobs):
-        job = await create_job(pool, tenant=DEFAULT_TENANT, message="bench", model="offline")
-        claim = await claim_job(pool, job["id"], worker="bench-producer", stale_after_s=settings.stale_after_s)
+        job = await create_job(
+            pool, tenant=DEFAULT_TENANT, message="bench", model="offline"
+        )
+        claim = await claim_job(
+            pool,
+            job["id"],
+            worker="bench-producer",
+            stale_after_s=settings.stale_after_s,
+        )
         assert claim is not None
-        writer.open(claim.id, attempt=claim.attempt, last_seq=claim.job["last_seq"], stop_run=stopped.append)
+        writer.open(
+            claim.id,
+            attempt=claim.attempt,
+            last_seq=claim.job["last_seq"],
+            stop_run=stopped.append,
+        )
         ids.append(claim.id)
     print(json.dumps({"jobs": [str(i) for i in ids]}), flush=True)
     await asyncio.get_running_loop().run_in_executor(None, sys.stdin.readline)
@@ -49,7 +65,9 @@ async def produce(jobs: int, events: int, rate: float) -> None:
         async def emit(payload: dict) -> None:
             await writer.emit(job_id, payload)
 
-        await stamp_run(emit, events=events, rate=rate, offset=stagger(index, jobs, rate))
+        await stamp_run(
+            emit, events=events, rate=rate, offset=stagger(index, jobs, rate)
+        )
         await writer.finish(job_id, COMPLETED, status="completed")
         writer.close(job_id)
 

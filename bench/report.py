@@ -21,13 +21,21 @@ def _n(value: Any) -> str:
 
 
 def _latencies(figures: dict[str, Any]) -> str:
-    return " / ".join(_n(figures[k]) for k in ("p50_ms", "p95_ms", "p99_ms") if k in figures)
+    return " / ".join(
+        _n(figures[k]) for k in ("p50_ms", "p95_ms", "p99_ms") if k in figures
+    )
 
 
 def _rows(scenario: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
     name, results = scenario["name"], scenario["results"]
     if name == "delivery":
-        head = ["jobs x subscribers", "runstream p50/p95/p99 ms", "in-memory p50/p95/p99 ms", "x p50", "all delivered"]
+        head = [
+            "jobs x subscribers",
+            "runstream p50/p95/p99 ms",
+            "in-memory p50/p95/p99 ms",
+            "x p50",
+            "all delivered",
+        ]
         rows = [
             [f"{r['jobs']} x {r['subscribers_per_job']}", _latencies(r["runstream"]), _latencies(r["baseline"]),
              _n(r["ratio"]["p50_ms"]), _n(r["runstream"]["all_delivered"])]
@@ -58,18 +66,32 @@ def _rows(scenario: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
             for r in results
         ]  # fmt: skip
     else:  # job_start
-        head = ["broker", "runstream p50/p95/p99 ms", "in-memory p50/p95/p99 ms", "x p50"]
+        head = [
+            "broker",
+            "runstream p50/p95/p99 ms",
+            "in-memory p50/p95/p99 ms",
+            "x p50",
+        ]
         rows = [
-            [r["broker"] + (" (failed, see JSON)" if "error" in r else ""), _latencies(r["runstream"]),
-             _latencies(r["baseline"]), _n(r["ratio"]["p50_ms"])]
+            [
+                r["broker"] + (" (failed, see JSON)" if "error" in r else ""),
+                _latencies(r["runstream"]),
+                _latencies(r["baseline"]),
+                _n(r["ratio"]["p50_ms"]),
+            ]
             for r in results
         ]
     return head, rows
 
 
 def _table(head: list[str], rows: list[list[str]]) -> str:
-    widths = [max(len(cell) for cell in column) for column in zip(head, *rows, strict=True)]
-    lines = ["  ".join(cell.ljust(w) for cell, w in zip(line, widths, strict=True)) for line in [head, *rows]]
+    widths = [
+        max(len(cell) for cell in column) for column in zip(head, *rows, strict=True)
+    ]
+    lines = [
+        "  ".join(cell.ljust(w) for cell, w in zip(line, widths, strict=True))
+        for line in [head, *rows]
+    ]
     lines.insert(1, "  ".join("-" * w for w in widths))
     return "\n".join(lines)
 
@@ -77,11 +99,17 @@ def _table(head: list[str], rows: list[list[str]]) -> str:
 def render(results: dict[str, Any]) -> str:
     out = [f"runstream bench ({results['mode']}) — {results['machine']}"]
     for scenario in results["scenarios"]:
-        out += ["", f"[{scenario['name']}] baseline: {scenario['baseline']}", _table(*_rows(scenario))]
+        out += [
+            "",
+            f"[{scenario['name']}] baseline: {scenario['baseline']}",
+            _table(*_rows(scenario)),
+        ]
     out += ["", "targets"]
     for t in results["targets"]:
         verdict = "PASS" if t["pass"] else "FAIL"
-        out.append(f"  {verdict}  {t['name']}: {_n(t['value'])} {t['unit']} (target {t['op']} {_n(t['limit'])})")
+        out.append(
+            f"  {verdict}  {t['name']}: {_n(t['value'])} {t['unit']} (target {t['op']} {_n(t['limit'])})"
+        )
     return "\n".join(out)
 
 

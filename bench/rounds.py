@@ -49,7 +49,14 @@ class RunstreamSide:
         self.database_url = database_url
 
     async def round(
-        self, *, jobs: int, subscribers: int, events: int, rate: float, timeout: float, on_connected: Hook = None
+        self,
+        *,
+        jobs: int,
+        subscribers: int,
+        events: int,
+        rate: float,
+        timeout: float,
+        on_connected: Hook = None,
     ) -> Round:
         producer = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "bench.producer",
@@ -61,7 +68,11 @@ class RunstreamSide:
         assert producer.stdin is not None and producer.stdout is not None
         try:
             job_ids = json.loads(await producer.stdout.readline())["jobs"]
-            paths = [f"/api/jobs/{job_id}/events" for job_id in job_ids for _ in range(subscribers)]
+            paths = [
+                f"/api/jobs/{job_id}/events"
+                for job_id in job_ids
+                for _ in range(subscribers)
+            ]
             streams = await open_streams("127.0.0.1", self.api.port, paths)
             await asyncio.sleep(SETTLE_S)
             if on_connected is not None:
@@ -87,15 +98,31 @@ class BaselineSide:
         self.base = f"http://127.0.0.1:{app.port}"
 
     async def round(
-        self, *, jobs: int, subscribers: int, events: int, rate: float, timeout: float, on_connected: Hook = None
+        self,
+        *,
+        jobs: int,
+        subscribers: int,
+        events: int,
+        rate: float,
+        timeout: float,
+        on_connected: Hook = None,
     ) -> Round:
         async with httpx.AsyncClient(base_url=self.base, timeout=30) as http:
             await http.post("/reset")
             job_ids = []
             for index in range(jobs):
-                spec = {"events": events, "rate": rate, "offset": stagger(index, jobs, rate), "hold": True}
+                spec = {
+                    "events": events,
+                    "rate": rate,
+                    "offset": stagger(index, jobs, rate),
+                    "hold": True,
+                }
                 job_ids.append((await http.post("/jobs", json=spec)).json()["job_id"])
-            paths = [f"/jobs/{job_id}/events" for job_id in job_ids for _ in range(subscribers)]
+            paths = [
+                f"/jobs/{job_id}/events"
+                for job_id in job_ids
+                for _ in range(subscribers)
+            ]
             streams = await open_streams("127.0.0.1", self.app.port, paths)
             await asyncio.sleep(SETTLE_S)
             if on_connected is not None:
@@ -112,4 +139,7 @@ async def _all_closed(streams: list[SseStream], timeout: float) -> None:
     for stream in streams:
         stream.close()
     if pending:
-        print(f"bench: {len(pending)} of {len(streams)} streams had not ended after {timeout}s", file=sys.stderr)
+        print(
+            f"bench: {len(pending)} of {len(streams)} streams had not ended after {timeout}s",
+            file=sys.stderr,
+        )

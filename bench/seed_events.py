@@ -103,14 +103,20 @@ def seconds_since(start: float) -> str:
     return f"{time.perf_counter() - start:.1f} s"
 
 
-def load(conn: psycopg.Connection, events: int, per_job: int, now: datetime, log: list[str]) -> None:
+def load(
+    conn: psycopg.Connection, events: int, per_job: int, now: datetime, log: list[str]
+) -> None:
     jobs = events // per_job
     conn.execute("SET maintenance_work_mem = '512MB'")
     conn.execute("SET synchronous_commit = off")
     definitions = conn.execute(TABLE_DEFINITIONS).fetchall()
     for row in definitions:
         if row["kind"] == "constraint":
-            conn.execute(sql.SQL("ALTER TABLE job_events DROP CONSTRAINT {}").format(sql.Identifier(row["name"])))
+            conn.execute(
+                sql.SQL("ALTER TABLE job_events DROP CONSTRAINT {}").format(
+                    sql.Identifier(row["name"])
+                )
+            )
         else:
             conn.execute(sql.SQL("DROP INDEX {}").format(sql.Identifier(row["name"])))
 
@@ -119,11 +125,13 @@ def load(conn: psycopg.Connection, events: int, per_job: int, now: datetime, log
     log.append(f"- {jobs:,} jobs inserted in {seconds_since(start)}")
     start = time.perf_counter()
     inserted = conn.execute(SEED_EVENTS, {"per_job": per_job}).rowcount
-    log.append(f"- {inserted:,} events inserted in {seconds_since(start)} (no index, no constraint)")
+    log.append(
+        f"- {inserted:,} events inserted in {seconds_since(start)} (no index, no constraint)"
+    )
     # Retried jobs: their events are attempt 2's, after a retry event at seq 1.
     conn.execute(
         "UPDATE job_events e SET attempt = 2, type = 'retry',"
-        " payload = '{\"type\": \"retry\", \"attempt\": 2, \"reason\": \"model timeout\"}'"
+        ' payload = \'{"type": "retry", "attempt": 2, "reason": "model timeout"}\''
         " FROM jobs j WHERE j.id = e.job_id AND j.attempt = 2 AND e.seq = 1"
     )
     for row in definitions:
@@ -143,54 +151,148 @@ def load(conn: psycopg.Connection, events: int, per_job: int, now: datetime, log
     log.append(f"- VACUUM ANALYZE in {seconds_since(start)}")
 
 
-def explain(conn: psycopg.Connection, title: str, query: str, params: dict[str, Any], out: list[str]) -> None:
+def explain(
+    conn: psycopg.Connection,
+    title: str,
+    query: str,
+    params: dict[str, Any],
+    out: list[str],
+) -> None:
     """EXPLAIN ANALYZE runs the statement: a DELETE runs in a transaction that is rolled back."""
     with conn.transaction(force_rollback=True):
         rows = conn.execute("EXPLAIN (ANALYZE, BUFFERS) " + query, params).fetchall()
     # A batch's 500 ids would fill pages of the doc: shown as {…}.
     plan = UUID_ARRAY.sub("'{…}'", "\n".join(r["QUERY PLAN"] for r in rows))
-    out += [f"### {title}", "", "```sql", query.strip(), "```", "", "```", plan, "```", ""]
+    out += [
+        f"### {title}",
+        "",
+        "```sql",
+        query.strip(),
+        "```",
+        "",
+        "```",
+        plan,
+        "```",
+        "",
+    ]
 
 
 def record_plans(conn: psycopg.Connection, now: datetime) -> list[str]:
     out: list[str] = []
-    day = {"tenant": "default", "since": now - timedelta(days=1), "until": None, "session_id": None}
+    day = {
+        "tenant": "default",
+        "since": now - timedelta(days=1),
+        "until": None,
+        "session_id": None,
+    }
     month = {**day, "since": None}
     session = {**month, "session_id": "session-42"}
-    job_id = conn.execute("SELECT id FROM jobs WHERE status = 'completed' ORDER BY created_at DESC LIMIT 1").fetchone()["id"]
+    job_id = conn.execute(
+        "SELECT id FROM jobs WHERE status = 'completed' ORDER BY created_at DESC LIMIT 1"
+    ).fetchone()["id"]
     explain(conn, "Summary timings, last 24 hours", queries.ANALYTICS_TIMINGS, day, out)
-    explain(conn, "Summary timings, all 30 days (every job)", queries.ANALYTICS_TIMINGS, month, out)
-    explain(conn, "Summary timings, one session", queries.ANALYTICS_TIMINGS, session, out)
-    explain(conn, "Top tools, last 24 hours", queries.ANALYTICS_TOOLS, {**day, "top": 10}, out)
-    explain(conn, "Top tools, all 30 days", queries.ANALYTICS_TOOLS, {**month, "top": 10}, out)
-    explain(conn, "Per-job metrics (job_metrics view)", queries.JOB_METRICS, {"id": job_id, "tenant": "default"}, out)
+    explain(
+        conn,
+        "Summary timings, all 30 days (every job)",
+        queries.ANALYTICS_TIMINGS,
+        month,
+        out,
+    )
+    explain(
+        conn, "Summary timings, one session", queries.ANALYTICS_TIMINGS, session, out
+    )
+    explain(
+        conn,
+        "Top tools, last 24 hours",
+        queries.ANALYTICS_TOOLS,
+        {**day, "top": 10},
+        out,
+    )
+    explain(
+        conn,
+        "Top tools, all 30 days",
+        queries.ANALYTICS_TOOLS,
+        {**month, "top": 10},
+        out,
+    )
+    explain(
+        conn,
+        "Per-job metrics (job_metrics view)",
+        queries.JOB_METRICS,
+        {"id": job_id, "tenant": "default"},
+        out,
+    )
     explain(conn, "Jobs by status (/metrics)", queries.JOBS_BY_STATUS, {}, out)
-    history = {"tenant": "default", "session_id": "session-42", "before_created_at": None, "before_id": None,
-               "finished_only": False, "limit": 101}
+    history = {
+        "tenant": "default",
+        "session_id": "session-42",
+        "before_created_at": None,
+        "before_id": None,
+        "finished_only": False,
+        "limit": 101,
+    }
     explain(conn, "A session's runs (history)", queries.SESSION_RUNS, history, out)
     ids = [r["id"] for r in conn.execute(queries.SESSION_RUNS, history).fetchall()]
     explain(conn, "Their events (history)", queries.RUN_EVENTS, {"ids": ids}, out)
-    explain(conn, "A page of a job's log (streams, JSON read)", queries.READ_EVENTS,
-            {"job_id": job_id, "after_seq": 10, "limit": 1000}, out)
+    explain(
+        conn,
+        "A page of a job's log (streams, JSON read)",
+        queries.READ_EVENTS,
+        {"job_id": job_id, "after_seq": 10, "limit": 1000},
+        out,
+    )
     cutoff = {"cutoff": now - timedelta(days=29)}
-    explain(conn, "Retention: what a prune would delete", queries.PRUNE_CANDIDATES, cutoff, out)
-    explain(conn, "Retention: the next batch of jobs", queries.PRUNE_NEXT_JOBS, {**cutoff, "limit": 500}, out)
-    batch = [r["id"] for r in conn.execute(queries.PRUNE_NEXT_JOBS, {**cutoff, "limit": 500}).fetchall()]
-    explain(conn, "Retention: one slice of events (rolled back)", queries.PRUNE_EVENTS, {"ids": batch, "limit": 5000}, out)
+    explain(
+        conn,
+        "Retention: what a prune would delete",
+        queries.PRUNE_CANDIDATES,
+        cutoff,
+        out,
+    )
+    explain(
+        conn,
+        "Retention: the next batch of jobs",
+        queries.PRUNE_NEXT_JOBS,
+        {**cutoff, "limit": 500},
+        out,
+    )
+    batch = [
+        r["id"]
+        for r in conn.execute(
+            queries.PRUNE_NEXT_JOBS, {**cutoff, "limit": 500}
+        ).fetchall()
+    ]
+    explain(
+        conn,
+        "Retention: one slice of events (rolled back)",
+        queries.PRUNE_EVENTS,
+        {"ids": batch, "limit": 5000},
+        out,
+    )
     return out
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--admin-url", default="postgresql://postgres@127.0.0.1:5432/postgres")
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--admin-url", default="postgresql://postgres@127.0.0.1:5432/postgres"
+    )
     parser.add_argument("--events", type=int, default=10_000_000)
     parser.add_argument("--events-per-job", type=int, default=100)
     parser.add_argument("--plans", type=Path, help="write the plans (markdown) here")
-    parser.add_argument("--keep", action="store_true", help="keep the database (its URL is printed)")
+    parser.add_argument(
+        "--keep", action="store_true", help="keep the database (its URL is printed)"
+    )
     args = parser.parse_args()
 
     name = f"rs_bench_{uuid.uuid4().hex[:8]}"
-    url = make_url(args.admin_url).set(database=name).render_as_string(hide_password=False)
+    url = (
+        make_url(args.admin_url)
+        .set(database=name)
+        .render_as_string(hide_password=False)
+    )
     with psycopg.connect(args.admin_url, autocommit=True) as admin:
         admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
     try:
@@ -201,7 +303,9 @@ def main() -> None:
             start = time.perf_counter()
             load(conn, args.events, args.events_per_job, now, log)
             log.append(f"- whole load: {seconds_since(start)}")
-            sizes = [f"| {r['name']} | {r['size']} |" for r in conn.execute(SIZES).fetchall()]
+            sizes = [
+                f"| {r['name']} | {r['size']} |" for r in conn.execute(SIZES).fetchall()
+            ]
             version = conn.execute("SELECT version()").fetchone()["version"]
             plans = record_plans(conn, now)
         report = [
@@ -226,7 +330,11 @@ def main() -> None:
     finally:
         if not args.keep:
             with psycopg.connect(args.admin_url, autocommit=True) as admin:
-                admin.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+                admin.execute(
+                    sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(
+                        sql.Identifier(name)
+                    )
+                )
 
 
 if __name__ == "__main__":

@@ -42,17 +42,29 @@ NO_LIMITS = {
 def create_database(server_url: str) -> str:
     """A new, migrated database on the server of ``server_url``; returns its URL."""
     name = f"rs_bench_{uuid.uuid4().hex[:12]}"
-    with psycopg.connect(plain_url(server_url), autocommit=True, connect_timeout=5) as conn:
+    with psycopg.connect(
+        plain_url(server_url), autocommit=True, connect_timeout=5
+    ) as conn:
         conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-    url = make_url(plain_url(server_url)).set(database=name).render_as_string(hide_password=False)
+    url = (
+        make_url(plain_url(server_url))
+        .set(database=name)
+        .render_as_string(hide_password=False)
+    )
     upgrade_to_head(url)
     return url
 
 
 def drop_database(server_url: str, database_url: str) -> None:
     name = make_url(database_url).database
-    with psycopg.connect(plain_url(server_url), autocommit=True, connect_timeout=5) as conn:
-        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+    with psycopg.connect(
+        plain_url(server_url), autocommit=True, connect_timeout=5
+    ) as conn:
+        conn.execute(
+            sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(
+                sql.Identifier(name)
+            )
+        )
 
 
 def api_connection_count(database_url: str, pid: int) -> int:
@@ -76,12 +88,25 @@ def free_port() -> int:
 class Service:
     """One subprocess in its own process group, its output in ``<log_dir>/<name>.log``."""
 
-    def __init__(self, name: str, args: list[str], env: dict[str, str], log_dir: Path, port: int | None = None):
+    def __init__(
+        self,
+        name: str,
+        args: list[str],
+        env: dict[str, str],
+        log_dir: Path,
+        port: int | None = None,
+    ):
         self.name = name
         self.port = port
         self.log_path = log_dir / f"{name}.log"
         with open(self.log_path, "ab") as log:
-            self.proc = subprocess.Popen(args, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+            self.proc = subprocess.Popen(
+                args,
+                env=env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
 
     @property
     def pid(self) -> int:
@@ -97,11 +122,15 @@ class Service:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
-                raise RuntimeError(f"{self.name} exited with {self.proc.returncode}:\n{self.log()[-3000:]}")
+                raise RuntimeError(
+                    f"{self.name} exited with {self.proc.returncode}:\n{self.log()[-3000:]}"
+                )
             if ready():
                 return
             time.sleep(0.05)
-        raise TimeoutError(f"{self.name} not ready after {timeout}s:\n{self.log()[-3000:]}")
+        raise TimeoutError(
+            f"{self.name} not ready after {timeout}s:\n{self.log()[-3000:]}"
+        )
 
     def wait_healthy(self, path: str) -> None:
         url = f"http://127.0.0.1:{self.port}{path}"
@@ -133,7 +162,9 @@ def start_api(env: dict[str, str], log_dir: Path, name: str = "api") -> Service:
 
 
 def start_worker(env: dict[str, str], log_dir: Path, name: str = "worker") -> Service:
-    worker = Service(name, [RUNSTREAM, "worker", "-n", f"{name}-{os.getpid()}@%h"], env, log_dir)
+    worker = Service(
+        name, [RUNSTREAM, "worker", "-n", f"{name}-{os.getpid()}@%h"], env, log_dir
+    )
     worker.wait_until(lambda: "ready." in worker.log())
     return worker
 
@@ -141,7 +172,13 @@ def start_worker(env: dict[str, str], log_dir: Path, name: str = "worker") -> Se
 def start_baseline(env: dict[str, str], log_dir: Path) -> Service:
     """The in-memory recipe (bench.baseline_app) on the same uvicorn stack as the API."""
     port = free_port()
-    args = [sys.executable, "-m", "uvicorn", "bench.baseline_app:create_app", "--factory"]
+    args = [
+        sys.executable,
+        "-m",
+        "uvicorn",
+        "bench.baseline_app:create_app",
+        "--factory",
+    ]
     args += ["--port", str(port), "--log-level", "warning", "--no-access-log"]
     app = Service("baseline", args, env, log_dir, port)
     app.wait_healthy("/healthz")

@@ -53,7 +53,9 @@ class SseStream(asyncio.Protocol):
         self._transport: Any = None
 
     # --- asyncio.Protocol --------------------------------------------------
-    def connection_made(self, transport: Any) -> None:  # uvloop's transports are not asyncio.Transport
+    def connection_made(
+        self, transport: Any
+    ) -> None:  # uvloop's transports are not asyncio.Transport
         self._transport = transport
         transport.write(self.request)
 
@@ -65,7 +67,9 @@ class SseStream(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         if not self.opened.done():
-            self.opened.set_exception(StreamError(f"connection lost before the response: {exc}"))
+            self.opened.set_exception(
+                StreamError(f"connection lost before the response: {exc}")
+            )
         self._end(None)
 
     # --- httptools callbacks -----------------------------------------------
@@ -122,10 +126,14 @@ class SseStream(asyncio.Protocol):
             self.closed.set_exception(error)
 
 
-async def open_stream(host: str, port: int, path: str, *, stamped: bool = True) -> SseStream:
+async def open_stream(
+    host: str, port: int, path: str, *, stamped: bool = True
+) -> SseStream:
     """Connect and wait for the response headers; raises unless the answer is 200."""
     loop = asyncio.get_running_loop()
-    _, stream = await loop.create_connection(lambda: SseStream(host, port, path, stamped=stamped), host, port)
+    _, stream = await loop.create_connection(
+        lambda: SseStream(host, port, path, stamped=stamped), host, port
+    )
     status = await asyncio.wait_for(stream.opened, OPEN_TIMEOUT_S)
     if status != 200:
         stream.close()
@@ -134,7 +142,12 @@ async def open_stream(host: str, port: int, path: str, *, stamped: bool = True) 
 
 
 async def open_streams(
-    host: str, port: int, paths: list[str], *, concurrency: int = 100, stamped: bool = True
+    host: str,
+    port: int,
+    paths: list[str],
+    *,
+    concurrency: int = 100,
+    stamped: bool = True,
 ) -> list[SseStream]:
     """Open one stream per path, at most ``concurrency`` connects at a time (the
     server's listen backlog is finite)."""

@@ -22,13 +22,23 @@ async def run(bench: Bench) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     profile = bench.profile
     sides = (RunstreamSide(bench.api, bench.database_url), BaselineSide(bench.baseline))
     for side in sides:  # warm-up: connections, caches
-        await side.round(jobs=1, subscribers=1, events=10, rate=profile.delivery_rate, timeout=30)
+        await side.round(
+            jobs=1, subscribers=1, events=10, rate=profile.delivery_rate, timeout=30
+        )
     results = []
     for jobs in profile.delivery_jobs:
         subscribers = 2 if jobs <= 50 else 1
         events = int(profile.delivery_rate * profile.delivery_seconds)
-        spec = dict(jobs=jobs, subscribers=subscribers, events=events, rate=profile.delivery_rate)
-        ours, theirs = [_figures(await side.round(**spec, timeout=profile.delivery_seconds + 60)) for side in sides]
+        spec = {
+            "jobs": jobs,
+            "subscribers": subscribers,
+            "events": events,
+            "rate": profile.delivery_rate,
+        }
+        ours, theirs = [
+            _figures(await side.round(**spec, timeout=profile.delivery_seconds + 60))
+            for side in sides
+        ]
         results.append(
             {
                 "jobs": jobs,
@@ -36,14 +46,37 @@ async def run(bench: Bench) -> tuple[dict[str, Any], list[dict[str, Any]]]:
                 "events_per_s": jobs * profile.delivery_rate,
                 "runstream": ours,
                 "baseline": theirs,
-                "ratio": {k: ratio(ours[k], theirs[k]) for k in ("p50_ms", "p95_ms", "p99_ms")},
+                "ratio": {
+                    k: ratio(ours[k], theirs[k]) for k in ("p50_ms", "p95_ms", "p99_ms")
+                },
             }
         )
     at = {row["jobs"]: row for row in results}
     targets = [
-        target("delivery", "delivery p50 at 50 jobs", at[50]["runstream"]["p50_ms"], "ms", "<=", 15),
-        target("delivery", "delivery p99 at 50 jobs", at[50]["runstream"]["p99_ms"], "ms", "<=", 60),
-        target("delivery", "delivery p50 at 1 job / in-memory p50", at[1]["ratio"]["p50_ms"], "x", "<=", 5),
+        target(
+            "delivery",
+            "delivery p50 at 50 jobs",
+            at[50]["runstream"]["p50_ms"],
+            "ms",
+            "<=",
+            15,
+        ),
+        target(
+            "delivery",
+            "delivery p99 at 50 jobs",
+            at[50]["runstream"]["p99_ms"],
+            "ms",
+            "<=",
+            60,
+        ),
+        target(
+            "delivery",
+            "delivery p50 at 1 job / in-memory p50",
+            at[1]["ratio"]["p50_ms"],
+            "x",
+            "<=",
+            5,
+        ),
     ]
     scenario = {
         "name": "delivery",

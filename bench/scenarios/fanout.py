@@ -16,7 +16,9 @@ from bench.services import Service, api_connection_count
 from bench.stats import latency_summary, ratio
 
 
-async def _measure(side: RunstreamSide | BaselineSide, process: Service, n: int, bench: Bench) -> dict[str, Any]:
+async def _measure(
+    side: RunstreamSide | BaselineSide, process: Service, n: int, bench: Bench
+) -> dict[str, Any]:
     profile = bench.profile
     seen: dict[str, int] = {}
     rss_before = process.rss_bytes()
@@ -36,7 +38,10 @@ async def _measure(side: RunstreamSide | BaselineSide, process: Service, n: int,
     )
     figures: dict[str, Any] = {
         **latency_summary(result.latencies),
-        "delivered_fraction": sum(s.stamps == result.events_per_job and s.in_order for s in result.streams) / n,
+        "delivered_fraction": sum(
+            s.stamps == result.events_per_job and s.in_order for s in result.streams
+        )
+        / n,
         "rss_per_subscriber_kb": round((seen["rss"] - rss_before) / n / 1024, 1),
     }
     if "connections" in seen:
@@ -45,7 +50,10 @@ async def _measure(side: RunstreamSide | BaselineSide, process: Service, n: int,
 
 
 async def run(bench: Bench) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-    ours_side, base_side = RunstreamSide(bench.api, bench.database_url), BaselineSide(bench.baseline)
+    ours_side, base_side = (
+        RunstreamSide(bench.api, bench.database_url),
+        BaselineSide(bench.baseline),
+    )
     results = []
     for n in bench.profile.fanout_subscribers:
         ours = await _measure(ours_side, bench.api, n, bench)
@@ -55,7 +63,10 @@ async def run(bench: Bench) -> tuple[dict[str, Any], list[dict[str, Any]]]:
                 "subscribers": n,
                 "runstream": ours,
                 "baseline": theirs,
-                "ratio": {k: ratio(ours[k], theirs[k]) for k in ("p50_ms", "p99_ms", "rss_per_subscriber_kb")},
+                "ratio": {
+                    k: ratio(ours[k], theirs[k])
+                    for k in ("p50_ms", "p99_ms", "rss_per_subscriber_kb")
+                },
             }
         )
     at = {row["subscribers"]: row["runstream"] for row in results}
