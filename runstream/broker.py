@@ -8,25 +8,37 @@ from __future__ import annotations
 
 from typing import Any
 
+from kombu.transport import TRANSPORT_ALIASES
+
+from runstream import filesystem_transport
 from runstream.settings import Settings
 
 TASK_NAME = "runstream.run_job"
 
+# kombu's filesystem transport, with whole-message writes (see the module).
+TRANSPORT_ALIASES[filesystem_transport.SCHEME] = "runstream.filesystem_transport:Transport"
+
 
 def broker_url(settings: Settings) -> str:
-    return settings.celery_broker_url or "filesystem://"
+    """The broker Celery connects to. Unset, or ``filesystem://``: message files
+    under the data dir (dev mode's default; no broker process)."""
+    url = settings.celery_broker_url or "filesystem://"
+    if url.startswith("filesystem://"):
+        return f"{filesystem_transport.SCHEME}://"
+    return url
 
 
 def transport_options(settings: Settings) -> dict[str, Any]:
     url = broker_url(settings)
-    if url.startswith("filesystem://"):
-        # Dev default: no broker process; messages are files under the data dir.
+    if url.startswith(filesystem_transport.SCHEME):
         folder = (settings.data_dir / "broker").resolve()
-        for sub in ("queue", "processed", "control"):
+        for sub in ("queue", "staging", "processed", "control"):
             (folder / sub).mkdir(parents=True, exist_ok=True)
         return {
             "data_folder_in": str(folder / "queue"),
             "data_folder_out": str(folder / "queue"),
+            # Messages are written here, then renamed into the queue folder.
+            "staging_folder": str(folder / "staging"),
             "processed_folder": str(folder / "processed"),
             # The exchange table; kombu's default is relative to the working directory.
             "control_folder": str(folder / "control"),

@@ -1,0 +1,67 @@
+"""The dev-mode broker under concurrent send and receive.
+
+kombu's stock filesystem transport creates its files (messages, and an exchange's
+table of queues) and then writes them, so a reader can find one empty and die on
+the JSON error. Runstream's transport moves whole files into place. These rounds
+start a producer and a consumer side by side on a fresh folder, as dev mode starts
+the API and the worker, and check every message arrives whole. (Against kombu's
+stock transport the same rounds fail with "Expecting value".)
+"""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+import pytest
+from kombu import Connection
+
+from runstream.broker import broker_url, transport_options
+from runstream.settings import Settings
+
+ROUNDS = 20
+MESSAGES = 50
+# Large enough that writing one takes a while: the window the race needs.
+PAYLOAD = "x" * 200_000
+
+
+def connection(settings: Settings) -> Connection:
+    return Connection(broker_url(settings), transport_options=transport_options(settings))
+
+
+def test_filesystem_broker_is_runstreams_own() -> None:
+    assert broker_url(Settings(CELERY_BROKER_URL="filesystem://")) == "runstream-filesystem://"
+    assert broker_url(Settings(CELERY_BROKER_URL="redis://127.0.0.1:6379/0")) == "redis://127.0.0.1:6379/0"
+
+
+@pytest.mark.parametrize("round_", range(ROUNDS))
+def test_every_message_arrives_whole_while_the_consumer_polls(tmp_path: Path, round_: int) -> None:
+    settings = Settings(CELERY_BROKER_URL="filesystem://", data_dir=tmp_path)
+    # kombu remembers bindings per process: a fresh name makes each round bind anew.
+    name = f"race-{round_}"
+    received: list[dict] = []
+    errors: list[BaseException] = []
+
+    def consume() -> None:
+        try:
+            with connection(settings) as conn, conn.SimpleQueue(name) as queue:
+                while len(received) < MESSAGES:
+                    message = queue.get(timeout=30)
+                    received.append(message.payload)
+                    message.ack()
+        except BaseException as exc:  # noqa: BLE001 - reported by the test thread
+            errors.append(exc)
+
+    consumer = threading.Thread(target=consume)
+    consumer.start()
+    with connection(settings) as conn, conn.SimpleQueue(name) as queue:
+        for n in range(MESSAGES):
+            queue.put({"n": n, "body": PAYLOAD})
+    consumer.join(60)
+
+    assert not consumer.is_alive()
+    assert errors == []
+    assert sorted(m["n"] for m in received) == list(range(MESSAGES))
+    assert all(m["body"] == PAYLOAD for m in received)
+    # Nothing is left half-written in the staging folder.
+    assert list((tmp_path / "broker" / "staging").iterdir()) == []
