@@ -10,6 +10,7 @@ stock transport the same rounds fail with "Expecting value".)
 
 from __future__ import annotations
 
+import multiprocessing
 import threading
 from pathlib import Path
 
@@ -29,6 +30,15 @@ def connection(settings: Settings) -> Connection:
     return Connection(broker_url(settings), transport_options=transport_options(settings))
 
 
+def produce(data_dir: str, name: str) -> None:
+    """The API's side, in a process of its own as in dev mode (kombu keeps its
+    binding state per process: one process would hide the race)."""
+    settings = Settings(CELERY_BROKER_URL="filesystem://", data_dir=Path(data_dir))
+    with connection(settings) as conn, conn.SimpleQueue(name) as queue:
+        for n in range(MESSAGES):
+            queue.put({"n": n, "body": PAYLOAD})
+
+
 def test_filesystem_broker_is_runstreams_own() -> None:
     assert broker_url(Settings(CELERY_BROKER_URL="filesystem://")) == "runstream-filesystem://"
     assert broker_url(Settings(CELERY_BROKER_URL="redis://127.0.0.1:6379/0")) == "redis://127.0.0.1:6379/0"
@@ -37,7 +47,6 @@ def test_filesystem_broker_is_runstreams_own() -> None:
 @pytest.mark.parametrize("round_", range(ROUNDS))
 def test_every_message_arrives_whole_while_the_consumer_polls(tmp_path: Path, round_: int) -> None:
     settings = Settings(CELERY_BROKER_URL="filesystem://", data_dir=tmp_path)
-    # kombu remembers bindings per process: a fresh name makes each round bind anew.
     name = f"race-{round_}"
     received: list[dict] = []
     errors: list[BaseException] = []
@@ -54,11 +63,12 @@ def test_every_message_arrives_whole_while_the_consumer_polls(tmp_path: Path, ro
 
     consumer = threading.Thread(target=consume)
     consumer.start()
-    with connection(settings) as conn, conn.SimpleQueue(name) as queue:
-        for n in range(MESSAGES):
-            queue.put({"n": n, "body": PAYLOAD})
+    producer = multiprocessing.get_context("spawn").Process(target=produce, args=(str(tmp_path), name))
+    producer.start()
+    producer.join(60)
     consumer.join(60)
 
+    assert producer.exitcode == 0
     assert not consumer.is_alive()
     assert errors == []
     assert sorted(m["n"] for m in received) == list(range(MESSAGES))
