@@ -239,11 +239,17 @@ async def test_sigterm_to_a_worker_hands_its_run_to_another_at_once(fault_databa
 
 
 class CommitCutter:
-    """A TCP proxy in front of Postgres that, when armed, lets one COMMIT through to the
-    server and then cuts the connection before its answer reaches the client: the
-    commit happened, and the client cannot know it."""
+    """A TCP proxy in front of Postgres that, when armed, lets one append through to
+    the server and then cuts the connection before its answer reaches the client:
+    the commit happened, and the client cannot know it.
 
-    COMMIT_COMPLETE = b"C\x00\x00\x00\x0bCOMMIT\x00"
+    An append is one statement in autocommit: its answer is the statement's
+    CommandComplete (one job: ``SELECT 1``) and then ReadyForQuery with the server
+    idle, which it sends only after the implicit transaction committed (both come
+    in one flush)."""
+
+    APPEND_COMPLETE = b"C\x00\x00\x00\x0dSELECT 1\x00"
+    READY_IDLE = b"Z\x00\x00\x00\x05I"
 
     def __init__(self, target_port: int):
         self.target_port = target_port
@@ -265,7 +271,7 @@ class CommitCutter:
         async def pump(src, dst, watch):
             try:
                 while data := await src.read(65536):
-                    if watch and self.armed and self.COMMIT_COMPLETE in data:
+                    if watch and self.armed and self.APPEND_COMPLETE in data and self.READY_IDLE in data:
                         self.armed = False
                         self.cuts += 1
                         break
