@@ -66,3 +66,54 @@ async def test_cancel_a_running_job_ends_its_stream(client: httpx.AsyncClient) -
     body = await asyncio.wait_for(stream, 30)
     assert deltakit_events(body)[-1] == {"type": "done", "status": "cancelled"}
     assert (await client.get(f"/api/jobs/{job_id}")).json()["status"] == "cancelled"
+
+
+def collapsed(received: list[dict]) -> list[dict]:
+    """The events with consecutive text deltas joined (a flush may merge them)."""
+    out: list[dict] = []
+    for event in received:
+        if event["type"] == "text_delta" and out and out[-1]["type"] == "text_delta":
+            out[-1] = {"type": "text_delta", "delta": out[-1]["delta"] + event["delta"]}
+        else:
+            out.append(dict(event))
+    return out
+
+
+async def test_a_tool_prompt_streams_its_exact_events(client: httpx.AsyncClient, pool: AsyncConnectionPool) -> None:
+    response = await client.post("/api/jobs", json={"message": "What is 2+3*4?"})
+    job_id = response.json()["job_id"]
+    body = await read_stream(client, f"/api/jobs/{job_id}/events")
+    received = deltakit_events(body)
+
+    [call] = [e for e in received if e["type"] == "tool_call"]
+    assert collapsed(received) == [
+        {"type": "reasoning", "text": "The user wants 2+3*4 computed; I will call the calculate tool."},
+        {"type": "text_delta", "delta": "Let me calculate 2+3*4."},
+        {"type": "tool_call", "tool_name": "calculate", "argument": '{"expression": "2+3*4"}', "call_id": call["call_id"]},
+        # The tool's real output: Agno ran the Python tool.
+        {"type": "tool_result", "call_id": call["call_id"], "output": "14"},
+        {"type": "reasoning", "text": "The calculate tool returned 14; I can answer now."},
+        {"type": "text_delta", "delta": "The result of 2+3*4 is 14."},
+        {"type": "done", "status": "completed"},
+    ]
+    assert [frame.id for frame in frames(body)] == list(range(len(received)))
+    rows = await events.read_events(pool, uuid.UUID(job_id), -1, 1000)
+    assert [json.loads(row.data) for row in rows] == received
+    assert (await client.get(f"/api/jobs/{job_id}")).json()["status"] == "completed"
+
+
+async def test_twenty_jobs_at_once_each_stream_complete_and_ordered(
+    client: httpx.AsyncClient, pool: AsyncConnectionPool
+) -> None:
+    job_ids = await asyncio.gather(
+        *(start(client, message=f"job number {n}", metadata={"offline": {"words": 25}}) for n in range(20))
+    )
+    bodies = await asyncio.gather(*(read_stream(client, f"/api/jobs/{job_id}/events") for job_id in job_ids))
+
+    for job_id, body in zip(job_ids, bodies, strict=True):
+        received = deltakit_events(body)
+        assert [frame.id for frame in frames(body)] == list(range(len(received)))
+        assert received[-1] == {"type": "done", "status": "completed"}
+        assert len("".join(e["delta"] for e in received if e["type"] == "text_delta").split()) == 25
+        rows = await events.read_events(pool, uuid.UUID(job_id), -1, 1000)
+        assert [json.loads(row.data) for row in rows] == received
