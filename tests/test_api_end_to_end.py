@@ -11,7 +11,7 @@ import pytest
 from psycopg_pool import AsyncConnectionPool
 
 from db import events
-from tests.support.sse import deltakit_events, frames, read_stream
+from tests.support.sse import deltakit_events, frames, read_stream, text_joined
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 
@@ -68,17 +68,6 @@ async def test_cancel_a_running_job_ends_its_stream(client: httpx.AsyncClient) -
     assert (await client.get(f"/api/jobs/{job_id}")).json()["status"] == "cancelled"
 
 
-def collapsed(received: list[dict]) -> list[dict]:
-    """The events with consecutive text deltas joined (a flush may merge them)."""
-    out: list[dict] = []
-    for event in received:
-        if event["type"] == "text_delta" and out and out[-1]["type"] == "text_delta":
-            out[-1] = {"type": "text_delta", "delta": out[-1]["delta"] + event["delta"]}
-        else:
-            out.append(dict(event))
-    return out
-
-
 async def test_a_tool_prompt_streams_its_exact_events(client: httpx.AsyncClient, pool: AsyncConnectionPool) -> None:
     response = await client.post("/api/jobs", json={"message": "What is 2+3*4?"})
     job_id = response.json()["job_id"]
@@ -86,7 +75,7 @@ async def test_a_tool_prompt_streams_its_exact_events(client: httpx.AsyncClient,
     received = deltakit_events(body)
 
     [call] = [e for e in received if e["type"] == "tool_call"]
-    assert collapsed(received) == [
+    assert text_joined(received) == [
         {"type": "reasoning", "text": "The user wants 2+3*4 computed; I will call the calculate tool."},
         {"type": "text_delta", "delta": "Let me calculate 2+3*4."},
         {"type": "tool_call", "tool_name": "calculate", "argument": '{"expression": "2+3*4"}', "call_id": call["call_id"]},

@@ -67,3 +67,15 @@ def complete_body(body: str) -> str:
     """The part of a body made of whole blocks (a disconnect can cut the last one)."""
     head, sep, _ = body.rpartition("\n\n")
     return head + sep
+
+
+def text_joined(payloads: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Consecutive text deltas joined: how many rows the worker's flushes made of
+    them depends on timing, what they say does not."""
+    out: list[dict[str, Any]] = []
+    for payload in payloads:
+        if payload["type"] == "text_delta" and out and out[-1]["type"] == "text_delta":
+            out[-1] = {"type": "text_delta", "delta": out[-1]["delta"] + payload["delta"]}
+        else:
+            out.append(dict(payload))
+    return out
