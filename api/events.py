@@ -40,6 +40,18 @@ def wants_json(request: Request) -> bool:
     return "application/json" in accept and "text/event-stream" not in accept
 
 
+async def job_read_after(request: Request, job_id: uuid.UUID, after: int, code: str, name: str) -> dict:
+    """The tenant's job whose events are read after ``after``: 404 when there is no
+    such job; 400 when ``after`` is beyond its newest event (ids are only ever sent
+    once committed, so no client can have seen one)."""
+    job = await get_job(request.app.state.pool, job_id, resolve_tenant(request))
+    if job is None:
+        raise not_found()
+    if after > job["last_seq"]:
+        raise ApiError(400, code, f"{name} is beyond the job's newest event")
+    return job
+
+
 @accepts_stream_token
 async def stream_events(request: Request) -> Response:
     if wants_json(request):
@@ -47,13 +59,7 @@ async def stream_events(request: Request) -> Response:
     job_id = params.job_id(request)
     after = params.resume_point(request)
     state = request.app.state
-    job = await get_job(state.pool, job_id, resolve_tenant(request))
-    if job is None:
-        raise not_found()
-    # Ids are only ever sent after they are committed, so a client cannot
-    # have seen one beyond the job's newest.
-    if after > job["last_seq"]:
-        raise ApiError(400, "invalid_last_event_id", "last event id is beyond the job's newest event")
+    job = await job_read_after(request, job_id, after, "invalid_last_event_id", "last event id")
     if job["status"] in TERMINAL_STATUSES and after == job["last_seq"]:
         # The client already has the terminal event: nothing will ever follow.
         return Response(b"", media_type=MEDIA_TYPE, headers=HEADERS)
@@ -119,11 +125,7 @@ async def events_page(request: Request) -> JSONResponse:
     after = params.page_after(request)
     limit = params.page_limit(request)
     state = request.app.state
-    job = await get_job(state.pool, job_id, resolve_tenant(request))
-    if job is None:
-        raise not_found()
-    if after > job["last_seq"]:
-        raise ApiError(400, "invalid_after", "after is beyond the job's newest event")
+    job = await job_read_after(request, job_id, after, "invalid_after", "after")
     # One row more than the page tells whether more had committed.
     rows = await read_events(state.pool, job_id, after, limit + 1)
     page = rows[:limit]
