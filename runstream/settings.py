@@ -82,6 +82,10 @@ class Settings(BaseSettings):
     # --- worker ---------------------------------------------------------------
     worker_concurrency: int = 32
     worker_db_pool_size: int = 4
+    # Group commits a worker process runs at once, each over its own set of jobs
+    # and on its own connection (tasks/event_writer.py). Capped at
+    # worker_db_pool_size - 1: one connection stays free for heartbeats and the reaper.
+    worker_flush_lanes: int = 2
     heartbeat_s: float = 5.0
     # A running job whose heartbeat is older than this is considered abandoned:
     # a new attempt may claim it, and the reaper dispatches it again.

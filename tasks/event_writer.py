@@ -1,12 +1,21 @@
 """Group commit of run events, for every run of one worker process.
 
-Runs call ``emit`` for each payload; it only buffers. One flush at a time writes
-what every job has buffered in ONE transaction (``db.events.append_many``, one
-``AppendBatch`` per job): a flush starts at once when none is in flight, and
-while one is in flight new events pile up for the next. So an idle worker writes
-each event with no delay, and a busy one writes many runs' events per commit (a
-commit that notifies queues behind every other one, so fewer commits is the
-throughput).
+Runs call ``emit`` for each payload; it only buffers. Each job belongs to one
+of K *lanes* (``Settings.worker_flush_lanes``). Within a lane, one flush at a
+time writes what every job of the lane has buffered in ONE transaction
+(``db.events.append_many``, one ``AppendBatch`` per job): a flush starts at once
+when none is in flight, and while one is in flight new events pile up for the
+next. So an idle worker writes each event with no delay, and a busy one writes
+many runs' events per commit (a commit that notifies queues behind every other
+one, so fewer commits is the throughput).
+
+Why lanes: with a single flush in flight a worker process uses one Postgres
+backend, i.e. one core of the database, however many connections its pool has.
+K lanes commit concurrently on K connections. They work on DISJOINT sets of
+jobs, so a job's batches still go out one after another, each fenced by the
+``expected_last_seq`` the previous one left: per-job order and gap-free seqs
+need nothing more. The lane is a pure function of the job id, so a job closed
+and opened again lands in the lane where its earlier flush may still be running.
 
 Each batch is fenced by the job's ``attempt`` (a worker whose job was taken over
 writes nothing) and by ``expected_last_seq`` (the writer is the job's only
@@ -16,7 +25,8 @@ reports a cancel request, is passed to the run through its ``stop_run`` callback
 Terminal events (``finish``) are written with the job's final status in the same
 transaction, and the caller waits until they are durable.
 
-Everything here runs on the worker's one event loop: no locks needed.
+Everything here runs on the worker's one event loop: no locks needed (lanes
+share no job, and a job's state is only touched by its own lane's flush).
 """
 
 from __future__ import annotations
@@ -32,6 +42,7 @@ import psycopg
 from psycopg_pool import AsyncConnectionPool
 
 from db.events import AppendBatch, AppendResult, append_many, committed_earlier
+from runstream.settings import get_settings
 
 log = logging.getLogger("runstream.worker")
 
@@ -73,10 +84,41 @@ class _JobLog:
     final: tuple[str, str | None] | None = None
     finished: bool = False
     fenced: bool = False
+    # The lane that flushes this job, for its whole life in this writer.
+    lane: _Lane | None = None
     # Resolved by the flush that takes ``buffer``; created only when someone waits.
     next_write: asyncio.Future[_Written] | None = None
     # The flush now carrying this job's events.
     in_flight: asyncio.Future[_Written] | None = None
+
+
+class _Lane:
+    """One flush at a time over the jobs assigned to it (see the module docstring)."""
+
+    def __init__(self, writer: EventWriter):
+        self._writer = writer
+        self.jobs: dict[uuid.UUID, _JobLog] = {}
+        self._flushing: asyncio.Task[None] | None = None
+
+    def kick(self) -> None:
+        if self._flushing is None:
+            self._flushing = asyncio.get_running_loop().create_task(self._flush_until_empty())
+
+    async def _flush_until_empty(self) -> None:
+        writer = self._writer
+        try:
+            while True:
+                jobs = [job for job in self.jobs.values() if job.buffer]
+                if not jobs:
+                    return
+                outcome = await writer._commit([writer._take(job) for job in jobs])
+                for i, job in enumerate(jobs):
+                    if isinstance(outcome, BaseException):
+                        writer._fail(job, outcome)
+                    else:
+                        writer._settle(job, outcome[i])
+        finally:
+            self._flushing = None
 
 
 class EventWriter:
@@ -84,6 +126,7 @@ class EventWriter:
         self,
         pool: AsyncConnectionPool,
         *,
+        lanes: int | None = None,
         max_buffered: int = MAX_BUFFERED_EVENTS,
         retry_delays_s: Sequence[float] = FLUSH_RETRY_DELAYS_S,
     ):
@@ -91,15 +134,27 @@ class EventWriter:
         self._max_buffered = max_buffered
         self._retry_delays_s = tuple(retry_delays_s)
         self._logs: dict[uuid.UUID, _JobLog] = {}
-        self._flushing: asyncio.Task[None] | None = None
+        if lanes is None:
+            lanes = get_settings().worker_flush_lanes
+        # Each lane in flight holds a pool connection; one is always left over so the
+        # supervisor (heartbeats, cancel polls) and the reaper are never starved by
+        # a busy writer.
+        lanes = max(1, min(lanes, pool.max_size - 1))
+        self._lanes = [_Lane(self) for _ in range(lanes)]
 
     def open(self, job_id: uuid.UUID, *, attempt: int, last_seq: int, stop_run: StopRun) -> None:
         """Start writing a claimed job: ``attempt`` and ``last_seq`` as the claim returned them."""
-        self._logs[job_id] = _JobLog(job_id, attempt, last_seq, stop_run)
+        job = _JobLog(job_id, attempt, last_seq, stop_run)
+        # By the id, not round-robin: stable across close/open (see the module docstring).
+        job.lane = self._lanes[job_id.int % len(self._lanes)]
+        job.lane.jobs[job_id] = job
+        self._logs[job_id] = job
 
     def close(self, job_id: uuid.UUID) -> None:
         """Forget a job (finished, released or fenced); whatever it still buffers is dropped."""
-        self._logs.pop(job_id, None)
+        job = self._logs.pop(job_id, None)
+        if job is not None and job.lane is not None:
+            job.lane.jobs.pop(job_id, None)
 
     async def emit(self, job_id: uuid.UUID, payload: Payload) -> None:
         """Buffer one non-terminal payload. Returns at once unless the job's buffer is full."""
@@ -109,7 +164,7 @@ class EventWriter:
         if job.final is not None:
             raise RuntimeError(f"job {job_id}: event after the terminal event")
         job.buffer.append(payload)
-        self._kick()
+        self._kick(job)
         if len(job.buffer) >= self._max_buffered:
             await self._durable(job)
 
@@ -124,7 +179,7 @@ class EventWriter:
             return AppendResult(False)
         job.buffer.append(payload)
         job.final = (status, error)
-        self._kick()
+        self._kick(job)
         return await self._durable(job)
 
     async def drain(self, job_id: uuid.UUID) -> AppendResult:
@@ -147,24 +202,9 @@ class EventWriter:
         assert written.result is not None
         return written.result
 
-    def _kick(self) -> None:
-        if self._flushing is None:
-            self._flushing = asyncio.get_running_loop().create_task(self._flush_until_empty())
-
-    async def _flush_until_empty(self) -> None:
-        try:
-            while True:
-                jobs = [job for job in self._logs.values() if job.buffer]
-                if not jobs:
-                    return
-                outcome = await self._commit([self._take(job) for job in jobs])
-                for i, job in enumerate(jobs):
-                    if isinstance(outcome, BaseException):
-                        self._fail(job, outcome)
-                    else:
-                        self._settle(job, outcome[i])
-        finally:
-            self._flushing = None
+    def _kick(self, job: _JobLog) -> None:
+        assert job.lane is not None
+        job.lane.kick()
 
     def _take(self, job: _JobLog) -> AppendBatch:
         payloads, job.buffer = merge_text_deltas(job.buffer), []

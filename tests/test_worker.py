@@ -22,6 +22,7 @@ from runstream.broker import TASK_NAME, celery_config
 from runstream.settings import Settings
 from tasks.event_writer import EventWriter
 from tests.support.processes import ServiceProcess, start_worker
+from tests.support.sse import text_joined
 
 TENANT = "tests"
 FINISHED = ("completed", "failed", "cancelled")
@@ -104,17 +105,6 @@ async def events(pool: AsyncConnectionPool, job_id: uuid.UUID) -> list[dict]:
     return [json.loads(r.data) for r in rows]
 
 
-def merged(payloads: list[dict]) -> list[dict]:
-    """Consecutive text deltas joined: how many rows the writer made of them depends on timing."""
-    out: list[dict] = []
-    for p in payloads:
-        if p["type"] == "text_delta" and out and out[-1]["type"] == "text_delta":
-            out[-1] = {"type": "text_delta", "delta": out[-1]["delta"] + p["delta"]}
-        else:
-            out.append(dict(p))
-    return out
-
-
 def calculator_run(expression: str, result: str) -> list[dict]:
     return [
         {"type": "reasoning", "text": f"The user wants {expression} computed; I will call the calculate tool."},
@@ -151,7 +141,7 @@ async def test_tool_job_completes_with_its_whole_story(pool, send):
     job_id = await submit(pool, send, "What is 2+3*4?")
     job = await wait_for(pool, job_id)
     payloads = await events(pool, job_id)
-    assert merged(payloads) == [*calculator_run("2+3*4", "14"), {"type": "done", "status": "completed"}]
+    assert text_joined(payloads) == [*calculator_run("2+3*4", "14"), {"type": "done", "status": "completed"}]
     assert (job["status"], job["error"], job["attempt"], job["last_seq"]) == ("completed", None, 1, len(payloads) - 1)
     assert job["started_at"] is not None and job["finished_at"] is not None
 
@@ -174,7 +164,7 @@ async def test_unknown_model_fails_the_job(pool, send):
 async def test_transient_error_is_retried_with_a_retry_event(pool, send):
     job_id = await submit(pool, send, "hi", fail_attempts=1, words=4)
     job = await wait_for(pool, job_id, timeout=30)
-    assert merged(await events(pool, job_id)) == [
+    assert text_joined(await events(pool, job_id)) == [
         {"type": "retry", "attempt": 2, "reason": "offline model: simulated transient failure (attempt 1 of 1)"},
         {"type": "reasoning", "text": "No tool is needed for this prompt; I will answer it directly."},
         {"type": "text_delta", "delta": "You said: hi Here"},
@@ -197,7 +187,7 @@ async def test_transient_errors_give_up_after_max_attempts(pool, send_strict):
 async def test_run_time_limit(pool, send_strict):
     job_id = await submit(pool, send_strict, "hi", tool_sleep_s=60)
     job = await wait_for(pool, job_id, timeout=10)
-    assert merged(await events(pool, job_id)) == [
+    assert text_joined(await events(pool, job_id)) == [
         *sleep_run("60"),
         {"type": "error", "message": "run exceeded time limit"},
     ]
@@ -220,7 +210,7 @@ async def test_a_job_whose_worker_died_is_taken_over_with_a_retry_event(
     await asyncio.sleep(1.5)
     send_strict.send_task(TASK_NAME, args=[str(job_id)], task_id=str(job_id))
     job = await wait_for(pool, job_id)
-    assert merged(await events(pool, job_id)) == [
+    assert text_joined(await events(pool, job_id)) == [
         *sleep_run("60"),
         {"type": "retry", "attempt": 2, "reason": "worker lost"},
         *sleep_run("60"),
@@ -237,7 +227,7 @@ async def test_cancel_stops_a_run_inside_a_silent_tool(pool, send):
     assert await cancel_job(pool, job_id, TENANT) == "running"
     job = await wait_for(pool, job_id, timeout=10)
     assert time.monotonic() - requested < 2.0
-    assert merged(await events(pool, job_id)) == [*sleep_run("60"), {"type": "done", "status": "cancelled"}]
+    assert text_joined(await events(pool, job_id)) == [*sleep_run("60"), {"type": "done", "status": "cancelled"}]
     assert (job["status"], job["error"]) == ("cancelled", None)
 
 
@@ -248,7 +238,7 @@ async def test_jobs_run_concurrently_in_one_worker(pool, send):
     assert time.monotonic() - started < 2.9, "the two 1.5 s runs did not overlap"
     for job_id, job in zip(ids, jobs):
         assert job["status"] == "completed"
-        assert merged(await events(pool, job_id)) == [
+        assert text_joined(await events(pool, job_id)) == [
             *sleep_run("1.5"),
             {"type": "tool_result", "call_id": "call_1", "output": "slept 1.5 s"},
             {"type": "reasoning", "text": "The sleep tool returned slept 1.5 s; I can answer now."},
@@ -262,7 +252,7 @@ async def test_a_duplicate_delivery_runs_the_job_once(pool, send):
     send.send_task(TASK_NAME, args=[str(job_id)], task_id=str(job_id))
     job = await wait_for(pool, job_id)
     await asyncio.sleep(0.5)  # room for the second delivery to do anything it would
-    assert merged(await events(pool, job_id)) == [*calculator_run("6*7", "42"), {"type": "done", "status": "completed"}]
+    assert text_joined(await events(pool, job_id)) == [*calculator_run("6*7", "42"), {"type": "done", "status": "completed"}]
     assert (job["status"], job["attempt"]) == ("completed", 1)
 
 
@@ -282,7 +272,7 @@ async def test_writer_group_commits_and_merges_text(pool):
     stops: list[str] = []
     for claim in claims:
         writer.open(claim.id, attempt=claim.attempt, last_seq=claim.job["last_seq"], stop_run=stops.append)
-    # All emitted before the loop runs the flush: one transaction carries everything.
+    # All emitted before the loop runs the flush: one transaction per lane carries everything.
     for claim in claims:
         await writer.emit(claim.id, {"type": "reasoning", "text": "r"})
         for word in ("a ", "b ", "c"):
@@ -318,6 +308,63 @@ async def test_writer_keeps_seqs_across_flushes(pool):
     job = await get_job(pool, claim.id, TENANT)
     assert (job["status"], job["error"], job["last_seq"]) == ("failed", "x", 7)
     assert stops == []
+
+
+async def test_writer_lanes_commit_at_once_and_keep_each_job_in_order(pool, monkeypatch):
+    from tasks import event_writer
+
+    # Watch every group commit: how many run at once, and that no job is ever in two at once.
+    in_flight: set[uuid.UUID] = set()
+    running = most_at_once = 0
+    real_append_many = event_writer.append_many
+
+    async def watched_append_many(pool, batches):
+        nonlocal running, most_at_once
+        ids = {batch.job_id for batch in batches}
+        assert not ids & in_flight, "a job's batches overlapped"
+        in_flight.update(ids)
+        running += 1
+        most_at_once = max(most_at_once, running)
+        try:
+            return await real_append_many(pool, batches)
+        finally:
+            running -= 1
+            in_flight.difference_update(ids)
+
+    monkeypatch.setattr(event_writer, "append_many", watched_append_many)
+    writer = EventWriter(pool, lanes=2, max_buffered=5)
+    assert len(writer._lanes) == 2
+    # Jobs in both lanes (the lane is the id modulo the lane count).
+    claims = [await claimed_job(pool) for _ in range(6)]
+    while len({c.id.int % 2 for c in claims}) < 2:
+        claims.append(await claimed_job(pool))
+    stops: list[str] = []
+    for claim in claims:
+        writer.open(claim.id, attempt=claim.attempt, last_seq=claim.job["last_seq"], stop_run=stops.append)
+
+    async def run(claim) -> None:
+        for i in range(40):
+            await writer.emit(claim.id, {"type": "reasoning", "text": str(i)})
+            if i % 7 == 0:
+                await asyncio.sleep(0)
+        result = await writer.finish(claim.id, {"type": "done", "status": "completed"}, status="completed")
+        assert (result.applied, result.last_seq) == (True, 40)
+        writer.close(claim.id)
+
+    await asyncio.gather(*(run(claim) for claim in claims))
+    for claim in claims:
+        # ``events`` checks seqs 0..n with no gap.
+        assert [p.get("text") for p in await events(pool, claim.id)] == [*map(str, range(40)), None]
+    assert stops == []
+    assert most_at_once == 2
+
+
+def test_writer_leaves_a_connection_for_the_supervisor():
+    pool = AsyncConnectionPool("postgresql://unused", min_size=1, max_size=2, open=False)
+    assert len(EventWriter(pool, lanes=8)._lanes) == 1
+    pool = AsyncConnectionPool("postgresql://unused", min_size=1, max_size=4, open=False)
+    assert len(EventWriter(pool, lanes=8)._lanes) == 3
+    assert len(EventWriter(pool, lanes=0)._lanes) == 1
 
 
 async def test_writer_fences_a_run_whose_job_was_taken_over(pool):
