@@ -32,5 +32,9 @@ chromium:
 test: install chromium
 	$(BIN)/python -m pytest
 
+# The bench creates (and drops) its own database on this server; like the tests
+# it defaults to the loopback services.
+BENCH_DATABASE_URL ?= postgresql://postgres@127.0.0.1:5432/postgres
+
 bench: install
-	$(BIN)/runstream bench
+	DATABASE_URL="$${DATABASE_URL:-$(BENCH_DATABASE_URL)}" $(BIN)/runstream bench --plot bench/results.png
