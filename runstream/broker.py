@@ -53,8 +53,14 @@ def transport_options(settings: Settings) -> dict[str, Any]:
 
 
 def celery_config(settings: Settings) -> dict[str, Any]:
+    url = broker_url(settings)
     return {
-        "broker_url": broker_url(settings),
+        "broker_url": url,
+        # Celery reads CELERY_BROKER_URL from the environment itself, ahead of
+        # broker_url, which would undo what broker_url() resolved (filesystem://
+        # → Runstream's transport). It prefers these two over that variable.
+        "broker_read_url": url,
+        "broker_write_url": url,
         "broker_transport_options": transport_options(settings),
         "broker_connection_retry_on_startup": True,
         "task_default_queue": settings.queue,

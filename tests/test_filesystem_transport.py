@@ -15,9 +15,11 @@ import threading
 from pathlib import Path
 
 import pytest
+from celery import Celery
 from kombu import Connection
 
-from runstream.broker import broker_url, transport_options
+from runstream import filesystem_transport
+from runstream.broker import broker_url, celery_config, transport_options
 from runstream.settings import Settings
 
 ROUNDS = 20
@@ -75,3 +77,16 @@ def test_every_message_arrives_whole_while_the_consumer_polls(tmp_path: Path, ro
     assert all(m["body"] == PAYLOAD for m in received)
     # Nothing is left half-written in the staging folder.
     assert list((tmp_path / "broker" / "staging").iterdir()) == []
+
+
+def test_celery_keeps_runstreams_transport_when_the_url_is_in_the_environment(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    # Celery reads CELERY_BROKER_URL itself, ahead of its configuration: without
+    # the read/write URLs in celery_config it would bypass Runstream's transport.
+    monkeypatch.setenv("CELERY_BROKER_URL", "filesystem://")
+    app = Celery("probe", set_as_current=False)
+    app.conf.update(celery_config(Settings(data_dir=tmp_path)))
+    for conn in (app.connection_for_read(), app.connection_for_write()):
+        with conn:
+            assert type(conn.default_channel) is filesystem_transport.Channel
