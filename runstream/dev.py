@@ -359,7 +359,9 @@ def _wait_for(ready: Callable[[], bool], supervisor: Supervisor, stopping: threa
     raise DevError(f"{what} was not ready after {READY_TIMEOUT_S:.0f}s")
 
 
-def _healthy(url: str) -> Callable[[], bool]:
+def http_ok(url: str) -> Callable[[], bool]:
+    """A readiness probe: ``url`` answers 200."""
+
     def check() -> bool:
         try:
             return httpx.get(url, timeout=1.0).status_code == 200
@@ -418,7 +420,7 @@ def run(host: str, port: int) -> int:
         url = f"http://{browse_host}:{port}/"
         if not _wait_for(lambda: worker.seen(" ready."), supervisor, stopping, "the worker"):
             return 0
-        if not _wait_for(_healthy(f"{url}healthz"), supervisor, stopping, "the API"):
+        if not _wait_for(http_ok(f"{url}healthz"), supervisor, stopping, "the API"):
             return 0
         say("dev", f"Runstream is running: {url}  (data in {data_dir}; Ctrl-C stops everything)")
 

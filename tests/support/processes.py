@@ -11,7 +11,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-import httpx
+from runstream.dev import http_ok
 
 # The console script installed next to the interpreter running the tests.
 RUNSTREAM = str(Path(sys.executable).with_name("runstream"))
@@ -79,16 +79,6 @@ class ServiceProcess:
         if self.proc is not None and self.proc.poll() is None:
             os.killpg(self.proc.pid, signal.SIGKILL)
             self.proc.wait(10)
-
-
-def http_ok(url: str) -> Callable[[], bool]:
-    def check() -> bool:
-        try:
-            return httpx.get(url, timeout=1.0).status_code == 200
-        except httpx.HTTPError:
-            return False
-
-    return check
 
 
 def start_worker(env: dict[str, str], log_dir: Path, name: str = "worker", *extra: str) -> ServiceProcess:
