@@ -8,7 +8,6 @@ import logging
 import time
 import uuid
 from collections.abc import AsyncIterator
-from datetime import UTC, datetime
 
 import psycopg
 from starlette.requests import Request
@@ -18,11 +17,10 @@ from api import params
 from api.auth import accepts_stream_token
 from api.errors import ApiError, not_found
 from api.hub import EventHub
-from api.sse import HEADERS, KEEPALIVE, MEDIA_TYPE, event_frame
+from api.sse import HEADERS, KEEPALIVE, MEDIA_TYPE
 from api.tenancy import resolve_tenant
 from db.events import read_events
 from db.jobs import TERMINAL_STATUSES, get_job
-from runstream.metrics import DELIVERY_LAG
 
 log = logging.getLogger(__name__)
 
@@ -63,12 +61,12 @@ async def stream_events(request: Request) -> Response:
     if job["status"] in TERMINAL_STATUSES and after == job["last_seq"]:
         # The client already has the terminal event: nothing will ever follow.
         return Response(b"", media_type=MEDIA_TYPE, headers=HEADERS)
-    body = event_stream(state.hub, job_id, after, state.settings.keepalive_s)
+    body = event_stream(state.hub, job_id, after)
     # Counted against the stream limits until it ends (429 when none is free).
     return state.streams.hold(resolve_tenant(request), StreamingResponse(body, media_type=MEDIA_TYPE, headers=HEADERS))
 
 
-async def event_stream(hub: EventHub, job_id: uuid.UUID, after: int, keepalive_s: float) -> AsyncIterator[bytes]:
+async def event_stream(hub: EventHub, job_id: uuid.UUID, after: int) -> AsyncIterator[bytes]:
     """Frames after ``after`` until the terminal event. The subscription is freed
     however this ends: terminal event, error, the client gone (Starlette cancels
     the stream when it sees the disconnect), or the server shutting down (the
@@ -76,11 +74,8 @@ async def event_stream(hub: EventHub, job_id: uuid.UUID, after: int, keepalive_s
     outage_since: float | None = None
     with hub.subscribe(job_id, after) as subscriber:
         while True:
-            # Rows that reach a live stream are new: their age is delivery lag.
-            # Rows it catches up on are history, however old.
-            live = subscriber.live
             try:
-                rows = await subscriber.next_batch(keepalive_s)
+                frames = await subscriber.next_batch()
             except psycopg.OperationalError as exc:
                 # A failed read moved nothing: reading again resumes exactly.
                 outage_since = outage_since or time.monotonic()
@@ -91,23 +86,16 @@ async def event_stream(hub: EventHub, job_id: uuid.UUID, after: int, keepalive_s
                 await asyncio.sleep(DB_RETRY_S)
                 continue
             outage_since = None
-            if not rows:
+            if not frames:
                 if hub.ending:
                     return
                 yield KEEPALIVE
                 continue
-            if live:
-                now = datetime.now(UTC)
-                for row in rows:
-                    if row.created_at is not None:
-                        DELIVERY_LAG.observe((now - row.created_at).total_seconds())
-            chunk = bytearray()
-            for row in rows:
-                chunk += event_frame(row)
-                if row.terminal:
-                    yield bytes(chunk)
-                    return
-            yield bytes(chunk)
+            # A live stream gets one frame per wake-up most of the time: its bytes go out as they are.
+            yield frames[0].data if len(frames) == 1 else b"".join([frame.data for frame in frames])
+            # The terminal event is the job's last (nothing appends after it), so only a batch's last.
+            if frames[-1].terminal:
+                return
 
 
 async def events_page(request: Request) -> JSONResponse:

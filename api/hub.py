@@ -20,6 +20,12 @@ one; it reads from where its buffer ends, so the buffer bounds memory.
 
 Connections: the hub holds one asyncpg connection for LISTEN; every read goes
 through the API's fixed pool. Neither depends on the number of open streams.
+
+Per-event cost is what limits how many streams one process can feed, so the
+work per (stream, event) is kept to a wake-up and a write: rows are encoded to
+SSE frames once per read, whatever number of streams send them; delivery lag is
+measured once per row per feed; and keep-alives come from one ticker per hub,
+not from a timer per waiting stream.
 """
 
 from __future__ import annotations
@@ -31,13 +37,16 @@ from bisect import bisect_right
 from collections import deque
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
+from datetime import UTC, datetime
 
 import asyncpg
 from psycopg_pool import AsyncConnectionPool
 
 from db import queries
 from db.connector import plain_url
-from db.events import EventRow, read_events, read_events_of_jobs
+from api.sse import Frame, event_frames
+from db.events import read_events, read_events_of_jobs
+from runstream.metrics import DELIVERY_LAG
 from runstream.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -47,6 +56,9 @@ BACKOFF_MIN_S = 0.1
 BACKOFF_MAX_S = 5.0
 CONNECT_TIMEOUT_S = 10.0
 LISTEN_ERRORS = (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError)
+# The keep-alive ticker runs this many times per keep-alive period, so a silent
+# stream gets its keep-alive between 1 and 1 + 1/KEEPALIVE_TICKS periods after its last send.
+KEEPALIVE_TICKS = 5
 
 
 class Subscriber:
@@ -57,19 +69,32 @@ class Subscriber:
         self.feed = feed
         self.position = after
         self.live = False
-        self._buffer: deque[EventRow] = deque()
-        self._ready = asyncio.Event()
+        # The loop, looked up once: asyncio looks it up with a getpid() each time.
+        self._loop = asyncio.get_running_loop()
+        # When next_batch last returned (the keep-alive ticker's clock).
+        self.quiet_since = self._loop.time()
+        self._keepalive_due = False
+        self._buffer: deque[Frame] = deque()
+        # What a waiting next_batch awaits (a bare future: cheaper than an asyncio.Event).
+        self._waiter: asyncio.Future[None] | None = None
 
-    async def next_batch(self, timeout: float) -> list[EventRow]:
-        """The next rows, in order; ``[]`` after ``timeout`` seconds without any
-        (the stream's cue to send a keep-alive), and at once once the hub is
-        ending its streams (``EventHub.end_streams``)."""
+    async def next_batch(self) -> list[Frame]:
+        """The next frames, in order; ``[]`` when the stream has been quiet for the
+        hub's keep-alive period (its cue to send a keep-alive), and at once once
+        the hub is ending its streams (``EventHub.end_streams``)."""
+        frames = await self._next()
+        self.quiet_since = self._loop.time()
+        return frames
+
+    async def _next(self) -> list[Frame]:
         while True:
             if self._buffer:
-                rows = list(self._buffer)
+                frames = list(self._buffer)
                 self._buffer.clear()
-                return rows
-            if self.feed.hub.ending:
+                self._keepalive_due = False
+                return frames
+            if self.feed.hub.ending or self._keepalive_due:
+                self._keepalive_due = False
                 return []
             if not self.live:
                 rows = await self.feed.hub.read(self.feed.job_id, self.position)
@@ -84,15 +109,13 @@ class Subscriber:
                 if rows:
                     return rows
                 continue
-            self._ready.clear()
+            self._waiter = self._loop.create_future()
             try:
-                # asyncio.timeout, not wait_for: no task per wait (it shows with thousands of streams).
-                async with asyncio.timeout(timeout):
-                    await self._ready.wait()
-            except TimeoutError:
-                return []
+                await self._waiter
+            finally:
+                self._waiter = None
 
-    def deliver(self, rows: list[EventRow]) -> bool:
+    def deliver(self, rows: list[Frame]) -> bool:
         """Take the rows (read by the feed) that come after ``position``.
         False when they do not reach back to ``position + 1``: the feed must read again."""
         tail = rows[bisect_right(rows, self.position, key=lambda row: row.seq) :]
@@ -105,17 +128,23 @@ class Subscriber:
             return True
         self._buffer.extend(tail)
         self.position = tail[-1].seq
-        self._ready.set()
+        self.wake()
         return True
 
     def fall_back(self) -> None:
         """Stop being fed: read on its own again, from the end of its buffer."""
         self.live = False
-        self._ready.set()
+        self.wake()
 
-    def interrupt(self) -> None:
-        """Wake a waiting ``next_batch`` (the hub is ending its streams)."""
-        self._ready.set()
+    def keep_alive(self) -> None:
+        """Make a waiting ``next_batch`` return ``[]``: the stream sends a keep-alive."""
+        self._keepalive_due = True
+        self.wake()
+
+    def wake(self) -> None:
+        """Wake a waiting ``next_batch`` (also how the hub ends its streams)."""
+        if self._waiter is not None and not self._waiter.done():
+            self._waiter.set_result(None)
 
 
 class JobFeed:
@@ -125,6 +154,8 @@ class JobFeed:
         self.hub = hub
         self.job_id = job_id
         self.subscribers: set[Subscriber] = set()
+        # The newest seq this feed has handed to live streams (each row's lag is measured once).
+        self.delivered_seq = -1
 
     def _live(self) -> list[Subscriber]:
         return [s for s in self.subscribers if s.live]
@@ -141,16 +172,27 @@ class JobFeed:
         live = self._live()
         return min(s.position for s in live) if live else None
 
-    def take(self, rows: list[EventRow]) -> bool:
+    def take(self, rows: list[Frame]) -> bool:
         """Hand rows read from ``read_from`` to the live subscribers. True when the
         feed must be read again: a full page (more may follow), or a subscriber
         that turned live behind the others during the read."""
         again = len(rows) == self.hub.page_size
+        self._observe_lag(rows)
         # Subscribers may have come, gone or turned live during the read.
         for subscriber in self._live():
             if not subscriber.deliver(rows):
                 again = True
         return again
+
+    def _observe_lag(self, rows: list[Frame]) -> None:
+        """Rows that reach live streams are new: their age is delivery lag.
+        (Rows a stream catches up on are history, however old.)"""
+        now = datetime.now(UTC)
+        for row in rows:
+            if row.seq > self.delivered_seq and row.created_at is not None:
+                DELIVERY_LAG.observe((now - row.created_at).total_seconds())
+        if rows:
+            self.delivered_seq = max(self.delivered_seq, rows[-1].seq)
 
     def fall_back(self) -> None:
         # Each live stream falls back to its own reads: it either recovers
@@ -168,6 +210,7 @@ class EventHub:
         self.page_size = settings.replay_page_size
         self.buffer_rows = settings.stream_buffer_rows
         self.ping_s = settings.listen_ping_s
+        self.keepalive_s = settings.keepalive_s
         # Keyed by the job id as text: the NOTIFY payload's form.
         self.feeds: dict[str, JobFeed] = {}
         # True while the LISTEN connection is up and listening (readiness).
@@ -175,18 +218,21 @@ class EventHub:
         # Set when the process shuts down: every stream ends (end_streams).
         self.ending = False
         self._listener: asyncio.Task[None] | None = None
+        self._ticker: asyncio.Task[None] | None = None
         # Feeds woken since the last read began; one reader at a time serves them all.
         self._wanted: dict[uuid.UUID, JobFeed] = {}
         self._reader: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
         self._listener = asyncio.create_task(self._listen_forever(), name="runstream-listen")
+        self._ticker = asyncio.create_task(self._keep_alive_forever(), name="runstream-keepalive")
 
     async def stop(self) -> None:
-        if self._listener is not None:
-            self._listener.cancel()
-            with suppress(asyncio.CancelledError):
-                await self._listener
+        for task in (self._listener, self._ticker):
+            if task is not None:
+                task.cancel()
+                with suppress(asyncio.CancelledError):
+                    await task
         if self._reader is not None:
             self._reader.cancel()
 
@@ -197,14 +243,14 @@ class EventHub:
         self.ending = True
         for feed in self.feeds.values():
             for subscriber in feed.subscribers:
-                subscriber.interrupt()
+                subscriber.wake()
 
     @property
     def open_streams(self) -> int:
         return sum(len(feed.subscribers) for feed in self.feeds.values())
 
-    async def read(self, job_id: uuid.UUID, after: int) -> list[EventRow]:
-        return await read_events(self.pool, job_id, after, self.page_size)
+    async def read(self, job_id: uuid.UUID, after: int) -> list[Frame]:
+        return event_frames(await read_events(self.pool, job_id, after, self.page_size))
 
     def want_read(self, feed: JobFeed) -> None:
         """Read for ``feed``'s live subscribers soon. Wake-ups during a read fold into
@@ -227,7 +273,7 @@ class EventHub:
                     feed.fall_back()
                 continue
             for job_id in after_seqs:
-                if feeds[job_id].take(rows[job_id]):
+                if feeds[job_id].take(event_frames(rows[job_id])):
                     # (A feed that replaced this one meanwhile, and is already wanted, stays.)
                     self._wanted.setdefault(job_id, feeds[job_id])
 
@@ -247,6 +293,16 @@ class EventHub:
             feed.subscribers.discard(subscriber)
             if not feed.subscribers and self.feeds.get(key) is feed:
                 del self.feeds[key]
+
+    async def _keep_alive_forever(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            await asyncio.sleep(self.keepalive_s / KEEPALIVE_TICKS)
+            quiet_before = loop.time() - self.keepalive_s
+            for feed in self.feeds.values():
+                for subscriber in feed.subscribers:
+                    if subscriber.quiet_since <= quiet_before:
+                        subscriber.keep_alive()
 
     def wake_all(self) -> None:
         for feed in list(self.feeds.values()):

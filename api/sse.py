@@ -7,6 +7,9 @@ EventSource fires ``onmessage`` only for events without an ``event:`` field. So:
 
 from __future__ import annotations
 
+from datetime import datetime
+from typing import NamedTuple
+
 from db.events import EventRow
 
 KEEPALIVE = b": keepalive\n\n"
@@ -19,7 +22,17 @@ HEADERS = {
 MEDIA_TYPE = "text/event-stream"
 
 
-def event_frame(row: EventRow) -> bytes:
+class Frame(NamedTuple):
+    """One event as it goes on the wire. The hub encodes each row it reads once,
+    and every stream it reaches sends these same bytes."""
+
+    seq: int
+    terminal: bool
+    created_at: datetime | None
+    data: bytes
+
+
+def event_frames(rows: list[EventRow]) -> list[Frame]:
     # The payload is jsonb rendered by Postgres: one line, since JSON escapes
     # every newline and carriage return inside strings.
-    return f"id: {row.seq}\ndata: {row.data}\n\n".encode()
+    return [Frame(row.seq, row.terminal, row.created_at, f"id: {row.seq}\ndata: {row.data}\n\n".encode()) for row in rows]

@@ -26,6 +26,6 @@ APPEND_SECONDS = Histogram(
 OPEN_STREAMS = Gauge("runstream_open_streams", "SSE streams open on this API process")
 DELIVERY_LAG = Histogram(
     "runstream_delivery_lag_seconds",
-    "From an event's commit to its send on a live stream",
+    "From an event's commit to the hub handing it to this process's live streams",
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0),
 )

@@ -17,6 +17,7 @@ import pytest_asyncio
 from psycopg_pool import AsyncConnectionPool
 
 from api.hub import EventHub
+from api.sse import Frame
 from db import events, jobs
 from runstream.settings import Settings
 from tests.support.processes import ApiServer, start_api
@@ -357,7 +358,7 @@ async def collect(hub: EventHub, job_id: uuid.UUID, after: int, max_pause: float
     seqs = []
     with hub.subscribe(job_id, after) as subscriber:
         while True:
-            rows = await asyncio.wait_for(subscriber.next_batch(0.5), 20)
+            rows = await asyncio.wait_for(subscriber.next_batch(), 20)
             seqs += [row.seq for row in rows]
             if rows and rows[-1].terminal:
                 return seqs
@@ -428,21 +429,53 @@ async def test_hub_listener_reconnects_and_wakes_live_streams(small_hub: EventHu
 
 async def test_hub_feeds_only_contiguous_rows(small_hub: EventHub, pool) -> None:
     job_id = await running_job(pool)
-    row = lambda seq: events.EventRow(seq, "text_delta", "{}")  # noqa: E731
+    row = lambda seq: Frame(seq, False, None, b"")  # noqa: E731
     with small_hub.subscribe(job_id, 5) as subscriber:
         subscriber.live = True
         assert subscriber.deliver([row(7), row(8)]) is False  # 6 is missing: the feed must read again
         assert subscriber.position == 5
         assert subscriber.deliver([row(3), row(4), row(5), row(6), row(7)]) is True  # keeps only 6, 7
         assert subscriber.position == 7
-        assert [r.seq for r in await subscriber.next_batch(0.1)] == [6, 7]
+        assert [r.seq for r in await subscriber.next_batch()] == [6, 7]
+
+
+async def test_hub_keeps_quiet_streams_alive_and_busy_ones_fed(database_url: str, pool) -> None:
+    keepalive_s = 0.3
+    settings = Settings(DATABASE_URL=database_url, keepalive_s=keepalive_s, listen_ping_s=1.0)
+    hub = EventHub(settings, pool, application_name=f"runstream-test-hub-{uuid.uuid4().hex[:8]}")
+    await hub.start()
+    quiet_job, busy_job = await running_job(pool), await running_job(pool)
+    loop = asyncio.get_running_loop()
+
+    async def work() -> None:
+        for i in range(20):
+            await append(pool, busy_job, deltas(i, 1))
+            await asyncio.sleep(keepalive_s / 6)
+
+    try:
+        with hub.subscribe(quiet_job, -1) as quiet:
+            started = loop.time()
+            assert await asyncio.wait_for(quiet.next_batch(), 5) == []  # a keep-alive, not before its time
+            assert loop.time() - started >= keepalive_s
+        with hub.subscribe(busy_job, -1) as busy:
+            writer = asyncio.create_task(work())
+            batches = []
+            while not batches or not batches[-1] or batches[-1][-1].seq < 19:
+                batches.append(await asyncio.wait_for(busy.next_batch(), 5))
+            await writer
+            # Events every sixth of the period: never a keep-alive in between.
+            assert all(batches)
+            assert [frame.seq for batch in batches for frame in batch] == list(range(20))
+            assert await asyncio.wait_for(busy.next_batch(), 5) == []  # silent again: kept alive
+    finally:
+        await hub.stop()
 
 
 async def test_hub_slow_subscriber_falls_back_to_its_own_reads(small_hub: EventHub, pool) -> None:
     job_id = await running_job(pool)
     await append(pool, job_id, deltas(0, 3))
     with small_hub.subscribe(job_id, -1) as subscriber:
-        seqs = [row.seq for row in await subscriber.next_batch(1)]
+        seqs = [row.seq for row in await subscriber.next_batch()]
         assert subscriber.live
         # The client reads nothing while far more than its buffer arrives.
         for i in range(3, 100, 10):
@@ -452,5 +485,5 @@ async def test_hub_slow_subscriber_falls_back_to_its_own_reads(small_hub: EventH
         assert len(subscriber._buffer) <= small_hub.buffer_rows
         await finish(pool, job_id)
         while not seqs or seqs[-1] != 103:
-            seqs += [row.seq for row in await subscriber.next_batch(1)]
+            seqs += [row.seq for row in await subscriber.next_batch()]
     assert seqs == list(range(104))
