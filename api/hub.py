@@ -3,8 +3,10 @@
 A stream is a ``Subscriber`` of its job's ``JobFeed``. It registers before it
 reads anything, then catches up by reading pages of the log on its own. When a
 page comes back short it has everything committed so far: it turns *live* and
-wakes the feed. From then on the feed is read for it: on each wake-up (a NOTIFY
-for the job, a subscriber turning live, a reconnect) the job is read once for
+wakes the feed. From then on the feed serves it. A commit's NOTIFY usually
+carries the rows it added (db.events.Notification): every live subscriber they
+follow on from takes them as they are, with no read. Otherwise (rows too big
+for a NOTIFY, a gap, a subscriber turning live, a reconnect) the job is read once for
 all its live subscribers, from the oldest position among them, and each gets
 the rows after its own position, if they follow on from it without a gap.
 Otherwise (a subscriber that turned live behind the others) the job is read
@@ -45,8 +47,8 @@ from psycopg_pool import AsyncConnectionPool
 from db import queries
 from db.connector import plain_url
 from api.sse import Frame, event_frames
-from db.events import read_events, read_events_of_jobs
-from runstream.metrics import DELIVERY_LAG
+from db.events import parse_notification, read_events, read_events_of_jobs
+from runstream.metrics import DELIVERY_LAG, HUB_READS
 from runstream.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -160,6 +162,14 @@ class JobFeed:
     def _live(self) -> list[Subscriber]:
         return [s for s in self.subscribers if s.live]
 
+    def offer(self, rows: list[Frame], last_seq: int) -> None:
+        """The rows a commit's NOTIFY carried: each live subscriber they follow on
+        from takes them; the feed is read for any they don't (``wake``)."""
+        self._observe_lag(rows)
+        for subscriber in self._live():
+            subscriber.deliver(rows)
+        self.wake(last_seq)
+
     def wake(self, last_seq: int | None = None) -> None:
         """New rows may exist (up to ``last_seq`` when the NOTIFY says; None: unknown)."""
         live = self._live()
@@ -265,6 +275,7 @@ class EventHub:
             after_seqs = {job_id: seq for job_id, feed in feeds.items() if (seq := feed.read_from()) is not None}
             if not after_seqs:
                 continue
+            HUB_READS.inc()
             try:
                 rows = await read_events_of_jobs(self.pool, after_seqs, self.page_size)
             except Exception:
@@ -309,10 +320,15 @@ class EventHub:
             feed.wake()
 
     def _on_notify(self, connection: object, pid: int, channel: str, payload: str) -> None:
-        job_id, _, last_seq = payload.rpartition(":")
-        feed = self.feeds.get(job_id)
-        if feed is not None:
-            feed.wake(int(last_seq))
+        notification = parse_notification(payload)
+        feed = self.feeds.get(notification.job_id)
+        if feed is None:
+            return
+        rows = notification.rows()
+        if rows is None:
+            feed.wake(notification.last_seq)
+        else:
+            feed.offer(event_frames(rows), notification.last_seq)
 
     async def _listen_forever(self) -> None:
         delay = BACKOFF_MIN_S

@@ -6,6 +6,10 @@ that lost a race changes nothing and returns no row.
 """
 
 NOTIFY_CHANNEL = "runstream_events"
+# A NOTIFY payload must be shorter than 8000 bytes; the rows of a commit ride in
+# it (APPEND_EVENTS) only up to this many bytes and this many rows.
+NOTIFY_ROWS_MAX_BYTES = 7800
+NOTIFY_ROWS_MAX = 64
 
 JOB_COLUMNS = """
     id, tenant, session_id, message, model, status, attempt, last_seq,
@@ -60,19 +64,23 @@ LIMIT %(limit)s
 # every writer of the job, so seqs are gap-free and commit in order), optionally
 # move the job to a new status, insert its rows, and notify once. Rows are
 # locked in id order first, so two writers that share jobs cannot deadlock.
-# Guards, per job: the job must be in one of ``from_statuses`` (comma-separated),
+# The batches come as ONE JSON document (db.events.batches_json), parsed once:
+# the client adapts one string, not an array per field.
+# Guards, per job: the job must be in one of ``from_statuses``,
 # and, when given, at ``attempt`` (fences a worker whose job was taken over) and
 # at ``expected_last_seq`` (makes a retried append idempotent). A job whose
 # guard refuses returns no row and writes nothing.
+# The NOTIFY says ``<job_id>:<last_seq>``, followed by ``:<rows>`` when the rows
+# this commit added to the job fit in it: a JSON array of
+# ``[seq, type, payload text, created_at epoch]``, the payload text exactly as
+# READ_EVENTS returns it. An API process then sends them to its live streams
+# without reading them back; it reads the table whenever they are not there or
+# do not follow on (db.events.parse_notification).
 APPEND_EVENTS = f"""
-WITH input AS (
-    SELECT * FROM unnest(
-        %(job_ids)s::uuid[], %(counts)s::int[], %(from_statuses)s::text[],
-        %(attempts)s::int[], %(expected_last_seqs)s::bigint[], %(new_statuses)s::text[], %(errors)s::text[]
-    ) WITH ORDINALITY AS i(job_id, n, from_statuses, attempt, expected_last_seq, new_status, error, ord)
-), batches AS MATERIALIZED (
-    -- One JSON array of the batches' payload arrays, in input order, parsed once.
-    SELECT %(payloads)s::jsonb AS payloads
+WITH input AS MATERIALIZED (
+    SELECT * FROM jsonb_to_recordset(%(batches)s::jsonb) AS i(
+        job_id uuid, payloads jsonb, n int, from_statuses text[], attempt int,
+        expected_last_seq bigint, new_status text, error text)
 ), locked AS (
     SELECT j.id FROM jobs j WHERE j.id IN (SELECT job_id FROM input) ORDER BY j.id FOR UPDATE
 ), bumped AS (
@@ -89,19 +97,26 @@ WITH input AS (
     FROM input i
     WHERE j.id = i.job_id
       AND j.id IN (SELECT id FROM locked)
-      AND j.status = ANY(string_to_array(i.from_statuses, ','))
+      AND j.status = ANY(i.from_statuses)
       AND (i.attempt IS NULL OR j.attempt = i.attempt)
       AND (i.expected_last_seq IS NULL OR j.last_seq = i.expected_last_seq)
-    RETURNING j.id, j.last_seq, j.attempt, j.status, j.cancel_requested_at, i.n, i.ord
+    RETURNING j.id, j.last_seq, j.attempt, j.status, j.cancel_requested_at, i.n, i.payloads
 ), inserted AS (
     INSERT INTO job_events (job_id, seq, attempt, type, payload)
     SELECT b.id, b.last_seq - b.n + e.ord, b.attempt, e.payload ->> 'type', e.payload
-    FROM bumped b, batches,
-         jsonb_array_elements(batches.payloads -> (b.ord::int - 1)) WITH ORDINALITY AS e(payload, ord)
+    FROM bumped b, jsonb_array_elements(b.payloads) WITH ORDINALITY AS e(payload, ord)
+    RETURNING job_id, seq, type, payload, created_at
+), notified AS (
+    SELECT job_id,
+           json_agg(json_build_array(seq, type, payload::text, extract(epoch FROM created_at)) ORDER BY seq)::text AS rows
+    FROM inserted
+    WHERE job_id IN (SELECT id FROM bumped WHERE n <= {NOTIFY_ROWS_MAX})
+    GROUP BY job_id
 )
-SELECT id, last_seq, status, cancel_requested_at,
-       pg_notify('{NOTIFY_CHANNEL}', id::text || ':' || last_seq::text)
-FROM bumped
+SELECT b.id, b.last_seq, b.status, b.cancel_requested_at,
+       pg_notify('{NOTIFY_CHANNEL}', b.id::text || ':' || b.last_seq::text
+                 || CASE WHEN octet_length(n.rows) <= {NOTIFY_ROWS_MAX_BYTES} THEN ':' || n.rows ELSE '' END)
+FROM bumped b LEFT JOIN notified n ON n.job_id = b.id
 """
 
 # The bench's raw-insert baseline (``runstream bench``, ingest): the same rows as

@@ -9,7 +9,9 @@ Where each comes from (docs/operations.md):
   serves them on its own exporter (``RUNSTREAM_WORKER_METRICS_PORT``);
 * ``runstream_open_streams`` — the API, from its event hub at scrape time;
 * ``runstream_delivery_lag_seconds`` — the API: now − the event's created_at when
-  a live stream sends it (replayed history is not lag, so it is not counted).
+  the hub hands it to live streams (replayed history is not lag, so it is not counted);
+* ``runstream_hub_reads_total`` — the API: reads of the log its hub made for live
+  streams (rows that came in their commit's NOTIFY need none).
 """
 
 from __future__ import annotations
@@ -28,4 +30,8 @@ DELIVERY_LAG = Histogram(
     "runstream_delivery_lag_seconds",
     "From an event's commit to the hub handing it to this process's live streams",
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0),
+)
+HUB_READS = Counter(
+    "runstream_hub_reads",
+    "Reads of the event log the hub made for live streams (rows that came in their NOTIFY need none)",
 )

@@ -11,6 +11,7 @@ import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+import asyncpg
 import httpx
 import pytest
 import pytest_asyncio
@@ -19,6 +20,8 @@ from psycopg_pool import AsyncConnectionPool
 from api.hub import EventHub
 from api.sse import Frame
 from db import events, jobs
+from db.queries import NOTIFY_CHANNEL
+from runstream.metrics import HUB_READS
 from runstream.settings import Settings
 from tests.support.processes import ApiServer, start_api
 from tests.support.sse import complete_body, deltakit_events, frames, read_stream
@@ -469,6 +472,71 @@ async def test_hub_keeps_quiet_streams_alive_and_busy_ones_fed(database_url: str
             assert await asyncio.wait_for(busy.next_batch(), 5) == []  # silent again: kept alive
     finally:
         await hub.stop()
+
+
+async def notifications_of(database_url: str, pool, job_id: uuid.UUID, append_them) -> list[events.Notification]:
+    """The NOTIFYs about ``job_id`` that ``append_them()`` sends, as a listener gets them."""
+    got: list[events.Notification] = []
+    listener = await asyncpg.connect(database_url)
+    try:
+        await listener.add_listener(
+            NOTIFY_CHANNEL, lambda *args: got.append(events.parse_notification(args[-1]))
+        )
+        await append_them()
+        last_seq = (await stored_rows(pool, job_id))[-1].seq
+        async with asyncio.timeout(10):
+            while not any(n.job_id == str(job_id) and n.last_seq == last_seq for n in got):
+                await asyncio.sleep(0.01)
+    finally:
+        await listener.close()
+    return [n for n in got if n.job_id == str(job_id)]
+
+
+async def test_notify_carries_the_commits_rows_exactly_as_stored(database_url: str, pool) -> None:
+    job_id = await running_job(pool)
+    payloads = [
+        {"type": "reasoning", "text": 'quotes " and \\ back\nslash, tab\t, ünïcødé, 1.50e3'},
+        {"type": "tool_call", "id": "t1", "name": "calc", "args": {"expr": "2+3*4", "n": 1.0}},
+    ]
+    [notification] = await notifications_of(database_url, pool, job_id, lambda: append(pool, job_id, payloads))
+    stored = await stored_rows(pool, job_id)
+    assert notification.last_seq == 1
+    rows = notification.rows()
+    assert [(r.seq, r.type, r.data) for r in rows] == [(r.seq, r.type, r.data) for r in stored]
+    assert all(abs((a.created_at - b.created_at).total_seconds()) < 1e-5 for a, b in zip(rows, stored, strict=True))
+
+
+async def test_notify_leaves_out_rows_that_do_not_fit(database_url: str, pool) -> None:
+    job_id = await running_job(pool)
+    big = [{"type": "tool_result", "id": "t1", "result": "x" * 8000}]
+    many = [{"type": "reasoning", "text": str(i)} for i in range(65)]
+    [too_big] = await notifications_of(database_url, pool, job_id, lambda: append(pool, job_id, big))
+    [too_many] = await notifications_of(database_url, pool, job_id, lambda: append(pool, job_id, many))
+    assert (too_big.last_seq, too_big.rows()) == (0, None)
+    assert (too_many.last_seq, too_many.rows()) == (65, None)
+
+
+async def test_hub_serves_live_streams_from_the_notify_and_reads_only_what_it_lacks(small_hub: EventHub, pool) -> None:
+    job_id = await running_job(pool)
+    await append(pool, job_id, deltas(0, 1))
+    with small_hub.subscribe(job_id, -1) as subscriber:
+        assert [f.seq for f in await asyncio.wait_for(subscriber.next_batch(), 5)] == [0]
+        assert subscriber.live
+        while small_hub._reader is not None and not small_hub._reader.done():
+            await asyncio.sleep(0.01)  # the read that turning live asked for is over
+        reads = HUB_READS._value.get()
+        seqs = []
+        for i in range(1, 11):
+            await append(pool, job_id, deltas(i, 1))
+            seqs += [f.seq for f in await asyncio.wait_for(subscriber.next_batch(), 5)]
+        assert seqs == list(range(1, 11))
+        assert HUB_READS._value.get() == reads  # every row came with its NOTIFY
+        # A row too big for a NOTIFY is read.
+        await append(pool, job_id, [{"type": "tool_result", "id": "t", "result": "x" * 8000}])
+        frames = await asyncio.wait_for(subscriber.next_batch(), 5)
+        assert [f.seq for f in frames] == [11]
+        assert frames[0].data == f"id: 11\ndata: {(await stored_rows(pool, job_id))[-1].data}\n\n".encode()
+        assert HUB_READS._value.get() == reads + 1
 
 
 async def test_hub_slow_subscriber_falls_back_to_its_own_reads(small_hub: EventHub, pool) -> None:
