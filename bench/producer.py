@@ -27,6 +27,7 @@ from db.jobs import claim_job, create_job
 from runstream.settings import get_settings
 from tasks.agent_events import COMPLETED
 from tasks.event_writer import EventWriter
+from tasks.runtime import new_loop
 
 
 async def produce(jobs: int, events: int, rate: float) -> None:
@@ -82,7 +83,12 @@ def main() -> None:
     parser.add_argument("--events", type=int, required=True)
     parser.add_argument("--rate", type=float, required=True)
     args = parser.parse_args()
-    asyncio.run(produce(args.jobs, args.events, args.rate))
+    # On the worker's own kind of loop.
+    loop = new_loop()
+    try:
+        loop.run_until_complete(produce(args.jobs, args.events, args.rate))
+    finally:
+        loop.close()
 
 
 if __name__ == "__main__":

@@ -16,6 +16,7 @@ from collections.abc import Coroutine
 from concurrent.futures import Future
 from typing import Any, TypeVar
 
+import uvloop
 from psycopg_pool import AsyncConnectionPool
 
 from db.connector import open_pool
@@ -29,12 +30,18 @@ log = logging.getLogger("runstream.worker")
 T = TypeVar("T")
 
 
+def new_loop() -> asyncio.AbstractEventLoop:
+    """The worker's event loop: uvloop, as the API's (uvicorn's default). Every
+    append goes through it, and its I/O costs about half of asyncio's in CPU."""
+    return uvloop.new_event_loop()
+
+
 class Runtime:
     def __init__(self, settings: Settings):
         if not settings.database_url:
             raise RuntimeError("DATABASE_URL is not set: the worker needs the database")
         self.settings = settings
-        self.loop = asyncio.new_event_loop()
+        self.loop = new_loop()
         self._thread = threading.Thread(target=self.loop.run_forever, name="runstream-loop", daemon=True)
         self._thread.start()
         self.pool: AsyncConnectionPool
