@@ -44,9 +44,9 @@ from datetime import UTC, datetime
 import asyncpg
 from psycopg_pool import AsyncConnectionPool
 
+from api.sse import Frame, event_frames
 from db import queries
 from db.connector import plain_url
-from api.sse import Frame, event_frames
 from db.events import parse_notification, read_events, read_events_of_jobs
 from runstream.metrics import DELIVERY_LAG, HUB_READS
 from runstream.settings import Settings
@@ -165,8 +165,10 @@ class JobFeed:
     def offer(self, rows: list[Frame], last_seq: int) -> None:
         """The rows a commit's NOTIFY carried: each live subscriber they follow on
         from takes them; the feed is read for any they don't (``wake``)."""
-        self._observe_lag(rows)
-        for subscriber in self._live():
+        live = self._live()
+        if live:
+            self._observe_lag(rows)
+        for subscriber in live:
             subscriber.deliver(rows)
         self.wake(last_seq)
 
