@@ -66,7 +66,6 @@ def batches_json(batches: Sequence[AppendBatch]) -> str:
             {
                 "job_id": str(b.job_id),
                 "payloads": b.payloads,
-                "n": len(b.payloads),
                 "from_statuses": b.from_statuses,
                 "attempt": b.attempt,
                 "expected_last_seq": b.expected_last_seq,

@@ -78,8 +78,8 @@ LIMIT %(limit)s
 # do not follow on (db.events.parse_notification).
 APPEND_EVENTS = f"""
 WITH input AS MATERIALIZED (
-    SELECT * FROM jsonb_to_recordset(%(batches)s::jsonb) AS i(
-        job_id uuid, payloads jsonb, n int, from_statuses text[], attempt int,
+    SELECT i.*, jsonb_array_length(i.payloads) AS n FROM jsonb_to_recordset(%(batches)s::jsonb) AS i(
+        job_id uuid, payloads jsonb, from_statuses text[], attempt int,
         expected_last_seq bigint, new_status text, error text)
 ), locked AS (
     SELECT j.id FROM jobs j WHERE j.id IN (SELECT job_id FROM input) ORDER BY j.id FOR UPDATE
