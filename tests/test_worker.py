@@ -57,9 +57,6 @@ def strict_worker_env(service_env: dict[str, str]) -> dict[str, str]:
         # A running job whose worker went quiet for 1 s is this worker's to take.
         "RUNSTREAM_STALE_AFTER_S": "1",
         "RUNSTREAM_HEARTBEAT_S": "0.2",
-        # No reaper: with its 1 s threshold it would take the session worker's runs
-        # (heart-beating every 5 s) for dead. Workers of one database share these settings.
-        "RUNSTREAM_REAPER_INTERVAL_S": "3600",
     }
 
 
