@@ -66,10 +66,17 @@ class Bench:
 
 
 def target(
-    group: str, name: str, value: float, unit: str, op: str, limit: float
+    group: str,
+    name: str,
+    value: float,
+    unit: str,
+    op: str,
+    limit: float,
+    note: str | None = None,
 ) -> dict[str, Any]:
     """One target of the issue; ``op`` says which side of ``limit`` passes. A figure
-    that could not be measured (NaN) fails."""
+    that could not be measured (NaN) fails. ``note``: what else the run measured
+    that bears on it (printed under it)."""
     passed = not math.isnan(value) and (
         value <= limit if op == "<=" else value >= limit
     )
@@ -81,4 +88,5 @@ def target(
         "op": op,
         "limit": limit,
         "pass": passed,
+        **({"note": note} if note else {}),
     }

@@ -49,7 +49,21 @@ def plot(results: dict[str, Any], path: Path) -> None:
         color="navy",
         label="Runstream p50",
     )
-    delivery.set_title("delivery latency p99 (bars), ms")
+    delivery.plot(
+        labels,
+        [r["baseline"]["p50_ms"] for r in rows],
+        "o--",
+        color="dimgray",
+        label="in-memory p50",
+    )
+    floors = [
+        (lab, r["floor"]["p50_ms"]) for lab, r in zip(labels, rows) if "floor" in r
+    ]
+    if floors:
+        delivery.plot(*zip(*floors), "D", color="darkred", label="durable floor p50")
+    # Log scale: sub-millisecond figures at 1 job beside tens of ms at 200.
+    delivery.set_yscale("log")
+    delivery.set_title("delivery latency p99 (bars), ms, log scale")
     delivery.legend(fontsize=8)
 
     rows = data["ingest"]

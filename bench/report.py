@@ -35,10 +35,12 @@ def _rows(scenario: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
             "in-memory p50/p95/p99 ms",
             "x p50",
             "all delivered",
+            "durable floor p50/p95/p99 ms",
         ]
         rows = [
             [f"{r['jobs']} x {r['subscribers_per_job']}", _latencies(r["runstream"]), _latencies(r["baseline"]),
-             _n(r["ratio"]["p50_ms"]), _n(r["runstream"]["all_delivered"])]
+             _n(r["ratio"]["p50_ms"]), _n(r["runstream"]["all_delivered"]),
+             _latencies(r["floor"]) if "floor" in r else "-"]
             for r in results
         ]  # fmt: skip
     elif name == "ingest":
@@ -110,6 +112,8 @@ def render(results: dict[str, Any]) -> str:
         out.append(
             f"  {verdict}  {t['name']}: {_n(t['value'])} {t['unit']} (target {t['op']} {_n(t['limit'])})"
         )
+        if "note" in t:
+            out.append(f"        {t['note']}")
     return "\n".join(out)
 
 

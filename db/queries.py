@@ -128,6 +128,21 @@ SELECT %(job_id)s, %(first_seq)s + e.ord - 1, 1, e.payload ->> 'type', e.payload
 FROM jsonb_array_elements(%(payloads)s::jsonb) WITH ORDINALITY AS e(payload, ord)
 """
 
+# The bench's delivery floor (``runstream bench``, delivery; bench/floor.py): the
+# least any design that commits an event before a LISTEN connection hears of it
+# can do per event. One row inserted and notified in one autocommit statement
+# (one commit, one WAL flush), no job row, no batching, on a channel no API
+# listens to.
+FLOOR_NOTIFY_CHANNEL = "runstream_bench_floor"
+FLOOR_APPEND_EVENT = f"""
+WITH inserted AS (
+    INSERT INTO job_events (job_id, seq, attempt, type, payload)
+    VALUES (%(job_id)s, %(seq)s, 1, %(payload)s::jsonb ->> 'type', %(payload)s::jsonb)
+    RETURNING payload
+)
+SELECT pg_notify('{FLOOR_NOTIFY_CHANNEL}', payload::text) FROM inserted
+"""
+
 # payload::text is the stored JSON as one line: streams send it as is;
 # created_at lets the API measure delivery lag.
 READ_EVENTS = """

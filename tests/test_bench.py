@@ -87,6 +87,18 @@ def test_quick_bench_reports_every_scenario_against_its_baseline(
     }
     assert [r["jobs"] for r in scenarios["ingest"]["results"]] == [1, 8, 64, 256]
     assert [r["jobs"] for r in scenarios["delivery"]["results"]] == [1, 50, 200]
+    # The durable floor is measured at 1 job, in the same run, and reported with the 1-job target.
+    one_job = scenarios["delivery"]["results"][0]
+    for key in FIGURES["delivery"]:
+        assert positive(one_job["floor"][key]), (key, one_job["floor"])
+    assert one_job["floor"]["samples"] == one_job["runstream"]["samples"] // 2
+    assert positive(one_job["floor_ratio"]["p50_ms"]), one_job
+    [one_job_target] = [
+        t
+        for t in results["targets"]
+        if t["name"] == "delivery p50 at 1 job / in-memory p50"
+    ]
+    assert "durable floor" in one_job_target["note"], one_job_target
 
     targets = results["targets"]
     assert {t["group"] for t in targets} == SCENARIOS

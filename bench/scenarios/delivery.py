@@ -3,6 +3,12 @@
 Runstream: ``bench.producer`` (the worker's EventWriter) → Postgres → NOTIFY →
 API hub → SSE. Baseline: the in-memory recipe, its run inside the web process.
 Each job streams 50 events/s; two subscribers per job, one at 200 jobs.
+
+At 1 job the run also measures the durable floor (``bench.floor``): the same
+schedule written by a bare INSERT + NOTIFY and heard on a LISTEN connection,
+with no Runstream code and no API or client hop. It bounds from below what any
+design that commits an event before delivering it can reach on this machine,
+and so says how much of the gap to the in-memory recipe is Runstream's own.
 """
 
 from __future__ import annotations
@@ -10,6 +16,7 @@ from __future__ import annotations
 from typing import Any
 
 from bench.context import Bench, target
+from bench.floor import floor_round
 from bench.rounds import BaselineSide, Round, RunstreamSide
 from bench.stats import latency_summary, ratio
 
@@ -52,6 +59,26 @@ async def run(bench: Bench) -> tuple[dict[str, Any], list[dict[str, Any]]]:
             }
         )
     at = {row["jobs"]: row for row in results}
+    if 1 in at:
+        one = at[1]
+        floor = latency_summary(
+            await floor_round(
+                bench.database_url,
+                events=int(profile.delivery_rate * profile.delivery_seconds),
+                rate=profile.delivery_rate,
+                timeout=profile.delivery_seconds + 60,
+            )
+        )
+        one["floor"] = floor
+        one["floor_ratio"] = {
+            "p50_ms": ratio(floor["p50_ms"], one["baseline"]["p50_ms"])
+        }
+    floor_note = (
+        "durable floor at 1 job (INSERT + NOTIFY heard by LISTEN, no Runstream code, no API or client hop): "
+        f"p50 {at[1]['floor']['p50_ms']} ms, {at[1]['floor_ratio']['p50_ms']} x the in-memory p50"
+        if "floor" in at.get(1, {})
+        else None
+    )
     targets = [
         target(
             "delivery",
@@ -76,6 +103,7 @@ async def run(bench: Bench) -> tuple[dict[str, Any], list[dict[str, Any]]]:
             "x",
             "<=",
             5,
+            note=floor_note,
         ),
     ]
     scenario = {
