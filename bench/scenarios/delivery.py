@@ -75,7 +75,7 @@ async def run(bench: Bench) -> tuple[dict[str, Any], list[dict[str, Any]]]:
         }
     floor_note = (
         "durable floor at 1 job (INSERT + NOTIFY heard by LISTEN, no Runstream code, no API or client hop): "
-        f"p50 {at[1]['floor']['p50_ms']} ms, {at[1]['floor_ratio']['p50_ms']} x the in-memory p50"
+        f"p50 {at[1]['floor']['p50_ms']:.3g} ms, {at[1]['floor_ratio']['p50_ms']:.3g} x the in-memory p50"
         if "floor" in at.get(1, {})
         else None
     )
