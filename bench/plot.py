@@ -34,7 +34,7 @@ def plot(results: dict[str, Any], path: Path) -> None:
     (delivery, ingest, fanout), (fan_mem, replay, start) = axes
 
     rows = data["delivery"]
-    labels = [f"{r['jobs']} jobs" for r in rows]
+    labels = [f"{r['jobs']} job" + ("s" if r["jobs"] != 1 else "") for r in rows]
     _bars(
         delivery,
         labels,
