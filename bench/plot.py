@@ -42,20 +42,13 @@ def plot(results: dict[str, Any], path: Path) -> None:
         [r["baseline"]["p99_ms"] for r in rows],
         "in-memory",
     )
-    delivery.plot(
-        labels,
-        [r["runstream"]["p50_ms"] for r in rows],
-        "o-",
-        color="navy",
-        label="Runstream p50",
+    p50_lines = (
+        ("runstream", "o-", "navy", "Runstream p50"),
+        ("baseline", "o--", "dimgray", "in-memory p50"),
     )
-    delivery.plot(
-        labels,
-        [r["baseline"]["p50_ms"] for r in rows],
-        "o--",
-        color="dimgray",
-        label="in-memory p50",
-    )
+    for side, style, color, label in p50_lines:
+        p50s = [r[side]["p50_ms"] for r in rows]
+        delivery.plot(labels, p50s, style, color=color, label=label)
     floors = [
         (lab, r["floor"]["p50_ms"]) for lab, r in zip(labels, rows) if "floor" in r
     ]
