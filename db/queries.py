@@ -235,7 +235,10 @@ RETURNING id
 
 # Jobs no message will bring to a worker, that have attempts left: pending for
 # ``pending_timeout_s`` past their ``available_at``, or running with a heartbeat
-# older than ``stale_after_s``. Each is marked as dispatched now (available_at),
+# older than ``stale_after_s`` and no cancel request (a dead run asked to cancel
+# is REAP_FINISH's to end: the two sets must not meet, or a run whose heartbeat
+# went stale between a tick's two statements would be run again).
+# Each is marked as dispatched now (available_at),
 # in the same statement that picks it, so every other worker's reaper leaves it
 # alone for another threshold. SKIP LOCKED: a job that is being claimed or
 # written right now is busy, not stuck.
@@ -247,6 +250,7 @@ WITH stuck AS (
       AND ((status = 'pending'
             AND available_at < now() - make_interval(secs => %(pending_timeout_s)s))
         OR (status = 'running'
+            AND cancel_requested_at IS NULL
             AND heartbeat_at < now() - make_interval(secs => %(stale_after_s)s)
             AND available_at < now() - make_interval(secs => %(stale_after_s)s)))
     ORDER BY available_at

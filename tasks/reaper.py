@@ -12,7 +12,8 @@ on its event loop (tasks.runtime), every ``reaper_interval_s``:
    requested gets its ``done``/cancelled. Event and status in one transaction.
 2. jobs with attempts left that no message will bring (pending for
    ``pending_timeout_s`` past ``available_at``, or running with a heartbeat
-   older than ``stale_after_s``) are dispatched again, by job id, like the API
+   older than ``stale_after_s`` and no cancel request: those are step 1's)
+   are dispatched again, by job id, like the API
    does. The claim then decides: a stale run becomes attempt + 1 with a
    ``retry`` event; a message that does arrive after all finds the job taken.
 

@@ -16,7 +16,7 @@ from celery import Celery
 
 from db import queries
 from db.connector import open_pool
-from db.jobs import cancel_job, claim_job, create_job
+from db.jobs import ReapLimits, cancel_job, claim_job, create_job, finish_stuck, mark_stuck_for_dispatch
 from runstream.broker import TASK_NAME, celery_config
 from runstream.settings import Settings
 from tasks.event_writer import EventWriter
@@ -32,6 +32,7 @@ from tests.faults.support import (
     wait,
     worker_ready,
 )
+from tests.conftest import create_database, drop_database
 from tests.support.config import services
 from tests.support.processes import free_port, start_api, start_worker
 
@@ -107,6 +108,26 @@ async def test_a_dead_run_asked_to_cancel_is_cancelled_by_the_reaper(pool, db, r
     done = await finished(db, job["id"], timeout=15)
     assert (done["status"], done["attempt"]) == ("cancelled", 1)
     assert [p for _, _, p in await logged_events(db, job["id"])] == [{"type": "done", "status": "cancelled"}]
+
+
+async def test_a_dead_run_asked_to_cancel_is_never_dispatched_again():
+    # Both reaper statements see such a job the moment its heartbeat goes stale. A tick
+    # whose first statement ran just before that moment and its second just after would
+    # run it again (attempt 2) instead of ending it: the dispatch must leave it alone.
+    url = create_database("rs_reap")
+    try:
+        pool = await open_pool(url, 2, name="rs-reap-test")
+        try:
+            limits = ReapLimits(pending_timeout_s=3600, stale_after_s=0, max_attempts=2)
+            job = await create_job(pool, tenant=TENANT, message="hi", model="offline")
+            assert await claim_job(pool, job["id"], worker="dead", stale_after_s=0)
+            assert await cancel_job(pool, job["id"], TENANT) == "running"
+            assert await mark_stuck_for_dispatch(pool, limits) == []
+            assert await finish_stuck(pool, limits) == [(job["id"], "cancelled")]
+        finally:
+            await pool.close()
+    finally:
+        drop_database(url)
 
 
 async def test_a_retry_waiting_out_its_backoff_is_not_dispatched_early(pool, db, reaper_env, reaper_worker):
