@@ -16,10 +16,18 @@ from celery import Celery
 
 from db import queries
 from db.connector import open_pool
-from db.jobs import ReapLimits, cancel_job, claim_job, create_job, finish_stuck, mark_stuck_for_dispatch
+from db.jobs import (
+    ReapLimits,
+    cancel_job,
+    claim_job,
+    create_job,
+    finish_stuck,
+    mark_stuck_for_dispatch,
+)
 from runstream.broker import TASK_NAME, celery_config
 from runstream.settings import Settings
 from tasks.event_writer import EventWriter
+from tests.conftest import create_database, drop_database
 from tests.faults.support import (
     await_condition,
     fault_env,
@@ -32,7 +40,6 @@ from tests.faults.support import (
     wait,
     worker_ready,
 )
-from tests.conftest import create_database, drop_database
 from tests.support.config import services
 from tests.support.processes import free_port, start_api, start_worker
 
