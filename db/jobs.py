@@ -146,8 +146,8 @@ async def claim_job(
     max_attempts: int | None = None,
 ) -> Claim | None:
     """Take the job for a new attempt, or None when it is not ours to run
-    (finished, cancelled, running elsewhere with a live heartbeat, or out of
-    attempts: the reaper fails those)."""
+    (finished, cancelled, running elsewhere with a live heartbeat, a dead run
+    whose cancel was requested, or out of attempts: the reaper ends those two)."""
     async with pool.connection() as conn:
         cur = await conn.execute(
             queries.CLAIM_JOB,

@@ -169,7 +169,8 @@ ORDER BY r.job_id, e.seq
 """
 
 # Claim a job for one attempt: a pending job, or a running one whose worker
-# stopped heart-beating. The previous status and error say why a new attempt
+# stopped heart-beating, unless its cancel was requested (the reaper ends that
+# one: REAP_FINISH; a new attempt would only be stopped again). The previous status and error say why a new attempt
 # starts (the reason in its ``retry`` event). Never beyond ``max_attempts``: a
 # job that used them all is the reaper's to fail. Two deliveries of one job
 # that claim at once serialize on the row lock, and the second one re-checks
@@ -183,6 +184,7 @@ WITH prev AS (
       AND (%(max_attempts)s::int IS NULL OR attempt < %(max_attempts)s)
       AND (status = 'pending'
            OR (status = 'running'
+               AND cancel_requested_at IS NULL
                AND heartbeat_at < now() - make_interval(secs => %(stale_after_s)s)))
     FOR UPDATE
 )

@@ -117,10 +117,11 @@ async def test_a_dead_run_asked_to_cancel_is_cancelled_by_the_reaper(pool, db, r
     assert [p for _, _, p in await logged_events(db, job["id"])] == [{"type": "done", "status": "cancelled"}]
 
 
-async def test_a_dead_run_asked_to_cancel_is_never_dispatched_again():
+async def test_a_dead_run_asked_to_cancel_is_ended_never_run_again():
     # Both reaper statements see such a job the moment its heartbeat goes stale. A tick
     # whose first statement ran just before that moment and its second just after would
-    # run it again (attempt 2) instead of ending it: the dispatch must leave it alone.
+    # run it again (attempt 2) instead of ending it: the dispatch must leave it alone,
+    # and so must a claim by a late delivery of its message.
     url = create_database("rs_reap")
     try:
         pool = await open_pool(url, 2, name="rs-reap-test")
@@ -130,6 +131,7 @@ async def test_a_dead_run_asked_to_cancel_is_never_dispatched_again():
             assert await claim_job(pool, job["id"], worker="dead", stale_after_s=0)
             assert await cancel_job(pool, job["id"], TENANT) == "running"
             assert await mark_stuck_for_dispatch(pool, limits) == []
+            assert await claim_job(pool, job["id"], worker="late", stale_after_s=0) is None
             assert await finish_stuck(pool, limits) == [(job["id"], "cancelled")]
         finally:
             await pool.close()
