@@ -18,12 +18,11 @@ import argparse
 import asyncio
 import json
 import sys
-import uuid
 
 from api.tenancy import DEFAULT_TENANT
 from bench.stamps import stagger, stamp_run
 from db.connector import open_pool
-from db.jobs import claim_job, create_job
+from db.jobs import Claim, claim_job, create_job
 from runstream.settings import get_settings
 from tasks.agent_events import COMPLETED
 from tasks.event_writer import EventWriter
@@ -40,7 +39,7 @@ async def produce(jobs: int, events: int, rate: float) -> None:
     )
     writer = EventWriter(pool)
     stopped: list[str] = []
-    ids: list[uuid.UUID] = []
+    claims: list[Claim] = []
     for _ in range(jobs):
         job = await create_job(
             pool, tenant=DEFAULT_TENANT, message="bench", model="offline"
@@ -58,21 +57,21 @@ async def produce(jobs: int, events: int, rate: float) -> None:
             last_seq=claim.job["last_seq"],
             stop_run=stopped.append,
         )
-        ids.append(claim.id)
-    print(json.dumps({"jobs": [str(i) for i in ids]}), flush=True)
+        claims.append(claim)
+    print(json.dumps({"jobs": [str(c.id) for c in claims]}), flush=True)
     await asyncio.get_running_loop().run_in_executor(None, sys.stdin.readline)
 
-    async def run(index: int, job_id: uuid.UUID) -> None:
+    async def run(index: int, claim: Claim) -> None:
         async def emit(payload: dict) -> None:
-            await writer.emit(job_id, payload)
+            await writer.emit(claim.id, payload)
 
         await stamp_run(
             emit, events=events, rate=rate, offset=stagger(index, jobs, rate)
         )
-        await writer.finish(job_id, COMPLETED, status="completed")
-        writer.close(job_id)
+        await writer.finish(claim.id, COMPLETED, status="completed")
+        writer.close(claim.id, attempt=claim.attempt)
 
-    await asyncio.gather(*(run(i, job_id) for i, job_id in enumerate(ids)))
+    await asyncio.gather(*(run(i, claim) for i, claim in enumerate(claims)))
     print(json.dumps({"stopped": stopped}), flush=True)
     await pool.close()
 

@@ -143,18 +143,30 @@ class EventWriter:
         self._lanes = [_Lane(self) for _ in range(lanes)]
 
     def open(self, job_id: uuid.UUID, *, attempt: int, last_seq: int, stop_run: StopRun) -> None:
-        """Start writing a claimed job: ``attempt`` and ``last_seq`` as the claim returned them."""
+        """Start writing a claimed job: ``attempt`` and ``last_seq`` as the claim returned them.
+
+        An earlier attempt of the job may still be open here: this process claimed
+        the job again because that run's heartbeat went stale (a database outage
+        can do that), and the run has not noticed yet. It is fenced now. Otherwise
+        its events would go into this attempt's log, because runs emit by job id."""
+        earlier = self._logs.get(job_id)
+        if earlier is not None:
+            self._fence(earlier, _Written(result=AppendResult(False)), "fenced")
         job = _JobLog(job_id, attempt, last_seq, stop_run)
         # By the id, not round-robin: stable across close/open (see the module docstring).
         job.lane = self._lanes[job_id.int % len(self._lanes)]
         job.lane.jobs[job_id] = job
         self._logs[job_id] = job
 
-    def close(self, job_id: uuid.UUID) -> None:
-        """Forget a job (finished, released or fenced); whatever it still buffers is dropped."""
-        job = self._logs.pop(job_id, None)
-        if job is not None and job.lane is not None:
-            job.lane.jobs.pop(job_id, None)
+    def close(self, job_id: uuid.UUID, *, attempt: int) -> None:
+        """Forget a job's ``attempt`` (finished, released or fenced); whatever it still
+        buffers is dropped. A later attempt opened since (see ``open``) stays."""
+        job = self._logs.get(job_id)
+        if job is None or job.attempt != attempt:
+            return
+        del self._logs[job_id]
+        assert job.lane is not None
+        job.lane.jobs.pop(job_id, None)
 
     async def emit(self, job_id: uuid.UUID, payload: Payload) -> None:
         """Buffer one non-terminal payload. Returns at once unless the job's buffer is full."""

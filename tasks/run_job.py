@@ -121,7 +121,7 @@ async def run_job(runtime: Runtime, job_id: uuid.UUID, *, worker: str) -> RunOut
         outcome = RunOutcome("lost", claim.attempt)
     finally:
         runtime.supervisor.unregister(handle)
-        runtime.writer.close(claim.id)
+        runtime.writer.close(claim.id, attempt=claim.attempt)
     log.info(
         "job %s: %s (attempt %d)", job_id, outcome.status, claim.attempt,
         extra=job_fields(job_id, outcome.status, attempt=claim.attempt, worker=worker),

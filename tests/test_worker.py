@@ -346,7 +346,7 @@ async def test_writer_lanes_commit_at_once_and_keep_each_job_in_order(pool, monk
                 await asyncio.sleep(0)
         result = await writer.finish(claim.id, {"type": "done", "status": "completed"}, status="completed")
         assert (result.applied, result.last_seq) == (True, 40)
-        writer.close(claim.id)
+        writer.close(claim.id, attempt=claim.attempt)
 
     await asyncio.gather(*(run(claim) for claim in claims))
     for claim in claims:
@@ -377,6 +377,34 @@ async def test_writer_fences_a_run_whose_job_was_taken_over(pool):
     assert not (await writer.finish(claim.id, {"type": "done", "status": "completed"}, status="completed")).applied
     assert await events(pool, claim.id) == []
     assert (await get_job(pool, claim.id, TENANT))["status"] == "running"
+
+
+async def test_writer_fences_an_earlier_attempt_when_this_process_claims_the_job_again(pool):
+    # A database outage let the run's heartbeat go stale; the job was dispatched
+    # again and this same process claimed attempt 2 while attempt 1 still ran here.
+    writer = EventWriter(pool)
+    first = await claimed_job(pool)
+    stops: dict[int, list[str]] = {1: [], 2: []}
+    writer.open(first.id, attempt=first.attempt, last_seq=first.job["last_seq"], stop_run=stops[1].append)
+    await writer.emit(first.id, {"type": "text_delta", "delta": "one "})
+    assert (await writer.drain(first.id)).applied
+    second = await claim_job(pool, first.id, worker="test", stale_after_s=0)
+    assert second is not None and second.attempt == 2
+    writer.open(second.id, attempt=second.attempt, last_seq=second.job["last_seq"], stop_run=stops[2].append)
+    assert stops == {1: ["fenced"], 2: []}
+    # Attempt 1's run ends and closes its log: attempt 2's stays open.
+    writer.close(first.id, attempt=first.attempt)
+    await writer.emit(second.id, {"type": "text_delta", "delta": "two"})
+    result = await writer.finish(second.id, {"type": "done", "status": "completed"}, status="completed")
+    assert (result.applied, result.last_seq) == (True, 2)
+    writer.close(second.id, attempt=second.attempt)
+    rows = await read_events(pool, first.id, -1, 10)
+    assert [(r.seq, json.loads(r.data)) for r in rows] == [
+        (0, {"type": "text_delta", "delta": "one "}),
+        (1, {"type": "text_delta", "delta": "two"}),
+        (2, {"type": "done", "status": "completed"}),
+    ]
+    assert stops == {1: ["fenced"], 2: []}
 
 
 async def test_writer_reports_a_cancel_request(pool):

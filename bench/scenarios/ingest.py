@@ -58,7 +58,7 @@ async def through_writer(pool: AsyncConnectionPool, jobs: int, seconds: float) -
         while loop.time() < deadline:
             await writer.emit(job_id, PAYLOAD)
         result = await writer.finish(job_id, COMPLETED, status="completed")
-        writer.close(job_id)
+        writer.close(job_id, attempt=1)
         assert result.applied and result.last_seq is not None
         return result.last_seq + 1
 
