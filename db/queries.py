@@ -170,12 +170,13 @@ ORDER BY r.job_id, e.seq
 
 # Claim a job for one attempt: a pending job, or a running one whose worker
 # stopped heart-beating, unless its cancel was requested (the reaper ends that
-# one: REAP_FINISH; a new attempt would only be stopped again). The previous status and error say why a new attempt
-# starts (the reason in its ``retry`` event). Never beyond ``max_attempts``: a
-# job that used them all is the reaper's to fail. Two deliveries of one job
-# that claim at once serialize on the row lock, and the second one re-checks
-# the WHERE against the row the first one wrote (running, fresh heartbeat), so
-# it gets no row: one job never runs twice at once.
+# one: REAP_FINISH; a new attempt would only be stopped again). The previous
+# status and error say why a new attempt starts (the reason in its ``retry``
+# event). Never beyond ``max_attempts``: a job that used them all is the
+# reaper's to fail. Two deliveries of one job that claim at once serialize on
+# the row lock, and the second one re-checks the WHERE against the row the
+# first one wrote (running, fresh heartbeat), so it gets no row: one job never
+# runs twice at once.
 CLAIM_JOB = f"""
 WITH prev AS (
     SELECT id, status AS prev_status, error AS prev_error
@@ -239,11 +240,10 @@ RETURNING id
 # ``pending_timeout_s`` past their ``available_at``, or running with a heartbeat
 # older than ``stale_after_s`` and no cancel request (a dead run asked to cancel
 # is REAP_FINISH's to end: the two sets must not meet, or a run whose heartbeat
-# went stale between a tick's two statements would be run again).
-# Each is marked as dispatched now (available_at),
-# in the same statement that picks it, so every other worker's reaper leaves it
-# alone for another threshold. SKIP LOCKED: a job that is being claimed or
-# written right now is busy, not stuck.
+# went stale between a tick's two statements would be run again). Each is
+# marked as dispatched now (available_at), in the same statement that picks it,
+# so every other worker's reaper leaves it alone for another threshold. SKIP
+# LOCKED: a job that is being claimed or written right now is busy, not stuck.
 REAP_DISPATCH = """
 WITH stuck AS (
     SELECT id FROM jobs
