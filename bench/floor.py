@@ -25,7 +25,6 @@ import time
 from typing import Any
 
 import asyncpg
-import psycopg
 
 from bench.stamps import stamp_run
 from db import queries
@@ -40,22 +39,20 @@ async def write(events: int, rate: float) -> None:
     assert settings.database_url, "DATABASE_URL is not set"
     pool = await open_pool(settings.database_url, 1, name="runstream-bench-floor")
     job = await create_job(pool, tenant="bench", message="floor", model="offline")
-    await pool.close()
-    conn = await psycopg.AsyncConnection.connect(
-        plain_url(settings.database_url), autocommit=True
-    )
     print(json.dumps({"job": str(job["id"])}), flush=True)
     await asyncio.get_running_loop().run_in_executor(None, sys.stdin.readline)
     seq = 0
+    # One connection held for the whole run (the pool's autocommit one): no checkout per event.
+    async with pool.connection() as conn:
 
-    async def emit(payload: dict[str, Any]) -> None:
-        nonlocal seq
-        params = {"job_id": job["id"], "seq": seq, "payload": json.dumps(payload)}
-        await conn.execute(queries.FLOOR_APPEND_EVENT, params)
-        seq += 1
+        async def emit(payload: dict[str, Any]) -> None:
+            nonlocal seq
+            params = {"job_id": job["id"], "seq": seq, "payload": json.dumps(payload)}
+            await conn.execute(queries.FLOOR_APPEND_EVENT, params)
+            seq += 1
 
-    await stamp_run(emit, events=events, rate=rate)
-    await conn.close()
+        await stamp_run(emit, events=events, rate=rate)
+    await pool.close()
 
 
 async def floor_round(

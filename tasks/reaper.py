@@ -13,9 +13,9 @@ on its event loop (tasks.runtime), every ``reaper_interval_s``:
 2. jobs with attempts left that no message will bring (pending for
    ``pending_timeout_s`` past ``available_at``, or running with a heartbeat
    older than ``stale_after_s`` and no cancel request: those are step 1's)
-   are dispatched again, by job id, like the API
-   does. The claim then decides: a stale run becomes attempt + 1 with a
-   ``retry`` event; a message that does arrive after all finds the job taken.
+   are dispatched again, by job id, like the API does. The claim then
+   decides: a stale run becomes attempt + 1 with a ``retry`` event; a message
+   that does arrive after all finds the job taken.
 
 Several workers run it at once safely: each statement picks its jobs with
 ``FOR UPDATE SKIP LOCKED`` and, in the same statement, marks them (the terminal
