@@ -10,6 +10,12 @@ from typing import Any
 
 from api.errors import ApiError
 
+# A cursor this API gives out is about 80 characters. Anything much longer is not
+# one of ours and is refused before it is decoded: a deeply nested JSON array
+# would otherwise send the parser into RecursionError.
+MAX_CURSOR_CHARS = 256
+INVALID = "cursor is not one this API gave out"
+
 
 def encode_cursor(job: dict[str, Any]) -> str:
     raw = json.dumps([job["created_at"].isoformat(), str(job["id"])], separators=(",", ":"))
@@ -17,12 +23,14 @@ def encode_cursor(job: dict[str, Any]) -> str:
 
 
 def decode_cursor(text: str) -> tuple[datetime, uuid.UUID]:
+    if len(text) > MAX_CURSOR_CHARS:
+        raise ApiError(400, "invalid_cursor", INVALID)
     try:
         raw = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
         created_at, job_id = json.loads(raw)
         position = datetime.fromisoformat(created_at), uuid.UUID(job_id)
-    except (ValueError, TypeError, AttributeError) as exc:  # bad base64, JSON, shape, date or uuid
-        raise ApiError(400, "invalid_cursor", "cursor is not one this API gave out") from exc
+    except (ValueError, TypeError, AttributeError, RecursionError):  # bad base64, JSON, shape, date or uuid
+        raise ApiError(400, "invalid_cursor", INVALID) from None
     if position[0].tzinfo is None:
-        raise ApiError(400, "invalid_cursor", "cursor is not one this API gave out")
+        raise ApiError(400, "invalid_cursor", INVALID)
     return position

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import time
 import uuid
 from pathlib import Path
@@ -208,6 +209,14 @@ async def test_list_without_filters_is_newest_first(http, pool) -> None:
 )
 async def test_list_rejects_bad_parameters(http, query: str, code: str) -> None:
     assert_error(await http.get(f"/api/jobs?{query}"), 400, code)
+
+
+async def test_a_deeply_nested_cursor_is_a_400_and_leaves_no_traceback(http, idle_api) -> None:
+    nested = ("[" * 1100 + "]" * 1100).encode()
+    cursor = base64.urlsafe_b64encode(nested).decode().rstrip("=")
+    assert_error(await http.get("/api/jobs", params={"cursor": cursor}), 400, "invalid_cursor")
+    assert "RecursionError" not in idle_api.log()
+    assert "Traceback" not in idle_api.log()
 
 
 # --- dispatch ------------------------------------------------------------------------
