@@ -17,6 +17,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from psycopg.types.json import Jsonb
 from psycopg_pool import AsyncConnectionPool
+from sqlalchemy.engine import make_url
 
 from db.connector import open_pool
 from db.retention import PruneCount, prune
@@ -61,10 +62,12 @@ def test_readiness_fails_when_the_database_goes_away(service_env: dict[str, str]
         response = wait_for_status(api, 503)
         assert response.status_code == 503
         body = response.json()
+        # Reason codes only: no exception text (it names the database, the user, the host).
         assert body["status"] == "unavailable"
-        assert body["checks"]["database"] != "ok"
-        assert body["checks"]["listen"] == "LISTEN connection is down (reconnecting)"
-        assert body["checks"]["broker"] == "ok"
+        # The pool may fail at once or keep trying past the check's timeout.
+        assert body["checks"]["database"] in ("unreachable", "timeout")
+        assert (body["checks"]["listen"], body["checks"]["broker"]) == ("reconnecting", "ok")
+        assert make_url(database_url).database not in response.text
         # Liveness is about the process, which is fine.
         assert httpx.get(f"{api.url}/healthz").json() == {"status": "ok"}
     finally:
@@ -80,7 +83,9 @@ def test_readiness_fails_when_the_broker_is_unreachable(service_env: dict[str, s
         assert response.status_code == 503
         checks = response.json()["checks"]
         assert (checks["database"], checks["listen"]) == ("ok", "ok")
-        assert "Connection refused" in checks["broker"]
+        assert checks["broker"] == "unreachable"
+        # The cause is the operator's to read, in the log.
+        assert "readiness: broker check failed" in api.log()
     finally:
         api.stop()
 
