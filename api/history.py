@@ -98,12 +98,20 @@ DELTAKIT_SESSION_ID = "default-agno-background-task"
 
 
 async def agno_history(pool: AsyncConnectionPool, tenant: str, session_id: str) -> list[dict[str, Any]]:
-    """The body of ``GET {API_URL}``: a bare list of Agno messages, finished runs
-    only. A run in progress is left out as in Agno's own session storage (which
-    stores a run when it ends): DeltaKit resumes it from its persisted run id and
-    rebuilds its answer from the stream, so listing it here would show it twice."""
-    turns, _ = await conversation(pool, tenant=tenant, session_id=session_id, limit=MAX_RUNS, finished_only=True)
-    return [message for turn in turns for message in agno_messages(turn)]
+    """The body of ``GET {API_URL}``: a bare list of Agno messages. A run in
+    progress contributes only its user message, marked ``"in_progress": true``
+    (with its ``job_id``): DeltaKit resumes the run from its persisted run id and
+    rebuilds the answer from the stream's replay, so the partial answer here would
+    show twice, but without the question the resumed answer would stand under none."""
+    turns, _ = await conversation(pool, tenant=tenant, session_id=session_id, limit=MAX_RUNS)
+    messages: list[dict[str, Any]] = []
+    for turn in turns:
+        if turn.in_progress:
+            question = agno_messages(turn)[0]
+            messages.append({**question, "job_id": str(turn.job_id), "in_progress": True})
+        else:
+            messages.extend(agno_messages(turn))
+    return messages
 
 
 async def clear(pool: AsyncConnectionPool, tenant: str, session_id: str) -> int:

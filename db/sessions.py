@@ -33,7 +33,7 @@ async def _turns(pool: AsyncConnectionPool, params: dict[str, Any]) -> list[Turn
 
 
 async def conversation(
-    pool: AsyncConnectionPool, *, tenant: str, session_id: str, limit: int, finished_only: bool = False
+    pool: AsyncConnectionPool, *, tenant: str, session_id: str, limit: int
 ) -> tuple[list[Turn], bool]:
     """The newest ``limit`` runs of the session, oldest first, and whether older ones exist."""
     turns = await _turns(
@@ -43,7 +43,7 @@ async def conversation(
             "session_id": session_id,
             "before_created_at": None,
             "before_id": None,
-            "finished_only": finished_only,
+            "finished_only": False,
             "limit": limit + 1,
         },
     )

@@ -197,13 +197,19 @@ async def test_a_run_in_progress_is_marked_with_its_resume_point(
     rest = await read_stream(http, f"/api/jobs/{job_id}/events", headers={"Last-Event-ID": "5"})
     assert deltakit_events(rest) == [{"type": "text_delta", "delta": "!"}, {"type": "done", "status": "completed"}]
 
-    # The DeltaKit alias's history (fromAgnoAgents input): finished runs only.
+    # The DeltaKit alias's history (fromAgnoAgents input): a run in progress shows
+    # its question, marked, and none of its partial answer (the resumed stream's
+    # replay rebuilds that, under the question).
     job2 = await claimed_job(pool, session, "third, still running")
+    await append(pool, job2, [{"type": "text_delta", "delta": "partial"}])
     alias = await agno_history(pool, TENANT, session)
     assert [(m["role"], m.get("content")) for m in alias] == [
         ("user", "first"), ("assistant", "one"), ("user", "second"), ("assistant", "Hello!"),
+        ("user", "third, still running"),
     ]
-    assert str(job2) not in json.dumps(alias)
+    assert alias[-1]["in_progress"] is True and alias[-1]["job_id"] == str(job2)
+    assert not any(m.get("in_progress") for m in alias[:-1])
+    assert "partial" not in json.dumps(alias)
 
 
 async def test_clear_empties_the_conversation_and_keeps_the_log(
