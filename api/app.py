@@ -23,7 +23,7 @@ from api.dispatch import Dispatcher
 from api.errors import EXCEPTION_HANDLERS
 from api.hub import EventHub
 from api.openapi import openapi_json
-from api.security import secure
+from api.security import load_stream_keys, secure
 from db.connector import open_pool
 from runstream.settings import Settings, get_settings
 
@@ -76,6 +76,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
         app.state.pool = pool
         app.state.hub = hub
         app.state.dispatcher = dispatcher
+        await load_stream_keys(app.state.signer, pool)
         await hub.start()
         try:
             yield

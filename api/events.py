@@ -5,13 +5,13 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import time
 import uuid
 from collections.abc import AsyncIterator
 
 import psycopg
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.types import Send
 
 from api import params
 from api.auth import accepts_stream_token
@@ -25,11 +25,32 @@ from db.jobs import TERMINAL_STATUSES, get_job
 log = logging.getLogger(__name__)
 
 # While the database is unreachable (a restart, a failover), a stream keeps its
-# client with keep-alives and reads again every DB_RETRY_S, for up to
-# DB_OUTAGE_S; past that it ends cleanly and its client resumes with
-# Last-Event-ID (where a reconnect meets a 503 until the database is back).
+# client with keep-alives and reads again every DB_RETRY_S, for as long as it
+# takes: a clean end without the terminal event would read as "the run is
+# finished" to DeltaKit's client, which never reconnects.
 DB_RETRY_S = 0.5
-DB_OUTAGE_S = 15.0
+
+
+class StreamCut(Exception):
+    """The stream must end before its terminal event (the server's shutdown grace
+    ran out): the response is left unterminated, so no client can take the cut
+    for the end of the run."""
+
+
+class EventStreamResponse(StreamingResponse):
+    """An SSE response that a ``StreamCut`` ends *uncleanly*: the chunked body is
+    never terminated and uvicorn closes the connection. ``fetch`` readers
+    (DeltaKit) then see a network error rather than a finished run, and
+    ``EventSource`` reconnects with Last-Event-ID."""
+
+    async def stream_response(self, send: Send) -> None:
+        await send({"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers})
+        try:
+            async for chunk in self.body_iterator:
+                await send({"type": "http.response.body", "body": chunk, "more_body": True})
+        except StreamCut:
+            return
+        await send({"type": "http.response.body", "body": b"", "more_body": False})
 
 
 def wants_json(request: Request) -> bool:
@@ -63,32 +84,29 @@ async def stream_events(request: Request) -> Response:
         return Response(b"", media_type=MEDIA_TYPE, headers=HEADERS)
     body = event_stream(state.hub, job_id, after)
     # Counted against the stream limits until it ends (429 when none is free).
-    return state.streams.hold(resolve_tenant(request), StreamingResponse(body, media_type=MEDIA_TYPE, headers=HEADERS))
+    return state.streams.hold(resolve_tenant(request), EventStreamResponse(body, media_type=MEDIA_TYPE, headers=HEADERS))
 
 
 async def event_stream(hub: EventHub, job_id: uuid.UUID, after: int) -> AsyncIterator[bytes]:
     """Frames after ``after`` until the terminal event. The subscription is freed
     however this ends: terminal event, error, the client gone (Starlette cancels
-    the stream when it sees the disconnect), or the server shutting down (the
-    body then ends cleanly, without a terminal event: the client reconnects)."""
-    outage_since: float | None = None
+    the stream when it sees the disconnect), or the server's shutdown grace
+    running out (``StreamCut``: an unclean end, see ``EventStreamResponse``)."""
     with hub.subscribe(job_id, after) as subscriber:
         while True:
             try:
                 frames = await subscriber.next_batch()
             except psycopg.OperationalError as exc:
                 # A failed read moved nothing: reading again resumes exactly.
-                outage_since = outage_since or time.monotonic()
-                if time.monotonic() - outage_since > DB_OUTAGE_S or hub.ending:
-                    log.warning("stream of job %s ends: the database is unreachable (%s)", job_id, exc)
-                    return
+                if hub.cutting:
+                    raise StreamCut from None
+                log.warning("stream of job %s waits for the database (%s)", job_id, exc)
                 yield KEEPALIVE
                 await asyncio.sleep(DB_RETRY_S)
                 continue
-            outage_since = None
             if not frames:
-                if hub.ending:
-                    return
+                if hub.cutting:
+                    raise StreamCut
                 yield KEEPALIVE
                 continue
             # A live stream gets one frame per wake-up most of the time: its bytes go out as they are.

@@ -61,6 +61,8 @@ LISTEN_ERRORS = (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.Interface
 # The keep-alive ticker runs this many times per keep-alive period, so a silent
 # stream gets its keep-alive between 1 and 1 + 1/KEEPALIVE_TICKS periods after its last send.
 KEEPALIVE_TICKS = 5
+# How often a draining hub looks whether its streams have all ended.
+DRAIN_POLL_S = 0.05
 
 
 class Subscriber:
@@ -83,7 +85,7 @@ class Subscriber:
     async def next_batch(self) -> list[Frame]:
         """The next frames, in order; ``[]`` when the stream has been quiet for the
         hub's keep-alive period (its cue to send a keep-alive), and at once once
-        the hub is ending its streams (``EventHub.end_streams``)."""
+        the hub is cutting its streams (``EventHub.drain``)."""
         frames = await self._next()
         self.quiet_since = self._loop.time()
         return frames
@@ -95,7 +97,7 @@ class Subscriber:
                 self._buffer.clear()
                 self._keepalive_due = False
                 return frames
-            if self.feed.hub.ending or self._keepalive_due:
+            if self.feed.hub.cutting or self._keepalive_due:
                 self._keepalive_due = False
                 return []
             if not self.live:
@@ -227,8 +229,8 @@ class EventHub:
         self.feeds: dict[str, JobFeed] = {}
         # True while the LISTEN connection is up and listening (readiness).
         self.listening = False
-        # Set when the process shuts down: every stream ends (end_streams).
-        self.ending = False
+        # Set when the shutdown grace has run out: every open stream is cut (drain).
+        self.cutting = False
         self._listener: asyncio.Task[None] | None = None
         self._ticker: asyncio.Task[None] | None = None
         # Feeds woken since the last read began; one reader at a time serves them all.
@@ -248,11 +250,20 @@ class EventHub:
         if self._reader is not None:
             self._reader.cancel()
 
-    def end_streams(self) -> None:
-        """The server is shutting down: every open stream ends now, cleanly (what its
-        buffer holds is sent first), and its client resumes with Last-Event-ID on
-        another process, instead of the server waiting out its graceful timeout."""
-        self.ending = True
+    async def drain(self, grace_s: float) -> None:
+        """The server is shutting down and takes no new connections: let the open
+        streams run to their terminal events for up to ``grace_s``, then cut the
+        rest (what a buffer holds is sent first). A cut stream ends uncleanly, so
+        its client knows the run is not over and resumes on another process."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + grace_s
+        if self.open_streams:
+            log.info("shutting down: %d open stream(s) have %gs to finish", self.open_streams, grace_s)
+        while self.open_streams and loop.time() < deadline:
+            await asyncio.sleep(DRAIN_POLL_S)
+        if self.open_streams:
+            log.warning("shutdown grace over: cutting %d open stream(s); their clients resume", self.open_streams)
+        self.cutting = True
         for feed in self.feeds.values():
             for subscriber in feed.subscribers:
                 subscriber.wake()

@@ -15,6 +15,7 @@ from api.errors import not_found
 from api.limits import creation_limits, job_limit_error
 from api.payloads import job_json, parse_new_job
 from api.tenancy import resolve_tenant
+from api.urls import public_base_url
 from db import jobs
 from runstream.logs import job_fields
 
@@ -41,7 +42,7 @@ async def create_job(request: Request, default_session_id: str | None = None) ->
     # job stays pending and the reaper sends it again.
     dispatched = await state.dispatcher.dispatch(job["id"])
     log.info("job created", extra=job_fields(job["id"], "pending", dispatched=dispatched, session_id=job["session_id"]))
-    return JSONResponse(job_json(job) | state.signer.links(job["id"], tenant), status_code=202)
+    return JSONResponse(job_json(job) | state.signer.links(job["id"], tenant, public_base_url(request)), status_code=202)
 
 
 async def get_job(request: Request) -> JSONResponse:
@@ -50,7 +51,7 @@ async def get_job(request: Request) -> JSONResponse:
     if job is None:
         raise not_found()
     # A fresh stream token, for a client whose first one expired.
-    return JSONResponse(job_json(job) | request.app.state.signer.links(job["id"], tenant))
+    return JSONResponse(job_json(job) | request.app.state.signer.links(job["id"], tenant, public_base_url(request)))
 
 
 @accepts_stream_token

@@ -67,8 +67,8 @@ STREAM_LINKS = {
     "properties": {
         "stream_token": {"type": "string"},
         "stream_token_expires_at": {"type": "string", "format": "date-time"},
-        "events_url": {"type": "string", "description": "the events URL with ?token="},
-        "cancel_url": {"type": "string", "description": "the cancel URL with ?token="},
+        "events_url": {"type": "string", "description": "the absolute events URL with ?token="},
+        "cancel_url": {"type": "string", "description": "the absolute cancel URL with ?token="},
     },
 }
 

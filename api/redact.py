@@ -11,12 +11,21 @@ from __future__ import annotations
 import logging
 import re
 
-TOKEN_IN_QUERY = re.compile(r"([?&]token=)[^&\s\"]*")
-REDACTED = r"\1REDACTED"
+from urllib.parse import unquote_plus
+
+# Every query parameter as it stands in the line: its name and its value.
+QUERY_PARAMETER = re.compile(r"([?&])([^=&\s\"]*)=([^&\s\"]*)")
+
+
+def _redact_parameter(match: re.Match[str]) -> str:
+    # By the decoded name: the server decodes `%74oken` to `token` and accepts it.
+    if unquote_plus(match.group(2)) != "token":
+        return match.group(0)
+    return f"{match.group(1)}{match.group(2)}=REDACTED"
 
 
 def redact(text: str) -> str:
-    return TOKEN_IN_QUERY.sub(REDACTED, text)
+    return QUERY_PARAMETER.sub(_redact_parameter, text)
 
 
 class RedactStreamTokens(logging.Filter):

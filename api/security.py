@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import logging
-import secrets
 
+from psycopg_pool import AsyncConnectionPool
 from starlette.applications import Starlette
 
 from api import redact
@@ -13,6 +13,7 @@ from api.cors import JsonCORSMiddleware, cors_options
 from api.guards import RequestGuard
 from api.limits import StreamSlots
 from api.tokens import TokenSigner
+from db.secrets import stream_secrets
 from runstream.settings import Settings
 
 log = logging.getLogger("runstream.security")
@@ -22,18 +23,23 @@ MIN_SECRET_CHARS = 32
 
 
 def stream_signer(settings: Settings) -> TokenSigner:
+    """RUNSTREAM_SECRET's signer, or one whose keys ``load_stream_keys`` reads
+    from Postgres when the app starts (shared by every API process)."""
     if settings.secret is None:
-        log.warning(
-            "RUNSTREAM_SECRET is not set: stream tokens are signed with a random secret of this "
-            "process, so a token opens streams only on the API process that issued it. Set "
-            "RUNSTREAM_SECRET (the same on every API process) when more than one serves."
-        )
-        return TokenSigner(secrets.token_bytes(32), settings.stream_token_ttl_s)
+        return TokenSigner([], settings.stream_token_ttl_s)
     secret = settings.secret.get_secret_value()
     if len(secret) < MIN_SECRET_CHARS:
         # Says how long it must be, never what it is.
         raise RuntimeError(f"RUNSTREAM_SECRET must be at least {MIN_SECRET_CHARS} characters of random text")
-    return TokenSigner(secret.encode(), settings.stream_token_ttl_s)
+    return TokenSigner([secret.encode()], settings.stream_token_ttl_s)
+
+
+async def load_stream_keys(signer: TokenSigner, pool: AsyncConnectionPool) -> None:
+    """Without RUNSTREAM_SECRET: the deployment's keys from Postgres, made by the
+    first process that starts, so a token works on every replica and after restarts."""
+    if not signer.keys:
+        signer.keys = await stream_secrets(pool)
+        log.info("stream tokens are signed with the deployment's key from Postgres (RUNSTREAM_SECRET is not set)")
 
 
 def announce(keys: KeyRing) -> None:

@@ -1,11 +1,13 @@
-"""``runstream api``: uvicorn's server, with a shutdown that ends SSE streams first.
+"""``runstream api``: uvicorn's server, with a shutdown that never ends a stream
+cleanly before its terminal event.
 
-On SIGTERM uvicorn stops accepting connections, then waits up to
-``timeout_graceful_shutdown`` for the open ones to finish. An SSE stream of a
-running job would not finish on its own, so every shutdown would stall for the
-whole timeout and then cut the streams. Instead the hub ends every stream at
-once, cleanly (the chunked body is terminated; no terminal event): clients
-reconnect with Last-Event-ID, to another process, and resume exactly.
+On SIGTERM the server stops accepting connections, then lets open SSE streams run
+to their jobs' terminal events for up to ``RUNSTREAM_SHUTDOWN_GRACE_S``. Streams
+still open then are cut *uncleanly* (the chunked body is never terminated), so no
+client mistakes the cut for the end of the run: DeltaKit's ``fetch`` reader sees
+an error, ``EventSource`` reconnects with Last-Event-ID, curl reports a transfer
+closed with data outstanding. Then uvicorn's own graceful shutdown follows for
+ordinary requests in flight.
 """
 
 from __future__ import annotations
@@ -23,16 +25,18 @@ GC_YOUNG_THRESHOLD = 50_000
 
 
 class ApiServer(uvicorn.Server):
-    def __init__(self, config: uvicorn.Config, app: Starlette):
+    def __init__(self, config: uvicorn.Config, app: Starlette, shutdown_grace_s: float):
         super().__init__(config)
         self.app = app
+        self.shutdown_grace_s = shutdown_grace_s
 
     async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
-        # Set before uvicorn closes the listening sockets, which it does before it
-        # first yields: no stream can start on this process after this point.
         hub = getattr(self.app.state, "hub", None)
         if hub is not None:
-            hub.end_streams()
+            # No new connections from here on (uvicorn closes them again: a no-op).
+            for server in self.servers:
+                server.close()
+            await hub.drain(self.shutdown_grace_s)
         await super().shutdown(sockets)
 
 
@@ -47,17 +51,24 @@ def tune_garbage_collector() -> None:
     gc.set_threshold(GC_YOUNG_THRESHOLD, 20, 20)
 
 
-def serve(app: Starlette, *, host: str, port: int, log_level: str) -> None:
+def serve(
+    app: Starlette, *, host: str, port: int, log_level: str, trust_proxy_headers: bool, shutdown_grace_s: float
+) -> None:
     config = uvicorn.Config(
         app,
         host=host,
         port=port,
+        # uvicorn would take X-Forwarded-Proto/-For from any loopback peer; here
+        # proxy headers count only when the operator says a proxy sets them, and
+        # then from whoever reaches the port (the proxy is the only way in).
+        proxy_headers=trust_proxy_headers,
+        forwarded_allow_ips="*" if trust_proxy_headers else None,
         # None: uvicorn keeps the logging set up by the caller (JSON lines) instead of its own.
         log_config=None,
         log_level=log_level,
         timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_S,
     )
-    server = ApiServer(config, app)
+    server = ApiServer(config, app, shutdown_grace_s)
     tune_garbage_collector()
     server.run()
     if not server.started:

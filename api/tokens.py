@@ -3,7 +3,7 @@
 ``EventSource`` cannot send headers and DeltaKit's ``stop()`` posts its cancel
 with none, so a browser cannot present an API key there. POST /api/jobs hands out
 ``<expiry>.<tenant>.<signature>`` (the tenant base64url-encoded): an HMAC-SHA256,
-under the server secret, of the job id, the tenant and the expiry. The job id is
+under the deployment's signing key, of the job id, the tenant and the expiry. The job id is
 not in the token but taken from the URL it is used on, so a token for one job
 opens no other.
 """
@@ -46,29 +46,39 @@ class StreamToken:
 
 
 class TokenSigner:
-    def __init__(self, secret: bytes, ttl_s: int):
-        self.secret = secret
+    """Signs with the first of ``keys`` and accepts a token of any of them (the
+    ones before it are older keys, kept so a rotation breaks no token in use).
+    The keys come from RUNSTREAM_SECRET or, unset, from Postgres when the app
+    starts (``api.security.load_stream_keys``)."""
+
+    def __init__(self, keys: list[bytes], ttl_s: int):
+        self.keys = keys
         self.ttl_s = ttl_s
 
-    def _signature(self, job_id: uuid.UUID, tenant: str, expires_at: int) -> bytes:
+    @staticmethod
+    def _signature(key: bytes, job_id: uuid.UUID, tenant: str, expires_at: int) -> bytes:
         # JSON framing: no choice of tenant can make two different triples sign alike.
         message = json.dumps(["runstream-stream-token-v1", str(job_id), tenant, expires_at])
-        return hmac.new(self.secret, message.encode(), hashlib.sha256).digest()
+        return hmac.new(key, message.encode(), hashlib.sha256).digest()
+
+    def _token(self, key: bytes, job_id: uuid.UUID, tenant: str, expires_at: int) -> str:
+        signature = self._signature(key, job_id, tenant, expires_at)
+        return f"{expires_at}.{_b64(tenant.encode())}.{_b64(signature)}"
 
     def issue(self, job_id: uuid.UUID, tenant: str) -> StreamToken:
         expires_at = int(time.time()) + self.ttl_s
-        signature = self._signature(job_id, tenant, expires_at)
-        return StreamToken(f"{expires_at}.{_b64(tenant.encode())}.{_b64(signature)}", expires_at)
+        return StreamToken(self._token(self.keys[0], job_id, tenant, expires_at), expires_at)
 
-    def links(self, job_id: uuid.UUID, tenant: str) -> dict[str, Any]:
-        """What a job's JSON carries so a browser can stream and stop it without a key."""
+    def links(self, job_id: uuid.UUID, tenant: str, base_url: str) -> dict[str, Any]:
+        """What a job's JSON carries so a browser can stream and stop it without a
+        key: absolute URLs under ``base_url`` (api.urls.public_base_url)."""
         token = self.issue(job_id, tenant)
         query = urlencode({"token": token.token})
         return {
             "stream_token": token.token,
             "stream_token_expires_at": datetime.fromtimestamp(token.expires_at, UTC).isoformat(),
-            "events_url": f"/api/jobs/{job_id}/events?{query}",
-            "cancel_url": f"/api/jobs/{job_id}/cancel?{query}",
+            "events_url": f"{base_url}/api/jobs/{job_id}/events?{query}",
+            "cancel_url": f"{base_url}/api/jobs/{job_id}/cancel?{query}",
         }
 
     def verify(self, token: str, job_id: uuid.UUID) -> str:
@@ -80,13 +90,18 @@ class TokenSigner:
             raise TokenError("invalid")
         try:
             tenant = _unb64(parts[1]).decode()
-            signature = _unb64(parts[2])
         except (binascii.Error, ValueError):  # bad base64 or not UTF-8
             raise TokenError("invalid") from None
         expires_at = int(parts[0])
-        # The signature is checked before the expiry, so "expired" is only ever
-        # said of a token this server really issued.
-        if not hmac.compare_digest(signature, self._signature(job_id, tenant, expires_at)):
+        # A token has one spelling: the one issued. Comparing the whole token with
+        # the one this server would issue refuses leading zeros, base64 padding and
+        # flipped unused bits, which decode to the same values. The signature is
+        # checked before the expiry, so "expired" is only ever said of a token
+        # this server really issued.
+        presented = token.encode()
+        # Every key is tried (no early exit), so timing tells nothing of which matched.
+        matches = [hmac.compare_digest(presented, self._token(key, job_id, tenant, expires_at).encode()) for key in self.keys]
+        if not any(matches):
             raise TokenError("invalid")
         if expires_at < time.time():
             raise TokenError("expired")

@@ -407,3 +407,32 @@ WHERE id = ANY(%(ids)s::uuid[]) AND status IN ('completed', 'failed', 'cancelled
 PING = "SELECT 1"
 
 DATABASE_EXISTS = "SELECT 1 FROM pg_database WHERE datname = %(name)s"
+
+# --- stream token secrets (db/secrets.py) ------------------------------------------
+
+# The first process to start inserts one. In one transaction: the advisory lock
+# first, then the insert, whose statement sees what a concurrent start committed
+# while this one waited; so a fresh deployment gets exactly one key.
+LOCK_STREAM_SECRETS = """
+SELECT pg_advisory_xact_lock(hashtext('runstream.stream_secrets'))
+"""
+
+ENSURE_STREAM_SECRET = """
+INSERT INTO stream_secrets (secret)
+SELECT %(secret)s WHERE NOT EXISTS (SELECT 1 FROM stream_secrets)
+"""
+
+ADD_STREAM_SECRET = """
+INSERT INTO stream_secrets (secret) VALUES (%(secret)s)
+"""
+
+# Newest first: the first signs, all of them verify.
+STREAM_SECRETS = """
+SELECT secret FROM stream_secrets ORDER BY id DESC LIMIT %(keep)s
+"""
+
+# After a rotation only the newest ``keep`` stay valid.
+DROP_OLD_STREAM_SECRETS = """
+DELETE FROM stream_secrets
+WHERE id NOT IN (SELECT id FROM stream_secrets ORDER BY id DESC LIMIT %(keep)s)
+"""

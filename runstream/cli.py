@@ -7,7 +7,7 @@ import sys
 from datetime import UTC, datetime
 
 from runstream.durations import parse_duration
-from runstream.settings import Settings, get_settings
+from runstream.settings import Settings, SettingsError, get_settings
 
 
 def require_database_url(settings: Settings) -> str:
@@ -37,7 +37,14 @@ def cmd_api(args: argparse.Namespace) -> None:
     settings = get_settings()
     require_database_url(settings)
     configure_logging(settings)
-    serve(create_app(settings), host=args.host, port=args.port, log_level=settings.log_level.lower())
+    serve(
+        create_app(settings),
+        host=args.host,
+        port=args.port,
+        log_level=settings.log_level.lower(),
+        trust_proxy_headers=settings.trust_proxy_headers,
+        shutdown_grace_s=settings.shutdown_grace_s,
+    )
 
 
 def cmd_worker(args: argparse.Namespace) -> None:
@@ -71,6 +78,26 @@ def cmd_prune(args: argparse.Namespace) -> None:
     from runstream.prune import prune_command
 
     prune_command(require_database_url(get_settings()), args.older_than, delete=args.yes)
+
+
+def cmd_rotate_secret(args: argparse.Namespace) -> None:
+    import asyncio
+
+    from db.connector import open_pool
+    from db.secrets import KEEP, rotate_stream_secret
+
+    async def rotate(database_url: str) -> None:
+        pool = await open_pool(database_url, 1, name="runstream-rotate-secret")
+        try:
+            await rotate_stream_secret(pool)
+        finally:
+            await pool.close()
+
+    asyncio.run(rotate(require_database_url(get_settings())))
+    print(
+        f"runstream: a new stream-token key is in place; the newest {KEEP} stay valid. "
+        "Restart the API processes to sign with it."
+    )
 
 
 def cmd_bench(args: argparse.Namespace) -> None:
@@ -122,6 +149,11 @@ def build_parser() -> argparse.ArgumentParser:
     stats.add_argument("--tenant", default="default")
     stats.set_defaults(func=cmd_stats)
 
+    rotate = commands.add_parser(
+        "rotate-secret", help="add a new key for stream tokens (when RUNSTREAM_SECRET is not set)"
+    )
+    rotate.set_defaults(func=cmd_rotate_secret)
+
     prune = commands.add_parser("prune", help="delete finished jobs and their events older than a cutoff")
     prune.add_argument("--older-than", type=parse_duration, required=True, help="e.g. 30d, 12h, 2w")
     prune.add_argument("--yes", action="store_true", help="delete (without it: a dry run that only counts)")
@@ -135,7 +167,11 @@ def main(argv: list[str] | None = None) -> None:
     if extra and not getattr(args, "passes_options_through", False):
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
     args.celery_args = extra
-    args.func(args)
+    try:
+        args.func(args)
+    except SettingsError as exc:
+        # Before anything starts: one line, and a non-zero exit.
+        sys.exit(f"runstream: {exc}")
 
 
 if __name__ == "__main__":

@@ -405,11 +405,17 @@ def run(host: str, port: int) -> int:
         say("dev", f"broker: {broker}")
 
         # The children get the user's environment (their settings) plus what we
-        # resolved. Dev defaults: readable logs, and CORS for any localhost origin (a
-        # DeltaKit app on its own dev server); an explicit setting wins.
+        # resolved. Dev defaults: readable logs, CORS for any localhost origin (a
+        # DeltaKit app on its own dev server), and a short shutdown grace, so Ctrl-C
+        # is quick with a chat still streaming (the page resumes the cut stream
+        # after a restart); an explicit setting wins.
         env = child_environment(
             keep_settings=True,
-            defaults={"RUNSTREAM_LOG_FORMAT": "text", "RUNSTREAM_CORS_ALLOW_LOCALHOST": "true"},
+            defaults={
+                "RUNSTREAM_LOG_FORMAT": "text",
+                "RUNSTREAM_CORS_ALLOW_LOCALHOST": "true",
+                "RUNSTREAM_SHUTDOWN_GRACE_S": "2",
+            },
             DATABASE_URL=database_url,
             RUNSTREAM_DATA_DIR=str(data_dir),
         )

@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import os
 from functools import lru_cache
+from typing import Literal
 from pathlib import Path
 
-from pydantic import AliasChoices, Field, SecretStr, field_validator
+from pydantic import AliasChoices, Field, PositiveInt, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -49,6 +50,9 @@ class Settings(BaseSettings):
     allow_open: bool = False
     # When set, /metrics needs ``Authorization: Bearer <this>``.
     metrics_token: SecretStr | None = None
+    # Behind a reverse proxy you trust: X-Forwarded-Proto/-Host/-Prefix decide the
+    # base of the absolute URLs the API hands out (api/urls.py). Off: ignored.
+    trust_proxy_headers: bool = False
     cors_origins: str = ""
     # Also allow any http://localhost / 127.0.0.1 / [::1] origin, any port (dev mode).
     cors_allow_localhost: bool = False
@@ -64,6 +68,9 @@ class Settings(BaseSettings):
     max_active_jobs: int = 1000
     keepalive_s: float = 15.0
     # Connections in the API's query pool. Fixed: it never grows with open streams.
+    # On SIGTERM, how long open streams may run on to their terminal events
+    # before they are cut (uncleanly, so clients resume): api/server.py.
+    shutdown_grace_s: float = Field(default=30.0, ge=0)
     api_db_pool_size: int = 8
     # Rows per read when a stream replays or catches up.
     replay_page_size: int = 1000
@@ -80,12 +87,12 @@ class Settings(BaseSettings):
     readiness_timeout_s: float = 2.0
 
     # --- worker ---------------------------------------------------------------
-    worker_concurrency: int = 32
-    worker_db_pool_size: int = 4
+    worker_concurrency: PositiveInt = 32
+    worker_db_pool_size: PositiveInt = 4
     # Group commits a worker process runs at once, each over its own set of jobs
     # and on its own connection (tasks/event_writer.py). Capped at
     # worker_db_pool_size - 1: one connection stays free for heartbeats and the reaper.
-    worker_flush_lanes: int = 2
+    worker_flush_lanes: PositiveInt = 2
     heartbeat_s: float = 5.0
     # A running job whose heartbeat is older than this is considered abandoned:
     # a new attempt may claim it, and the reaper dispatches it again.
@@ -99,7 +106,7 @@ class Settings(BaseSettings):
     pending_timeout_s: float = 60.0
     # How often a running job checks whether cancel was requested.
     cancel_poll_s: float = 0.5
-    max_attempts: int = 3
+    max_attempts: PositiveInt = 3
     # Backoff before a retried attempt (transient model error): about base, 2·base,
     # 4·base … seconds, capped, with jitter.
     retry_backoff_s: float = 1.0
@@ -118,8 +125,8 @@ class Settings(BaseSettings):
 
     # --- logs -----------------------------------------------------------------
     # "json" (one object per line, for log pipelines) or "text" (for a terminal).
-    log_format: str = "json"
-    log_level: str = "INFO"
+    log_format: Literal["json", "text"] = "json"
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = "INFO"
 
     # --- bench ----------------------------------------------------------------
     # The brokers ``runstream bench`` measures job start with (besides the filesystem one).
@@ -131,9 +138,25 @@ class Settings(BaseSettings):
     def _blank_is_unset(cls, value: object) -> object:
         return value or None
 
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _level_in_any_case(cls, value: object) -> object:
+        return value.upper() if isinstance(value, str) else value
+
+    @field_validator("api_keys")
+    @classmethod
+    def _keys_are_pairs(cls, value: SecretStr) -> SecretStr:
+        # A malformed list must not read as "no keys", which would serve open.
+        # The message says which entry, by position, never what it holds.
+        for position, item in enumerate(value.get_secret_value().split(","), start=1):
+            tenant, sep, key = (part.strip() for part in item.partition("="))
+            if item.strip() and not (sep and tenant and key):
+                raise ValueError(f"entry {position} is not tenant=key")
+        return value
+
     @property
     def api_key_map(self) -> dict[str, str]:
-        """``tenant=key,tenant=key`` → {key: tenant}."""
+        """``tenant=key,tenant=key`` → {key: tenant} (the form is checked when read)."""
         pairs = {}
         for item in self.api_keys.get_secret_value().split(","):
             tenant, sep, key = item.strip().partition("=")
@@ -146,9 +169,25 @@ class Settings(BaseSettings):
         return [o.strip() for o in self.cors_origins.split(",") if o.strip()]
 
 
+class SettingsError(Exception):
+    """A setting in the environment is malformed; the message names each variable."""
+
+
+def _variable(field: str) -> str:
+    # Each field is read from RUNSTREAM_<FIELD>, except the unprefixed two.
+    return field.upper() if field in ("database_url", "celery_broker_url") else f"RUNSTREAM_{field.upper()}"
+
+
 @lru_cache
 def get_settings() -> Settings:
-    return Settings()
+    try:
+        return Settings()
+    except ValidationError as exc:
+        # One line per variable, naming it; never the value (it may be a secret).
+        problems = "; ".join(
+            f"{_variable(str(error['loc'][0]))}: {error['msg'].removeprefix('Value error, ')}" for error in exc.errors()
+        )
+        raise SettingsError(f"invalid settings: {problems}") from None
 
 
 # The variables that point a process at its database and broker.

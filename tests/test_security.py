@@ -244,11 +244,35 @@ async def test_another_tenants_job_is_404_everywhere(keyed: httpx.AsyncClient, p
 async def test_create_returns_a_stream_token_and_ready_urls(keyed: httpx.AsyncClient) -> None:
     job = await create(keyed, ALPHA)
     token = job["stream_token"]
-    assert job["events_url"] == f"/api/jobs/{job['job_id']}/events?token={token}"
-    assert job["cancel_url"] == f"/api/jobs/{job['job_id']}/cancel?token={token}"
+    # Absolute, so a browser app on another origin uses them as they are.
+    base = str(keyed.base_url).rstrip("/")
+    assert job["events_url"] == f"{base}/api/jobs/{job['job_id']}/events?token={token}"
+    assert job["cancel_url"] == f"{base}/api/jobs/{job['job_id']}/cancel?token={token}"
     assert ALPHA_KEY not in token and SECRET not in token
     status = (await keyed.get(f"/api/jobs/{job['job_id']}", headers=ALPHA)).json()
     assert status["stream_token"]  # a fresh one, for a client whose first one expired
+
+
+async def test_urls_follow_a_trusted_proxy_and_ignore_an_untrusted_one(
+    keyed: httpx.AsyncClient, keyed_env: dict[str, str], log_dir: Path
+) -> None:
+    forwarded = {"X-Forwarded-Proto": "https", "X-Forwarded-Host": "chat.example.com", "X-Forwarded-Prefix": "/agents"}
+    # Untrusted (the default): the headers change nothing.
+    job = await create(keyed, {**ALPHA, **forwarded})
+    assert job["events_url"].startswith(f"{str(keyed.base_url).rstrip('/')}/api/jobs/{job['job_id']}/events?token=")
+    proxied = start_api({**keyed_env, "RUNSTREAM_TRUST_PROXY_HEADERS": "true"}, log_dir, name="proxied-api")
+    try:
+        async with httpx.AsyncClient(base_url=proxied.url, timeout=30.0) as client:
+            job = await create(client, {**ALPHA, **forwarded})
+            token = job["stream_token"]
+            assert job["events_url"] == f"https://chat.example.com/agents/api/jobs/{job['job_id']}/events?token={token}"
+            assert job["cancel_url"] == f"https://chat.example.com/agents/api/jobs/{job['job_id']}/cancel?token={token}"
+            # The first of a proxy chain's values is the client's; an odd scheme is ignored.
+            chained = {**ALPHA, "X-Forwarded-Proto": "gopher", "X-Forwarded-Host": "a.example, b.internal"}
+            job = await create(client, chained)
+            assert job["cancel_url"].startswith(f"http://a.example/api/jobs/{job['job_id']}/cancel?token=")
+    finally:
+        proxied.stop()
 
 
 async def test_a_token_opens_its_jobs_events_and_cancel_without_headers(
@@ -335,10 +359,39 @@ async def test_a_token_works_on_every_process_that_shares_the_secret(
     second = start_api(keyed_env, log_dir, name="keyed-api-2")
     try:
         async with httpx.AsyncClient(base_url=second.url, timeout=30.0) as other:
-            response = await other.post(job["cancel_url"])
+            # The URL's path and token, sent to the second process.
+            cancel = httpx.URL(job["cancel_url"])
+            response = await other.post(cancel.path, params=cancel.params)
             assert response.json() == {"status": "ok", "job_status": "cancelled"}
     finally:
         second.stop()
+
+
+async def test_without_a_secret_every_process_and_a_restart_accept_the_token(
+    keyed_env: dict[str, str], log_dir: Path, pool: AsyncConnectionPool
+) -> None:
+    """No RUNSTREAM_SECRET: the key is the deployment's, kept in Postgres."""
+    env = {name: value for name, value in keyed_env.items() if name != "RUNSTREAM_SECRET"}
+    first = start_api(env, log_dir, name="unset-secret-api-1")
+    try:
+        async with httpx.AsyncClient(base_url=first.url, timeout=30.0) as client:
+            job = await create(client, ALPHA)
+    finally:
+        first.stop()
+    # The process that issued it is gone; another starts, with nothing set up.
+    second = start_api(env, log_dir, name="unset-secret-api-2")
+    try:
+        async with httpx.AsyncClient(base_url=second.url, timeout=30.0) as other:
+            events = httpx.URL(job["events_url"])
+            assert await stream_status(other, f"{events.path}?{events.query.decode()}") == 200
+            cancel = httpx.URL(job["cancel_url"])
+            response = await other.post(cancel.path, params=cancel.params)
+            assert response.json() == {"status": "ok", "job_status": "cancelled"}
+    finally:
+        second.stop()
+    async with pool.connection() as conn:
+        count = await (await conn.execute("SELECT count(*) AS n FROM stream_secrets")).fetchone()
+    assert count["n"] == 1
 
 
 # --- limits -----------------------------------------------------------------------------
