@@ -16,6 +16,17 @@ from pydantic import AliasChoices, Field, PositiveInt, SecretStr, ValidationErro
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
+def _key_entries(api_keys: SecretStr) -> list[tuple[str, str] | None]:
+    """``RUNSTREAM_API_KEYS`` entry by entry (blank ones skipped, positions kept):
+    ``(tenant, key)``, or None for an entry that is not ``tenant=key``."""
+    entries: list[tuple[str, str] | None] = []
+    for item in api_keys.get_secret_value().split(","):
+        tenant, sep, key = (part.strip() for part in item.partition("="))
+        if item.strip():
+            entries.append((tenant, key) if sep and tenant and key else None)
+    return entries
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="RUNSTREAM_", extra="ignore")
 
@@ -148,21 +159,15 @@ class Settings(BaseSettings):
     def _keys_are_pairs(cls, value: SecretStr) -> SecretStr:
         # A malformed list must not read as "no keys", which would serve open.
         # The message says which entry, by position, never what it holds.
-        for position, item in enumerate(value.get_secret_value().split(","), start=1):
-            tenant, sep, key = (part.strip() for part in item.partition("="))
-            if item.strip() and not (sep and tenant and key):
+        for position, pair in enumerate(_key_entries(value), start=1):
+            if pair is None:
                 raise ValueError(f"entry {position} is not tenant=key")
         return value
 
     @property
     def api_key_map(self) -> dict[str, str]:
         """``tenant=key,tenant=key`` → {key: tenant} (the form is checked when read)."""
-        pairs = {}
-        for item in self.api_keys.get_secret_value().split(","):
-            tenant, sep, key = item.strip().partition("=")
-            if sep and tenant and key:
-                pairs[key.strip()] = tenant.strip()
-        return pairs
+        return {key: tenant for tenant, key in filter(None, _key_entries(self.api_keys))}
 
     @property
     def cors_origin_list(self) -> list[str]:
@@ -175,7 +180,7 @@ class SettingsError(Exception):
 
 def _variable(field: str) -> str:
     # Each field is read from RUNSTREAM_<FIELD>, except the unprefixed two.
-    return field.upper() if field in ("database_url", "celery_broker_url") else f"RUNSTREAM_{field.upper()}"
+    return field.upper() if field.upper() in SERVICE_VARIABLES else f"RUNSTREAM_{field.upper()}"
 
 
 @lru_cache
