@@ -126,7 +126,7 @@ def test_healthcheck_programs_exist_in_the_image() -> None:
     # ...naming the node the worker command names (compose turns $$ into $).
     assert "worker@%h" in SERVICES["worker"]["command"]
     assert "worker@$$HOSTNAME" in worker_check
-    assert worker_check[worker_check.index("-A") + 1] == "tasks.celery_app:celery_app"
+    assert worker_check[worker_check.index("-A") + 1] == "runstream.tasks.celery_app:celery_app"
     assert SERVICES["api"]["healthcheck"]["test"][1] == "python"
 
 
