@@ -32,6 +32,7 @@ from agno.workflow import Workflow
 
 from runstream.settings import get_settings
 from runstream.tasks.agent_events import Runnable
+from runstream.tasks.model_errors import PermanentModelError
 from runstream.tasks.models import build_model
 
 KINDS: dict[type, str] = {Agent: "agent", Team: "team", Workflow: "workflow"}
@@ -95,13 +96,16 @@ class RegisteredAgent:
         return kind_of(self.target) is None
 
     async def build(self, ctx: AgentContext) -> Runnable:
-        """The object to run for one attempt. Raises AgentBuildError when a factory fails."""
+        """The object to run for one attempt. Raises AgentBuildError when a factory
+        fails, PermanentModelError when the job's model cannot be built."""
         if not self.is_factory:
             return self.target
         try:
             built = self.target(ctx)
             if inspect.isawaitable(built):
                 built = await built
+        except PermanentModelError:
+            raise  # the job's model spec or knobs: its own message says it best
         except Exception as exc:
             raise AgentBuildError(f"agent {self.name!r} could not be built: {type(exc).__name__}: {exc}") from exc
         if kind_of(built) is None:
