@@ -35,6 +35,10 @@ AGENTS = {
     "triage": f"{FIXTURE}:triage",
     "remembering": f"{FIXTURE}:remembering",
     "broken": f"{FIXTURE}:broken_factory",
+    # The example project a user copies (examples/support_desk), as its README registers it.
+    "example-support": "examples.support_desk.agents:support_agent",
+    "example-desk": "examples.support_desk.agents:support_team",
+    "example-triage": "examples.support_desk.agents:triage_workflow",
 }
 
 
@@ -287,6 +291,37 @@ async def test_jobs_and_analytics_by_agent(client: httpx.AsyncClient) -> None:
     assert [(a["agent"], a["jobs"], a["completed"]) for a in summary["by_agent"]] == [("support", 2, 2), ("pipeline", 1, 1)]
     only = (await client.get("/api/analytics/summary", params={"session_id": session, "agent": "pipeline"})).json()
     assert (only["agent"], only["jobs"]) == ("pipeline", 1)
+
+
+async def test_the_example_support_desk(client: httpx.AsyncClient) -> None:
+    shipped = "order 1001 (espresso machine) is shipped on Monday, arriving Thursday"
+    (_, agent), (_, rules), (_, team), (_, workflow), (_, ticket) = await asyncio.gather(
+        run(client, "order_status 1001", agent="example-support"),
+        run(client, "what are your instructions?", agent="example-support", metadata={"customer": "Ann"}),
+        run(client, "order_status 1001", agent="example-desk"),
+        run(client, "order_status 1001", agent="example-triage"),
+        run(client, "open_ticket grinder is noisy", agent="example-support"),
+    )
+    assert answer(agent) == f"Let me use order_status.The order_status tool answered: {shipped}."
+    assert answer(rules) == (
+        "My instructions are: Answers order questions and opens tickets - Be brief and friendly."
+        " - Quote order numbers exactly. - The customer's name is Ann."
+    )
+    [result] = [p for p in ticket if p["type"] == "tool_result"]
+    assert result["output"].startswith("ticket #") and result["output"].endswith(" opened: grinder is noisy")
+    # The team: the leader asks both specialists; the orders one uses its tool.
+    assert [(p["type"], p.get("member")) for p in team if p["type"] in ("delegation", "member_started")] == [
+        ("delegation", "orders"), ("member_started", "Orders"), ("delegation", "tickets"), ("member_started", "Tickets"),
+    ]
+    [call] = [p for p in team if p["type"] == "member_tool_result"]
+    assert (call["member"], call["output"]) == ("Orders", shipped)
+    assert answer(team).startswith("Let me ask orders.Let me ask tickets.orders answered: Let me use order_status.")
+    # The workflow: two steps, the lookup's answer feeding the reply.
+    steps = [(p["type"], p["step"]) for p in workflow if p["type"].startswith("step_")]
+    assert steps == [("step_started", "lookup"), ("step_completed", "lookup"), ("step_started", "reply"), ("step_completed", "reply")]
+    assert answer(workflow).startswith("You said: Let me use order_status.The order_status tool answered:")
+    for payloads in (agent, rules, team, workflow, ticket):
+        assert payloads[-1] == {"type": "done", "status": "completed"}
 
 
 @pytest.mark.parametrize(
