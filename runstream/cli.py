@@ -77,6 +77,7 @@ def cmd_stats(args: argparse.Namespace) -> None:
         since=now - args.since if args.since else None,
         until=now - args.until if args.until else None,
         session_id=args.session_id,
+        agent=args.agent,
     )
     run_stats(require_database_url(get_settings()), scope)
 
@@ -153,6 +154,7 @@ def build_parser() -> argparse.ArgumentParser:
     stats.add_argument("--since", type=parse_duration, help="jobs created at most this long ago (e.g. 24h)")
     stats.add_argument("--until", type=parse_duration, help="jobs created at least this long ago")
     stats.add_argument("--session-id")
+    stats.add_argument("--agent", help="only this agent's jobs")
     stats.add_argument("--tenant", default="default")
     stats.set_defaults(func=cmd_stats)
 
