@@ -12,10 +12,10 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 
-from api import params
-from api.errors import ApiError, not_found
-from api.tenancy import resolve_tenant
-from db.analytics import Scope, job_metrics, summary
+from runstream.api import params
+from runstream.api.errors import ApiError, not_found
+from runstream.api.tenancy import resolve_tenant
+from runstream.db.analytics import Scope, job_metrics, summary
 
 
 def _instant(request: Request, name: str) -> datetime | None:

@@ -18,13 +18,13 @@ from starlette.responses import FileResponse
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
-from api import analytics, deltakit, events, history, jobs, operations
-from api.dispatch import Dispatcher
-from api.errors import EXCEPTION_HANDLERS
-from api.hub import EventHub
-from api.openapi import openapi_json
-from api.security import load_stream_keys, secure
-from db.connector import open_pool
+from runstream.api import analytics, deltakit, events, history, jobs, operations
+from runstream.api.dispatch import Dispatcher
+from runstream.api.errors import EXCEPTION_HANDLERS
+from runstream.api.hub import EventHub
+from runstream.api.openapi import openapi_json
+from runstream.api.security import load_stream_keys, secure
+from runstream.db.connector import open_pool
 from runstream.settings import Settings, get_settings
 
 STATIC_DIR = Path(__file__).parent / "static"

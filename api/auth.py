@@ -30,9 +30,9 @@ from starlette.datastructures import Headers, QueryParams
 from starlette.routing import BaseRoute, Match, Mount
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from api.errors import error_response
-from api.tenancy import DEFAULT_TENANT, TENANT_STATE_KEY
-from api.tokens import TokenError, TokenSigner
+from runstream.api.errors import error_response
+from runstream.api.tenancy import DEFAULT_TENANT, TENANT_STATE_KEY
+from runstream.api.tokens import TokenError, TokenSigner
 from runstream.settings import Settings
 
 log = logging.getLogger(__name__)

@@ -14,7 +14,7 @@ from starlette.datastructures import Headers
 from starlette.middleware.cors import CORSMiddleware
 from starlette.responses import Response
 
-from api.errors import error_response
+from runstream.api.errors import error_response
 from runstream.settings import Settings
 
 # Any port of the loopback names: what a dev server (Vite, Next) serves a page from.

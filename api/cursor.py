@@ -8,7 +8,7 @@ import uuid
 from datetime import datetime
 from typing import Any
 
-from api.errors import ApiError
+from runstream.api.errors import ApiError
 
 # A cursor this API gives out is about 80 characters. Anything much longer is not
 # one of ours and is refused before it is decoded: a deeply nested JSON array

@@ -18,9 +18,9 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from api import events, jobs
-from api.history import DELTAKIT_SESSION_ID, agno_history, clear
-from api.tenancy import resolve_tenant
+from runstream.api import events, jobs
+from runstream.api.history import DELTAKIT_SESSION_ID, agno_history, clear
+from runstream.api.tenancy import resolve_tenant
 
 PREFIX = "/api/chat-agno-background-task"
 

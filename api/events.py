@@ -13,14 +13,14 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.types import Send
 
-from api import params
-from api.auth import accepts_stream_token
-from api.errors import ApiError, not_found
-from api.hub import EventHub
-from api.sse import HEADERS, KEEPALIVE, MEDIA_TYPE
-from api.tenancy import resolve_tenant
-from db.events import read_events
-from db.jobs import TERMINAL_STATUSES, get_job
+from runstream.api import params
+from runstream.api.auth import accepts_stream_token
+from runstream.api.errors import ApiError, not_found
+from runstream.api.hub import EventHub
+from runstream.api.sse import HEADERS, KEEPALIVE, MEDIA_TYPE
+from runstream.api.tenancy import resolve_tenant
+from runstream.db.events import read_events
+from runstream.db.jobs import TERMINAL_STATUSES, get_job
 
 log = logging.getLogger(__name__)
 

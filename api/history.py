@@ -29,11 +29,11 @@ from psycopg_pool import AsyncConnectionPool
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 
-from api.errors import ApiError
-from api.params import INTEGER
-from api.tenancy import resolve_tenant
-from db.conversation import Turn, agno_messages, deltakit_messages
-from db.sessions import clear_session, conversation
+from runstream.api.errors import ApiError
+from runstream.api.params import INTEGER
+from runstream.api.tenancy import resolve_tenant
+from runstream.db.conversation import Turn, agno_messages, deltakit_messages
+from runstream.db.sessions import clear_session, conversation
 
 FORMATS = ("agno", "deltakit")
 DEFAULT_RUNS = 100

@@ -44,10 +44,10 @@ from datetime import UTC, datetime
 import asyncpg
 from psycopg_pool import AsyncConnectionPool
 
-from api.sse import Frame, event_frames
-from db import queries
-from db.connector import plain_url
-from db.events import parse_notification, read_events, read_events_of_jobs
+from runstream.api.sse import Frame, event_frames
+from runstream.db import queries
+from runstream.db.connector import plain_url
+from runstream.db.events import parse_notification, read_events, read_events_of_jobs
 from runstream.metrics import DELIVERY_LAG, HUB_READS
 from runstream.settings import Settings
 

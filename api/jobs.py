@@ -8,15 +8,15 @@ from starlette.endpoints import HTTPEndpoint
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 
-from api import params
-from api.auth import accepts_stream_token
-from api.cursor import encode_cursor
-from api.errors import not_found
-from api.limits import creation_limits, job_limit_error
-from api.payloads import job_json, parse_new_job
-from api.tenancy import resolve_tenant
-from api.urls import public_base_url
-from db import jobs
+from runstream.api import params
+from runstream.api.auth import accepts_stream_token
+from runstream.api.cursor import encode_cursor
+from runstream.api.errors import not_found
+from runstream.api.limits import creation_limits, job_limit_error
+from runstream.api.payloads import job_json, parse_new_job
+from runstream.api.tenancy import resolve_tenant
+from runstream.api.urls import public_base_url
+from runstream.db import jobs
 from runstream.logs import job_fields
 
 log = logging.getLogger("runstream.api")

@@ -13,8 +13,8 @@ from collections.abc import Callable
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from api.errors import ApiError
-from db.jobs import CreationLimits, LimitExceeded
+from runstream.api.errors import ApiError
+from runstream.db.jobs import CreationLimits, LimitExceeded
 from runstream.settings import Settings
 
 # Streams end when their jobs do, which is not known in advance: a client that

@@ -16,10 +16,10 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import BaseRoute, Mount, Route
 
-from api.auth import OPEN_PATHS, STREAM_TOKEN_ATTR
-from api.params import MAX_LIMIT
-from api.payloads import NewJob
-from db.jobs import STATUSES
+from runstream.api.auth import OPEN_PATHS, STREAM_TOKEN_ATTR
+from runstream.api.params import MAX_LIMIT
+from runstream.api.payloads import NewJob
+from runstream.db.jobs import STATUSES
 
 HTTP_METHODS = ("get", "post", "put", "patch", "delete")
 

@@ -19,9 +19,9 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from db.analytics import jobs_by_status
-from db.health import ping
-from db.jobs import STATUSES
+from runstream.db.analytics import jobs_by_status
+from runstream.db.health import ping
+from runstream.db.jobs import STATUSES
 from runstream.metrics import JOBS, OPEN_STREAMS
 
 log = logging.getLogger(__name__)

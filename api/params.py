@@ -12,9 +12,9 @@ from datetime import datetime
 
 from starlette.requests import Request
 
-from api.cursor import decode_cursor
-from api.errors import ApiError, not_found
-from db.jobs import STATUSES
+from runstream.api.cursor import decode_cursor
+from runstream.api.errors import ApiError, not_found
+from runstream.db.jobs import STATUSES
 
 # Event ids are bigint sequence numbers; -1 means "before the first event".
 INTEGER = re.compile(r"-?[0-9]{1,19}")

@@ -8,7 +8,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from api.errors import ApiError
+from runstream.api.errors import ApiError
 
 # A session id is a key, not text: room for any id scheme, small enough to index.
 MAX_SESSION_ID_CHARS = 256

@@ -7,13 +7,13 @@ import logging
 from psycopg_pool import AsyncConnectionPool
 from starlette.applications import Starlette
 
-from api import redact
-from api.auth import AuthMiddleware, KeyRing
-from api.cors import JsonCORSMiddleware, cors_options
-from api.guards import RequestGuard
-from api.limits import StreamSlots
-from api.tokens import TokenSigner
-from db.secrets import stream_secrets
+from runstream.api import redact
+from runstream.api.auth import AuthMiddleware, KeyRing
+from runstream.api.cors import JsonCORSMiddleware, cors_options
+from runstream.api.guards import RequestGuard
+from runstream.api.limits import StreamSlots
+from runstream.api.tokens import TokenSigner
+from runstream.db.secrets import stream_secrets
 from runstream.settings import Settings
 
 log = logging.getLogger("runstream.security")

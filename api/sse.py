@@ -10,7 +10,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import NamedTuple
 
-from db.events import EventRow
+from runstream.db.events import EventRow
 
 KEEPALIVE = b": keepalive\n\n"
 

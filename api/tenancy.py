@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from starlette.requests import Request
 
-from api.errors import ApiError
+from runstream.api.errors import ApiError
 
 # The tenant of the open mode (no API keys configured).
 DEFAULT_TENANT = "default"

@@ -27,10 +27,10 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, StreamingResponse
 from starlette.routing import Route
 
-from bench.stamps import stamp_run
-from tasks.agent_events import run_payloads
-from tasks.offline_model import OfflineKnobs, OfflineModel
-from tasks.tools import TOOLS
+from runstream.bench.stamps import stamp_run
+from runstream.tasks.agent_events import run_payloads
+from runstream.tasks.offline_model import OfflineKnobs, OfflineModel
+from runstream.tasks.tools import TOOLS
 
 
 @dataclass

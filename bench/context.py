@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from bench.services import Service
+from runstream.bench.services import Service
 from runstream.settings import Settings
 
 

@@ -26,12 +26,12 @@ from typing import Any
 
 import asyncpg
 
-from bench.stamps import stamp_run
-from db import queries
-from db.connector import open_pool, plain_url
-from db.jobs import create_job
+from runstream.bench.stamps import stamp_run
+from runstream.db import queries
+from runstream.db.connector import open_pool, plain_url
+from runstream.db.jobs import create_job
 from runstream.settings import child_environment, get_settings
-from tasks.runtime import new_loop
+from runstream.tasks.runtime import new_loop
 
 
 async def write(events: int, rate: float) -> None:
@@ -71,7 +71,7 @@ async def floor_round(
 
     await listener.add_listener(queries.FLOOR_NOTIFY_CHANNEL, heard)
     writer = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "bench.floor", "--events", str(events), "--rate", str(rate),
+        sys.executable, "-m", "runstream.bench.floor", "--events", str(events), "--rate", str(rate),
         stdin=asyncio.subprocess.PIPE,
         stdout=asyncio.subprocess.PIPE,
         env=child_environment(DATABASE_URL=database_url),

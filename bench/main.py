@@ -20,10 +20,10 @@ from typing import Any
 
 import uvloop
 
-from bench import report
-from bench.context import FULL, QUICK, Bench, Profile
-from bench.scenarios import delivery, fanout, ingest, job_start, replay
-from bench.services import (
+from runstream.bench import report
+from runstream.bench.context import FULL, QUICK, Bench, Profile
+from runstream.bench.scenarios import delivery, fanout, ingest, job_start, replay
+from runstream.bench.services import (
     NO_LIMITS,
     create_database,
     drop_database,
@@ -100,7 +100,7 @@ def main(
     report.write_json(results, json_path)
     print(f"\nbench: results in {json_path}")
     if plot_path is not None:
-        from bench.plot import plot
+        from runstream.bench.plot import plot
 
         plot(results, plot_path)
         print(f"bench: chart in {plot_path}")

@@ -19,14 +19,14 @@ import asyncio
 import json
 import sys
 
-from api.tenancy import DEFAULT_TENANT
-from bench.stamps import stagger, stamp_run
-from db.connector import open_pool
-from db.jobs import Claim, claim_job, create_job
+from runstream.api.tenancy import DEFAULT_TENANT
+from runstream.bench.stamps import stagger, stamp_run
+from runstream.db.connector import open_pool
+from runstream.db.jobs import Claim, claim_job, create_job
 from runstream.settings import get_settings
-from tasks.agent_events import COMPLETED
-from tasks.event_writer import EventWriter
-from tasks.runtime import new_loop
+from runstream.tasks.agent_events import COMPLETED
+from runstream.tasks.event_writer import EventWriter
+from runstream.tasks.runtime import new_loop
 
 
 async def produce(jobs: int, events: int, rate: float) -> None:

@@ -16,9 +16,9 @@ from dataclasses import dataclass
 
 import httpx
 
-from bench.services import Service
-from bench.sse_client import SseStream, open_streams
-from bench.stamps import stagger
+from runstream.bench.services import Service
+from runstream.bench.sse_client import SseStream, open_streams
+from runstream.bench.stamps import stagger
 from runstream.settings import child_environment
 
 SETTLE_S = 0.5  # after the last subscriber connected, before the jobs start
@@ -59,7 +59,7 @@ class RunstreamSide:
         on_connected: Hook = None,
     ) -> Round:
         producer = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "bench.producer",
+            sys.executable, "-m", "runstream.bench.producer",
             "--jobs", str(jobs), "--events", str(events), "--rate", str(rate),
             stdin=asyncio.subprocess.PIPE,
             stdout=asyncio.subprocess.PIPE,

@@ -24,8 +24,8 @@ import psycopg
 from psycopg import sql
 from sqlalchemy.engine import make_url
 
-from db.connector import plain_url
-from db.migrate import upgrade_to_head
+from runstream.db.connector import plain_url
+from runstream.db.migrate import upgrade_to_head
 
 RUNSTREAM = str(Path(sys.executable).with_name("runstream"))
 
@@ -176,7 +176,7 @@ def start_baseline(env: dict[str, str], log_dir: Path) -> Service:
         sys.executable,
         "-m",
         "uvicorn",
-        "bench.baseline_app:create_app",
+        "runstream.bench.baseline_app:create_app",
         "--factory",
     ]
     args += ["--port", str(port), "--log-level", "warning", "--no-access-log"]

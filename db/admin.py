@@ -5,7 +5,7 @@ from __future__ import annotations
 import psycopg
 from psycopg import sql
 
-from db import queries
+from runstream.db import queries
 
 
 def ensure_database(admin_url: str, name: str) -> bool:

@@ -9,7 +9,7 @@ from typing import Any
 
 from psycopg_pool import AsyncConnectionPool
 
-from db import queries
+from runstream.db import queries
 
 TOP_TOOLS = 10
 

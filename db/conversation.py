@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from db.jobs import TERMINAL_STATUSES
+from runstream.db.jobs import TERMINAL_STATUSES
 
 Message = dict[str, Any]
 

@@ -13,7 +13,7 @@ from typing import Any
 from psycopg import AsyncConnection
 from psycopg_pool import AsyncConnectionPool
 
-from db import queries
+from runstream.db import queries
 from runstream.metrics import APPEND_SECONDS, EVENTS_APPENDED
 
 TERMINAL_TYPES = frozenset({"done", "error"})

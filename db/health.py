@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from psycopg_pool import AsyncConnectionPool
 
-from db import queries
+from runstream.db import queries
 
 
 async def ping(pool: AsyncConnectionPool, timeout_s: float) -> None:

@@ -19,8 +19,8 @@ from typing import Any
 from psycopg.types.json import Jsonb
 from psycopg_pool import AsyncConnectionPool
 
-from db import queries
-from db.events import AppendBatch, append_in
+from runstream.db import queries
+from runstream.db.events import AppendBatch, append_in
 
 STATUSES = ("pending", "running", "completed", "failed", "cancelled")
 TERMINAL_STATUSES = frozenset({"completed", "failed", "cancelled"})

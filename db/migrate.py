@@ -5,12 +5,12 @@ from __future__ import annotations
 from alembic import command
 from alembic.config import Config
 
-from db.connector import sqlalchemy_url
+from runstream.db.connector import sqlalchemy_url
 
 
 def alembic_config(database_url: str) -> Config:
     config = Config()
-    config.set_main_option("script_location", "migrations:")
+    config.set_main_option("script_location", "runstream.migrations:")
     # '%' is interpolation syntax in Alembic's config parser.
     config.set_main_option("sqlalchemy.url", sqlalchemy_url(database_url).replace("%", "%%"))
     return config

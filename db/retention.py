@@ -17,7 +17,7 @@ from datetime import datetime
 
 from psycopg_pool import AsyncConnectionPool
 
-from db import queries
+from runstream.db import queries
 
 JOBS_PER_BATCH = 500
 EVENTS_PER_BATCH = 5000

@@ -9,7 +9,7 @@ import secrets
 
 from psycopg_pool import AsyncConnectionPool
 
-from db import queries
+from runstream.db import queries
 
 SECRET_BYTES = 32
 # How many keys verify: the newest signs; the one before it still verifies

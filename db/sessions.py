@@ -8,8 +8,8 @@ from typing import Any
 
 from psycopg_pool import AsyncConnectionPool
 
-from db import queries
-from db.conversation import LoggedEvent, Turn
+from runstream.db import queries
+from runstream.db.conversation import LoggedEvent, Turn
 
 
 async def _turns(pool: AsyncConnectionPool, params: dict[str, Any]) -> list[Turn]:

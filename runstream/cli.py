@@ -17,21 +17,21 @@ def require_database_url(settings: Settings) -> str:
 
 
 def cmd_migrate(args: argparse.Namespace) -> None:
-    from db.migrate import upgrade_to_head
+    from runstream.db.migrate import upgrade_to_head
 
     upgrade_to_head(require_database_url(get_settings()))
     print("runstream: database is at the newest schema")
 
 
 def cmd_api(args: argparse.Namespace) -> None:
-    from api.auth import open_bind_refusal
+    from runstream.api.auth import open_bind_refusal
 
     # Open (no API keys) beyond this machine only when asked for: docs/security.md.
     refusal = open_bind_refusal(get_settings(), args.host)
     if refusal:
         sys.exit(refusal)
-    from api.app import create_app
-    from api.server import serve
+    from runstream.api.app import create_app
+    from runstream.api.server import serve
     from runstream.logs import configure_logging
 
     settings = get_settings()
@@ -49,7 +49,7 @@ def cmd_api(args: argparse.Namespace) -> None:
 
 def cmd_worker(args: argparse.Namespace) -> None:
     require_database_url(get_settings())
-    from tasks.celery_app import celery_app
+    from runstream.tasks.celery_app import celery_app
 
     celery_app.worker_main(["worker", "--loglevel=INFO", *args.celery_args])
 
@@ -61,7 +61,7 @@ def cmd_dev(args: argparse.Namespace) -> None:
 
 
 def cmd_stats(args: argparse.Namespace) -> None:
-    from db.analytics import Scope
+    from runstream.db.analytics import Scope
     from runstream.stats import run_stats
 
     now = datetime.now(UTC)
@@ -83,8 +83,8 @@ def cmd_prune(args: argparse.Namespace) -> None:
 def cmd_rotate_secret(args: argparse.Namespace) -> None:
     import asyncio
 
-    from db.connector import open_pool
-    from db.secrets import KEEP, rotate_stream_secret
+    from runstream.db.connector import open_pool
+    from runstream.db.secrets import KEEP, rotate_stream_secret
 
     async def rotate(database_url: str) -> None:
         pool = await open_pool(database_url, 1, name="runstream-rotate-secret")
@@ -103,7 +103,7 @@ def cmd_rotate_secret(args: argparse.Namespace) -> None:
 def cmd_bench(args: argparse.Namespace) -> None:
     from pathlib import Path
 
-    from bench.main import main as bench_main
+    from runstream.bench.main import main as bench_main
 
     settings = get_settings()
     require_database_url(settings)

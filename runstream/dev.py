@@ -308,7 +308,7 @@ class EmbeddedPostgres:
         return f"postgresql://postgres@/postgres?host={self.socket_dir}"
 
     def _ensure_database(self) -> None:
-        from db.admin import ensure_database
+        from runstream.db.admin import ensure_database
 
         ensure_database(self.admin_url, PG_DATABASE)
 
@@ -397,7 +397,7 @@ def run(host: str, port: int) -> int:
         if stopping.is_set():
             return 0
 
-        from db.migrate import upgrade_to_head
+        from runstream.db.migrate import upgrade_to_head
 
         upgrade_to_head(database_url)
         say("dev", "database is at the newest schema")

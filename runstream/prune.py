@@ -12,8 +12,8 @@ from datetime import UTC, datetime, timedelta
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-from db.connector import open_pool
-from db.retention import PruneCount, candidates, prune
+from runstream.db.connector import open_pool
+from runstream.db.retention import PruneCount, candidates, prune
 
 
 async def run_prune(database_url: str, older_than: timedelta, *, delete: bool, console: Console) -> PruneCount:

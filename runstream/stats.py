@@ -9,8 +9,8 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from db.analytics import Scope, summary
-from db.connector import open_pool
+from runstream.db.analytics import Scope, summary
+from runstream.db.connector import open_pool
 
 
 async def fetch_summary(database_url: str, scope: Scope) -> dict[str, Any]:

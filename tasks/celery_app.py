@@ -25,8 +25,8 @@ from prometheus_client import start_http_server
 from runstream.broker import TASK_NAME, celery_config
 from runstream.logs import configure_logging
 from runstream.settings import get_settings
-from tasks.run_job import run_job
-from tasks.runtime import close_runtime, get_runtime, started_runtime
+from runstream.tasks.run_job import run_job
+from runstream.tasks.runtime import close_runtime, get_runtime, started_runtime
 
 log = logging.getLogger("runstream.worker")
 

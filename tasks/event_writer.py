@@ -41,7 +41,7 @@ from typing import Any
 import psycopg
 from psycopg_pool import AsyncConnectionPool
 
-from db.events import AppendBatch, AppendResult, append_many, committed_earlier
+from runstream.db.events import AppendBatch, AppendResult, append_many, committed_earlier
 from runstream.settings import get_settings
 
 log = logging.getLogger("runstream.worker")

@@ -12,8 +12,8 @@ from typing import Any
 
 from agno.models.base import Model
 
-from tasks.model_errors import KeepsFailure, PermanentModelError, UnknownModelError
-from tasks.offline_model import OfflineKnobs, OfflineModel
+from runstream.tasks.model_errors import KeepsFailure, PermanentModelError, UnknownModelError
+from runstream.tasks.offline_model import OfflineKnobs, OfflineModel
 
 PROVIDERS = ("openai", "openrouter")
 

@@ -45,8 +45,8 @@ from agno.models.message import Message
 from agno.models.response import ModelResponse
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from tasks.model_errors import KeepsFailure, PermanentModelError, TransientModelError
-from tasks.tools import evaluate, format_number
+from runstream.tasks.model_errors import KeepsFailure, PermanentModelError, TransientModelError
+from runstream.tasks.tools import evaluate, format_number
 
 DEFAULT_WORDS = 30
 # How much of the prompt a plain answer echoes.

@@ -35,7 +35,7 @@ import psycopg
 from celery import Celery
 from psycopg_pool import AsyncConnectionPool
 
-from db.jobs import ReapLimits, finish_stuck, mark_stuck_for_dispatch
+from runstream.db.jobs import ReapLimits, finish_stuck, mark_stuck_for_dispatch
 from runstream.broker import TASK_NAME, celery_config
 from runstream.settings import Settings
 

@@ -21,12 +21,12 @@ from typing import TYPE_CHECKING, Any
 from agno.agent import Agent
 from agno.models.base import Model
 
-from db.conversation import agno_messages
-from db.jobs import Claim, claim_job, release_job
-from db.sessions import turns_before
+from runstream.db.conversation import agno_messages
+from runstream.db.jobs import Claim, claim_job, release_job
+from runstream.db.sessions import turns_before
 from runstream.logs import job_fields
 from runstream.settings import Settings
-from tasks.agent_events import (
+from runstream.tasks.agent_events import (
     CANCELLED,
     Payload,
     error_payload,
@@ -34,14 +34,14 @@ from tasks.agent_events import (
     is_terminal,
     run_payloads,
 )
-from tasks.event_writer import EventWriter, WriterError
-from tasks.model_errors import PermanentModelError, is_transient
-from tasks.models import build_model
-from tasks.supervisor import RunHandle
-from tasks.tools import TOOLS
+from runstream.tasks.event_writer import EventWriter, WriterError
+from runstream.tasks.model_errors import PermanentModelError, is_transient
+from runstream.tasks.models import build_model
+from runstream.tasks.supervisor import RunHandle
+from runstream.tasks.tools import TOOLS
 
 if TYPE_CHECKING:
-    from tasks.runtime import Runtime
+    from runstream.tasks.runtime import Runtime
 
 log = logging.getLogger("runstream.worker")
 

@@ -19,11 +19,11 @@ from typing import Any, TypeVar
 import uvloop
 from psycopg_pool import AsyncConnectionPool
 
-from db.connector import open_pool
+from runstream.db.connector import open_pool
 from runstream.settings import Settings, get_settings
-from tasks.event_writer import EventWriter
-from tasks.reaper import Reaper
-from tasks.supervisor import Supervisor
+from runstream.tasks.event_writer import EventWriter
+from runstream.tasks.reaper import Reaper
+from runstream.tasks.supervisor import Supervisor
 
 log = logging.getLogger("runstream.worker")
 

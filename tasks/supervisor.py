@@ -18,7 +18,7 @@ import uuid
 import psycopg
 from psycopg_pool import AsyncConnectionPool
 
-from db.jobs import cancel_requests, heartbeat
+from runstream.db.jobs import cancel_requests, heartbeat
 
 log = logging.getLogger("runstream.worker")
 

@@ -19,8 +19,8 @@ from psycopg import sql
 from psycopg_pool import AsyncConnectionPool
 from sqlalchemy.engine import make_url
 
-from db.connector import open_pool
-from db.migrate import upgrade_to_head
+from runstream.db.connector import open_pool
+from runstream.db.migrate import upgrade_to_head
 from runstream.settings import child_environment
 from tests.support.config import services
 from tests.support.processes import ApiServer, ServiceProcess, start_api, start_worker

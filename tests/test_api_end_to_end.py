@@ -10,7 +10,7 @@ import httpx
 import pytest
 from psycopg_pool import AsyncConnectionPool
 
-from db import events
+from runstream.db import events
 from tests.support.sse import deltakit_events, frames, read_stream, text_joined
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")

@@ -13,8 +13,8 @@ from psycopg_pool import AsyncConnectionPool
 from starlette.applications import Starlette
 from starlette.routing import Route
 
-from api.errors import EXCEPTION_HANDLERS
-from db import events, jobs
+from runstream.api.errors import EXCEPTION_HANDLERS
+from runstream.db import events, jobs
 from tests.support.processes import start_api
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")

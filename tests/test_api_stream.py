@@ -17,10 +17,10 @@ import pytest
 import pytest_asyncio
 from psycopg_pool import AsyncConnectionPool
 
-from api.hub import EventHub
-from api.sse import Frame
-from db import events, jobs
-from db.queries import NOTIFY_CHANNEL
+from runstream.api.hub import EventHub
+from runstream.api.sse import Frame
+from runstream.db import events, jobs
+from runstream.db.queries import NOTIFY_CHANNEL
 from runstream.metrics import HUB_READS
 from runstream.settings import Settings
 from tests.support.processes import ApiServer, start_api

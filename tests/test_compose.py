@@ -126,7 +126,7 @@ def test_healthcheck_programs_exist_in_the_image() -> None:
     # ...naming the node the worker command names (compose turns $$ into $).
     assert "worker@%h" in SERVICES["worker"]["command"]
     assert "worker@$$HOSTNAME" in worker_check
-    assert worker_check[worker_check.index("-A") + 1] == "tasks.celery_app:celery_app"
+    assert worker_check[worker_check.index("-A") + 1] == "runstream.tasks.celery_app:celery_app"
     assert SERVICES["api"]["healthcheck"]["test"][1] == "python"
 
 
@@ -152,7 +152,8 @@ def test_the_build_context_keeps_what_the_install_needs() -> None:
     import tomllib
 
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())
-    packages = project["tool"]["setuptools"]["packages"]["find"]["include"]
-    needed = {"pyproject.toml", project["project"]["readme"]} | {p.rstrip("*") for p in packages}
+    # The folders the package-dir table maps into `runstream` (api/, db/, ...).
+    folders = {path.split("/")[0] for path in project["tool"]["setuptools"]["package-dir"].values()}
+    needed = {"pyproject.toml", project["project"]["readme"]} | folders
     assert not needed & ignored, f"ignored but needed to install: {needed & ignored}"
     assert {".git", ".venv", ".runstream", ".env"} <= ignored

@@ -14,9 +14,9 @@ import httpx
 import pytest
 from psycopg_pool import AsyncConnectionPool
 
-from api.history import agno_history, clear
-from db import events, jobs
-from db.sessions import turns_before
+from runstream.api.history import agno_history, clear
+from runstream.db import events, jobs
+from runstream.db.sessions import turns_before
 from tests.support.sse import deltakit_events, read_stream
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")

@@ -11,12 +11,12 @@ import pytest
 from agno.agent import Agent
 from agno.models.message import Message
 
-from tasks.agent_events import COMPLETED, run_payloads
-from tasks.model_errors import PermanentModelError, TransientModelError, UnknownModelError, is_transient
-from tasks.models import build_model
-from tasks.offline_model import OfflineKnobs, OfflineModel, find_expression, plain_answer
-from tasks.run_job import build_agent
-from tasks.tools import TOOLS, calculate, evaluate
+from runstream.tasks.agent_events import COMPLETED, run_payloads
+from runstream.tasks.model_errors import PermanentModelError, TransientModelError, UnknownModelError, is_transient
+from runstream.tasks.models import build_model
+from runstream.tasks.offline_model import OfflineKnobs, OfflineModel, find_expression, plain_answer
+from runstream.tasks.run_job import build_agent
+from runstream.tasks.tools import TOOLS, calculate, evaluate
 
 
 def offline_agent(*, attempt: int = 1, **knobs) -> tuple[Agent, OfflineModel]:

@@ -19,8 +19,8 @@ from psycopg.types.json import Jsonb
 from psycopg_pool import AsyncConnectionPool
 from sqlalchemy.engine import make_url
 
-from db.connector import open_pool
-from db.retention import PruneCount, prune
+from runstream.db.connector import open_pool
+from runstream.db.retention import PruneCount, prune
 from tests.conftest import create_database, drop_database
 from tests.support.processes import RUNSTREAM, ApiServer, ServiceProcess, free_port, start_api, start_worker
 from tests.support.sse import read_stream

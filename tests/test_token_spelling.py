@@ -7,8 +7,8 @@ import uuid
 
 import pytest
 
-from api.redact import redact
-from api.tokens import TokenError, TokenSigner
+from runstream.api.redact import redact
+from runstream.api.tokens import TokenError, TokenSigner
 
 JOB = uuid.UUID("01234567-89ab-cdef-0123-456789abcdef")
 

@@ -16,11 +16,11 @@ import pytest
 from celery import Celery
 from psycopg_pool import AsyncConnectionPool
 
-from db.events import read_events
-from db.jobs import cancel_job, claim_job, create_job, get_job
+from runstream.db.events import read_events
+from runstream.db.jobs import cancel_job, claim_job, create_job, get_job
 from runstream.broker import TASK_NAME, celery_config
 from runstream.settings import Settings
-from tasks.event_writer import EventWriter
+from runstream.tasks.event_writer import EventWriter
 from tests.support.processes import ServiceProcess, start_worker
 from tests.support.sse import text_joined
 
@@ -308,7 +308,7 @@ async def test_writer_keeps_seqs_across_flushes(pool):
 
 
 async def test_writer_lanes_commit_at_once_and_keep_each_job_in_order(pool, monkeypatch):
-    from tasks import event_writer
+    from runstream.tasks import event_writer
 
     # Watch every group commit: how many run at once, and that no job is ever in two at once.
     in_flight: set[uuid.UUID] = set()

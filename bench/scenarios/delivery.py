@@ -15,10 +15,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from bench.context import Bench, target
-from bench.floor import floor_round
-from bench.rounds import BaselineSide, Round, RunstreamSide
-from bench.stats import latency_summary, ratio
+from runstream.bench.context import Bench, target
+from runstream.bench.floor import floor_round
+from runstream.bench.rounds import BaselineSide, Round, RunstreamSide
+from runstream.bench.stats import latency_summary, ratio
 
 
 def _figures(result: Round) -> dict[str, Any]:

@@ -10,10 +10,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from bench.context import Bench, target
-from bench.rounds import BaselineSide, RunstreamSide
-from bench.services import Service, api_connection_count
-from bench.stats import latency_summary, ratio
+from runstream.bench.context import Bench, target
+from runstream.bench.rounds import BaselineSide, RunstreamSide
+from runstream.bench.services import Service, api_connection_count
+from runstream.bench.stats import latency_summary, ratio
 
 
 async def _measure(

@@ -19,13 +19,13 @@ from typing import Any
 
 from psycopg_pool import AsyncConnectionPool
 
-from bench.context import Bench, target
-from bench.stats import ratio
-from db import queries
-from db.connector import open_pool
-from db.jobs import claim_job, create_job
-from tasks.agent_events import COMPLETED
-from tasks.event_writer import MAX_BUFFERED_EVENTS, EventWriter
+from runstream.bench.context import Bench, target
+from runstream.bench.stats import ratio
+from runstream.db import queries
+from runstream.db.connector import open_pool
+from runstream.db.jobs import claim_job, create_job
+from runstream.tasks.agent_events import COMPLETED
+from runstream.tasks.event_writer import MAX_BUFFERED_EVENTS, EventWriter
 
 PAYLOAD = {
     "type": "reasoning",

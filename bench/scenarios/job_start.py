@@ -22,8 +22,8 @@ import httpx
 import redis
 from kombu import Connection
 
-from bench.context import Bench, target
-from bench.services import (
+from runstream.bench.context import Bench, target
+from runstream.bench.services import (
     NO_LIMITS,
     Service,
     create_database,
@@ -31,8 +31,8 @@ from bench.services import (
     start_api,
     start_worker,
 )
-from bench.sse_client import open_stream
-from bench.stats import latency_summary, ratio
+from runstream.bench.sse_client import open_stream
+from runstream.bench.stats import latency_summary, ratio
 from runstream.settings import child_environment
 
 WARMUP_JOBS = 3

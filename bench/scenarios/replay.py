@@ -13,14 +13,14 @@ from typing import Any
 
 import httpx
 
-from api.tenancy import DEFAULT_TENANT
-from bench.context import Bench, target
-from bench.sse_client import open_stream
-from bench.stats import ratio
-from db.connector import open_pool
-from db.events import AppendBatch, append_many
-from db.jobs import claim_job, create_job
-from tasks.agent_events import COMPLETED
+from runstream.api.tenancy import DEFAULT_TENANT
+from runstream.bench.context import Bench, target
+from runstream.bench.sse_client import open_stream
+from runstream.bench.stats import ratio
+from runstream.db.connector import open_pool
+from runstream.db.events import AppendBatch, append_many
+from runstream.db.jobs import claim_job, create_job
+from runstream.tasks.agent_events import COMPLETED
 
 SEED_BATCH = 10_000
 

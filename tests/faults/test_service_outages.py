@@ -10,7 +10,7 @@ import httpx
 import psycopg
 import pytest
 
-from db.migrate import upgrade_to_head
+from runstream.db.migrate import upgrade_to_head
 from tests.conftest import create_database, drop_database
 from tests.faults.support import (
     ThrowawayPostgres,

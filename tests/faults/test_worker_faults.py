@@ -14,9 +14,9 @@ import psycopg
 import pytest
 from celery import Celery
 
-from db import queries
-from db.connector import open_pool
-from db.jobs import (
+from runstream.db import queries
+from runstream.db.connector import open_pool
+from runstream.db.jobs import (
     ReapLimits,
     cancel_job,
     claim_job,
@@ -26,7 +26,7 @@ from db.jobs import (
 )
 from runstream.broker import TASK_NAME, celery_config
 from runstream.settings import Settings
-from tasks.event_writer import EventWriter
+from runstream.tasks.event_writer import EventWriter
 from tests.conftest import create_database, drop_database
 from tests.faults.support import (
     await_condition,
