@@ -13,6 +13,7 @@ import uuid
 from typing import Any
 
 from celery import Celery, Task
+from celery.exceptions import Reject
 from celery.signals import (
     setup_logging,
     worker_init,
@@ -43,6 +44,10 @@ def run_job_task(self: Task, job_id: str) -> None:
         return
     runtime = get_runtime()
     outcome = runtime.run(run_job(runtime, job_uuid, worker=self.request.hostname or "worker"))
+    if outcome.status == "declined":
+        # Back to the broker as it came (acks_late: not yet acknowledged), for
+        # the next worker; the job row is untouched.
+        raise Reject("worker shutting down", requeue=True)
     if outcome.wants_retry:
         log.info("job %s: attempt %d in %.1fs", job_id, outcome.attempt + 1, outcome.countdown)
         # The job row, not Celery, counts attempts (settings.max_attempts): no Celery limit.

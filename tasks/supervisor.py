@@ -68,6 +68,10 @@ class Supervisor:
         self._task: asyncio.Task | None = None
         self._shutting_down = False
 
+    @property
+    def shutting_down(self) -> bool:
+        return self._shutting_down
+
     def register(self, job_id: uuid.UUID, attempt: int) -> RunHandle:
         handle = RunHandle(job_id, attempt, time.monotonic() + self._run_timeout_s)
         self._runs[job_id] = handle

@@ -265,6 +265,46 @@ async def test_sigterm_to_a_worker_hands_its_run_to_another_at_once(fault_databa
             worker.stop()
 
 
+async def test_a_worker_shutting_down_claims_nothing(fault_database, db, tmp_path, log_dir):
+    # One worker alone: the retry its hand-back publishes can reach only itself,
+    # so nothing but its refusal to claim keeps attempt 2 from starting there.
+    env = fault_env(fault_database, services.redis_url, tmp_path,
+                    RUNSTREAM_STALE_AFTER_S="60", RUNSTREAM_PENDING_TIMEOUT_S="60", RUNSTREAM_MAX_ATTEMPTS="1")
+    first = spawn_worker(env, log_dir, "alone-1")
+    api = start_api(env, log_dir, "alone-api")
+    second = None
+    try:
+        async with httpx.AsyncClient(base_url=api.url, timeout=30) as client:
+            wait(lambda: worker_ready(first), 60, "first worker ready")
+            job_id = await submit(client, "a long answer", words=300)
+
+            async def mid_run():
+                job = await job_row(db, job_id)
+                return job if job["status"] == "running" and job["last_seq"] >= 20 else None
+            await await_condition(mid_run, 20, "mid-run", interval=0.01)
+            first.signal(signal.SIGTERM)
+            assert first.proc.wait(20) == 0
+            job = await job_row(db, job_id)
+            assert (job["status"], job["attempt"], job["error"]) == ("pending", 1, "worker shut down")
+            assert first.log().count(f"job {job_id}: running") == 1
+
+            # One attempt allowed, and attempt 2 runs: the hand-back did not use it up.
+            second = spawn_worker(env, log_dir, "alone-2")
+            stream = await follow(client, job_id, reconnect=False)
+            job = await job_row(db, job_id)
+            assert (job["status"], job["attempt"]) == ("completed", 2)
+            assert job["worker"].startswith("alone-2@")
+            assert stream.payloads == [p for _, _, p in await logged_events(db, job_id)]
+            assert [p for p in stream.payloads if p["type"] == "retry"] == [
+                {"type": "retry", "attempt": 2, "reason": "worker shut down"}
+            ]
+    finally:
+        api.stop()
+        first.stop()
+        if second is not None:
+            second.stop()
+
+
 # --- a commit the writer could not see -----------------------------------------------------
 
 
