@@ -32,7 +32,9 @@ from runstream.tasks.runtime import close_runtime, get_runtime, started_runtime
 log = logging.getLogger("runstream.worker")
 
 celery_app = Celery("runstream")
-celery_app.conf.update(celery_config(get_settings()))
+# Read when the worker starts (Celery's first look at its configuration), not on
+# import: the settings are checked before, and importing reads no environment.
+celery_app.add_defaults(lambda: celery_config(get_settings()))
 
 
 @celery_app.task(name=TASK_NAME, bind=True, acks_late=True, reject_on_worker_lost=True)

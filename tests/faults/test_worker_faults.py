@@ -186,7 +186,8 @@ async def test_concurrent_claims_of_one_job_let_exactly_one_through(fault_databa
 
 async def _claim_on(conn: psycopg.AsyncConnection, job_id: uuid.UUID, worker: str):
     cur = await conn.execute(
-        queries.CLAIM_JOB, {"id": job_id, "worker": worker, "stale_after_s": 30, "max_attempts": None}
+        queries.CLAIM_JOB,
+        {"id": job_id, "worker": worker, "stale_after_s": 30, "max_attempts": None, "shutdown_error": None},
     )
     row = await cur.fetchone()
     return None if row is None else (row[0], row[6])  # id, attempt
@@ -265,16 +266,20 @@ async def test_sigterm_to_a_worker_hands_its_run_to_another_at_once(fault_databa
             worker.stop()
 
 
-async def test_a_worker_shutting_down_claims_nothing(fault_database, db, tmp_path, log_dir):
+@pytest.mark.parametrize("pool", ["threads", "solo"])
+async def test_a_worker_shutting_down_claims_nothing(pool, tmp_path, log_dir):
     # One worker alone: the retry its hand-back publishes can reach only itself,
-    # so nothing but its refusal to claim keeps attempt 2 from starting there.
-    env = fault_env(fault_database, services.redis_url, tmp_path,
+    # so nothing but its refusal to claim keeps attempt 2 from starting there. A
+    # database of its own: no other test's reaper may run the job meanwhile.
+    url = create_database("rs_alone")
+    env = fault_env(url, services.redis_url, tmp_path,
                     RUNSTREAM_STALE_AFTER_S="60", RUNSTREAM_PENDING_TIMEOUT_S="60", RUNSTREAM_MAX_ATTEMPTS="1")
-    first = spawn_worker(env, log_dir, "alone-1")
+    first = spawn_worker(env, log_dir, f"alone-{pool}-1", "--pool", pool)
     api = start_api(env, log_dir, "alone-api")
     second = None
     try:
-        async with httpx.AsyncClient(base_url=api.url, timeout=30) as client:
+        async with (httpx.AsyncClient(base_url=api.url, timeout=30) as client,
+                    await psycopg.AsyncConnection.connect(url, autocommit=True) as db):
             wait(lambda: worker_ready(first), 60, "first worker ready")
             job_id = await submit(client, "a long answer", words=300)
 
@@ -289,11 +294,11 @@ async def test_a_worker_shutting_down_claims_nothing(fault_database, db, tmp_pat
             assert first.log().count(f"job {job_id}: running") == 1
 
             # One attempt allowed, and attempt 2 runs: the hand-back did not use it up.
-            second = spawn_worker(env, log_dir, "alone-2")
+            second = spawn_worker(env, log_dir, f"alone-{pool}-2", "--pool", pool)
             stream = await follow(client, job_id, reconnect=False)
             job = await job_row(db, job_id)
             assert (job["status"], job["attempt"]) == ("completed", 2)
-            assert job["worker"].startswith("alone-2@")
+            assert job["worker"].startswith(f"alone-{pool}-2@")
             assert stream.payloads == [p for _, _, p in await logged_events(db, job_id)]
             assert [p for p in stream.payloads if p["type"] == "retry"] == [
                 {"type": "retry", "attempt": 2, "reason": "worker shut down"}
@@ -303,6 +308,7 @@ async def test_a_worker_shutting_down_claims_nothing(fault_database, db, tmp_pat
         first.stop()
         if second is not None:
             second.stop()
+        drop_database(url)
 
 
 # --- a commit the writer could not see -----------------------------------------------------
