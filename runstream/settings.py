@@ -101,8 +101,9 @@ class Settings(BaseSettings):
     worker_concurrency: PositiveInt = 32
     worker_db_pool_size: PositiveInt = 4
     # Group commits a worker process runs at once, each over its own set of jobs
-    # and on its own connection (tasks/event_writer.py). Capped at
-    # worker_db_pool_size - 1: one connection stays free for heartbeats and the reaper.
+    # and on its own connection (tasks/event_writer.py). Less than
+    # worker_db_pool_size (checked when read): one connection stays free for
+    # heartbeats and the reaper.
     worker_flush_lanes: PositiveInt = 2
     heartbeat_s: float = 5.0
     # A running job whose heartbeat is older than this is considered abandoned:
