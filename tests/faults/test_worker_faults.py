@@ -266,13 +266,15 @@ async def test_sigterm_to_a_worker_hands_its_run_to_another_at_once(fault_databa
             worker.stop()
 
 
-@pytest.mark.parametrize("pool", ["threads", "solo"])
-async def test_a_worker_shutting_down_claims_nothing(pool, tmp_path, log_dir):
+# Each pool once, each on one broker: RabbitMQ and Redis take a rejected message back differently.
+@pytest.mark.parametrize(("pool", "broker"), [("threads", "rabbitmq"), ("solo", "redis")])
+async def test_a_worker_shutting_down_claims_nothing(pool, broker, tmp_path, log_dir):
     # One worker alone: the retry its hand-back publishes can reach only itself,
     # so nothing but its refusal to claim keeps attempt 2 from starting there. A
     # database of its own: no other test's reaper may run the job meanwhile.
     url = create_database("rs_alone")
-    env = fault_env(url, services.redis_url, tmp_path,
+    broker_url = services.rabbitmq_url if broker == "rabbitmq" else services.redis_url
+    env = fault_env(url, broker_url, tmp_path,
                     RUNSTREAM_STALE_AFTER_S="60", RUNSTREAM_PENDING_TIMEOUT_S="60", RUNSTREAM_MAX_ATTEMPTS="1")
     first = spawn_worker(env, log_dir, f"alone-{pool}-1", "--pool", pool)
     api = start_api(env, log_dir, "alone-api")
