@@ -174,10 +174,10 @@ ORDER BY r.job_id, e.seq
 # status and error say why a new attempt starts (the reason in its ``retry``
 # event). Never beyond ``max_attempts``: a job that used them all is the
 # reaper's to fail; an attempt handed back by a worker shutting down (its error
-# is ``shutdown_error``) did not fail, so it does not use one up. Two deliveries of one job that claim at once serialize on
-# the row lock, and the second one re-checks the WHERE against the row the
-# first one wrote (running, fresh heartbeat), so it gets no row: one job never
-# runs twice at once.
+# is ``shutdown_error``) did not fail, so it does not use one up. Two deliveries
+# of one job that claim at once serialize on the row lock, and the second one
+# re-checks the WHERE against the row the first one wrote (running, fresh
+# heartbeat), so it gets no row: one job never runs twice at once.
 CLAIM_JOB = f"""
 WITH prev AS (
     SELECT id, status AS prev_status, error AS prev_error
@@ -269,9 +269,9 @@ RETURNING j.id, j.status
 
 # Jobs the reaper ends instead of dispatching: a dead run whose cancel was
 # requested, or a job that used all its attempts (its last run died, or it was
-# handed back on its last attempt after a transient failure; handed back by a
-# worker shutting down, the attempt did not fail and the job runs again). Locked until the caller's transaction
-# appends their terminal events.
+# handed back on its last attempt after a transient failure; one handed back by
+# a worker shutting down did not fail, and runs again). Locked until the
+# caller's transaction appends their terminal events.
 REAP_FINISH = """
 SELECT id, status, attempt, error, cancel_requested_at FROM jobs
 WHERE status IN ('pending', 'running')
