@@ -17,12 +17,14 @@ from celery import Celery
 from runstream.db import queries
 from runstream.db.connector import open_pool
 from runstream.db.jobs import (
+    SHUTDOWN_ERROR,
     ReapLimits,
     cancel_job,
     claim_job,
     create_job,
     finish_stuck,
     mark_stuck_for_dispatch,
+    release_job,
 )
 from runstream.broker import TASK_NAME, celery_config
 from runstream.settings import Settings
@@ -133,6 +135,31 @@ async def test_a_dead_run_asked_to_cancel_is_ended_never_run_again():
             assert await mark_stuck_for_dispatch(pool, limits) == []
             assert await claim_job(pool, job["id"], worker="late", stale_after_s=0) is None
             assert await finish_stuck(pool, limits) == [(job["id"], "cancelled")]
+        finally:
+            await pool.close()
+    finally:
+        drop_database(url)
+
+
+async def test_a_hand_back_on_shutdown_does_not_use_up_the_last_attempt():
+    # Both released on their only attempt: the one a transient failure released is
+    # out of attempts and failed; the one a shutdown released is dispatched and
+    # claimed again. A database of its own: no other reaper may act meanwhile.
+    url = create_database("rs_reap")
+    try:
+        pool = await open_pool(url, 2, name="rs-reap-test")
+        try:
+            limits = ReapLimits(pending_timeout_s=0, stale_after_s=3600, max_attempts=1)
+            failed, handed_back = [await create_job(pool, tenant=TENANT, message="hi", model="offline")
+                                   for _ in range(2)]
+            for job, error in ((failed, "model overloaded"), (handed_back, SHUTDOWN_ERROR)):
+                assert await claim_job(pool, job["id"], worker="w", stale_after_s=3600, max_attempts=1)
+                assert await release_job(pool, job["id"], attempt=1, error=error)
+            assert await finish_stuck(pool, limits) == [(failed["id"], "failed")]
+            assert await mark_stuck_for_dispatch(pool, limits) == [handed_back["id"]]
+            claim = await claim_job(pool, handed_back["id"], worker="next", stale_after_s=3600, max_attempts=1)
+            assert claim is not None and claim.attempt == 2
+            assert (claim.previous_status, claim.previous_error) == ("pending", SHUTDOWN_ERROR)
         finally:
             await pool.close()
     finally:
