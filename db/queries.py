@@ -11,10 +11,11 @@ NOTIFY_CHANNEL = "runstream_events"
 NOTIFY_ROWS_MAX_BYTES = 7800
 NOTIFY_ROWS_MAX = 64
 
+# New columns go last: some readers take a row by position.
 JOB_COLUMNS = """
-    id, tenant, session_id, message, model, agent, status, attempt, last_seq,
-    cancel_requested_at, error, metadata, output, created_at, started_at, finished_at,
-    heartbeat_at, worker
+    id, tenant, session_id, message, model, status, attempt, last_seq,
+    cancel_requested_at, error, metadata, created_at, started_at, finished_at,
+    heartbeat_at, worker, agent, output
 """
 
 INSERT_JOB = f"""
