@@ -18,11 +18,15 @@ JOB_COLUMNS = """
 """
 
 # ``queued_at``: NULL for a job that may run now; for one waiting behind its
-# session's active run, its place in the line.
+# session's active run, its place in the line. ``created_at`` is the insert's
+# own time, not the transaction's start: creations in one session take its lock
+# first, so their created_at order is the order they got it in, which is the
+# order they run in and the order history sees them in.
 INSERT_JOB = f"""
-INSERT INTO jobs (id, tenant, session_id, message, model, metadata, webhook_url, queued_at)
+INSERT INTO jobs (id, tenant, session_id, message, model, metadata, webhook_url, created_at, queued_at)
 VALUES (%(id)s, %(tenant)s, %(session_id)s, %(message)s, %(model)s, %(metadata)s, %(webhook_url)s,
-        CASE WHEN %(queued)s THEN coalesce(%(queued_at)s::timestamptz, now()) END)
+        clock_timestamp(),
+        CASE WHEN %(queued)s THEN coalesce(%(queued_at)s::timestamptz, clock_timestamp()) END)
 RETURNING {JOB_COLUMNS}
 """
 
