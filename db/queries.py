@@ -504,7 +504,7 @@ UPDATE webhook_deliveries SET attempts = attempts + 1,
     next_attempt_at = now() + make_interval(secs => %(lease_s)s)
 WHERE webhook_id = %(webhook_id)s AND status = 'pending' AND attempts < %(max_attempts)s
   AND next_attempt_at <= now() + interval '1 second'
-RETURNING webhook_id, job_id, url, job_status, attempts
+RETURNING webhook_id, job_id, url, job_status, attempts, created_at
 """
 
 # One attempt's record, and the delivery's state after it: ``status`` pending

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from psycopg_pool import AsyncConnectionPool
@@ -21,6 +22,8 @@ class Delivery:
     job_status: str
     attempt: int
     job: dict[str, Any]
+    # When the job reached the state announced.
+    created_at: datetime
 
 
 async def claim_delivery(
@@ -37,7 +40,7 @@ async def claim_delivery(
             return None
         cur = await conn.execute(queries.JOB_BY_ID, {"id": row["job_id"]})
         job = await cur.fetchone()
-    return Delivery(row["webhook_id"], row["url"], row["job_status"], row["attempts"], job)
+    return Delivery(row["webhook_id"], row["url"], row["job_status"], row["attempts"], job, row["created_at"])
 
 
 async def record_attempt(

@@ -5,8 +5,8 @@ Headers: ``webhook-id`` (stable for the job state announced: every attempt
 sends the same one, so a receiver can drop duplicates), ``webhook-timestamp``
 (epoch seconds of this attempt) and ``webhook-signature`` (``v1,`` + base64
 HMAC-SHA256 of ``id.timestamp.body`` under the tenant's ``whsec_`` secret).
-Body: ``{"type": "job.<status>", "timestamp", "data": <the job's JSON, as GET
-/api/jobs/{id} answers it>}``.
+Body: ``{"type": "job.<status>", "timestamp": <when the job reached it>,
+"data": <the job's JSON, as GET /api/jobs/{id} answers it>}``.
 
 An attempt is bounded in time as a whole (``webhook_timeout_s``), follows no
 redirect (a 3xx is a failed attempt), reads no response body, and re-checks the
@@ -50,7 +50,7 @@ def backoff_s(attempt: int, settings: Settings) -> float:
 
 def signed_request(delivery: Delivery, secret: str, now: datetime) -> tuple[bytes, dict[str, str]]:
     body = json.dumps(
-        {"type": f"job.{delivery.job_status}", "timestamp": now.isoformat(), "data": job_json(delivery.job)},
+        {"type": f"job.{delivery.job_status}", "timestamp": delivery.created_at.isoformat(), "data": job_json(delivery.job)},
         separators=(",", ":"),
     ).encode()
     headers = {
