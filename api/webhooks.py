@@ -49,6 +49,7 @@ def _delivery(row: dict[str, Any]) -> dict[str, Any]:
 
 
 async def job_webhooks(request: Request) -> JSONResponse:
+    """The job's webhook deliveries, each with every attempt."""
     pool = request.app.state.pool
     job = await jobs.get_job(pool, params.job_id(request), resolve_tenant(request))
     if job is None:
