@@ -220,6 +220,14 @@ class Settings(BaseSettings):
                 raise ValueError(f"entry {position} is not tenant=http(s)://...")
         return value
 
+    @model_validator(mode="after")
+    def _default_webhooks_are_signed(self) -> Settings:
+        # A default webhook nobody could verify would be refused at every send.
+        unsigned = sorted(set(self.webhook_url_map) - {t for t, _ in filter(None, _key_entries(self.webhook_secrets))})
+        if unsigned:
+            raise ValueError(f"RUNSTREAM_WEBHOOK_URLS names tenants with no secret in RUNSTREAM_WEBHOOK_SECRETS: {', '.join(unsigned)}")
+        return self
+
     @property
     def webhook_url_map(self) -> dict[str, str]:
         """{tenant: default webhook URL}."""

@@ -25,6 +25,9 @@ from typing import Any
 import httpx
 import pytest
 import pytest_asyncio
+from pydantic import ValidationError
+
+from runstream.settings import Settings
 
 from tests.conftest import service_environment
 from tests.support.config import services
@@ -33,7 +36,7 @@ from tests.support.processes import ApiServer, ServiceProcess, free_port, start_
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 
 SECRET = "whsec_" + base64.b64encode(os.urandom(32)).decode()
-KEY, OTHER_KEY = "key-webhooks-main", "key-webhooks-other"
+KEY, OTHER_KEY, DEFAULTED_KEY = "key-webhooks-main", "key-webhooks-other", "key-webhooks-defaulted"
 TIMEOUT_S = 1.0
 MAX_ATTEMPTS = 6
 
@@ -90,14 +93,26 @@ class Receiver:
 
 
 @pytest.fixture(scope="module")
-def webhook_env(database_url: str, tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+def default_receiver() -> Iterator[Receiver]:
+    """The receiver tenant "defaulted" sends to when a job names none (its setting)."""
+    receiver = Receiver()
+    receiver.start()
+    yield receiver
+    receiver.stop()
+
+
+@pytest.fixture(scope="module")
+def webhook_env(
+    database_url: str, tmp_path_factory: pytest.TempPathFactory, default_receiver: Receiver
+) -> dict[str, str]:
     env = service_environment(
         database_url, services.redis_url, f"rs-test-hooks-{uuid.uuid4().hex[:8]}", tmp_path_factory.mktemp("hooks")
     )
     return {
         **env,
-        "RUNSTREAM_API_KEYS": f"hooks={KEY},other={OTHER_KEY}",
-        "RUNSTREAM_WEBHOOK_SECRETS": f"hooks={SECRET}",
+        "RUNSTREAM_API_KEYS": f"hooks={KEY},other={OTHER_KEY},defaulted={DEFAULTED_KEY}",
+        "RUNSTREAM_WEBHOOK_SECRETS": f"hooks={SECRET},defaulted={SECRET}",
+        "RUNSTREAM_WEBHOOK_URLS": f"defaulted={default_receiver.url}",
         "RUNSTREAM_WEBHOOK_ALLOW_PRIVATE": "true",
         "RUNSTREAM_WEBHOOK_TIMEOUT_S": str(TIMEOUT_S),
         "RUNSTREAM_WEBHOOK_BACKOFF_S": "0.3",
@@ -255,6 +270,37 @@ async def test_webhooks_of_a_job_are_the_tenants_own(hooks: httpx.AsyncClient) -
     )
     assert refused.status_code == 422
     assert refused.json()["error"]["code"] == "webhook_unavailable"
+
+
+async def test_a_tenants_default_webhook_serves_its_jobs_that_name_none(
+    hooks: httpx.AsyncClient, default_receiver: Receiver
+) -> None:
+    headers = {"Authorization": f"Bearer {DEFAULTED_KEY}"}
+    job = (await hooks.post("/api/jobs", json={"message": "defaulted"}, headers=headers)).json()
+    assert job["webhook"] == {"url": default_receiver.url}
+    async with asyncio.timeout(60):
+        while True:
+            body = (await hooks.get(f"/api/jobs/{job['job_id']}/webhooks", headers=headers)).json()
+            if settled(body):
+                break
+            await asyncio.sleep(0.05)
+    [delivery] = body["deliveries"]
+    assert (delivery["status"], delivery["url"]) == ("delivered", default_receiver.url)
+    [(seen, raw)] = [r for r in default_receiver.requests if r[0]["webhook-id"] == delivery["webhook_id"]]
+    assert verify_signature(SECRET, seen, raw)
+    assert json.loads(raw)["data"]["job_id"] == job["job_id"]
+
+
+async def test_webhook_settings_are_checked() -> None:
+    with pytest.raises(ValidationError, match="not tenant=whsec_"):
+        Settings(webhook_secrets="a=plain-text")
+    with pytest.raises(ValidationError, match="not tenant=http"):
+        Settings(webhook_urls="a=ftp://example.com/")
+    with pytest.raises(ValidationError, match="no secret in RUNSTREAM_WEBHOOK_SECRETS: a"):
+        Settings(webhook_urls="a=https://example.com/hook")
+    assert Settings(webhook_urls="a=https://example.com/h?x=1", webhook_secrets=f"a={SECRET}").webhook_url_map == {
+        "a": "https://example.com/h?x=1"
+    }
 
 
 async def test_a_job_without_a_webhook_has_no_deliveries(hooks: httpx.AsyncClient) -> None:
