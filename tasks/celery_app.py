@@ -29,7 +29,7 @@ from runstream.logs import configure_logging
 from runstream.settings import get_settings
 from runstream.tasks.run_job import run_job
 from runstream.tasks.runtime import close_runtime, get_runtime, started_runtime
-from runstream.tasks.webhooks import deliver
+from runstream.tasks.webhooks import deliver_webhook
 
 log = logging.getLogger("runstream.worker")
 
@@ -60,14 +60,13 @@ def run_job_task(self: Task, job_id: str) -> None:
         raise self.retry(countdown=outcome.countdown, max_retries=None)
 
 
-@celery_app.task(name=WEBHOOK_TASK_NAME, bind=True, acks_late=True, reject_on_worker_lost=True)
-def deliver_webhook_task(self: Task, webhook_id: str) -> None:
+@celery_app.task(name=WEBHOOK_TASK_NAME)
+def deliver_webhook_task(webhook_id: str) -> None:
+    # Handed to the event loop and not waited for: a slow receiver must not hold
+    # a task slot that a run could use. The delivery row is the truth: an
+    # attempt lost with its worker is sent again by the reaper once overdue.
     runtime = get_runtime()
-    retry_in_s = runtime.run(deliver(runtime, webhook_id))
-    if retry_in_s is not None:
-        # The delivery row counts attempts (settings.webhook_max_attempts) and says
-        # when the next is due: if this message is lost, the reaper sends another.
-        raise self.retry(countdown=retry_in_s, max_retries=None)
+    runtime.submit(deliver_webhook(runtime, webhook_id))
 
 
 @worker_ready.connect

@@ -123,5 +123,17 @@ class Reaper:
             sent.append(ref)
         return sent
 
-    def _publish(self, task_name: str, ref: str) -> None:
-        self._celery.send_task(task_name, args=[ref], task_id=ref, retry=True, retry_policy=PUBLISH_RETRY_POLICY)
+    async def send_later(self, task_name: str, ref: str, countdown: float) -> None:
+        """Send a task due in ``countdown`` seconds; a failed send is left to the
+        overdue sweep (the row says when it is due)."""
+        try:
+            await asyncio.wait_for(
+                asyncio.to_thread(self._publish, task_name, ref, countdown), self._publish_timeout_s * 2
+            )
+        except Exception as exc:  # noqa: BLE001 - any broker failure means the same: try later
+            log.warning("dispatch of %s %s failed (%r); the reaper sends it once overdue", task_name, ref, exc)
+
+    def _publish(self, task_name: str, ref: str, countdown: float | None = None) -> None:
+        self._celery.send_task(
+            task_name, args=[ref], task_id=ref, countdown=countdown, retry=True, retry_policy=PUBLISH_RETRY_POLICY
+        )

@@ -14,7 +14,7 @@ destination first (a name may now resolve to a private address). A 2xx is
 delivered; anything else is tried again after an exponential backoff, up to
 ``webhook_max_attempts``. A refused destination is not tried again. It all runs
 on the worker's event loop beside the runs, which a slow receiver cannot hold
-up: it only ever waits on its own socket.
+up: it only ever waits on its own socket, on the event loop, holding no task slot.
 """
 
 from __future__ import annotations
@@ -30,6 +30,7 @@ import httpx
 from standardwebhooks.webhooks import Webhook
 
 from runstream.api.payloads import job_json
+from runstream.broker import WEBHOOK_TASK_NAME
 from runstream.db.webhooks import Delivery, claim_delivery, record_attempt
 from runstream.destinations import DestinationRefused, check_destination
 from runstream.settings import Settings
@@ -60,6 +61,17 @@ def signed_request(delivery: Delivery, secret: str, now: datetime) -> tuple[byte
         "webhook-signature": Webhook(secret).sign(delivery.webhook_id, now, body.decode()),
     }
     return body, headers
+
+
+async def deliver_webhook(runtime: Runtime, webhook_id: str) -> None:
+    """One attempt, and the message for the next one when it failed."""
+    try:
+        retry_in_s = await deliver(runtime, webhook_id)
+    except Exception:  # noqa: BLE001 - the reaper sends it again once its lease is over
+        log.exception("webhook %s: attempt not recorded", webhook_id)
+        return
+    if retry_in_s is not None:
+        await runtime.reaper.send_later(WEBHOOK_TASK_NAME, webhook_id, retry_in_s)
 
 
 async def deliver(runtime: Runtime, webhook_id: str) -> float | None:
