@@ -11,19 +11,51 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
 import psycopg
 import pytest
+import pytest_asyncio
 from psycopg_pool import AsyncConnectionPool
 
+from tests.support.processes import ApiServer, start_api
 from tests.support.sse import deltakit_events, read_stream
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 
 RECALL = "what did i say before?"
-RACERS = 12
+RACERS = 20
+
+
+@pytest.fixture(scope="module")
+def unlimited_api(service_env: dict[str, str], log_dir: Path) -> Iterator[ApiServer]:
+    """An API with no worker behind it and the tenant limits off. With them on,
+    a tenant's creations take one lock in turn, which would serialize the race
+    before the session's own lock is reached."""
+    env = {
+        **service_env,
+        "RUNSTREAM_QUEUE": service_env["RUNSTREAM_QUEUE"] + "-idle",
+        "RUNSTREAM_JOB_RATE_LIMIT": "0",
+        "RUNSTREAM_MAX_ACTIVE_JOBS": "0",
+    }
+    server = start_api(env, log_dir, name="unlimited-api")
+    yield server
+    server.stop()
+
+
+@pytest_asyncio.fixture(loop_scope="session", params=["limits on", "limits off"])
+async def racing(
+    request: pytest.FixtureRequest, http: httpx.AsyncClient, unlimited_api: ApiServer
+) -> AsyncIterator[httpx.AsyncClient]:
+    """An API with no worker behind it: with the tenant limits on (the default) and off."""
+    if request.param == "limits on":
+        yield http
+        return
+    async with httpx.AsyncClient(base_url=unlimited_api.url, timeout=30.0) as client:
+        yield client
 
 
 def new_session() -> str:
@@ -194,10 +226,10 @@ async def test_interrupting_a_run_not_started_yet_cancels_it_at_once(
 
 
 async def test_race_into_an_idle_session_leaves_one_active_run(
-    http: httpx.AsyncClient, pool: AsyncConnectionPool
+    racing: httpx.AsyncClient, pool: AsyncConnectionPool
 ) -> None:
     session = new_session()
-    answers = await asyncio.gather(*(post(http, session, f"racer {i}") for i in range(RACERS)))
+    answers = await asyncio.gather(*(post(racing, session, f"racer {i}") for i in range(RACERS)))
     assert [a.status_code for a in answers] == [202] * RACERS
     assert sorted(a.json()["queued"] for a in answers) == [False] + [True] * (RACERS - 1)
     jobs = await rows(pool, session)
@@ -208,19 +240,19 @@ async def test_race_into_an_idle_session_leaves_one_active_run(
     assert [j["queued_at"] for j in jobs[1:]] == sorted(j["queued_at"] for j in jobs[1:])
 
     # Cancelling the active one hands the session to the next in line, and only to it.
-    await http.post(f"/api/jobs/{active['id']}/cancel")
+    await racing.post(f"/api/jobs/{active['id']}/cancel")
     after = await rows(pool, session)
     assert [j["id"] for j in after if j["status"] == "pending" and j["queued_at"] is None] == [jobs[1]["id"]]
     # Cancelling a queued job changes nothing for the others.
-    await http.post(f"/api/jobs/{jobs[5]['id']}/cancel")
+    await racing.post(f"/api/jobs/{jobs[5]['id']}/cancel")
     after = await rows(pool, session)
     assert [j["id"] for j in after if j["status"] == "pending" and j["queued_at"] is None] == [jobs[1]["id"]]
     assert sum(j["status"] == "cancelled" for j in after) == 2
 
 
-async def test_reject_race_creates_exactly_one_job(http: httpx.AsyncClient, pool: AsyncConnectionPool) -> None:
+async def test_reject_race_creates_exactly_one_job(racing: httpx.AsyncClient, pool: AsyncConnectionPool) -> None:
     session = new_session()
-    answers = await asyncio.gather(*(post(http, session, f"racer {i}", if_busy="reject") for i in range(RACERS)))
+    answers = await asyncio.gather(*(post(racing, session, f"racer {i}", if_busy="reject") for i in range(RACERS)))
     accepted = [a for a in answers if a.status_code == 202]
     refused = [a for a in answers if a.status_code == 409]
     assert (len(accepted), len(refused)) == (1, RACERS - 1)
