@@ -103,9 +103,8 @@ async def deliver(runtime: Runtime, webhook_id: str) -> float | None:
     error: str | None = None
     try:
         async with asyncio.timeout(settings.webhook_timeout_s):
-            async with httpx.AsyncClient(follow_redirects=False, timeout=settings.webhook_timeout_s) as client:
-                async with client.stream("POST", delivery.url, content=body, headers=headers) as response:
-                    response_status = response.status_code
+            async with runtime.webhook_http.stream("POST", delivery.url, content=body, headers=headers) as response:
+                response_status = response.status_code
     except TimeoutError:
         error = f"no answer within {settings.webhook_timeout_s:g}s"
     except httpx.HTTPError as exc:
