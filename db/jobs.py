@@ -30,8 +30,6 @@ CANCELLED_EVENT = {"type": "done", "status": "cancelled"}
 # The error of a job handed back by a worker going down. Such an attempt did not
 # fail: the claim and the reaper do not count it against ``max_attempts``.
 SHUTDOWN_ERROR = "worker shut down"
-# What a job created in a session whose run is still active does (if_busy).
-IF_BUSY_POLICIES = ("enqueue", "reject", "interrupt", "rollback")
 
 
 @dataclass(frozen=True)
