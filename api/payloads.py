@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
@@ -12,6 +12,7 @@ from runstream.api.errors import ApiError
 
 # A session id is a key, not text: room for any id scheme, small enough to index.
 MAX_SESSION_ID_CHARS = 256
+MAX_WEBHOOK_URL_CHARS = 2048
 
 
 def check_storable(value: Any) -> None:
@@ -35,6 +36,18 @@ def check_storable(value: Any) -> None:
             stack.extend(item)
 
 
+class WebhookTarget(BaseModel):
+    model_config = ConfigDict(strict=True, extra="ignore")
+
+    url: str = Field(min_length=1, max_length=MAX_WEBHOOK_URL_CHARS)
+
+    @field_validator("url")
+    @classmethod
+    def _storable(cls, value: str) -> str:
+        check_storable(value)
+        return value
+
+
 class NewJob(BaseModel):
     # Strict: a number is not a message. Unknown fields are ignored, because
     # DeltaKit's startBody lets a page add its own.
@@ -43,6 +56,9 @@ class NewJob(BaseModel):
     message: str = Field(min_length=1)
     session_id: str | None = Field(default=None, max_length=MAX_SESSION_ID_CHARS)
     metadata: dict[str, Any] | None = None
+    # When the session has a run still active; unset: the setting RUNSTREAM_SESSION_IF_BUSY.
+    if_busy: Literal["enqueue", "reject", "interrupt", "rollback"] | None = None
+    webhook: WebhookTarget | None = None
 
     @field_validator("message")
     @classmethod
@@ -100,4 +116,9 @@ def job_json(job: dict[str, Any]) -> dict[str, Any]:
         "created_at": _time(job["created_at"]),
         "started_at": _time(job["started_at"]),
         "finished_at": _time(job["finished_at"]),
+        # Waiting behind its session's active run (if_busy enqueue); not dispatched yet.
+        "queued": job["queued_at"] is not None,
+        # Cancelled by a later job of its session (if_busy interrupt or rollback).
+        "interrupted": job["interrupted_at"] is not None,
+        "webhook": {"url": job["webhook_url"]} if job["webhook_url"] else None,
     }

@@ -16,6 +16,7 @@ from collections.abc import Coroutine
 from concurrent.futures import Future
 from typing import Any, TypeVar
 
+import httpx
 import uvloop
 from psycopg_pool import AsyncConnectionPool
 
@@ -48,6 +49,7 @@ class Runtime:
         self.writer: EventWriter
         self.supervisor: Supervisor
         self.reaper: Reaper
+        self.webhook_http: httpx.AsyncClient
         try:
             self.run(self._open())
         except BaseException:
@@ -68,6 +70,9 @@ class Runtime:
         self.supervisor.start()
         self.reaper = Reaper(self.pool, settings)
         self.reaper.start()
+        # One client for every webhook attempt: its TLS context is built once
+        # (building one blocks the loop), and connections to a receiver are reused.
+        self.webhook_http = httpx.AsyncClient(follow_redirects=False, timeout=settings.webhook_timeout_s)
 
     def submit(self, coro: Coroutine[Any, Any, T]) -> Future[T]:
         return asyncio.run_coroutine_threadsafe(coro, self.loop)
@@ -88,6 +93,7 @@ class Runtime:
     async def _close(self) -> None:
         await self.reaper.stop()
         await self.supervisor.stop()
+        await self.webhook_http.aclose()
         await self.pool.close()
 
 
