@@ -138,3 +138,8 @@ async def http(idle_api: ApiServer) -> AsyncIterator[httpx.AsyncClient]:
     """An HTTP client on the API with no worker behind it."""
     async with httpx.AsyncClient(base_url=idle_api.url, timeout=30.0) as client:
         yield client
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    # The unit layer first: it needs no service and fails in seconds.
+    items.sort(key=lambda item: 0 if item.nodeid.startswith("tests/unit/") else 1)
