@@ -82,6 +82,7 @@ async def create_job(
     tenant: str,
     message: str,
     model: str,
+    user_id: str | None = None,
     session_id: str | None = None,
     metadata: dict[str, Any] | None = None,
     job_id: uuid.UUID | None = None,
@@ -92,6 +93,7 @@ async def create_job(
     params = {
         "id": job_id or uuid.uuid4(),
         "tenant": tenant,
+        "user_id": user_id,
         "session_id": session_id,
         "message": message,
         "model": model,
@@ -120,12 +122,14 @@ async def list_jobs(
     *,
     tenant: str,
     limit: int,
+    user_id: str | None = None,
     session_id: str | None = None,
     status: str | None = None,
     cursor: tuple[datetime, uuid.UUID] | None = None,
 ) -> list[dict[str, Any]]:
     params = {
         "tenant": tenant,
+        "user_id": user_id,
         "session_id": session_id,
         "status": status,
         "cursor_created_at": cursor[0] if cursor else None,

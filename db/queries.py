@@ -14,12 +14,12 @@ NOTIFY_ROWS_MAX = 64
 JOB_COLUMNS = """
     id, tenant, session_id, message, model, status, attempt, last_seq,
     cancel_requested_at, error, metadata, created_at, started_at, finished_at,
-    heartbeat_at, worker
+    heartbeat_at, worker, user_id
 """
 
 INSERT_JOB = f"""
-INSERT INTO jobs (id, tenant, session_id, message, model, metadata)
-VALUES (%(id)s, %(tenant)s, %(session_id)s, %(message)s, %(model)s, %(metadata)s)
+INSERT INTO jobs (id, tenant, user_id, session_id, message, model, metadata)
+VALUES (%(id)s, %(tenant)s, %(user_id)s, %(session_id)s, %(message)s, %(model)s, %(metadata)s)
 RETURNING {JOB_COLUMNS}
 """
 
@@ -50,6 +50,7 @@ SELECT {JOB_COLUMNS} FROM jobs WHERE id = %(id)s AND tenant = %(tenant)s
 LIST_JOBS = f"""
 SELECT {JOB_COLUMNS} FROM jobs
 WHERE tenant = %(tenant)s
+  AND (%(user_id)s::text IS NULL OR user_id = %(user_id)s)
   AND (%(session_id)s::text IS NULL OR session_id = %(session_id)s)
   AND (%(status)s::text IS NULL OR status = %(status)s)
   AND (%(cursor_created_at)s::timestamptz IS NULL

@@ -12,7 +12,7 @@ from functools import lru_cache
 from typing import Literal
 from pathlib import Path
 
-from pydantic import AliasChoices, Field, PositiveInt, SecretStr, ValidationError, field_validator
+from pydantic import AliasChoices, Field, PositiveInt, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -52,6 +52,20 @@ class Settings(BaseSettings):
     # ``tenant=key,tenant=key``. Empty: the API runs open, as tenant "default".
     # Secret types keep the values out of every repr, so they cannot reach a log.
     api_keys: SecretStr = SecretStr("")
+    # ``module:callable``: your own authenticator instead of the key list, an async
+    # ``(request) -> Principal(tenant, user_id)`` that refuses with a 401
+    # (docs/security.md). Unset: the API keys above.
+    auth: str | None = None
+    # The JWT authenticator (RUNSTREAM_AUTH=runstream.api.jwt_auth:JwtAuthenticator):
+    # HS256 with a shared secret, or RS256 with the issuer's public key (PEM).
+    # A token must carry ``exp``, ``aud`` (this audience), ``sub`` (the user) and
+    # ``tenant``; ``iss`` is checked when an issuer is set.
+    jwt_algorithm: Literal["HS256", "RS256"] = "HS256"
+    jwt_key: SecretStr | None = None
+    jwt_audience: str | None = None
+    jwt_issuer: str | None = None
+    # Clock skew allowed on ``exp`` and ``nbf``.
+    jwt_leeway_s: float = Field(default=30.0, ge=0)
     # Signs stream tokens. Unset: a random one per process (tokens then open
     # streams only on the process that issued them): set it when several API
     # processes serve one deployment.
@@ -144,7 +158,17 @@ class Settings(BaseSettings):
     bench_redis_url: str = "redis://127.0.0.1:6379/0"
     bench_rabbitmq_url: str = "amqp://guest:guest@127.0.0.1:5672//"
 
-    @field_validator("database_url", "celery_broker_url", "secret", "metrics_token", mode="before")
+    @field_validator(
+        "database_url",
+        "celery_broker_url",
+        "secret",
+        "metrics_token",
+        "auth",
+        "jwt_key",
+        "jwt_audience",
+        "jwt_issuer",
+        mode="before",
+    )
     @classmethod
     def _blank_is_unset(cls, value: object) -> object:
         return value or None
@@ -163,6 +187,23 @@ class Settings(BaseSettings):
             if pair is None:
                 raise ValueError(f"entry {position} is not tenant=key")
         return value
+
+    @field_validator("auth")
+    @classmethod
+    def _auth_is_a_target(cls, value: str | None) -> str | None:
+        if value is not None:
+            module, sep, attribute = value.strip().partition(":")
+            if not (sep and module and attribute):
+                raise ValueError("must be module:callable, e.g. runstream.api.jwt_auth:JwtAuthenticator")
+            return f"{module}:{attribute}"
+        return value
+
+    @model_validator(mode="after")
+    def _one_authenticator(self) -> Settings:
+        # Both set would leave one of them silently unused.
+        if self.auth and self.api_key_map:
+            raise ValueError("RUNSTREAM_AUTH and RUNSTREAM_API_KEYS are both set: choose one authenticator")
+        return self
 
     @property
     def api_key_map(self) -> dict[str, str]:
@@ -183,15 +224,19 @@ def _variable(field: str) -> str:
     return field.upper() if field.upper() in SERVICE_VARIABLES else f"RUNSTREAM_{field.upper()}"
 
 
+def _problem(location: tuple[int | str, ...], message: str) -> str:
+    message = message.removeprefix("Value error, ")
+    # A check across settings (no location) names its variables itself.
+    return f"{_variable(str(location[0]))}: {message}" if location else message
+
+
 @lru_cache
 def get_settings() -> Settings:
     try:
         return Settings()
     except ValidationError as exc:
         # One line per variable, naming it; never the value (it may be a secret).
-        problems = "; ".join(
-            f"{_variable(str(error['loc'][0]))}: {error['msg'].removeprefix('Value error, ')}" for error in exc.errors()
-        )
+        problems = "; ".join(_problem(error["loc"], error["msg"]) for error in exc.errors())
         raise SettingsError(f"invalid settings: {problems}") from None
 
 
