@@ -27,10 +27,9 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 def host_url(service_env: dict[str, str], log_dir: Path, worker: ServiceProcess) -> Iterator[str]:
     port = free_port()
     env = {**service_env, "RUNSTREAM_API_KEYS": f"acme={KEY}", "PYTHONPATH": str(REPO_ROOT)}
-    host = ServiceProcess("host-app", [], env, log_dir)
     # The host's own server: uvicorn serving its app, not `runstream api`.
-    host.args = [sys.executable, "-m", "uvicorn", "tests.support.host_app:app", "--port", str(port), "--log-level", "info"]
-    host.start()
+    uvicorn = ["-m", "uvicorn", "tests.support.host_app:app", "--port", str(port)]
+    host = ServiceProcess("host-app", uvicorn, env, log_dir, program=sys.executable).start()
     url = f"http://127.0.0.1:{port}"
     host.wait_until(http_ok(f"{url}/agents/healthz"))
     yield url
