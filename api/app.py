@@ -11,9 +11,10 @@ host enters ``lifespan(app)`` in its own.
 from __future__ import annotations
 
 import os
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from pathlib import Path
+from typing import Any
 
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -67,7 +68,8 @@ def create_app(settings: Settings | None = None) -> Starlette:
     hands out is under the prefix it is served at (``root_path``: a mount, or
     ``--root-path``)."""
     settings = settings or get_settings()
-    if not settings.database_url:
+    database_url = settings.database_url
+    if not database_url:
         raise RuntimeError("DATABASE_URL is not set")
 
     @asynccontextmanager
@@ -75,7 +77,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
         # Named after the process, so each API process's connections can be told
         # apart in pg_stat_activity.
         name = f"runstream-api-{os.getpid()}"
-        pool = await open_pool(settings.database_url, settings.api_db_pool_size, name=name)
+        pool = await open_pool(database_url, settings.api_db_pool_size, name=name)
         hub = EventHub(settings, pool, application_name=f"{name}-listen")
         dispatcher = Dispatcher(settings)
         app.state.settings = settings
@@ -97,7 +99,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
     return app
 
 
-def lifespan(app: Starlette) -> AbstractAsyncContextManager[None]:
+def lifespan(app: Starlette) -> AbstractAsyncContextManager[Mapping[str, Any] | None]:
     """The resources ``app`` (from ``create_app``) lives on, opened on entry and
     closed on exit: what a host that mounts it enters in its own lifespan, since
     Starlette runs no lifespan of a mounted app."""

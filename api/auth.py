@@ -161,10 +161,11 @@ def load_authenticator(spec: str, settings: Settings) -> Authenticator:
             target = getattr(target, name)
     except (ImportError, AttributeError) as exc:
         raise SettingsError(f"RUNSTREAM_AUTH={spec} cannot be loaded: {exc}") from exc
-    if inspect.isclass(target):
+    is_class = inspect.isclass(target)
+    if is_class:
         target = target(settings)
-    call = target if inspect.isfunction(target) or inspect.ismethod(target) else getattr(target, "__call__", None)
-    if not inspect.iscoroutinefunction(call):
+    # A coroutine function, or an object whose class defines ``async def __call__``.
+    if not (inspect.iscoroutinefunction(target) or inspect.iscoroutinefunction(type(target).__call__)):
         raise SettingsError(f"RUNSTREAM_AUTH={spec} must name an async callable (request) -> Principal, or a class of one")
     authenticator: Authenticator = target
     return authenticator

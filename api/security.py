@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 
-from psycopg_pool import AsyncConnectionPool
 from starlette.applications import Starlette
 
 from runstream.api import redact
@@ -14,6 +13,7 @@ from runstream.api.guards import RequestGuard
 from runstream.api.limits import StreamSlots
 from runstream.api.tenancy import Authenticator
 from runstream.api.tokens import TokenSigner
+from runstream.db.connector import Pool
 from runstream.db.secrets import stream_secrets
 from runstream.settings import Settings
 
@@ -35,7 +35,7 @@ def stream_signer(settings: Settings) -> TokenSigner:
     return TokenSigner([secret.encode()], settings.stream_token_ttl_s)
 
 
-async def load_stream_keys(signer: TokenSigner, pool: AsyncConnectionPool) -> None:
+async def load_stream_keys(signer: TokenSigner, pool: Pool) -> None:
     """Without RUNSTREAM_SECRET: the deployment's keys from Postgres, made by the
     first process that starts, so a token works on every replica and after restarts."""
     if not signer.keys:

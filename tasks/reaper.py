@@ -33,10 +33,10 @@ import uuid
 
 import psycopg
 from celery import Celery
-from psycopg_pool import AsyncConnectionPool
 
-from runstream.db.jobs import ReapLimits, finish_stuck, mark_stuck_for_dispatch
 from runstream.broker import TASK_NAME, celery_config
+from runstream.db.connector import Pool
+from runstream.db.jobs import ReapLimits, finish_stuck, mark_stuck_for_dispatch
 from runstream.settings import Settings
 
 log = logging.getLogger("runstream.worker")
@@ -47,7 +47,7 @@ PUBLISH_RETRY_POLICY = {"max_retries": 1, "interval_start": 0, "interval_step": 
 
 
 class Reaper:
-    def __init__(self, pool: AsyncConnectionPool, settings: Settings):
+    def __init__(self, pool: Pool, settings: Settings):
         self._pool = pool
         self._interval_s = settings.reaper_interval_s
         self._publish_timeout_s = settings.dispatch_timeout_s
