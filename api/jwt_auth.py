@@ -51,7 +51,9 @@ class JwtAuthenticator:
             # Parsed once, here: a malformed PEM stops the start, not every request.
             self.key = jwt.get_algorithm_by_name(settings.jwt_algorithm).prepare_key(key)
         except (ValueError, TypeError, jwt.InvalidKeyError) as exc:
-            raise SettingsError(f"RUNSTREAM_JWT_KEY is not a valid {settings.jwt_algorithm} key: {type(exc).__name__}") from None
+            raise SettingsError(
+                f"RUNSTREAM_JWT_KEY is not a valid {settings.jwt_algorithm} key: {type(exc).__name__}"
+            ) from None
         self.algorithm = settings.jwt_algorithm
         self.audience = settings.jwt_audience
         self.issuer = settings.jwt_issuer

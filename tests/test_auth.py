@@ -100,7 +100,9 @@ async def job_count(pool: AsyncConnectionPool) -> int:
         return (await cur.fetchone())["n"]
 
 
-async def test_a_valid_jwt_acts_for_its_tenant_and_user(jwt_client: httpx.AsyncClient, pool: AsyncConnectionPool) -> None:
+async def test_a_valid_jwt_acts_for_its_tenant_and_user(
+    jwt_client: httpx.AsyncClient, pool: AsyncConnectionPool
+) -> None:
     created = await jwt_client.post("/api/jobs", json={"message": "hello"}, headers=bearer(token({})))
     assert created.status_code == 202, created.text
     job = created.json()
@@ -141,18 +143,35 @@ async def test_the_job_list_filters_by_user(jwt_client: httpx.AsyncClient) -> No
         (lambda: token({"exp": int(time.time()) - 60}), "token_expired", "the token has expired"),
         (lambda: token({"aud": "another-service"}), "invalid_token", "the token is not for this audience"),
         (lambda: token({}, key="not-the-key-" + "x" * 32), "invalid_token", "the token's signature is not valid"),
-        (lambda: token({"tenant": None}), "invalid_token", "the token has no usable 'tenant' claim (a non-empty string)"),
+        (
+            lambda: token({"tenant": None}),
+            "invalid_token",
+            "the token has no usable 'tenant' claim (a non-empty string)",
+        ),
         (lambda: token({"tenant": ""}), "invalid_token", "the token has no usable 'tenant' claim (a non-empty string)"),
         (lambda: token({"sub": None}), "invalid_token", "the token has no 'sub' claim"),
         (lambda: token({"exp": None}), "invalid_token", "the token has no 'exp' claim"),
         (lambda: token({"aud": None}), "invalid_token", "the token has no 'aud' claim"),
         (lambda: "not.a.jwt", "invalid_token", "the token is not a valid JWT for this API"),
         # A token may not choose how it is checked.
-        (lambda: jwt.encode({"sub": "ada", "tenant": "acme", "aud": AUDIENCE, "exp": 2**40}, JWT_KEY, "HS512"),
-         "invalid_token", "the token is not a valid JWT for this API"),
+        (
+            lambda: jwt.encode({"sub": "ada", "tenant": "acme", "aud": AUDIENCE, "exp": 2**40}, JWT_KEY, "HS512"),
+            "invalid_token",
+            "the token is not a valid JWT for this API",
+        ),
     ],
-    ids=["expired", "wrong-audience", "bad-signature", "no-tenant", "empty-tenant", "no-sub", "no-exp", "no-aud",
-         "garbage", "other-algorithm"],
+    ids=[
+        "expired",
+        "wrong-audience",
+        "bad-signature",
+        "no-tenant",
+        "empty-tenant",
+        "no-sub",
+        "no-exp",
+        "no-aud",
+        "garbage",
+        "other-algorithm",
+    ],
 )
 async def test_a_bad_jwt_is_a_401_and_writes_nothing(
     jwt_client: httpx.AsyncClient, pool: AsyncConnectionPool, credential: Any, code: str, message: str
@@ -220,7 +239,9 @@ async def test_a_custom_authenticator_from_a_module(custom_api: ApiServer, pool:
         assert_error(await client.get(f"/api/jobs/{job['job_id']}", headers=other), 404, "not_found")
         # Header-less: the stream token, whatever the authenticator.
         assert (await client.post(job["cancel_url"])).json()["job_status"] == "cancelled"
-        assert deltakit_events(await read_stream(client, job["events_url"])) == [{"type": "done", "status": "cancelled"}]
+        assert deltakit_events(await read_stream(client, job["events_url"])) == [
+            {"type": "done", "status": "cancelled"}
+        ]
 
 
 @pytest.mark.parametrize(
@@ -232,9 +253,7 @@ async def test_a_custom_authenticator_from_a_module(custom_api: ApiServer, pool:
         ("tests.support.custom_auth", "must be module:callable"),
     ],
 )
-def test_a_bad_authenticator_stops_the_api_with_one_line(
-    service_env: dict[str, str], spec: str, says: str
-) -> None:
+def test_a_bad_authenticator_stops_the_api_with_one_line(service_env: dict[str, str], spec: str, says: str) -> None:
     env = {**service_env, "RUNSTREAM_AUTH": spec, "PYTHONPATH": str(REPO_ROOT)}
     result = subprocess.run([RUNSTREAM, "api", "--port", "0"], env=env, capture_output=True, text=True, timeout=60)
     assert result.returncode != 0
@@ -257,7 +276,9 @@ def test_auth_and_api_keys_together_are_refused() -> None:
 
 
 def request_with(authorization: str) -> Request:
-    return Request({"type": "http", "method": "GET", "path": "/", "headers": [(b"authorization", authorization.encode())]})
+    return Request(
+        {"type": "http", "method": "GET", "path": "/", "headers": [(b"authorization", authorization.encode())]}
+    )
 
 
 def pem_pair() -> tuple[str, str]:
@@ -265,9 +286,11 @@ def pem_pair() -> tuple[str, str]:
     private_pem = private.private_bytes(
         serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
     ).decode()
-    public_pem = private.public_key().public_bytes(
-        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
-    ).decode()
+    public_pem = (
+        private.public_key()
+        .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+        .decode()
+    )
     return private_pem, public_pem
 
 

@@ -50,7 +50,9 @@ async def test_the_host_keeps_its_own_routes(host: httpx.AsyncClient) -> None:
 
 
 async def test_a_job_runs_and_resumes_through_the_mount(host: httpx.AsyncClient, host_url: str) -> None:
-    created = await host.post("/agents/api/jobs", json={"message": "hi", "metadata": {"offline": {"words": 30}}}, headers=KEYED)
+    created = await host.post(
+        "/agents/api/jobs", json={"message": "hi", "metadata": {"offline": {"words": 30}}}, headers=KEYED
+    )
     assert created.status_code == 202, created.text
     job = created.json()
     job_id = job["job_id"]

@@ -58,8 +58,13 @@ class Install:
 
     def run(self, *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
-            list(args), cwd=self.cwd, env=without_pythonpath(env or dict(os.environ)), capture_output=True, text=True,
-            timeout=300, check=False,
+            list(args),
+            cwd=self.cwd,
+            env=without_pythonpath(env or dict(os.environ)),
+            capture_output=True,
+            text=True,
+            timeout=300,
+            check=False,
         )
 
 
@@ -73,7 +78,10 @@ def installed(tmp_path_factory: pytest.TempPathFactory) -> Install:
     dist = root / "dist"
     built = subprocess.run(
         [sys.executable, "-m", "build", "--outdir", str(dist), str(REPO_ROOT)],
-        capture_output=True, text=True, timeout=600, check=False,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
     )
     assert built.returncode == 0, built.stdout[-3000:] + built.stderr[-3000:]
     [wheel] = dist.glob("*.whl")
@@ -84,14 +92,28 @@ def installed(tmp_path_factory: pytest.TempPathFactory) -> Install:
     site_packages = Path(
         subprocess.run(
             [str(venv / "bin" / "python"), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
-            capture_output=True, text=True, check=True,
+            capture_output=True,
+            text=True,
+            check=True,
         ).stdout.strip()
     )
     (site_packages / "runstream_test_dependencies.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
     pip = subprocess.run(
-        [sys.executable, "-m", "pip", "--python", str(venv / "bin" / "python"), "install", "--no-deps", "--no-index",
-         str(wheel)],
-        capture_output=True, text=True, timeout=300, check=False,
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "--python",
+            str(venv / "bin" / "python"),
+            "install",
+            "--no-deps",
+            "--no-index",
+            str(wheel),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
     )
     assert pip.returncode == 0, pip.stdout[-3000:] + pip.stderr[-3000:]
     cwd = root / "elsewhere"
@@ -108,19 +130,29 @@ def test_the_wheel_holds_one_import_package(installed: Install) -> None:
         assert wheel.read(f"{dist_info}/top_level.txt").decode().split() == ["runstream"]
         names = set(wheel.namelist())
     # What only works when shipped: the chat page, Alembic's template, the typing marker.
-    for path in ("api/static/index.html", "api/static/app.js", "api/static/style.css", "migrations/script.py.mako",
-                 "py.typed", "api/jwt_auth.py"):
+    for path in (
+        "api/static/index.html",
+        "api/static/app.js",
+        "api/static/style.css",
+        "migrations/script.py.mako",
+        "py.typed",
+        "api/jwt_auth.py",
+    ):
         assert f"runstream/{path}" in names
     checked = subprocess.run(
         [sys.executable, "-m", "twine", "check", "--strict", str(installed.wheel), str(installed.sdist)],
-        capture_output=True, text=True, timeout=120, check=False,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
     )
     assert checked.returncode == 0, checked.stdout + checked.stderr
 
 
 def test_the_install_imports_only_from_itself(installed: Install) -> None:
     probe = installed.run(
-        installed.python, "-c",
+        installed.python,
+        "-c",
         "import importlib.util, json, sys, runstream; print(json.dumps({"
         "'file': runstream.__file__, 'path': sys.path, "
         f"'folders': [n for n in {REPO_FOLDERS!r} if importlib.util.find_spec(n)]}}))",
@@ -140,7 +172,8 @@ def test_the_install_imports_only_from_itself(installed: Install) -> None:
     # Every module of the installed package imports there, bench included (it ships);
     # the migrations are Alembic's scripts, run by `runstream migrate` below.
     every = installed.run(
-        installed.python, "-c",
+        installed.python,
+        "-c",
         "import importlib, pkgutil, runstream\n"
         "names = [m.name for m in pkgutil.walk_packages(runstream.__path__, 'runstream.')\n"
         "         if not m.name.startswith('runstream.migrations.')]\n"
@@ -181,8 +214,12 @@ async def test_the_installed_commands_run_a_job(
     assert schema(empty_database) == schema(database_url)
 
     worker = ServiceProcess(
-        "wheel-worker", ["worker", "-n", f"wheel-{uuid.uuid4().hex[:6]}@%h"], env, tmp_path,
-        program=installed.runstream, cwd=installed.cwd,
+        "wheel-worker",
+        ["worker", "-n", f"wheel-{uuid.uuid4().hex[:6]}@%h"],
+        env,
+        tmp_path,
+        program=installed.runstream,
+        cwd=installed.cwd,
     ).start()
     port = free_port()
     api = ServiceProcess(
@@ -195,7 +232,9 @@ async def test_the_installed_commands_run_a_job(
         url = f"http://127.0.0.1:{port}"
         api.wait_until(http_ok(f"{url}/healthz"))
         async with httpx.AsyncClient(base_url=url, timeout=30.0) as client:
-            created = await client.post("/api/jobs", json={"message": "from the wheel", "metadata": {"offline": {"words": 5}}})
+            created = await client.post(
+                "/api/jobs", json={"message": "from the wheel", "metadata": {"offline": {"words": 5}}}
+            )
             assert created.status_code == 202, created.text
             events = deltakit_events(await read_stream(client, created.json()["events_url"]))
             assert events[-1] == {"type": "done", "status": "completed"}
