@@ -1,6 +1,6 @@
 # Runstream's three commands. Each sets itself up from a fresh clone.
 #   make dev      the whole stack on an embedded Postgres: http://127.0.0.1:8000/
-#   make test     set up and pass the tests (needs Postgres, Redis and RabbitMQ on loopback)
+#   make test     set up and pass the tests (needs Postgres, Redis and RabbitMQ on loopback, and Node)
 #   make install  the virtualenv at .venv/ with the project and its dev extras
 #   make lint     ruff (rules and formatting) over the tree, mypy over the package
 #   make dist     the wheel and sdist in dist/, checked by twine
@@ -11,7 +11,7 @@ BIN := $(VENV)/bin
 # Rebuilt only when the dependencies change: a second `make install` is instant.
 INSTALLED := $(VENV)/.installed
 
-.PHONY: install dev test lint dist bench chromium
+.PHONY: install dev test lint dist bench chromium node
 
 install: $(INSTALLED)
 
@@ -31,7 +31,21 @@ chromium:
 		echo "installing Debian's chromium for the browser tests"; \
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }
 
-test: install chromium
+# The DeltaKit client test runs DeltaKit's React code under Node: npm ci installs
+# react, react-test-renderer and esbuild from the lockfile, again only when it changes.
+DELTAKIT_CLIENT := tests/deltakit
+NODE_INSTALLED := $(DELTAKIT_CLIENT)/node_modules/.package-lock.json
+
+node:
+	@command -v npm >/dev/null 2>&1 || { \
+		echo "installing Debian's nodejs and npm for the DeltaKit client test"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nodejs npm >/dev/null; }
+
+$(NODE_INSTALLED): $(DELTAKIT_CLIENT)/package-lock.json | node
+	npm ci --prefix $(DELTAKIT_CLIENT) --no-audit --no-fund --loglevel=error
+	touch $@
+
+test: install chromium $(NODE_INSTALLED)
 	$(BIN)/python -m pytest
 
 lint: install

@@ -25,6 +25,9 @@ from runstream.db.events import AppendBatch, append_in
 STATUSES = ("pending", "running", "completed", "failed", "cancelled")
 TERMINAL_STATUSES = frozenset({"completed", "failed", "cancelled"})
 CANCELLED_EVENT = {"type": "done", "status": "cancelled"}
+# The error of a job handed back by a worker going down. Such an attempt did not
+# fail: the claim and the reaper do not count it against ``max_attempts``.
+SHUTDOWN_ERROR = "worker shut down"
 
 
 @dataclass(frozen=True)
@@ -155,7 +158,8 @@ async def claim_job(
     async with pool.connection() as conn:
         cur = await conn.execute(
             queries.CLAIM_JOB,
-            {"id": job_id, "worker": worker, "stale_after_s": stale_after_s, "max_attempts": max_attempts},
+            {"id": job_id, "worker": worker, "stale_after_s": stale_after_s, "max_attempts": max_attempts,
+             "shutdown_error": SHUTDOWN_ERROR},
         )
         row = await cur.fetchone()
     if row is None:
@@ -239,6 +243,7 @@ async def mark_stuck_for_dispatch(pool: Pool, limits: ReapLimits) -> list[uuid.U
         "pending_timeout_s": limits.pending_timeout_s,
         "stale_after_s": limits.stale_after_s,
         "max_attempts": limits.max_attempts,
+        "shutdown_error": SHUTDOWN_ERROR,
         "limit": limits.limit,
     }
     async with pool.connection() as conn:
@@ -259,7 +264,12 @@ async def finish_stuck(pool: Pool, limits: ReapLimits) -> list[tuple[uuid.UUID, 
     """End the stuck jobs that get no more attempts (out of attempts, or a dead run
     that was asked to cancel): each gets its terminal event and final status in ONE
     transaction, under the row locks taken when it was picked. Answers (job_id, status)."""
-    params = {"stale_after_s": limits.stale_after_s, "max_attempts": limits.max_attempts, "limit": limits.limit}
+    params = {
+        "stale_after_s": limits.stale_after_s,
+        "max_attempts": limits.max_attempts,
+        "shutdown_error": SHUTDOWN_ERROR,
+        "limit": limits.limit,
+    }
     async with pool.connection() as conn, conn.transaction():
         cur = await conn.execute(queries.REAP_FINISH, params)
         jobs = await cur.fetchall()

@@ -174,16 +174,18 @@ ORDER BY r.job_id, e.seq
 # one: REAP_FINISH; a new attempt would only be stopped again). The previous
 # status and error say why a new attempt starts (the reason in its ``retry``
 # event). Never beyond ``max_attempts``: a job that used them all is the
-# reaper's to fail. Two deliveries of one job that claim at once serialize on
-# the row lock, and the second one re-checks the WHERE against the row the
-# first one wrote (running, fresh heartbeat), so it gets no row: one job never
-# runs twice at once.
+# reaper's to fail; an attempt handed back by a worker shutting down (its error
+# is ``shutdown_error``) did not fail, so it does not use one up. Two deliveries
+# of one job that claim at once serialize on the row lock, and the second one
+# re-checks the WHERE against the row the first one wrote (running, fresh
+# heartbeat), so it gets no row: one job never runs twice at once.
 CLAIM_JOB = f"""
 WITH prev AS (
     SELECT id, status AS prev_status, error AS prev_error
     FROM jobs
     WHERE id = %(id)s
-      AND (%(max_attempts)s::int IS NULL OR attempt < %(max_attempts)s)
+      AND (%(max_attempts)s::int IS NULL OR attempt < %(max_attempts)s
+           OR (status = 'pending' AND error = %(shutdown_error)s))
       AND (status = 'pending'
            OR (status = 'running'
                AND cancel_requested_at IS NULL
@@ -249,7 +251,7 @@ REAP_DISPATCH = """
 WITH stuck AS (
     SELECT id FROM jobs
     WHERE status IN ('pending', 'running')
-      AND attempt < %(max_attempts)s
+      AND (attempt < %(max_attempts)s OR (status = 'pending' AND error = %(shutdown_error)s))
       AND ((status = 'pending'
             AND available_at < now() - make_interval(secs => %(pending_timeout_s)s))
         OR (status = 'running'
@@ -268,15 +270,17 @@ RETURNING j.id, j.status
 
 # Jobs the reaper ends instead of dispatching: a dead run whose cancel was
 # requested, or a job that used all its attempts (its last run died, or it was
-# handed back on its last attempt). Locked until the caller's transaction
-# appends their terminal events.
+# handed back on its last attempt after a transient failure; one handed back by
+# a worker shutting down did not fail, and runs again). Locked until the
+# caller's transaction appends their terminal events.
 REAP_FINISH = """
 SELECT id, status, attempt, error, cancel_requested_at FROM jobs
 WHERE status IN ('pending', 'running')
   AND ((status = 'running'
         AND heartbeat_at < now() - make_interval(secs => %(stale_after_s)s)
         AND (attempt >= %(max_attempts)s OR cancel_requested_at IS NOT NULL))
-    OR (status = 'pending' AND attempt >= %(max_attempts)s AND available_at <= now()))
+    OR (status = 'pending' AND attempt >= %(max_attempts)s AND available_at <= now()
+        AND error IS DISTINCT FROM %(shutdown_error)s))
 ORDER BY id
 LIMIT %(limit)s
 FOR UPDATE SKIP LOCKED

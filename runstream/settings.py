@@ -115,8 +115,9 @@ class Settings(BaseSettings):
     worker_concurrency: PositiveInt = 32
     worker_db_pool_size: PositiveInt = 4
     # Group commits a worker process runs at once, each over its own set of jobs
-    # and on its own connection (tasks/event_writer.py). Capped at
-    # worker_db_pool_size - 1: one connection stays free for heartbeats and the reaper.
+    # and on its own connection (tasks/event_writer.py). Less than
+    # worker_db_pool_size (checked when read): one connection stays free for
+    # heartbeats and the reaper.
     worker_flush_lanes: PositiveInt = 2
     heartbeat_s: float = 5.0
     # A running job whose heartbeat is older than this is considered abandoned:
@@ -199,10 +200,26 @@ class Settings(BaseSettings):
         return value
 
     @model_validator(mode="after")
-    def _one_authenticator(self) -> Settings:
-        # Both set would leave one of them silently unused.
-        if self.auth and self.api_key_map:
-            raise ValueError("RUNSTREAM_AUTH and RUNSTREAM_API_KEYS are both set: choose one authenticator")
+    def _consistent(self) -> Settings:
+        # Rules between settings, each a misconfiguration that would otherwise
+        # show up only under load or after a failure.
+        broken = [message for holds, message in (
+            (self.worker_flush_lanes < self.worker_db_pool_size,
+             f"{_variable('worker_flush_lanes')} must be less than {_variable('worker_db_pool_size')}"
+             " (one connection stays free for heartbeats and the reaper)"),
+            (self.stale_after_s > self.heartbeat_s + self.cancel_poll_s,
+             f"{_variable('stale_after_s')} must be more than {_variable('heartbeat_s')}"
+             f" + {_variable('cancel_poll_s')} (the longest gap between two heartbeats of a live run)"),
+            (self.retry_backoff_max_s >= self.retry_backoff_s,
+             f"{_variable('retry_backoff_max_s')} must be at least {_variable('retry_backoff_s')}"),
+            (self.max_streams_per_tenant <= self.max_streams,
+             f"{_variable('max_streams_per_tenant')} must be at most {_variable('max_streams')}"),
+            # Both set would leave one of them silently unused.
+            (not (self.auth and self.api_key_map),
+             f"{_variable('auth')} and {_variable('api_keys')} are both set: choose one authenticator"),
+        ) if not holds]
+        if broken:
+            raise ValueError("; ".join(broken))
         return self
 
     @property
@@ -224,10 +241,8 @@ def _variable(field: str) -> str:
     return field.upper() if field.upper() in SERVICE_VARIABLES else f"RUNSTREAM_{field.upper()}"
 
 
-def _problem(location: tuple[int | str, ...], message: str) -> str:
-    message = message.removeprefix("Value error, ")
-    # A check across settings (no location) names its variables itself.
-    return f"{_variable(str(location[0]))}: {message}" if location else message
+def _reason(message: str) -> str:
+    return message.removeprefix("Value error, ")
 
 
 @lru_cache
@@ -235,8 +250,12 @@ def get_settings() -> Settings:
     try:
         return Settings()
     except ValidationError as exc:
-        # One line per variable, naming it; never the value (it may be a secret).
-        problems = "; ".join(_problem(error["loc"], error["msg"]) for error in exc.errors())
+        # One line naming each variable; never the value (it may be a secret).
+        # A rule between settings (no one field's error) names its variables itself.
+        problems = "; ".join(
+            f"{_variable(str(error['loc'][0]))}: {_reason(error['msg'])}" if error["loc"] else _reason(error["msg"])
+            for error in exc.errors()
+        )
         raise SettingsError(f"invalid settings: {problems}") from None
 
 

@@ -13,6 +13,7 @@ import uuid
 from typing import Any
 
 from celery import Celery, Task
+from celery.exceptions import Reject
 from celery.signals import (
     setup_logging,
     worker_init,
@@ -31,7 +32,9 @@ from runstream.tasks.runtime import close_runtime, get_runtime, started_runtime
 log = logging.getLogger("runstream.worker")
 
 celery_app = Celery("runstream")
-celery_app.conf.update(celery_config(get_settings()))
+# Read when the worker starts (Celery's first look at its configuration), not on
+# import: the settings are checked before, and importing reads no environment.
+celery_app.add_defaults(lambda: celery_config(get_settings()))
 
 
 @celery_app.task(name=TASK_NAME, bind=True, acks_late=True, reject_on_worker_lost=True)
@@ -43,6 +46,10 @@ def run_job_task(self: Task, job_id: str) -> None:
         return
     runtime = get_runtime()
     outcome = runtime.run(run_job(runtime, job_uuid, worker=self.request.hostname or "worker"))
+    if outcome.status == "declined":
+        # Back to the broker as it came (acks_late: not yet acknowledged), for
+        # the next worker; the job row is untouched.
+        raise Reject("worker shutting down", requeue=True)
     if outcome.wants_retry:
         log.info("job %s: attempt %d in %.1fs", job_id, outcome.attempt + 1, outcome.countdown)
         # The job row, not Celery, counts attempts (settings.max_attempts): no Celery limit.

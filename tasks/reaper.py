@@ -31,13 +31,13 @@ import asyncio
 import logging
 import uuid
 
-import psycopg
 from celery import Celery
 
 from runstream.broker import TASK_NAME, celery_config
 from runstream.db.connector import Pool
 from runstream.db.jobs import ReapLimits, finish_stuck, mark_stuck_for_dispatch
 from runstream.settings import Settings
+from runstream.tasks.side_tasks import keep_running
 
 log = logging.getLogger("runstream.worker")
 
@@ -73,12 +73,7 @@ class Reaper:
         self._celery.close()
 
     async def _loop(self) -> None:
-        while True:
-            await asyncio.sleep(self._interval_s)
-            try:
-                await self.tick()
-            except psycopg.Error as exc:
-                log.warning("reaper: could not look for stuck jobs: %s", exc)
+        await keep_running("reaper", self.tick, self._interval_s)
 
     async def tick(self) -> tuple[list[tuple[uuid.UUID, str]], list[uuid.UUID]]:
         """One pass: (jobs ended, with their status), (jobs dispatched again)."""

@@ -152,7 +152,8 @@ def test_the_build_context_keeps_what_the_install_needs() -> None:
     import tomllib
 
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())
-    packages = project["tool"]["setuptools"]["packages"]["find"]["include"]
-    needed = {"pyproject.toml", project["project"]["readme"]} | {p.rstrip("*") for p in packages}
+    # The folders the package-dir table maps into `runstream` (api/, db/, ...).
+    folders = {path.split("/")[0] for path in project["tool"]["setuptools"]["package-dir"].values()}
+    needed = {"pyproject.toml", project["project"]["readme"]} | folders
     assert not needed & ignored, f"ignored but needed to install: {needed & ignored}"
     assert {".git", ".venv", ".runstream", ".env"} <= ignored
