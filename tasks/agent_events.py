@@ -14,9 +14,9 @@ map to nothing.
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from contextlib import aclosing
-from typing import Any
+from typing import Any, cast
 
 from agno.agent import Agent
 from agno.exceptions import redact_secrets
@@ -83,7 +83,9 @@ async def run_payloads(agent: Agent, message: str) -> AsyncIterator[Payload]:
     (``done``/completed when the stream ends without an error)."""
     # aclosing: leaving early (terminal payload, cancel) closes Agno's generator
     # now, so its cleanup runs in this task rather than whenever it is collected.
-    async with aclosing(agent.arun(message, stream=True, stream_events=True)) as events:
+    # Agno declares an AsyncIterator; what it returns is an async generator, which has aclose().
+    run = cast(AsyncGenerator[Any, None], agent.arun(message, stream=True, stream_events=True))
+    async with aclosing(run) as events:
         async for event in events:
             for payload in to_payloads(event):
                 yield payload

@@ -77,7 +77,7 @@ def build_agent(
     # telemetry=False: Agno would otherwise report every run to its own API.
     # additional_input goes between the system message and this run's message:
     # the place of history (rebuilt from the event log, see db.conversation).
-    return Agent(model=model, tools=list(TOOLS), telemetry=False, additional_input=history or None), model
+    return Agent(model=model, tools=list(TOOLS), telemetry=False, additional_input=list(history) if history else None), model
 
 
 async def session_context(runtime: Runtime, job: dict[str, Any]) -> list[dict[str, Any]]:
