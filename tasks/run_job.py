@@ -79,8 +79,8 @@ class RunOutcome:
 
 
 def job_user(job: dict[str, Any]) -> str | None:
-    """The user a job was submitted for: its ``user_id`` column where the schema has
-    one, else ``metadata.user_id``; None when neither says."""
+    """The user a job was submitted for: its ``user_id`` (the authenticated
+    principal's), else ``metadata.user_id``; None when neither says."""
     user = job.get("user_id") or (job.get("metadata") or {}).get("user_id")
     return str(user) if user is not None else None
 
