@@ -23,8 +23,8 @@ from typing import TYPE_CHECKING, Any
 from agno.exceptions import redact_secrets
 from agno.models.message import Message
 from agno.workflow import Workflow
-from psycopg_pool import AsyncConnectionPool
 
+from runstream.db.connector import Pool
 from runstream.db.conversation import agno_messages
 from runstream.db.jobs import (
     SHUTDOWN_ERROR,
@@ -135,7 +135,8 @@ async def session_context(runtime: Runtime, job: dict[str, Any]) -> list[dict[st
 
 def model_failure(runnable: Runnable) -> BaseException | None:
     """The exception that ended a model call of the run (see tasks.model_errors), if any."""
-    return next((m.failure for m in models_of(runnable) if getattr(m, "failure", None) is not None), None)
+    failures = (getattr(model, "failure", None) for model in models_of(runnable))
+    return next((failure for failure in failures if failure is not None), None)
 
 
 def retry_countdown(attempt: int, settings: Settings) -> float:
@@ -228,7 +229,7 @@ async def _run_attempt(runtime: Runtime, claim: Claim, handle: RunHandle) -> Run
     return await _end(writer, claim, terminal)
 
 
-async def _stream(run: PreparedRun, claim: Claim, writer: EventWriter, pool: AsyncConnectionPool) -> Payload:
+async def _stream(run: PreparedRun, claim: Claim, writer: EventWriter, pool: Pool) -> Payload:
     """Write the run's payloads as they come; return the terminal one (not yet written)."""
     async for payload in run_payloads(run.runnable, run.input, **run.options):
         if is_terminal(payload):
