@@ -78,19 +78,14 @@ class RunOutcome:
         return self.status == "released"
 
 
-def job_user(job: dict[str, Any]) -> str | None:
-    """The user a job was submitted for: its ``user_id`` (the authenticated
-    principal's), else ``metadata.user_id``; None when neither says."""
-    user = job.get("user_id") or (job.get("metadata") or {}).get("user_id")
-    return str(user) if user is not None else None
-
-
 def agent_context(job: dict[str, Any], history: list[dict[str, Any]]) -> AgentContext:
     return AgentContext(
         job_id=job["id"],
         attempt=job["attempt"],
         tenant=job["tenant"],
-        user=job_user(job),
+        # The authenticated principal's user, never one the request body names:
+        # an agent with its own memory keys it by this id.
+        user=job["user_id"],
         session_id=job["session_id"],
         message=job["message"],
         metadata=MappingProxyType(dict(job["metadata"] or {})),

@@ -19,6 +19,7 @@ import httpx
 import pytest
 import pytest_asyncio
 
+from tests.support.custom_auth import SESSION_HEADER
 from tests.support.processes import RUNSTREAM, ApiServer, ServiceProcess, start_api, start_worker
 from tests.support.sse import deltakit_events, frames, read_stream
 
@@ -53,6 +54,11 @@ def agents_env(service_env: dict[str, str]) -> dict[str, str]:
         "RUNSTREAM_QUEUE": service_env["RUNSTREAM_QUEUE"] + "-agents",
         "RUNSTREAM_AGENTS": registry(AGENTS),
         "RUNSTREAM_DEFAULT_AGENT": "support",
+        # The host application's login names the tenant and the user (tests/support/custom_auth.py).
+        "RUNSTREAM_AUTH": "tests.support.custom_auth:authenticate",
+        # The API loads the authenticator from the repository (the worker imports
+        # agents from its working directory by itself).
+        "PYTHONPATH": str(Path(__file__).resolve().parent.parent),
     }
 
 
@@ -72,13 +78,19 @@ def agents_api(agents_env: dict[str, str], log_dir: Path) -> Iterator[ApiServer]
 
 @pytest_asyncio.fixture(loop_scope="session")
 async def client(agents_api: ApiServer, agents_worker: ServiceProcess) -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient(base_url=agents_api.url, timeout=30.0) as http:
+    async with httpx.AsyncClient(base_url=agents_api.url, timeout=30.0, headers=as_user("ann")) as http:
         yield http
 
 
-async def run(client: httpx.AsyncClient, message: str, **body: Any) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+def as_user(user: str) -> dict[str, str]:
+    return {SESSION_HEADER: f"agents/{user}"}
+
+
+async def run(
+    client: httpx.AsyncClient, message: str, headers: dict[str, str] | None = None, **body: Any
+) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """Start a job, read its whole stream; answer the finished job and its payloads."""
-    response = await client.post("/api/jobs", json={"message": message, **body})
+    response = await client.post("/api/jobs", json={"message": message, **body}, headers=headers)
     assert response.status_code == 202, response.text
     job_id = response.json()["job_id"]
     stream = await read_stream(client, f"/api/jobs/{job_id}/events")
@@ -240,12 +252,12 @@ async def test_a_workflow_streams_its_steps(client: httpx.AsyncClient) -> None:
 
 async def test_a_factory_reads_the_jobs_context(client: httpx.AsyncClient) -> None:
     (pirate_job, pirate), (_, plain) = await asyncio.gather(
-        run(client, "what are your instructions?", agent="tailored", metadata={"tone": "pirate", "user_id": "ann"}),
-        run(client, "what are your instructions?", agent="tailored"),
+        run(client, "what are your instructions?", agent="tailored", metadata={"tone": "pirate"}),
+        run(client, "what are your instructions?", as_user("bob"), agent="tailored"),
     )
     assert answer(pirate) == "My instructions are: - Answer in a pirate tone. - The user is ann."
-    assert answer(plain) == "My instructions are: - Answer in a plain tone. - The user is anonymous."
-    assert pirate_job["agent"] == "tailored"
+    assert answer(plain) == "My instructions are: - Answer in a plain tone. - The user is bob."
+    assert (pirate_job["agent"], pirate_job["user_id"]) == ("tailored", "ann")
 
 
 async def test_structured_output_is_an_event_and_kept_on_the_job(client: httpx.AsyncClient) -> None:
@@ -269,13 +281,12 @@ async def test_history_reaches_a_custom_agent(client: httpx.AsyncClient) -> None
 
 async def test_an_agent_with_its_own_db_gets_the_session_and_user(client: httpx.AsyncClient) -> None:
     session = f"s-{uuid.uuid4().hex[:8]}"
-    _, first = await run(client, "whoami", agent="remembering", session_id=session, metadata={"user_id": "ann"})
+    # The user is the authenticated one's: a user id in the body's metadata changes nothing.
+    _, first = await run(client, "whoami", agent="remembering", session_id=session, metadata={"user_id": "mallory"})
     [result] = [p for p in first if p["type"] == "tool_result"]
     assert result["output"] == f"session={session} user=ann"
     # Its history is Agno's own (Runstream adds none to an agent with a db), under the same session.
-    _, second = await run(
-        client, "what did I say?", agent="remembering", session_id=session, metadata={"user_id": "ann"}
-    )
+    _, second = await run(client, "what did I say?", agent="remembering", session_id=session)
     assert answer(second) == 'You said: "whoami"'
 
 
