@@ -61,6 +61,7 @@ class ListQuery:
     user_id: str | None
     session_id: str | None
     status: str | None
+    agent: str | None
     cursor: tuple[datetime, uuid.UUID] | None
 
 
@@ -78,6 +79,7 @@ def list_query(request: Request) -> ListQuery:
         user_id=params.get("user_id") or None,
         session_id=params.get("session_id") or None,
         status=status,
+        agent=params.get("agent") or None,
         cursor=decode_cursor(cursor) if cursor else None,
     )
 

@@ -98,6 +98,7 @@ async def create_job(
     user_id: str | None = None,
     session_id: str | None = None,
     metadata: dict[str, Any] | None = None,
+    agent: str | None = None,
     job_id: uuid.UUID | None = None,
     limits: CreationLimits | None = None,
     if_busy: str = "enqueue",
@@ -118,6 +119,7 @@ async def create_job(
         "session_id": session_id,
         "message": message,
         "model": model,
+        "agent": agent,
         "metadata": Jsonb(metadata or {}),
         "webhook_url": webhook_url,
         "queued": False,
@@ -200,6 +202,7 @@ async def list_jobs(
     user_id: str | None = None,
     session_id: str | None = None,
     status: str | None = None,
+    agent: str | None = None,
     cursor: tuple[datetime, uuid.UUID] | None = None,
 ) -> list[dict[str, Any]]:
     params = {
@@ -207,6 +210,7 @@ async def list_jobs(
         "user_id": user_id,
         "session_id": session_id,
         "status": status,
+        "agent": agent,
         "cursor_created_at": cursor[0] if cursor else None,
         "cursor_id": cursor[1] if cursor else None,
         "limit": limit,
@@ -214,6 +218,12 @@ async def list_jobs(
     async with pool.connection() as conn:
         cur = await conn.execute(queries.LIST_JOBS, params)
         return await cur.fetchall()
+
+
+async def set_job_output(pool: Pool, job_id: uuid.UUID, *, attempt: int, output: Any) -> None:
+    """Keep a run's structured answer on its job (only while ``attempt`` runs it)."""
+    async with pool.connection() as conn:
+        await conn.execute(queries.SET_JOB_OUTPUT, {"id": job_id, "attempt": attempt, "output": Jsonb(output)})
 
 
 async def claim_job(

@@ -11,10 +11,11 @@ NOTIFY_CHANNEL = "runstream_events"
 NOTIFY_ROWS_MAX_BYTES = 7800
 NOTIFY_ROWS_MAX = 64
 
+# New columns go last: some readers take a row by position.
 JOB_COLUMNS = """
     id, tenant, session_id, message, model, status, attempt, last_seq,
     cancel_requested_at, error, metadata, created_at, started_at, finished_at,
-    heartbeat_at, worker, queued_at, interrupted_at, webhook_url, user_id
+    heartbeat_at, worker, queued_at, interrupted_at, webhook_url, user_id, agent, output
 """
 
 # ``queued_at``: NULL for a job that may run now; for one waiting behind its
@@ -23,8 +24,8 @@ JOB_COLUMNS = """
 # first, so their created_at order is the order they got it in, which is the
 # order they run in and the order history sees them in.
 INSERT_JOB = f"""
-INSERT INTO jobs (id, tenant, user_id, session_id, message, model, metadata, webhook_url, created_at, queued_at)
-VALUES (%(id)s, %(tenant)s, %(user_id)s, %(session_id)s, %(message)s, %(model)s, %(metadata)s, %(webhook_url)s,
+INSERT INTO jobs (id, tenant, user_id, session_id, message, model, agent, metadata, webhook_url, created_at, queued_at)
+VALUES (%(id)s, %(tenant)s, %(user_id)s, %(session_id)s, %(message)s, %(model)s, %(agent)s, %(metadata)s, %(webhook_url)s,
         clock_timestamp(),
         CASE WHEN %(queued)s THEN coalesce(%(queued_at)s::timestamptz, clock_timestamp()) END)
 RETURNING {JOB_COLUMNS}
@@ -67,6 +68,13 @@ SELECT 'webhook', d.webhook_id FROM webhook_deliveries d
 WHERE d.job_id = ANY(%(ids)s::uuid[]) AND d.status = 'pending'
 """
 
+# A run's structured answer (its ``output`` event), kept on the job; only by the
+# attempt that runs it.
+SET_JOB_OUTPUT = """
+UPDATE jobs SET output = %(output)s
+WHERE id = %(id)s AND attempt = %(attempt)s AND status = 'running'
+"""
+
 # Job creation under a tenant's limits. The advisory lock serializes one
 # tenant's creations, so two requests cannot both take the last free place; the
 # load is read in a statement of its own after the lock is granted, so its
@@ -97,6 +105,7 @@ WHERE tenant = %(tenant)s
   AND (%(user_id)s::text IS NULL OR user_id = %(user_id)s)
   AND (%(session_id)s::text IS NULL OR session_id = %(session_id)s)
   AND (%(status)s::text IS NULL OR status = %(status)s)
+  AND (%(agent)s::text IS NULL OR agent = %(agent)s)
   AND (%(cursor_created_at)s::timestamptz IS NULL
        OR (created_at, id) < (%(cursor_created_at)s, %(cursor_id)s::uuid))
 ORDER BY created_at DESC, id DESC
@@ -377,12 +386,14 @@ WHERE tenant = %(tenant)s AND session_id = %(session_id)s AND cleared_at IS NULL
 
 # --- analytics (views from migration 0002) -----------------------------------
 
-# The jobs an analytics question is about: a tenant, a created_at window, maybe a session.
+# The jobs an analytics question is about: a tenant, a created_at window, maybe
+# a session, maybe an agent.
 ANALYTICS_SCOPE = """
 tenant = %(tenant)s
 AND (%(since)s::timestamptz IS NULL OR created_at >= %(since)s)
 AND (%(until)s::timestamptz IS NULL OR created_at < %(until)s)
 AND (%(session_id)s::text IS NULL OR session_id = %(session_id)s)
+AND (%(agent)s::text IS NULL OR agent = %(agent)s)
 """
 
 # Percentiles interpolate (percentile_cont): the p50 of 1, 2, 3, 4 is 2.5.
@@ -402,6 +413,19 @@ SELECT count(*) AS jobs,
        percentile_cont(ARRAY[0.5, 0.95]) WITHIN GROUP (ORDER BY duration_s) AS duration_s
 FROM job_timings
 WHERE {ANALYTICS_SCOPE}
+"""
+
+# Jobs of the scope per agent (NULL: jobs from before agents were recorded).
+ANALYTICS_BY_AGENT = f"""
+SELECT agent, count(*) AS jobs,
+       count(*) FILTER (WHERE outcome = 'completed') AS completed,
+       count(*) FILTER (WHERE outcome = 'failed') AS failed,
+       count(*) FILTER (WHERE outcome = 'cancelled') AS cancelled,
+       percentile_cont(0.5) WITHIN GROUP (ORDER BY duration_s) AS duration_p50_s
+FROM job_timings
+WHERE {ANALYTICS_SCOPE}
+GROUP BY agent
+ORDER BY jobs DESC, agent NULLS LAST
 """
 
 ANALYTICS_TOOLS = f"""
@@ -455,6 +479,22 @@ WHERE ctid = ANY(ARRAY(
 PRUNE_JOBS = """
 DELETE FROM jobs
 WHERE id = ANY(%(ids)s::uuid[]) AND status IN ('completed', 'failed', 'cancelled')
+"""
+
+# --- the agent registry (db/agents.py) ---------------------------------------
+
+# A worker records what each entry of its registry resolved to; the newest
+# record of a name wins (a deploy that changes an agent rewrites it).
+RECORD_AGENT = """
+INSERT INTO agents (name, import_path, kind, description, recorded_at)
+VALUES (%(name)s, %(import_path)s, %(kind)s, %(description)s, now())
+ON CONFLICT (name) DO UPDATE SET
+    import_path = excluded.import_path, kind = excluded.kind,
+    description = excluded.description, recorded_at = excluded.recorded_at
+"""
+
+RECORDED_AGENTS = """
+SELECT name, import_path, kind, description FROM agents WHERE name = ANY(%(names)s::text[])
 """
 
 PING = "SELECT 1"
