@@ -21,6 +21,7 @@ from psycopg_pool import AsyncConnectionPool
 
 from runstream.db import queries
 from runstream.db.events import AppendBatch, append_in
+from runstream.db.partitions import new_job_id
 
 STATUSES = ("pending", "running", "completed", "failed", "cancelled")
 TERMINAL_STATUSES = frozenset({"completed", "failed", "cancelled"})
@@ -90,7 +91,7 @@ async def create_job(
     """Insert a pending job. Under ``limits``, raises LimitExceeded instead when the
     tenant is at one, checked and inserted in one transaction."""
     params = {
-        "id": job_id or uuid.uuid4(),
+        "id": job_id or new_job_id(),
         "tenant": tenant,
         "session_id": session_id,
         "message": message,

@@ -371,29 +371,63 @@ SELECT status, count(*) AS n FROM jobs GROUP BY status
 
 # --- retention ---------------------------------------------------------------
 
+# Retention has two parts (db/retention.py). Jobs whose events are in a month's
+# partition go with the whole partition; the rest (their events in the default
+# partition: ids of jobs created before partitioning) are deleted job by job, in
+# batches. ``lows``/``highs`` are the attached partitions' bounds.
+OUTSIDE_PARTITIONS = """
+NOT EXISTS (SELECT 1 FROM unnest(%(lows)s::uuid[], %(highs)s::uuid[]) AS p(low, high)
+            WHERE id >= p.low AND id < p.high)
+"""
+
 # Finished jobs older than the cutoff, and their events: seqs are gap-free from
 # 0, so a job has exactly last_seq + 1 events and nothing needs counting.
-PRUNE_CANDIDATES = """
+PRUNE_CANDIDATES = f"""
 SELECT count(*) AS jobs, coalesce(sum(last_seq + 1), 0)::bigint AS events
 FROM jobs
 WHERE finished_at < %(cutoff)s AND status IN ('completed', 'failed', 'cancelled')
+  AND {OUTSIDE_PARTITIONS}
 """
 
-PRUNE_NEXT_JOBS = """
+PRUNE_NEXT_JOBS = f"""
 SELECT id, last_seq FROM jobs
 WHERE finished_at < %(cutoff)s AND status IN ('completed', 'failed', 'cancelled')
+  AND {OUTSIDE_PARTITIONS}
 ORDER BY finished_at, id
 LIMIT %(limit)s
 """
+
+# The jobs of one partition (an id range: the primary key's range scan), and
+# how many of them must stay: unfinished, or finished after the cutoff. A
+# partition is dropped only when none must.
+PARTITION_JOBS = """
+SELECT count(*) AS jobs, coalesce(sum(last_seq + 1), 0)::bigint AS events,
+       count(*) FILTER (WHERE finished_at IS NULL OR finished_at >= %(cutoff)s) AS keeping
+FROM jobs
+WHERE id >= %(low)s AND id < %(high)s
+"""
+
+# The job rows of a dropped partition, a batch at a time (their events are gone
+# with it; the foreign key's cascade finds nothing left to delete).
+PRUNE_PARTITION_JOBS = """
+DELETE FROM jobs
+WHERE id IN (SELECT id FROM jobs WHERE id >= %(low)s AND id < %(high)s LIMIT %(limit)s)
+"""
+
+# Dropping a partition takes an exclusive lock on job_events for an instant (the
+# catalog change; no row is read). Waiting behind a long query would stall
+# every stream queued behind the drop: give up quickly instead, and retry.
+PARTITION_DROP_LOCK_TIMEOUT = "SET LOCAL lock_timeout = '2s'"
+DROP_EVENT_PARTITION = "DROP TABLE {partition}"
 
 # One bounded slice of events: a short transaction, row locks on rows nobody
 # else writes (a finished job takes no more appends). By ctid: the rows found
 # through the primary key are deleted where they lie (a TID scan), where a join
 # back on (job_id, seq) would be planned as a scan of the whole table.
 PRUNE_EVENTS = """
-DELETE FROM job_events
+DELETE FROM job_events_default
 WHERE ctid = ANY(ARRAY(
-    SELECT ctid FROM job_events
+    SELECT ctid FROM job_events_default
     WHERE job_id = ANY(%(ids)s::uuid[])
     LIMIT %(limit)s
 ))
@@ -403,6 +437,30 @@ PRUNE_JOBS = """
 DELETE FROM jobs
 WHERE id = ANY(%(ids)s::uuid[]) AND status IN ('completed', 'failed', 'cancelled')
 """
+
+# --- event log partitions (db/partitions.py) -----------------------------------
+
+# One partition maker at a time: every worker's reaper tries.
+LOCK_EVENT_PARTITIONS = """
+SELECT pg_advisory_xact_lock(hashtext('runstream.job_events_partitions'))
+"""
+
+EVENT_PARTITIONS = """
+SELECT c.relname AS name, pg_get_expr(c.relpartbound, c.oid) AS bound
+FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid
+WHERE i.inhparent = 'job_events'::regclass
+"""
+
+# Templates for psycopg.sql (identifiers and bounds are composed, not bound:
+# DDL takes no parameters).
+CREATE_EVENT_PARTITION_TABLE = "CREATE TABLE {partition} (LIKE job_events INCLUDING DEFAULTS)"
+MOVE_DEFAULT_EVENTS = """
+WITH moved AS (
+    DELETE FROM {default} WHERE job_id >= {low} AND job_id < {high} RETURNING *
+)
+INSERT INTO {partition} SELECT * FROM moved
+"""
+ATTACH_EVENT_PARTITION = "ALTER TABLE job_events ATTACH PARTITION {partition} FOR VALUES FROM ({low}) TO ({high})"
 
 PING = "SELECT 1"
 

@@ -17,6 +17,9 @@ on its event loop (tasks.runtime), every ``reaper_interval_s``:
    decides: a stale run becomes attempt + 1 with a ``retry`` event; a message
    that does arrive after all finds the job taken.
 
+Each pass also makes sure the event log has its partitions for this month and
+the next ones (``db.partitions.ensure_partitions``): Runstream needs no cron.
+
 Several workers run it at once safely: each statement picks its jobs with
 ``FOR UPDATE SKIP LOCKED`` and, in the same statement, marks them (the terminal
 status, or ``available_at = now()``), so no two reapers act on one job, and a
@@ -30,12 +33,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
+from datetime import UTC, datetime
 
 import psycopg
 from celery import Celery
 from psycopg_pool import AsyncConnectionPool
 
 from runstream.db.jobs import ReapLimits, finish_stuck, mark_stuck_for_dispatch
+from runstream.db.partitions import ensure_partitions
 from runstream.broker import TASK_NAME, celery_config
 from runstream.settings import Settings
 
@@ -74,11 +79,19 @@ class Reaper:
 
     async def _loop(self) -> None:
         while True:
+            try:
+                await self.keep_partitions()
+            except psycopg.Error as exc:
+                log.warning("reaper: could not create the event log's next partitions: %s", exc)
             await asyncio.sleep(self._interval_s)
             try:
                 await self.tick()
             except psycopg.Error as exc:
                 log.warning("reaper: could not look for stuck jobs: %s", exc)
+
+    async def keep_partitions(self) -> None:
+        for partition in await ensure_partitions(self._pool, datetime.now(UTC)):
+            log.info("reaper: created event log partition %s", partition.describe())
 
     async def tick(self) -> tuple[list[tuple[uuid.UUID, str]], list[uuid.UUID]]:
         """One pass: (jobs ended, with their status), (jobs dispatched again)."""

@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import httpx
+from alembic import command
 import psycopg
 import pytest
 import pytest_asyncio
@@ -20,7 +21,7 @@ from psycopg_pool import AsyncConnectionPool
 from sqlalchemy.engine import make_url
 
 from runstream.db.connector import open_pool
-from runstream.db.migrate import upgrade_to_head
+from runstream.db.migrate import alembic_config
 from runstream.settings import child_environment
 from tests.support.config import services
 from tests.support.processes import ApiServer, ServiceProcess, start_api, start_worker
@@ -30,8 +31,8 @@ def _database_url(name: str) -> str:
     return make_url(services.admin_database_url).set(database=name).render_as_string(hide_password=False)
 
 
-def create_database(prefix: str = "rs_test") -> str:
-    """A new, migrated database with a unique name; returns its URL."""
+def create_database(prefix: str = "rs_test", revision: str = "head") -> str:
+    """A new database with a unique name, migrated to ``revision``; returns its URL."""
     name = f"{prefix}_{uuid.uuid4().hex[:12]}"
     try:
         with psycopg.connect(services.admin_database_url, autocommit=True, connect_timeout=5) as conn:
@@ -39,7 +40,7 @@ def create_database(prefix: str = "rs_test") -> str:
     except psycopg.OperationalError as exc:
         pytest.fail(f"Postgres is required for the tests and is not reachable: {exc}", pytrace=False)
     database_url = _database_url(name)
-    upgrade_to_head(database_url)
+    command.upgrade(alembic_config(database_url), revision)
     return database_url
 
 
