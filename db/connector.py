@@ -45,13 +45,21 @@ async def _check_if_idle(conn: AsyncConnection) -> None:
         await AsyncConnectionPool.check_connection(conn)
 
 
-async def open_pool(database_url: str, size: int, *, name: str = "runstream") -> AsyncConnectionPool:
-    """A fixed-size pool: its connection count never depends on the load."""
+async def open_pool(
+    database_url: str, size: int, *, name: str = "runstream", prepared_statements: bool = True
+) -> AsyncConnectionPool:
+    """A fixed-size pool: its connection count never depends on the load.
+    Without ``prepared_statements`` nothing is prepared on the server (behind a
+    pooler in transaction mode, where a statement prepared in one transaction
+    is unknown to the server connection of the next)."""
+    kwargs = {"row_factory": dict_row, "autocommit": True, "application_name": name}
+    if not prepared_statements:
+        kwargs["prepare_threshold"] = None
     pool = AsyncConnectionPool(
         plain_url(database_url),
         min_size=size,
         max_size=size,
-        kwargs={"row_factory": dict_row, "autocommit": True, "application_name": name},
+        kwargs=kwargs,
         name=name,
         open=False,
         # A connection the server dropped (restart, failover) is replaced, not reused.
