@@ -18,11 +18,25 @@ from typing import Any
 from runstream.bench.context import Bench, target
 from runstream.bench.floor import floor_round
 from runstream.bench.rounds import BaselineSide, Round, RunstreamSide
+from runstream.bench.services import Service
 from runstream.bench.stats import latency_summary, ratio
 
 
 def _figures(result: Round) -> dict[str, Any]:
     return {**latency_summary(result.latencies), "all_delivered": result.all_delivered}
+
+
+async def _measure(
+    side: RunstreamSide | BaselineSide, process: Service, spec: dict[str, Any], timeout: float
+) -> dict[str, Any]:
+    """The round's latencies, and the web process's CPU per (subscriber, event) sent."""
+    cpu: dict[str, float] = {}
+    result = await side.round(
+        **spec, timeout=timeout, on_connected=lambda: cpu.setdefault("start", process.cpu_seconds())
+    )
+    cpu_s = process.cpu_seconds() - cpu["start"]
+    deliveries = spec["jobs"] * spec["subscribers"] * spec["events"]
+    return {**_figures(result), "cpu_us_per_delivery": round(cpu_s * 1e6 / deliveries, 2)}
 
 
 async def run(bench: Bench) -> tuple[dict[str, Any], list[dict[str, Any]]]:
@@ -44,7 +58,8 @@ async def run(bench: Bench) -> tuple[dict[str, Any], list[dict[str, Any]]]:
             "rate": profile.delivery_rate,
         }
         ours, theirs = [
-            _figures(await side.round(**spec, timeout=timeout)) for side in sides
+            await _measure(side, process, spec, timeout)
+            for side, process in zip(sides, (bench.api, bench.baseline), strict=True)
         ]
         results.append(
             {

@@ -25,6 +25,7 @@ async def _measure(
 
     def connected() -> None:
         seen["rss"] = process.rss_bytes()
+        seen["cpu"] = process.cpu_seconds()
         if isinstance(side, RunstreamSide):
             seen["connections"] = api_connection_count(bench.database_url, process.pid)
 
@@ -36,6 +37,7 @@ async def _measure(
         timeout=profile.fanout_events / profile.fanout_rate + 120,
         on_connected=connected,
     )
+    cpu_s = process.cpu_seconds() - seen["cpu"]
     figures: dict[str, Any] = {
         **latency_summary(result.latencies),
         "delivered_fraction": sum(
@@ -43,6 +45,9 @@ async def _measure(
         )
         / n,
         "rss_per_subscriber_kb": round((seen["rss"] - rss_before) / n / 1024, 1),
+        # The web process's CPU per (subscriber, event) sent: the fan-out cost curve.
+        "cpu_us_per_delivery": round(cpu_s * 1e6 / (n * profile.fanout_events), 2),
+        "cpu_seconds": round(cpu_s, 2),
     }
     if "connections" in seen:
         figures["postgres_connections"] = seen["connections"]
