@@ -445,11 +445,21 @@ DELETE FROM jobs
 WHERE id IN (SELECT id FROM jobs WHERE id >= %(low)s AND id < %(high)s LIMIT %(limit)s)
 """
 
-# Dropping a partition takes an exclusive lock on job_events for an instant (the
-# catalog change; no row is read). Waiting behind a long query would stall
-# every stream queued behind the drop: give up quickly instead, and retry.
-PARTITION_DROP_LOCK_TIMEOUT = "SET LOCAL lock_timeout = '2s'"
-DROP_EVENT_PARTITION = "DROP TABLE {partition}"
+# A partition leaves in two steps. DETACH takes an exclusive lock on job_events
+# for an instant (a catalog change; no row is read): waiting behind a long query
+# would stall every stream queued behind it, so it gives up quickly instead and
+# is retried. Then the detached table is dropped in a transaction of its own,
+# freeing its files (which takes time in proportion to its size) without any
+# lock on job_events.
+PARTITION_DETACH_LOCK_TIMEOUT = "SET LOCAL lock_timeout = '2s'"
+DETACH_EVENT_PARTITION = "ALTER TABLE job_events DETACH PARTITION {partition}"
+DROP_DETACHED_PARTITION = "DROP TABLE {partition}"
+
+# Month tables detached but not dropped (a prune that stopped between its two steps).
+DETACHED_EVENT_PARTITIONS = r"""
+SELECT relname AS name FROM pg_class
+WHERE relname LIKE 'job\_events\_y%' AND relkind = 'r' AND NOT relispartition
+"""
 
 # One bounded slice of events: a short transaction, row locks on rows nobody
 # else writes (a finished job takes no more appends). By ctid: the rows found

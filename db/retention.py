@@ -3,7 +3,9 @@
 Events live in monthly partitions of job ids (db/partitions.py), so retention
 drops whole partitions: a catalog change that frees the month's files at once,
 whatever it holds, with no row deleted, no bloat left for vacuum, almost no WAL.
-A month's partition goes when every job in it finished before the cutoff (a
+A partition is detached (an instant's exclusive lock on the log), then its
+table dropped on its own (its files freed, no lock on the log). A month's
+partition goes when every job in it finished before the cutoff (a
 job's events all live in the partition of its creation month): what is kept is
 at most a month more than asked, never less. Its job rows are then deleted in
 batches of ids (a range scan of the primary key).
@@ -96,26 +98,42 @@ async def candidates(pool: AsyncConnectionPool, cutoff: datetime) -> PruneCount:
 
 async def drop_partition(pool: AsyncConnectionPool, partition: Partition, cutoff: datetime) -> PartitionCount | None:
     """Drop ``partition`` if every job in it still finished before ``cutoff``
-    (checked again under the partition lock); None when it must stay. A drop
+    (checked again under the partition lock); None when it must stay. A detach
     that cannot get its lock soon is tried again, a few times."""
     for _ in range(DROP_ATTEMPTS - 1):
         try:
-            return await _drop_once(pool, partition, cutoff)
+            detached = await detach_partition(pool, partition, cutoff)
+            break
         except errors.LockNotAvailable:
             continue
-    return await _drop_once(pool, partition, cutoff)
+    else:
+        detached = await detach_partition(pool, partition, cutoff)
+    if detached is not None:
+        await drop_detached(pool, [partition.name])
+    return detached
 
 
-async def _drop_once(pool: AsyncConnectionPool, partition: Partition, cutoff: datetime) -> PartitionCount | None:
+async def detach_partition(pool: AsyncConnectionPool, partition: Partition, cutoff: datetime) -> PartitionCount | None:
+    """One try at detaching ``partition`` (its events leave the log); None when it must stay."""
     params = {"low": partition.low, "high": partition.high, "cutoff": cutoff}
     async with pool.connection() as conn, conn.transaction():
         await conn.execute(queries.LOCK_EVENT_PARTITIONS)
         row = await (await conn.execute(queries.PARTITION_JOBS, params)).fetchone()
         if row["keeping"]:
             return None
-        await conn.execute(queries.PARTITION_DROP_LOCK_TIMEOUT)
-        await conn.execute(sql.SQL(queries.DROP_EVENT_PARTITION).format(partition=sql.Identifier(partition.name)))
+        await conn.execute(queries.PARTITION_DETACH_LOCK_TIMEOUT)
+        await conn.execute(sql.SQL(queries.DETACH_EVENT_PARTITION).format(partition=sql.Identifier(partition.name)))
         return PartitionCount(partition, row["jobs"], row["events"], 0)
+
+
+async def drop_detached(pool: AsyncConnectionPool, names: list[str] | None = None) -> list[str]:
+    """Drop detached month tables: ``names``, or every one left behind."""
+    async with pool.connection() as conn:
+        if names is None:
+            names = [row["name"] for row in await (await conn.execute(queries.DETACHED_EVENT_PARTITIONS)).fetchall()]
+        for name in names:
+            await conn.execute(sql.SQL(queries.DROP_DETACHED_PARTITION).format(partition=sql.Identifier(name)))
+    return names
 
 
 async def prune(
@@ -130,6 +148,7 @@ async def prune(
     jobs outside partitions, events first in slices of at most
     ``events_per_batch`` rows, then their rows (a job is never left with its row
     gone and events behind)."""
+    await drop_detached(pool)
     async with pool.connection() as conn:
         partitions = await attached_partitions(conn)
     for partition in partitions:

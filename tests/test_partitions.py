@@ -23,7 +23,15 @@ from runstream.db import queries
 from runstream.db.connector import open_pool
 from runstream.db.jobs import create_job
 from runstream.db.migrate import alembic_config
-from runstream.db.partitions import MONTHS_AHEAD, Partition, ensure_partitions, job_id_at, months_ahead
+from runstream.db.partitions import (
+    MONTHS_AHEAD,
+    Partition,
+    attached_partitions,
+    ensure_partitions,
+    job_id_at,
+    months_ahead,
+)
+from runstream.db.retention import detach_partition
 from runstream.prune import run_prune
 from tests.conftest import create_database, drop_database
 
@@ -232,3 +240,17 @@ async def test_retention_drops_whole_partitions(fresh_pool: AsyncConnectionPool)
     assert {r["job_id"]: r["n"] for r in left} == {blocked[0]: 2, blocked[1]: 1, recent: 4}
     jobs_left = {r["id"] for r in await fetch_all(fresh_pool, "SELECT id FROM jobs")}
     assert {blocked[0], blocked[1], recent} <= jobs_left and not jobs_left & {*in_old, legacy}
+
+    # A prune that stopped between detach and drop leaves a table: the next prune drops it.
+    earlier = Partition.of_month(old.start - timedelta(days=1))
+    await ensure_partitions(fresh_pool, earlier.start, ahead=0)
+    assert await detach_partition(fresh_pool, earlier, NOW) is not None
+    assert await fetch_all(fresh_pool, "SELECT to_regclass(%s) IS NOT NULL AS t", (earlier.name,)) == [{"t": True}]
+    assert earlier not in await partitions_of(fresh_pool)
+    await run_prune(database_url, older_than, delete=True, console=Console(file=io.StringIO()))
+    assert await fetch_all(fresh_pool, "SELECT to_regclass(%s) IS NOT NULL AS t", (earlier.name,)) == [{"t": False}]
+
+
+async def partitions_of(pool: AsyncConnectionPool) -> list[Partition]:
+    async with pool.connection() as conn:
+        return await attached_partitions(conn)
