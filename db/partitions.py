@@ -119,8 +119,13 @@ def creation_statements(partition: Partition) -> list[sql.Composed]:
 async def attached_partitions(conn: AsyncConnection) -> list[Partition]:
     """The range partitions of ``job_events``, oldest first (the default is not one)."""
     cur = await conn.execute(queries.EVENT_PARTITIONS)
+    return partitions_of_rows(await cur.fetchall())
+
+
+def partitions_of_rows(rows: list[dict[str, str]]) -> list[Partition]:
+    """EVENT_PARTITIONS's rows as partitions, oldest first."""
     found = []
-    for row in await cur.fetchall():
+    for row in rows:
         if match := _BOUND.search(row["bound"]):
             low, high = (uuid.UUID(b) for b in match.groups())
             found.append(Partition(row["name"], _moment(low), _moment(high)))
