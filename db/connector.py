@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import time
 import weakref
-from typing import TypeAlias
+from typing import Any, TypeAlias
 
 from psycopg import AsyncConnection, AsyncCursor
 from psycopg.rows import DictRow, dict_row
@@ -60,14 +60,22 @@ async def _check_if_idle(conn: Connection) -> None:
         await AsyncConnectionPool.check_connection(conn)
 
 
-async def open_pool(database_url: str, size: int, *, name: str = "runstream") -> Pool:
-    """A fixed-size pool: its connection count never depends on the load."""
+async def open_pool(
+    database_url: str, size: int, *, name: str = "runstream", prepared_statements: bool = True
+) -> Pool:
+    """A fixed-size pool: its connection count never depends on the load.
+    Without ``prepared_statements`` nothing is prepared on the server (behind a
+    pooler in transaction mode, where a statement prepared in one transaction
+    is unknown to the server connection of the next)."""
+    kwargs: dict[str, Any] = {"row_factory": dict_row, "autocommit": True, "application_name": name}
+    if not prepared_statements:
+        kwargs["prepare_threshold"] = None
     pool = AsyncConnectionPool(
         plain_url(database_url),
         connection_class=Connection,
         min_size=size,
         max_size=size,
-        kwargs={"row_factory": dict_row, "autocommit": True, "application_name": name},
+        kwargs=kwargs,
         name=name,
         open=False,
         # A connection the server dropped (restart, failover) is replaced, not reused.
