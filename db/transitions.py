@@ -1,0 +1,34 @@
+"""The job transitions log (migration 0010): what the tenant-wide transitions stream reads.
+
+Rows are written by a trigger on ``jobs``, never by this code; ``seq`` is
+gap-free and commits in order across every tenant, so a reader that has every
+row up to a seq misses nothing by asking for those after it.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from psycopg_pool import AsyncConnectionPool
+
+from runstream.db import queries
+
+
+async def read_transitions(pool: AsyncConnectionPool, tenant: str, after_seq: int, limit: int) -> list[dict[str, Any]]:
+    async with pool.connection() as conn:
+        cur = await conn.execute(queries.READ_TRANSITIONS, {"tenant": tenant, "after_seq": after_seq, "limit": limit})
+        return await cur.fetchall()
+
+
+async def last_transition_seq(pool: AsyncConnectionPool) -> int:
+    """The newest committed seq (every one up to it has committed too)."""
+    async with pool.connection() as conn:
+        cur = await conn.execute(queries.LAST_TRANSITION_SEQ)
+        row = await cur.fetchone()
+        return row["last_seq"]
+
+
+def parse_notification(payload: str) -> tuple[int, str]:
+    """``<seq>:<tenant>`` (the tenant may hold colons; the seq cannot)."""
+    seq, _, tenant = payload.partition(":")
+    return int(seq), tenant
