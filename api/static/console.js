@@ -360,7 +360,10 @@
       case "retry": return `attempt ${data.attempt}: ${data.reason}`;
       case "done": return data.status;
       case "error": return data.message;
-      case "input_required": return data.prompt ?? data.message ?? JSON.stringify(data);
+      case "input_required":
+        return (data.requirements || []).map((r) => `${r.kind} for ${r.tool_name ?? "?"}`).join(", ") || "input required";
+      case "input_received":
+        return (data.answers || []).map((a) => a.kind + (a.confirmed === false ? " (rejected)" : "")).join(", ") || "input received";
       default: {
         const { type, ...rest } = data;
         return JSON.stringify(rest);
@@ -392,12 +395,20 @@
           h("span", { className: "off" }, offset(job.started_at, start)), "attempt 1 started"),
       );
     }
-    // A tool call's duration: from its call to the result with its call id, in its attempt.
+    // A tool call's duration: from its call to the result with its call id, in its
+    // attempt. A pause's: from its input_required to the input_received after it.
     const results = new Map();
+    const answered = new Map();
     let attempt = 1;
+    let pausedAt = null;
     for (const e of events) {
       if (e.data.type === "retry") attempt = e.data.attempt;
       if (e.data.type === "tool_result") results.set(`${attempt}:${e.data.call_id}`, e);
+      if (e.data.type === "input_required") pausedAt = e.id;
+      if (e.data.type === "input_received" && pausedAt !== null) {
+        answered.set(pausedAt, e);
+        pausedAt = null;
+      }
     }
     attempt = 1;
     let answer = "";
@@ -424,6 +435,13 @@
         } else {
           extra.push(h("span", { className: "dur" }, "no result"));
         }
+      }
+      if (d.type === "input_required") {
+        const answer = answered.get(e.id);
+        const ms = (answer ? new Date(answer.at) : new Date()) - new Date(e.at);
+        dataset.pausedMs = String(ms);
+        extra.push(h("span", { className: "dur", dataset: { role: "pause-duration" } },
+          `paused ${seconds(ms / 1000)}${answer ? "" : " so far"}`));
       }
       items.push(
         h("li", { className: `ev t-${d.type}`, dataset },
@@ -699,6 +717,21 @@
     else if (view === "analytics") refreshSoon(loadAnalytics);
   });
 
+  // The statuses the job list filters by, from the API's own description: a
+  // status a newer API adds shows up without a change here.
+  async function loadStatuses() {
+    try {
+      const res = await fetch(`${API}/openapi.json`, { cache: "no-store" });
+      const doc = await res.json();
+      const param = doc.paths["/api/jobs"].get.parameters.find((p) => p.name === "status");
+      const chosen = $("f-status").value;
+      $("f-status").replaceChildren(h("option", { value: "" }, "any"), ...param.schema.enum.map((v) => h("option", { value: v }, v)));
+      $("f-status").value = chosen;
+    } catch {
+      // The statuses the page ships with stay.
+    }
+  }
+
   async function loadAgents() {
     try {
       const { agents } = await api("/agents");
@@ -712,6 +745,7 @@
 
   function start() {
     showKeyState();
+    loadStatuses();
     loadAgents();
     startLive();
     route();
