@@ -12,7 +12,11 @@ import httpx
 import pytest
 from psycopg_pool import AsyncConnectionPool
 
+from runstream.api.hub import EventHub
+from runstream.api.transitions import transition_stream
 from runstream.db import events, jobs
+from runstream.db.transitions import last_transition_seq
+from runstream.settings import Settings
 from tests.support.sse import Frame, complete_body, frames
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
@@ -26,13 +30,13 @@ def assert_error(response: httpx.Response, status: int, code: str) -> None:
 
 
 async def read_transitions(
-    client: httpx.AsyncClient, until, headers: dict[str, str] | None = None, timeout: float = 60
+    client: httpx.AsyncClient, until, headers: dict[str, str] | None = None, query: str = "", timeout: float = 60
 ) -> tuple[int, list[Frame]]:
     """Read the stream until ``until(frames)`` is true; answers the id of its opening
     block and its frames."""
     body = ""
     async with asyncio.timeout(timeout):
-        async with client.stream("GET", URL, headers=headers, timeout=timeout) as response:
+        async with client.stream("GET", URL + query, headers=headers, timeout=timeout) as response:
             assert response.status_code == 200, await response.aread()
             assert response.headers["content-type"].startswith("text/event-stream")
             async for chunk in response.aiter_text():
@@ -49,34 +53,31 @@ def of_job(found: list[Frame], job_id: str) -> list[tuple[str | None, str, int]]
 
 
 async def test_a_run_s_transitions_stream_live_and_resume_exactly(client: httpx.AsyncClient, pool: AsyncConnectionPool) -> None:
-    box: dict[str, str] = {}
-
-    async def submit() -> None:
+    async with asyncio.timeout(60), client.stream("GET", URL, timeout=60) as response:
+        assert response.status_code == 200
+        assert response.headers["content-type"].startswith("text/event-stream")
+        chunks = response.aiter_text()
+        # The opening block comes at once: where the stream starts (live only).
+        body = await anext(chunks)
+        opening = body.split("\n\n", 1)[0]
+        assert opening.startswith("id: ") and "\n" not in opening, opening
+        start = int(opening[4:])
         # Another tenant's job moves at the same time: it must never show.
         other = await jobs.create_job(pool, tenant="globex", message="secret", model="offline")
-        box["other"] = str(other["id"])
         await jobs.cancel_job(pool, other["id"], "globex")
-        response = await client.post("/api/jobs", json={"message": "What is 19+23?"})
-        box["job"] = response.json()["job_id"]
-
-    def finished(found: list[Frame]) -> bool:
-        return "job" in box and ("running", "completed", 1) in of_job(found, box["job"])
-
-    async def opened_then_submit():
-        # The stream starts at the newest transition: submit once it is open.
-        reader = asyncio.create_task(read_transitions(client, finished))
-        await asyncio.sleep(0.5)
-        await submit()
-        return await reader
-
-    start, found = await opened_then_submit()
-    job_id = box["job"]
+        job_id = (await client.post("/api/jobs", json={"message": "What is 19+23?"})).json()["job_id"]
+        async for chunk in chunks:
+            body += chunk
+            if ("running", "completed", 1) in of_job(frames(complete_body(body)), job_id):
+                break
+    found = frames(complete_body(body))
     assert of_job(found, job_id) == [(None, "pending", 0), ("pending", "running", 1), ("running", "completed", 1)]
     assert all(f.id > start for f in found)
     assert [f.id for f in found] == sorted(f.id for f in found)
-    assert box["other"] not in {f.data["job_id"] for f in found}
+    assert str(other["id"]) not in {f.data["job_id"] for f in found}
     first = next(f for f in found if f.data["job_id"] == job_id)
     assert first.data["type"] == "transition" and first.data["session_id"] is None
+    assert first.data["agent"] == "assistant"
     assert datetime.fromisoformat(first.data["at"]).tzinfo is not None
 
     # Resumed after the job's first transition: exactly what followed it, with its
@@ -87,12 +88,13 @@ async def test_a_run_s_transitions_stream_live_and_resume_exactly(client: httpx.
     )
     assert resumed_at == first.id
     assert resumed[: len(after)] == after
-    # The query parameter does the same; the header wins over it.
-    async with client.stream("GET", f"{URL}?last_event_id={first.id}", headers={"Last-Event-ID": str(start)}) as r:
-        assert r.status_code == 200
-        async for chunk in r.aiter_text():
-            assert chunk.startswith(f"id: {start}\n\n")
-            break
+    # The query parameter resumes too; the header wins over it.
+    by_query, _ = await read_transitions(client, lambda got: True, query=f"?last_event_id={first.id}")
+    assert by_query == first.id
+    by_header, _ = await read_transitions(
+        client, lambda got: True, headers={"Last-Event-ID": str(start)}, query=f"?last_event_id={first.id}"
+    )
+    assert by_header == start
 
 
 async def test_a_resume_point_beyond_the_newest_transition_or_not_a_number_is_a_400(client: httpx.AsyncClient) -> None:
@@ -203,3 +205,68 @@ async def test_every_transition_is_logged_once_in_order_whatever_moves_the_job(p
         ("running", "completed", 2),
     ]
     assert [r["seq"] for r in rows] == sorted(r["seq"] for r in rows)
+
+
+async def test_the_stream_gets_every_transition_in_order_through_concurrent_commits_and_a_listen_drop(
+    database_url: str, pool: AsyncConnectionPool
+) -> None:
+    """Writers commit transitions of two tenants at once; a stream with tiny pages
+    follows one tenant; then its hub's LISTEN connection is killed and the last
+    transitions commit while no connection listens. The stream must get exactly
+    that tenant's rows after its start, in seq order, none twice."""
+    # No keep-alive within the test: a stream that missed a wake-up would not read again.
+    settings = Settings(DATABASE_URL=database_url, replay_page_size=7, listen_ping_s=1.0, keepalive_s=600)
+    hub = EventHub(settings, pool, application_name=f"runstream-test-hub-{uuid.uuid4().hex[:8]}")
+    await hub.start()
+    tenant, other = f"t-{uuid.uuid4().hex[:6]}", f"o-{uuid.uuid4().hex[:6]}"
+    start = await last_transition_seq(pool)
+    created: list[uuid.UUID] = []
+
+    async def writer(n: int) -> None:
+        for _ in range(n):
+            for who in (tenant, other):
+                job = await jobs.create_job(pool, tenant=who, message="m", model="offline")
+                if who == tenant:
+                    created.append(job["id"])
+                await jobs.cancel_job(pool, job["id"], who)
+
+    got: list[Frame] = []
+
+    async def follow(expected: int) -> None:
+        body = ""
+        stream = transition_stream(hub, pool, tenant, start)
+        try:
+            async for chunk in stream:
+                body += chunk.decode()
+                got[:] = frames(complete_body(body))
+                if len(got) >= expected:
+                    return
+        finally:
+            await stream.aclose()
+
+    try:
+        while not hub.listening:
+            await asyncio.sleep(0.01)
+        # 4 writers x 10 rounds, then 2 more: 2 transitions per job of the tenant.
+        reader = asyncio.create_task(follow(2 * (4 * 10 + 2)))
+        await asyncio.gather(*(writer(10) for _ in range(4)))
+        async with pool.connection() as conn:
+            await conn.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = %s",
+                (hub.application_name,),
+            )
+        # These land while no connection listens: the reconnect's wake-up covers them.
+        await writer(2)
+        await asyncio.wait_for(reader, 20)
+    finally:
+        await hub.stop()
+    async with pool.connection() as conn:
+        cur = await conn.execute(
+            "SELECT seq FROM job_transitions WHERE tenant = %s AND seq > %s ORDER BY seq", [tenant, start]
+        )
+        stored = [r["seq"] for r in await cur.fetchall()]
+    assert [f.id for f in got] == stored
+    assert len(stored) == 2 * len(created) == 84
+    assert [f.data["status"] for f in got].count("cancelled") == len(created)
+    assert {f.data["job_id"] for f in got} == {str(j) for j in created}
+    assert hub.transition_watchers == {}
