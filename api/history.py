@@ -6,10 +6,13 @@ A session's history is rebuilt from the event log (db.conversation explains why)
 ``GET /api/sessions/{id}/messages[?format=agno|deltakit][&limit=N]`` answers::
 
     {"session_id", "format", "messages": [...], "has_more": bool,
-     "runs": [{"job_id", "status", "error", "in_progress", "last_event_id"}]}
+     "runs": [{"job_id", "status", "error", "in_progress", "last_event_id", "interrupted"}]}
 
 ``messages`` are in Agno's format (default) or DeltaKit's message/parts shape;
-each carries the ``job_id`` of its run. A run still in progress is included with
+each carries the ``job_id`` of its run, and the assistant messages of a run that
+a later run of the session interrupted (if_busy ``interrupt``) carry
+``"interrupted": true``: their answer stops where the run was cancelled. (A run
+rolled back, if_busy ``rollback``, is not in the history at all.) A run still in progress is included with
 what it has streamed so far, up to its ``last_event_id``: a client shows that and
 resumes the run's stream after that id, instead of starting the run again or
 showing its events twice. ``limit`` (default 100, at most 1000) counts runs, the
@@ -25,13 +28,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from psycopg_pool import AsyncConnectionPool
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 
 from runstream.api.errors import ApiError
 from runstream.api.params import INTEGER
 from runstream.api.tenancy import resolve_tenant
+from runstream.db.connector import Pool
 from runstream.db.conversation import Turn, agno_messages, deltakit_messages
 from runstream.db.sessions import clear_session, conversation
 
@@ -41,10 +44,12 @@ MAX_RUNS = 1000
 
 
 def _messages(turns: list[Turn], format: str) -> list[dict[str, Any]]:
-    out = []
+    out: list[dict[str, Any]] = []
     for turn in turns:
         shaped = agno_messages(turn) if format == "agno" else deltakit_messages(turn)
-        out.extend({**message, "job_id": str(turn.job_id)} for message in shaped)
+        for message in shaped:
+            marks = {"interrupted": True} if turn.interrupted and message["role"] != "user" else {}
+            out.append({**message, "job_id": str(turn.job_id), **marks})
     return out
 
 
@@ -55,6 +60,7 @@ def _run(turn: Turn) -> dict[str, Any]:
         "error": turn.error,
         "in_progress": turn.in_progress,
         "last_event_id": turn.last_event_id,
+        "interrupted": turn.interrupted,
     }
 
 
@@ -97,7 +103,7 @@ async def clear_session_route(request: Request) -> JSONResponse:
 DELTAKIT_SESSION_ID = "default-agno-background-task"
 
 
-async def agno_history(pool: AsyncConnectionPool, tenant: str, session_id: str) -> list[dict[str, Any]]:
+async def agno_history(pool: Pool, tenant: str, session_id: str) -> list[dict[str, Any]]:
     """The body of ``GET {API_URL}``: a bare list of Agno messages. A run in
     progress contributes only its user message, marked ``"in_progress": true``
     (with its ``job_id``): DeltaKit resumes the run from its persisted run id and
@@ -114,6 +120,6 @@ async def agno_history(pool: AsyncConnectionPool, tenant: str, session_id: str) 
     return messages
 
 
-async def clear(pool: AsyncConnectionPool, tenant: str, session_id: str) -> int:
+async def clear(pool: Pool, tenant: str, session_id: str) -> int:
     """``POST {API_URL}clear`` (and ``/api/sessions/{id}/clear``): see the module doc."""
     return await clear_session(pool, tenant=tenant, session_id=session_id)

@@ -49,6 +49,7 @@ JOB = {
     "properties": {
         "job_id": {"type": "string", "format": "uuid"},
         "status": {"type": "string", "enum": list(STATUSES)},
+        "user_id": {"type": ["string", "null"], "description": "the user the authenticator named; null: none"},
         "session_id": {"type": ["string", "null"]},
         "message": {"type": "string"},
         "model": {"type": "string"},
@@ -62,6 +63,45 @@ JOB = {
         "created_at": {"type": "string", "format": "date-time"},
         "started_at": {"type": ["string", "null"], "format": "date-time"},
         "finished_at": {"type": ["string", "null"], "format": "date-time"},
+        "queued": {"type": "boolean", "description": "waiting behind its session's active run"},
+        "interrupted": {"type": "boolean", "description": "cancelled by a later job of its session"},
+        "webhook": {"type": ["object", "null"], "properties": {"url": {"type": "string"}}},
+    },
+}
+WEBHOOK_DELIVERIES = {
+    "type": "object",
+    "required": ["job_id", "webhook", "deliveries"],
+    "properties": {
+        "job_id": {"type": "string", "format": "uuid"},
+        "webhook": {"type": ["object", "null"], "properties": {"url": {"type": "string"}}},
+        "deliveries": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "properties": {
+                    "webhook_id": {"type": "string", "description": "the webhook-id header of every attempt"},
+                    "url": {"type": "string"},
+                    "job_status": {"type": "string", "enum": list(STATUSES)},
+                    "status": {"type": "string", "enum": ["pending", "delivered", "failed"]},
+                    "attempts": {
+                        "type": "array",
+                        "items": {
+                            "type": "object",
+                            "properties": {
+                                "attempt": {"type": "integer"},
+                                "outcome": {"type": "string", "enum": ["delivered", "failed", "refused"]},
+                                "response_status": {"type": ["integer", "null"]},
+                                "duration_ms": {"type": "number"},
+                                "error": {"type": ["string", "null"]},
+                                "at": {"type": "string", "format": "date-time"},
+                            },
+                        },
+                    },
+                    "created_at": {"type": "string", "format": "date-time"},
+                    "finished_at": {"type": ["string", "null"], "format": "date-time"},
+                },
+            },
+        },
     },
 }
 STREAM_LINKS = {
@@ -73,6 +113,10 @@ STREAM_LINKS = {
         "cancel_url": {"type": "string", "description": "the absolute cancel URL with ?token="},
     },
 }
+
+# The new-job body's own schema; the models it nests ($defs) become components of their own.
+NEW_JOB = NewJob.model_json_schema(ref_template="#/components/schemas/{model}")
+NEW_JOB_PARTS = NEW_JOB.pop("$defs", {})
 
 SCHEMAS: dict[str, Any] = {
     "Error": {
@@ -86,9 +130,11 @@ SCHEMAS: dict[str, Any] = {
             }
         },
     },
-    "NewJob": NewJob.model_json_schema(ref_template="#/components/schemas/{model}"),
+    "NewJob": NEW_JOB,
+    **NEW_JOB_PARTS,
     "Job": JOB,
     "JobWithStream": {"allOf": [_ref("Job"), STREAM_LINKS]},
+    "WebhookDeliveries": WEBHOOK_DELIVERIES,
     "JobList": {
         "type": "object",
         "required": ["jobs", "next_cursor"],
@@ -137,13 +183,19 @@ OPERATIONS: dict[tuple[str, str], dict[str, Any]] = {
             "202": _json(_ref("JobWithStream"), "the job, pending, with its stream token and URLs"),
             "400": _error("the body is not JSON"),
             "413": _error("the body is over the size limit"),
-            "422": _error("the body is JSON of the wrong shape, the message is too long, or the agent is unknown"),
+            "409": _error("if_busy reject and the session has a run in progress: error.active_job names it"),
+            "422": _error("the body is JSON of the wrong shape, the message is too long, the webhook URL is refused, or the agent is unknown"),
             **TOO_MANY,
         },
+    },
+    ("/api/jobs/{job_id}/webhooks", "get"): {
+        "summary": "The job's webhook deliveries, each with every attempt",
+        "responses": {"200": _json(_ref("WebhookDeliveries"), "the deliveries"), **NOT_FOUND},
     },
     ("/api/jobs", "get"): {
         "summary": "This tenant's jobs, newest first (keyset paging)",
         "parameters": [
+            _query("user_id", {"type": "string"}, "only this user's jobs"),
             _query("session_id", {"type": "string"}, "only this session's jobs"),
             _query("status", {"type": "string", "enum": list(STATUSES)}, "only jobs in this status"),
             _query("agent", {"type": "string"}, "only jobs of this agent"),

@@ -23,7 +23,6 @@ from contextlib import suppress
 from typing import Any
 
 import psycopg
-from psycopg_pool import AsyncConnectionPool
 from starlette.requests import Request
 from starlette.responses import Response
 
@@ -33,6 +32,7 @@ from runstream.api.events import DB_RETRY_S, EventStreamResponse, StreamCut
 from runstream.api.hub import EventHub
 from runstream.api.sse import HEADERS, KEEPALIVE, MEDIA_TYPE
 from runstream.api.tenancy import resolve_tenant
+from runstream.db.connector import Pool
 from runstream.db.transitions import last_transition_seq, read_transitions
 
 log = logging.getLogger(__name__)
@@ -65,7 +65,7 @@ async def stream_transitions(request: Request) -> Response:
     return state.streams.hold(tenant, EventStreamResponse(body, media_type=MEDIA_TYPE, headers=HEADERS))
 
 
-async def transition_stream(hub: EventHub, pool: AsyncConnectionPool, tenant: str, after: int) -> AsyncIterator[bytes]:
+async def transition_stream(hub: EventHub, pool: Pool, tenant: str, after: int) -> AsyncIterator[bytes]:
     """Frames of ``tenant``'s transitions after ``after``, for as long as the client
     stays; cut uncleanly (``StreamCut``) when the server's shutdown grace runs out."""
     yield f"id: {after}\n\n".encode()

@@ -4,6 +4,7 @@
        ▲                  │
        └────release───────┘   (a transient failure hands the job back)
     pending ──cancel──▶ cancelled          (at once, by the API)
+    pending (queued) ──its session's active run ends──▶ pending   (the jobs_ended trigger)
     running ──claim (heartbeat stale)──▶ running, attempt + 1
     pending | running (stuck, out of attempts) ──reaper──▶ failed   (tasks.reaper)
 """
@@ -16,10 +17,11 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from psycopg import AsyncConnection
 from psycopg.types.json import Jsonb
-from psycopg_pool import AsyncConnectionPool
 
 from runstream.db import queries
+from runstream.db.connector import Pool, one_row
 from runstream.db.events import AppendBatch, append_in
 
 STATUSES = ("pending", "running", "completed", "failed", "cancelled")
@@ -79,52 +81,125 @@ class LimitExceeded(Exception):
         self.retry_after_s = max(1, retry_after_s)
 
 
+class SessionBusy(Exception):
+    """The session has an active run and the new job's policy is ``reject``; nothing was written."""
+
+    def __init__(self, active: dict[str, Any]):
+        super().__init__(f"session busy with job {active['id']}")
+        self.active = active
+
+
 async def create_job(
-    pool: AsyncConnectionPool,
+    pool: Pool,
     *,
     tenant: str,
     message: str,
     model: str,
+    user_id: str | None = None,
     session_id: str | None = None,
     metadata: dict[str, Any] | None = None,
     agent: str | None = None,
     job_id: uuid.UUID | None = None,
     limits: CreationLimits | None = None,
+    if_busy: str = "enqueue",
+    webhook_url: str | None = None,
 ) -> dict[str, Any]:
     """Insert a pending job. Under ``limits``, raises LimitExceeded instead when the
-    tenant is at one, checked and inserted in one transaction."""
+    tenant is at one, checked and inserted in one transaction.
+
+    In a session whose run is still active (``if_busy``): ``reject`` raises
+    SessionBusy; otherwise the job is queued (``queued_at`` set, never
+    dispatched) behind it, ``interrupt`` and ``rollback`` at the head of the
+    line, in the run's own place (the caller then calls ``interrupt_active_run``).
+    The session lock and the one-active-run index make this race-free."""
     params = {
         "id": job_id or uuid.uuid4(),
         "tenant": tenant,
+        "user_id": user_id,
         "session_id": session_id,
         "message": message,
         "model": model,
         "agent": agent,
         "metadata": Jsonb(metadata or {}),
+        "webhook_url": webhook_url,
+        "queued": False,
+        "queued_at": None,
     }
+    limited = limits is not None and bool(limits.rate or limits.active)
     async with pool.connection() as conn:
-        if limits is None or not (limits.rate or limits.active):
+        if not limited and session_id is None:
             cur = await conn.execute(queries.INSERT_JOB, params)
-            return await cur.fetchone()
+            return await one_row(cur)
         async with conn.transaction():
-            await conn.execute(queries.LOCK_TENANT_JOBS, {"tenant": tenant})
-            cur = await conn.execute(queries.TENANT_JOB_LOAD, {"tenant": tenant, "window_s": limits.window_s})
-            limits.check(await cur.fetchone())
+            if limited:
+                assert limits is not None
+                await conn.execute(queries.LOCK_TENANT_JOBS, {"tenant": tenant})
+                cur = await conn.execute(queries.TENANT_JOB_LOAD, {"tenant": tenant, "window_s": limits.window_s})
+                limits.check(await one_row(cur))
+            if session_id is not None:
+                where = {"tenant": tenant, "session_id": session_id}
+                await conn.execute(queries.LOCK_SESSION, where)
+                cur = await conn.execute(queries.SESSION_ACTIVE_JOB, where)
+                active = await cur.fetchone()
+                if active is not None:
+                    if if_busy == "reject":
+                        raise SessionBusy(active)
+                    params["queued"] = True
+                    if if_busy in ("interrupt", "rollback"):
+                        params["queued_at"] = active["created_at"]
             cur = await conn.execute(queries.INSERT_JOB, params)
-            return await cur.fetchone()
+            return await one_row(cur)
 
 
-async def get_job(pool: AsyncConnectionPool, job_id: uuid.UUID, tenant: str) -> dict[str, Any] | None:
+async def interrupt_active_run(
+    pool: Pool, job: dict[str, Any], *, rollback: bool
+) -> uuid.UUID | None:
+    """Cancel the run active in ``job``'s session (``job`` waits behind it), marked
+    interrupted, and with ``rollback`` left out of the conversation. Answers its
+    id, None when it had ended already (``job`` then is the active one, or next)."""
+    where = {"tenant": job["tenant"], "session_id": job["session_id"]}
+    async with pool.connection() as conn, conn.transaction():
+        cur = await conn.execute(queries.SESSION_ACTIVE_JOB + " FOR UPDATE", where)
+        active = await cur.fetchone()
+        if active is None or active["id"] == job["id"]:
+            return None
+        await conn.execute(queries.MARK_INTERRUPTED, {"id": active["id"], "rollback": rollback})
+        await _cancel_in(conn, active)
+    return active["id"]
+
+
+@dataclass(frozen=True)
+class Followups:
+    """What the end of some jobs leaves to send to the broker: the next runs of
+    their sessions, and their webhook deliveries."""
+
+    runs: list[uuid.UUID]
+    webhooks: list[str]
+
+
+async def after_jobs_ended(pool: Pool, job_ids: list[uuid.UUID]) -> Followups:
+    if not job_ids:
+        return Followups([], [])
+    async with pool.connection() as conn:
+        cur = await conn.execute(queries.AFTER_JOBS_ENDED, {"ids": job_ids})
+        rows = await cur.fetchall()
+    return Followups(
+        [uuid.UUID(r["ref"]) for r in rows if r["kind"] == "run"], [r["ref"] for r in rows if r["kind"] == "webhook"]
+    )
+
+
+async def get_job(pool: Pool, job_id: uuid.UUID, tenant: str) -> dict[str, Any] | None:
     async with pool.connection() as conn:
         cur = await conn.execute(queries.GET_JOB, {"id": job_id, "tenant": tenant})
         return await cur.fetchone()
 
 
 async def list_jobs(
-    pool: AsyncConnectionPool,
+    pool: Pool,
     *,
     tenant: str,
     limit: int,
+    user_id: str | None = None,
     session_id: str | None = None,
     status: str | None = None,
     agent: str | None = None,
@@ -135,6 +210,7 @@ async def list_jobs(
     """Newest first; ``created_after``/``created_before`` bound ``created_at`` as [after, before)."""
     params = {
         "tenant": tenant,
+        "user_id": user_id,
         "session_id": session_id,
         "status": status,
         "agent": agent,
@@ -156,7 +232,7 @@ async def set_job_output(pool: AsyncConnectionPool, job_id: uuid.UUID, *, attemp
 
 
 async def claim_job(
-    pool: AsyncConnectionPool,
+    pool: Pool,
     job_id: uuid.UUID,
     *,
     worker: str,
@@ -181,7 +257,7 @@ async def claim_job(
 
 
 async def heartbeat(
-    pool: AsyncConnectionPool, running: dict[uuid.UUID, int]
+    pool: Pool, running: dict[uuid.UUID, int]
 ) -> dict[uuid.UUID, datetime | None]:
     """Touch every (job, attempt) this worker runs. Answers {job_id: cancel_requested_at}
     for the jobs still ours; a job missing from the answer was taken from us."""
@@ -193,7 +269,7 @@ async def heartbeat(
         return {r["id"]: r["cancel_requested_at"] for r in await cur.fetchall()}
 
 
-async def cancel_requests(pool: AsyncConnectionPool, job_ids: list[uuid.UUID]) -> set[uuid.UUID]:
+async def cancel_requests(pool: Pool, job_ids: list[uuid.UUID]) -> set[uuid.UUID]:
     if not job_ids:
         return set()
     async with pool.connection() as conn:
@@ -201,7 +277,7 @@ async def cancel_requests(pool: AsyncConnectionPool, job_ids: list[uuid.UUID]) -
         return {r["id"] for r in await cur.fetchall()}
 
 
-async def cancel_job(pool: AsyncConnectionPool, job_id: uuid.UUID, tenant: str) -> str | None:
+async def cancel_job(pool: Pool, job_id: uuid.UUID, tenant: str) -> str | None:
     """Idempotent cancel. Answers the job's status afterwards, None if there is no such job.
 
     A pending job is cancelled at once: status and its ``done`` event in one
@@ -214,19 +290,23 @@ async def cancel_job(pool: AsyncConnectionPool, job_id: uuid.UUID, tenant: str) 
             job = await cur.fetchone()
             if job is None:
                 return None
-            if job["status"] == "pending":
-                [result] = await append_in(
-                    conn,
-                    [AppendBatch(job_id, [CANCELLED_EVENT], from_statuses=("pending",), new_status="cancelled")],
-                )
-                return result.status
-            if job["status"] == "running":
-                await conn.execute(queries.REQUEST_CANCEL, {"id": job_id, "tenant": tenant})
-            return job["status"]
+            return await _cancel_in(conn, job)
+
+
+async def _cancel_in(conn: AsyncConnection, job: dict[str, Any]) -> str:
+    """Cancel ``job`` (its row locked by the caller's transaction); answers its status afterwards."""
+    if job["status"] == "pending":
+        [result] = await append_in(
+            conn, [AppendBatch(job["id"], [CANCELLED_EVENT], from_statuses=("pending",), new_status="cancelled")]
+        )
+        return result.status
+    if job["status"] == "running":
+        await conn.execute(queries.REQUEST_CANCEL, {"id": job["id"], "tenant": job["tenant"]})
+    return job["status"]
 
 
 async def release_job(
-    pool: AsyncConnectionPool, job_id: uuid.UUID, *, attempt: int, error: str, delay_s: float = 0.0
+    pool: Pool, job_id: uuid.UUID, *, attempt: int, error: str, delay_s: float = 0.0
 ) -> bool:
     """Hand a running job back as pending, for a retry in ``delay_s`` seconds
     (a transient failure, or its worker shutting down)."""
@@ -247,7 +327,7 @@ class ReapLimits:
     limit: int = 500
 
 
-async def mark_stuck_for_dispatch(pool: AsyncConnectionPool, limits: ReapLimits) -> list[uuid.UUID]:
+async def mark_stuck_for_dispatch(pool: Pool, limits: ReapLimits) -> list[uuid.UUID]:
     """Stuck jobs with attempts left, each marked as dispatched now; the caller sends them.
     Several reapers at once each get their own jobs, none twice within a threshold."""
     params = {
@@ -271,7 +351,7 @@ def _reaped_terminal(job: dict[str, Any]) -> tuple[dict[str, Any], str, str | No
     return {"type": "error", "message": message}, "failed", message
 
 
-async def finish_stuck(pool: AsyncConnectionPool, limits: ReapLimits) -> list[tuple[uuid.UUID, str]]:
+async def finish_stuck(pool: Pool, limits: ReapLimits) -> list[tuple[uuid.UUID, str]]:
     """End the stuck jobs that get no more attempts (out of attempts, or a dead run
     that was asked to cancel): each gets its terminal event and final status in ONE
     transaction, under the row locks taken when it was picked. Answers (job_id, status)."""
@@ -296,4 +376,4 @@ async def finish_stuck(pool: AsyncConnectionPool, limits: ReapLimits) -> list[tu
                 )
             )
         results = await append_in(conn, batches)
-    return [(b.job_id, b.new_status) for b, r in zip(batches, results, strict=True) if r.applied]
+    return [(b.job_id, b.new_status) for b, r in zip(batches, results, strict=True) if r.applied and b.new_status]

@@ -9,18 +9,17 @@ from __future__ import annotations
 
 from typing import Any
 
-from psycopg_pool import AsyncConnectionPool
-
 from runstream.db import queries
+from runstream.db.connector import Pool
 
 
-async def read_transitions(pool: AsyncConnectionPool, tenant: str, after_seq: int, limit: int) -> list[dict[str, Any]]:
+async def read_transitions(pool: Pool, tenant: str, after_seq: int, limit: int) -> list[dict[str, Any]]:
     async with pool.connection() as conn:
         cur = await conn.execute(queries.READ_TRANSITIONS, {"tenant": tenant, "after_seq": after_seq, "limit": limit})
         return await cur.fetchall()
 
 
-async def last_transition_seq(pool: AsyncConnectionPool) -> int:
+async def last_transition_seq(pool: Pool) -> int:
     """The newest committed seq (every one up to it has committed too)."""
     async with pool.connection() as conn:
         cur = await conn.execute(queries.LAST_TRANSITION_SEQ)

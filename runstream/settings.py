@@ -7,11 +7,12 @@ operators already set); everything else is ``RUNSTREAM_*``.
 
 from __future__ import annotations
 
+import base64
 import os
 import re
 from functools import lru_cache
-from typing import Literal
 from pathlib import Path
+from typing import Literal
 
 from pydantic import (
     AliasChoices,
@@ -26,11 +27,13 @@ from pydantic import (
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
-def _key_entries(api_keys: SecretStr) -> list[tuple[str, str] | None]:
-    """``RUNSTREAM_API_KEYS`` entry by entry (blank ones skipped, positions kept):
-    ``(tenant, key)``, or None for an entry that is not ``tenant=key``."""
+def _key_entries(api_keys: SecretStr | str) -> list[tuple[str, str] | None]:
+    """``RUNSTREAM_API_KEYS`` (and the other ``tenant=value`` lists) entry by entry
+    (blank ones skipped, positions kept): ``(tenant, key)``, or None for an entry
+    that is not ``tenant=key``."""
+    text = api_keys.get_secret_value() if isinstance(api_keys, SecretStr) else api_keys
     entries: list[tuple[str, str] | None] = []
-    for item in api_keys.get_secret_value().split(","):
+    for item in text.split(","):
         tenant, sep, key = (part.strip() for part in item.partition("="))
         if item.strip():
             entries.append((tenant, key) if sep and tenant and key else None)
@@ -95,6 +98,20 @@ class Settings(BaseSettings):
     # ``tenant=key,tenant=key``. Empty: the API runs open, as tenant "default".
     # Secret types keep the values out of every repr, so they cannot reach a log.
     api_keys: SecretStr = SecretStr("")
+    # ``module:callable``: your own authenticator instead of the key list, an async
+    # ``(request) -> Principal(tenant, user_id)`` that refuses with a 401
+    # (docs/security.md). Unset: the API keys above.
+    auth: str | None = None
+    # The JWT authenticator (RUNSTREAM_AUTH=runstream.api.jwt_auth:JwtAuthenticator):
+    # HS256 with a shared secret, or RS256 with the issuer's public key (PEM).
+    # A token must carry ``exp``, ``aud`` (this audience), ``sub`` (the user) and
+    # ``tenant``; ``iss`` is checked when an issuer is set.
+    jwt_algorithm: Literal["HS256", "RS256"] = "HS256"
+    jwt_key: SecretStr | None = None
+    jwt_audience: str | None = None
+    jwt_issuer: str | None = None
+    # Clock skew allowed on ``exp`` and ``nbf``.
+    jwt_leeway_s: float = Field(default=30.0, ge=0)
     # Signs stream tokens. Unset: a random one per process (tokens then open
     # streams only on the process that issued them): set it when several API
     # processes serve one deployment.
@@ -175,6 +192,23 @@ class Settings(BaseSettings):
 
     # Earlier runs of its session the agent sees as context (0: none).
     history_runs: int = 20
+
+    # --- sessions and webhooks (docs/sessions-and-webhooks.md) ------------------
+    # What a job created in a session whose run is still active does, unless its
+    # request says (``if_busy``).
+    session_if_busy: Literal["enqueue", "reject", "interrupt", "rollback"] = "enqueue"
+    # ``tenant=url,...``: where a tenant's jobs without a webhook of their own announce their end.
+    webhook_urls: str = ""
+    # ``tenant=whsec_<base64>,...``: the key that signs a tenant's webhooks (Standard Webhooks).
+    webhook_secrets: SecretStr = SecretStr("")
+    # Webhooks to loopback, private and link-local addresses are refused unless this is set.
+    webhook_allow_private: bool = False
+    # One attempt (connect, send, read the answer) may take this long at most.
+    webhook_timeout_s: float = Field(default=10.0, gt=0)
+    webhook_max_attempts: PositiveInt = 8
+    # Backoff between attempts: base, 2·base, 4·base … seconds, capped.
+    webhook_backoff_s: float = Field(default=5.0, ge=0)
+    webhook_backoff_max_s: float = Field(default=3600.0, ge=0)
     # The worker's Prometheus exporter port; unset: no exporter.
     worker_metrics_port: int | None = None
 
@@ -188,7 +222,17 @@ class Settings(BaseSettings):
     bench_redis_url: str = "redis://127.0.0.1:6379/0"
     bench_rabbitmq_url: str = "amqp://guest:guest@127.0.0.1:5672//"
 
-    @field_validator("database_url", "celery_broker_url", "secret", "metrics_token", mode="before")
+    @field_validator(
+        "database_url",
+        "celery_broker_url",
+        "secret",
+        "metrics_token",
+        "auth",
+        "jwt_key",
+        "jwt_audience",
+        "jwt_issuer",
+        mode="before",
+    )
     @classmethod
     def _blank_is_unset(cls, value: object) -> object:
         return value or None
@@ -207,6 +251,17 @@ class Settings(BaseSettings):
             if pair is None:
                 raise ValueError(f"entry {position} is not tenant=key")
         return value
+
+    @field_validator("auth")
+    @classmethod
+    def _auth_is_a_target(cls, value: str | None) -> str | None:
+        if value is not None:
+            module, sep, attribute = value.strip().partition(":")
+            if not (sep and module and attribute):
+                raise ValueError("must be module:callable, e.g. runstream.api.jwt_auth:JwtAuthenticator")
+            return f"{module}:{attribute}"
+        return value
+
 
     @field_validator("agents")
     @classmethod
@@ -246,10 +301,44 @@ class Settings(BaseSettings):
              f"{_variable('retry_backoff_max_s')} must be at least {_variable('retry_backoff_s')}"),
             (self.max_streams_per_tenant <= self.max_streams,
              f"{_variable('max_streams_per_tenant')} must be at most {_variable('max_streams')}"),
+            # Both set would leave one of them silently unused.
+            (not (self.auth and self.api_key_map),
+             f"{_variable('auth')} and {_variable('api_keys')} are both set: choose one authenticator"),
         ) if not holds]
         if broken:
             raise ValueError("; ".join(broken))
         return self
+    @field_validator("webhook_secrets")
+    @classmethod
+    def _secrets_are_keys(cls, value: SecretStr) -> SecretStr:
+        for position, pair in enumerate(_key_entries(value), start=1):
+            if pair is None or not _is_webhook_secret(pair[1]):
+                raise ValueError(f"entry {position} is not tenant=whsec_<base64 key>")
+        return value
+
+    @field_validator("webhook_urls")
+    @classmethod
+    def _urls_are_pairs(cls, value: str) -> str:
+        for position, pair in enumerate(_key_entries(value), start=1):
+            if pair is None or not pair[1].startswith(("http://", "https://")):
+                raise ValueError(f"entry {position} is not tenant=http(s)://...")
+        return value
+
+    @model_validator(mode="after")
+    def _default_webhooks_are_signed(self) -> Settings:
+        # A default webhook nobody could verify would be refused at every send.
+        unsigned = sorted(set(self.webhook_url_map) - {t for t, _ in filter(None, _key_entries(self.webhook_secrets))})
+        if unsigned:
+            raise ValueError(f"RUNSTREAM_WEBHOOK_URLS names tenants with no secret in RUNSTREAM_WEBHOOK_SECRETS: {', '.join(unsigned)}")
+        return self
+
+    @property
+    def webhook_url_map(self) -> dict[str, str]:
+        """{tenant: default webhook URL}."""
+        return dict(filter(None, _key_entries(self.webhook_urls)))
+
+    def webhook_secret(self, tenant: str) -> str | None:
+        return dict(filter(None, _key_entries(self.webhook_secrets))).get(tenant)
 
     @property
     def api_key_map(self) -> dict[str, str]:
@@ -259,6 +348,15 @@ class Settings(BaseSettings):
     @property
     def cors_origin_list(self) -> list[str]:
         return [o.strip() for o in self.cors_origins.split(",") if o.strip()]
+
+
+def _is_webhook_secret(secret: str) -> bool:
+    if not secret.startswith("whsec_"):
+        return False
+    try:
+        return len(base64.b64decode(secret.removeprefix("whsec_"), validate=True)) >= 24
+    except ValueError:
+        return False
 
 
 class SettingsError(Exception):

@@ -29,9 +29,9 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from contextlib import aclosing
-from typing import Any
+from typing import Any, cast
 
 from agno.agent import Agent
 from agno.exceptions import redact_secrets
@@ -227,9 +227,13 @@ async def run_payloads(runnable: Runnable, input: Any, **run_options: Any) -> As
     always terminal (``done``/completed when the stream ends without an error)."""
     run_id = str(uuid.uuid4())
     translator = Translator(run_id)
-    stream = runnable.arun(input, stream=True, stream_events=True, run_id=run_id, **run_options)
     # aclosing: leaving early (terminal payload, cancel) closes Agno's generator
     # now, so its cleanup runs in this task rather than whenever it is collected.
+    # Agno declares an AsyncIterator; what it returns is an async generator, which has aclose().
+    stream = cast(
+        AsyncGenerator[Any, None],
+        runnable.arun(input, stream=True, stream_events=True, run_id=run_id, **run_options),
+    )
     async with aclosing(stream) as events:
         async for event in events:
             for payload in translator.payloads(event):

@@ -26,7 +26,15 @@ from agno.workflow import Workflow
 from psycopg_pool import AsyncConnectionPool
 
 from runstream.db.conversation import agno_messages
-from runstream.db.jobs import SHUTDOWN_ERROR, Claim, claim_job, release_job, set_job_output
+from runstream.db.jobs import (
+    SHUTDOWN_ERROR,
+    TERMINAL_STATUSES,
+    Claim,
+    after_jobs_ended,
+    claim_job,
+    release_job,
+    set_job_output,
+)
 from runstream.db.sessions import turns_before
 from runstream.logs import job_fields
 from runstream.settings import Settings
@@ -71,8 +79,8 @@ class RunOutcome:
 
 
 def job_user(job: dict[str, Any]) -> str | None:
-    """The user a job was submitted for: its ``user_id`` column where the schema has
-    one, else ``metadata.user_id``; None when neither says."""
+    """The user a job was submitted for: its ``user_id`` (the authenticated
+    principal's), else ``metadata.user_id``; None when neither says."""
     user = job.get("user_id") or (job.get("metadata") or {}).get("user_id")
     return str(user) if user is not None else None
 
@@ -171,6 +179,9 @@ async def run_job(runtime: Runtime, job_id: uuid.UUID, *, worker: str) -> RunOut
     finally:
         runtime.supervisor.unregister(handle)
         runtime.writer.close(claim.id, attempt=claim.attempt)
+    if outcome.status in TERMINAL_STATUSES and (claim.job["session_id"] or claim.job["webhook_url"]):
+        # The next run of the session (promoted by the job's end), the webhook.
+        await runtime.reaper.send_followups(await after_jobs_ended(runtime.pool, [claim.id]))
     log.info(
         "job %s: %s (attempt %d)", job_id, outcome.status, claim.attempt,
         extra=job_fields(job_id, outcome.status, attempt=claim.attempt, worker=worker),

@@ -1,29 +1,30 @@
 """job_transitions: a log of every job status change, for the tenant-wide transitions stream
 
 Revision ID: 0010
-Revises: 0005
+Revises: 0007_job_agent
 Create Date: 2026-12-04
 
 A trigger on ``jobs`` writes one row per transition (a job inserted, a new
 status, a new attempt) and notifies ``runstream_transitions``, so every
 statement that moves a job (claim, release, append with a new status, cancel,
-the reaper, and any added later) is logged without each having to remember.
+the reaper, a session's interrupt, and any added later) is logged without each
+having to remember.
 
-``seq`` is gap-free and commits in order: each transition takes the one
-counter row's lock until its transaction commits, as the job row lock does
-for a job's events (a plain sequence would let a reader skip a row that
-commits late). The lock is taken at the end of the statement, after its job row
-locks, and every statement that changes a status is its transaction's last
-one, so the counter never waits inside a cycle of locks. Its cost is one
-serialized commit per transition, the same as the NOTIFY each transition sends
-anyway.
+``seq`` is gap-free and commits in order: each transition takes the one counter
+row's lock until its transaction commits, as the job row lock does for a job's
+events (a plain sequence would let a reader skip a row that commits late). The
+trigger is deferred to commit, so the counter is the last lock a transaction
+takes, after every job row and session lock of all its statements and their
+triggers: it never waits inside a cycle of locks. Its cost is one serialized
+commit per transaction that moves a job, as the NOTIFY each one sends costs
+anyway; heartbeats and appends that change no status never reach it.
 """
 
 import sqlalchemy as sa
 from alembic import op
 
 revision = "0010"
-down_revision = "0005"
+down_revision = "0007_job_agent"
 branch_labels = None
 depends_on = None
 
@@ -72,13 +73,14 @@ def upgrade() -> None:
     op.create_index("job_transitions_job", "job_transitions", ["job_id"])
     op.execute(LOG_TRANSITION)
     op.execute(
-        "CREATE TRIGGER jobs_log_created AFTER INSERT ON jobs "
-        "FOR EACH ROW EXECUTE FUNCTION runstream_log_job_transition()"
+        "CREATE CONSTRAINT TRIGGER jobs_log_created AFTER INSERT ON jobs "
+        "DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION runstream_log_job_transition()"
     )
     # Heartbeats and appends without a new status name neither column, or leave
     # both as they were: the WHEN keeps them off the counter.
     op.execute(
-        "CREATE TRIGGER jobs_log_transition AFTER UPDATE OF status, attempt ON jobs FOR EACH ROW "
+        "CREATE CONSTRAINT TRIGGER jobs_log_transition AFTER UPDATE OF status, attempt ON jobs "
+        "DEFERRABLE INITIALLY DEFERRED FOR EACH ROW "
         "WHEN (OLD.status IS DISTINCT FROM NEW.status OR OLD.attempt IS DISTINCT FROM NEW.attempt) "
         "EXECUTE FUNCTION runstream_log_job_transition()"
     )
