@@ -44,8 +44,7 @@ from datetime import UTC, datetime
 import asyncpg
 
 from runstream.api.sse import Frame, event_frames
-from runstream.db import queries
-from runstream.db import transitions
+from runstream.db import queries, transitions
 from runstream.db.connector import Pool, plain_url
 from runstream.db.events import parse_notification, read_events, read_events_of_jobs
 from runstream.metrics import DELIVERY_LAG, HUB_READS

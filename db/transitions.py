@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from runstream.db import queries
-from runstream.db.connector import Pool
+from runstream.db.connector import Pool, one_row
 
 
 async def read_transitions(pool: Pool, tenant: str, after_seq: int, limit: int) -> list[dict[str, Any]]:
@@ -23,8 +23,7 @@ async def last_transition_seq(pool: Pool) -> int:
     """The newest committed seq (every one up to it has committed too)."""
     async with pool.connection() as conn:
         cur = await conn.execute(queries.LAST_TRANSITION_SEQ)
-        row = await cur.fetchone()
-        return row["last_seq"]
+        return (await one_row(cur))["last_seq"]
 
 
 def parse_notification(payload: str) -> tuple[int, str]:

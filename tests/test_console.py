@@ -41,22 +41,32 @@ class Stack:
         self.workers: dict[str, ServiceProcess] = {}
 
     def post(self, key: str, body: dict[str, Any]) -> str:
-        response = httpx.post(f"{self.api.url}/api/jobs", json=body, headers={"Authorization": f"Bearer {key}"}, timeout=10)
+        response = httpx.post(
+            f"{self.api.url}/api/jobs", json=body, headers={"Authorization": f"Bearer {key}"}, timeout=10
+        )
         assert response.status_code == 202, response.text
         return response.json()["job_id"]
 
     def job(self, job_id: str, key: str = ACME_KEY) -> dict[str, Any]:
-        return httpx.get(f"{self.api.url}/api/jobs/{job_id}", headers={"Authorization": f"Bearer {key}"}, timeout=10).json()
+        return httpx.get(
+            f"{self.api.url}/api/jobs/{job_id}", headers={"Authorization": f"Bearer {key}"}, timeout=10
+        ).json()
 
     def events(self, job_id: str) -> list[dict[str, Any]]:
         page = httpx.get(
             f"{self.api.url}/api/jobs/{job_id}/events?limit=1000",
-            headers={"Authorization": f"Bearer {ACME_KEY}", "Accept": "application/json"}, timeout=10,
+            headers={"Authorization": f"Bearer {ACME_KEY}", "Accept": "application/json"},
+            timeout=10,
         ).json()
         return [e["data"] for e in page["events"]]
 
     def finished(self, job_id: str, key: str = ACME_KEY, timeout: float = 60) -> dict[str, Any]:
-        wait(lambda: self.job(job_id, key)["status"] in ("completed", "failed", "cancelled"), timeout, f"{job_id} ends", 0.1)
+        wait(
+            lambda: self.job(job_id, key)["status"] in ("completed", "failed", "cancelled"),
+            timeout,
+            f"{job_id} ends",
+            0.1,
+        )
         return self.job(job_id, key)
 
     def row(self, job_id: str) -> dict[str, Any]:
@@ -73,7 +83,9 @@ def stack(tmp_path_factory: pytest.TempPathFactory, log_dir: Path) -> Iterator[S
     lost), two workers and one API, keys for tenants acme and globex, two agents."""
     database_url = create_database("rs_console")
     env = fault_env(
-        database_url, services.redis_url, tmp_path_factory.mktemp("console-data"),
+        database_url,
+        services.redis_url,
+        tmp_path_factory.mktemp("console-data"),
         RUNSTREAM_API_KEYS=f"acme={ACME_KEY},globex={GLOBEX_KEY}",
         RUNSTREAM_AGENTS="assistant=runstream.tasks.assistant:build_assistant,desk=tests.agents_fixture:desk",
     )
@@ -178,7 +190,9 @@ def test_runs_appear_and_change_state_live(page: Page, stack: Stack) -> None:
 def test_filters_by_status_agent_session_and_time(page: Page, stack: Stack) -> None:
     session = f"console-{uuid.uuid4().hex[:6]}"
     done = stack.post(ACME_KEY, {"message": "What is 19+23?", "session_id": session})
-    failed = stack.post(ACME_KEY, {"message": "hello", "session_id": session, "metadata": {"offline": {"fail": "broken"}}})
+    failed = stack.post(
+        ACME_KEY, {"message": "hello", "session_id": session, "metadata": {"offline": {"fail": "broken"}}}
+    )
     desk = stack.post(ACME_KEY, {"message": "lookup_order 7", "session_id": session, "agent": "desk"})
     elsewhere = stack.post(ACME_KEY, {"message": "hello", "session_id": f"{session}-other"})
     for job_id in (done, failed, desk, elsewhere):
@@ -285,7 +299,9 @@ def test_a_run_with_a_tool_call_shows_its_duration_and_retry_starts_a_new_run(pa
 
 
 def test_cancel_stops_a_running_run(page: Page, stack: Stack) -> None:
-    job_id = stack.post(ACME_KEY, {"message": "tell me about durable streams", "metadata": {"offline": {"words": 5000}}})
+    job_id = stack.post(
+        ACME_KEY, {"message": "tell me about durable streams", "metadata": {"offline": {"words": 5000}}}
+    )
     page.goto(f"/console#/runs/{job_id}")
     page.wait_for_selector("#view-run[data-status=running]")
     page.wait_for_function("() => Number(document.querySelector('#view-run').dataset.events) > 3")
@@ -299,8 +315,11 @@ def test_cancel_stops_a_running_run(page: Page, stack: Stack) -> None:
 
 def test_the_charts_render_the_analytics(page: Page, stack: Stack) -> None:
     # What the earlier tests ran (this test makes sure of a few of its own).
-    for body in ({"message": "What is 19+23?"}, {"message": "hi", "metadata": {"offline": {"fail": "no"}}},
-                 {"message": "lookup_order 9", "agent": "desk"}):
+    for body in (
+        {"message": "What is 19+23?"},
+        {"message": "hi", "metadata": {"offline": {"fail": "no"}}},
+        {"message": "lookup_order 9", "agent": "desk"},
+    ):
         stack.finished(stack.post(ACME_KEY, body))
     page.goto("/console#/analytics")
     page.select_option("#a-window", "900:30")

@@ -49,10 +49,14 @@ async def read_transitions(
 
 
 def of_job(found: list[Frame], job_id: str) -> list[tuple[str | None, str, int]]:
-    return [(f.data["previous_status"], f.data["status"], f.data["attempt"]) for f in found if f.data["job_id"] == job_id]
+    return [
+        (f.data["previous_status"], f.data["status"], f.data["attempt"]) for f in found if f.data["job_id"] == job_id
+    ]
 
 
-async def test_a_run_s_transitions_stream_live_and_resume_exactly(client: httpx.AsyncClient, pool: AsyncConnectionPool) -> None:
+async def test_a_run_s_transitions_stream_live_and_resume_exactly(
+    client: httpx.AsyncClient, pool: AsyncConnectionPool
+) -> None:
     async with asyncio.timeout(60), client.stream("GET", URL, timeout=60) as response:
         assert response.status_code == 200
         assert response.headers["content-type"].startswith("text/event-stream")
@@ -126,8 +130,12 @@ async def test_the_job_list_filters_by_creation_time(http: httpx.AsyncClient) ->
         "jobs"
     ] == []
     # A page of one, then the next: the cursor keeps the window.
-    page = (await http.get("/api/jobs", params={"session_id": session, "created_after": middle.isoformat(), "limit": 1})).json()
-    nxt = await http.get("/api/jobs", params={"session_id": session, "created_after": middle.isoformat(), "cursor": page["next_cursor"]})
+    page = (
+        await http.get("/api/jobs", params={"session_id": session, "created_after": middle.isoformat(), "limit": 1})
+    ).json()
+    nxt = await http.get(
+        "/api/jobs", params={"session_id": session, "created_after": middle.isoformat(), "cursor": page["next_cursor"]}
+    )
     assert [j["job_id"] for j in nxt.json()["jobs"]] == [ids[1]] and nxt.json()["next_cursor"] is None
     assert_error(await http.get("/api/jobs", params={"created_after": "yesterday"}), 400, "invalid_created_after")
     assert_error(await http.get("/api/jobs", params={"created_before": "2026-13-01"}), 400, "invalid_created_before")
@@ -138,8 +146,11 @@ async def test_per_job_timings_and_the_series(client: httpx.AsyncClient, pool: A
     since = datetime.now(UTC) - timedelta(seconds=1)
     done = []
     for offline in ({}, {"fail": "broken on purpose"}):
-        job = (await client.post("/api/jobs", json={"message": "What is 19+23?", "session_id": session,
-                                                    "metadata": {"offline": offline}})).json()
+        job = (
+            await client.post(
+                "/api/jobs", json={"message": "What is 19+23?", "session_id": session, "metadata": {"offline": offline}}
+            )
+        ).json()
         done.append(job["job_id"])
     for job_id in done:
         await client.get(f"/api/jobs/{job_id}/events", timeout=60)
@@ -170,7 +181,9 @@ async def test_per_job_timings_and_the_series(client: httpx.AsyncClient, pool: A
     assert all(i["duration_s"] == {"count": 0, "p50": None, "p95": None} for i in empty)
 
     assert_error(await client.get("/api/analytics/series", params={"interval_s": "60"}), 400, "missing_since")
-    assert_error(await client.get("/api/analytics/series", params={**query, "interval_s": "0"}), 400, "invalid_interval_s")
+    assert_error(
+        await client.get("/api/analytics/series", params={**query, "interval_s": "0"}), 400, "invalid_interval_s"
+    )
     long = {"since": "2000-01-01T00:00:00Z", "interval_s": "1"}
     assert_error(await client.get("/api/analytics/series", params=long), 400, "too_many_intervals")
     backwards = {"since": until.isoformat(), "until": since.isoformat(), "interval_s": "1"}
