@@ -283,3 +283,39 @@ async def test_the_stream_gets_every_transition_in_order_through_concurrent_comm
     assert [f.data["status"] for f in got].count("cancelled") == len(created)
     assert {f.data["job_id"] for f in got} == {str(j) for j in created}
     assert hub.transition_watchers == {}
+
+
+async def test_group_commits_ending_runs_of_many_sessions_never_deadlock_with_creations_in_them(
+    pool: AsyncConnectionPool,
+) -> None:
+    """One statement ends the runs of four sessions (each end takes its session's
+    lock in the session trigger) while a job is created in each of those sessions
+    (session lock first, then the insert): the transition counter, taken at commit,
+    must not close a cycle with those locks. Postgres would abort one side with a
+    deadlock error."""
+    tenant = f"dl-{uuid.uuid4().hex[:6]}"
+    done = {"type": "done", "status": "completed"}
+    for _ in range(12):
+        sessions = [f"s{i}-{uuid.uuid4().hex[:6]}" for i in range(4)]
+        claims = []
+        for session in sessions:
+            job = await jobs.create_job(pool, tenant=tenant, message="m", model="offline", session_id=session)
+            claims.append(await jobs.claim_job(pool, job["id"], worker="w", stale_after_s=30))
+        end = events.append_many(
+            pool,
+            [events.AppendBatch(c.id, [done], attempt=c.attempt, new_status="completed") for c in claims],
+        )
+        created = [
+            jobs.create_job(pool, tenant=tenant, message="m", model="offline", session_id=s) for s in reversed(sessions)
+        ]
+        results = await asyncio.gather(end, *created)
+        assert all(r.applied for r in results[0])
+    async with pool.connection() as conn:
+        cur = await conn.execute(
+            "SELECT count(*) FILTER (WHERE status = 'completed') AS ended, count(*) AS logged"
+            " FROM job_transitions WHERE tenant = %s",
+            [tenant],
+        )
+        counts = await cur.fetchone()
+    # 48 runs created, claimed and ended, 48 more created: every transition logged.
+    assert (counts["ended"], counts["logged"]) == (48, 48 * 3 + 48)
