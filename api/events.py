@@ -145,7 +145,10 @@ async def events_page(request: Request) -> JSONResponse:
         {
             "job_id": str(job_id),
             "status": job["status"],
-            "events": [{"id": row.seq, "data": json.loads(row.data), "at": row.created_at and row.created_at.isoformat()} for row in page],
+            "events": [
+                {"id": row.seq, "data": json.loads(row.data), "at": row.created_at and row.created_at.isoformat()}
+                for row in page
+            ],
             "next": next_after,
             "up_to_date": up_to_date,
             "done": done,

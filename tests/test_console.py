@@ -201,8 +201,10 @@ def test_filters_by_status_agent_session_and_time(page: Page, stack: Stack) -> N
     old = uuid.uuid4()
     with psycopg.connect(stack.database_url, autocommit=True) as conn:
         conn.execute(
-            "INSERT INTO jobs (id, tenant, session_id, message, model, agent, status, created_at)"
-            " VALUES (%s, 'acme', %s, 'old', 'offline', 'assistant', 'pending', now() - interval '2 days')",
+            "INSERT INTO jobs (id, tenant, session_id, message, model, agent, status, attempt,"
+            " created_at, started_at, finished_at) VALUES (%s, 'acme', %s, 'old', 'offline', 'assistant',"
+            " 'completed', 1, now() - interval '2 days', now() - interval '2 days' + interval '1 second',"
+            " now() - interval '2 days' + interval '3 seconds')",
             [old, session],
         )
 
@@ -279,13 +281,27 @@ def test_the_timeline_of_a_run_whose_worker_was_killed_shows_both_attempts_and_t
 
 def test_a_run_with_a_tool_call_shows_its_duration_and_retry_starts_a_new_run(page: Page, stack: Stack) -> None:
     session = f"console-{uuid.uuid4().hex[:6]}"
-    job_id = stack.post(ACME_KEY, {"message": "What is 19+23?", "session_id": session, "agent": "assistant"})
+    # Its first attempt fails at once (a transient model error); the second calls a tool.
+    job_id = stack.post(
+        ACME_KEY,
+        {
+            "message": "What is 19+23?",
+            "session_id": session,
+            "agent": "assistant",
+            "metadata": {"offline": {"fail_attempts": 1}},
+        },
+    )
     stack.finished(job_id)
     page.goto(f"/console#/runs/{job_id}")
     page.wait_for_selector("#view-run[data-status=completed]")
+    starts = page.eval_on_selector_all("[data-role=attempt-start]", "els => els.map(e => e.dataset.attempt)")
+    assert starts == ["1", "2"]
+    assert page.locator("[data-role=event]").first.get_attribute("data-type") == "retry"
     call = page.locator("[data-role=event][data-type=tool_call]")
     assert call.count() == 1 and "calculate" in call.text_content()
+    assert call.get_attribute("data-attempt") == "2"
     assert int(call.get_attribute("data-duration-ms")) >= 0
+    assert call.locator("[data-role=tool-duration]").text_content().endswith("ms")
     assert "42" in page.locator("#answer").text_content()
     DOCS.mkdir(exist_ok=True)
     page.screenshot(path=str(DOCS / "console-run.png"), full_page=True)

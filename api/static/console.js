@@ -238,7 +238,8 @@
           "tr",
           { dataset: { role: "run-row", jobId: job.job_id, status: job.status }, tabindex: "0" },
           h("td", { title: job.created_at }, clock(job.created_at)),
-          h("td", {}, badge(job.status)),
+          h("td", {}, badge(job.status), job.queued ? h("span", { className: "tag" }, "queued") : null,
+            job.interrupted ? h("span", { className: "tag" }, "interrupted") : null),
           h("td", { dataset: { role: "agent" } }, job.agent ?? "–"),
           h("td", { dataset: { role: "session" } }, job.session_id ?? "–"),
           h("td", { className: "msg", title: job.message }, job.message),
@@ -383,6 +384,10 @@
       ["created", clock(job.created_at)], ["started", job.started_at ? clock(job.started_at) : "–"],
       ["finished", job.finished_at ? clock(job.finished_at) : "–"],
     ];
+    if (job.user_id) facts.splice(1, 0, ["user", job.user_id]);
+    if (job.queued) facts.push(["queued", "behind its session's active run"]);
+    if (job.interrupted) facts.push(["interrupted", "by a later run of its session"]);
+    if (job.cancel_requested && !TERMINAL.has(status)) facts.push(["cancel", "requested"]);
     if (job.error) facts.push(["error", job.error]);
     $("run-facts").replaceChildren(...facts.flatMap(([k, v]) => [h("dt", {}, k), h("dd", { dataset: { fact: k } }, v)]));
 
