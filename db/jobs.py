@@ -225,7 +225,7 @@ async def list_jobs(
         return await cur.fetchall()
 
 
-async def set_job_output(pool: AsyncConnectionPool, job_id: uuid.UUID, *, attempt: int, output: Any) -> None:
+async def set_job_output(pool: Pool, job_id: uuid.UUID, *, attempt: int, output: Any) -> None:
     """Keep a run's structured answer on its job (only while ``attempt`` runs it)."""
     async with pool.connection() as conn:
         await conn.execute(queries.SET_JOB_OUTPUT, {"id": job_id, "attempt": attempt, "output": Jsonb(output)})
