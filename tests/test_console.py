@@ -225,6 +225,23 @@ def test_filters_by_status_agent_session_and_time(page: Page, stack: Stack) -> N
     page.select_option("#f-agent", "")
     page.select_option("#f-window", "86400")
     expect_rows(page, [desk, failed, done])
+    # A window of its own: from three days ago to one day ago holds the old run only.
+    page.select_option("#f-window", "custom")
+    page.evaluate(
+        """() => {
+            const local = (days) => {
+                const d = new Date(Date.now() - days * 86400000);
+                return new Date(d - d.getTimezoneOffset() * 60000).toISOString().slice(0, 19);
+            };
+            for (const [id, days] of [["f-from", 3], ["f-to", 1]]) {
+                const input = document.getElementById(id);
+                input.value = local(days);
+                input.dispatchEvent(new Event("change"));
+            }
+        }"""
+    )
+    expect_rows(page, [str(old)])
+    page.select_option("#f-window", "")
 
     # Keyset paging, two runs a page (?limit= sets the page size): older, then newer.
     page.goto("/console?limit=2#/runs")

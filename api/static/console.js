@@ -203,13 +203,20 @@
     loading: 0,
   };
 
+  // A datetime-local input's value is the browser's local time: sent as an instant.
+  const instant = (input) => (input.value ? new Date(input.value).toISOString() : "");
+
   function listFilters() {
-    const windowS = Number($("f-window").value || 0);
+    const choice = $("f-window").value;
+    const custom = choice === "custom";
+    $("f-range").hidden = !custom;
+    const windowS = custom ? 0 : Number(choice || 0);
     return {
       status: $("f-status").value,
       agent: $("f-agent").value,
       session_id: $("f-session").value.trim(),
-      created_after: windowS ? new Date(Date.now() - windowS * 1000).toISOString() : "",
+      created_after: custom ? instant($("f-from")) : windowS ? new Date(Date.now() - windowS * 1000).toISOString() : "",
+      created_before: custom ? instant($("f-to")) : "",
     };
   }
 
@@ -265,7 +272,7 @@
     loadRuns();
   }
 
-  for (const id of ["f-status", "f-agent", "f-window"]) $(id).addEventListener("change", restartRuns);
+  for (const id of ["f-status", "f-agent", "f-window", "f-from", "f-to"]) $(id).addEventListener("change", restartRuns);
   let sessionTimer = null;
   $("f-session").addEventListener("input", () => {
     clearTimeout(sessionTimer);
