@@ -45,9 +45,10 @@ from runstream.settings import Settings, SettingsError
 
 log = logging.getLogger(__name__)
 
-# Served to anyone: liveness/readiness probes, the chat page, the API's own
-# description. None of them reads or reveals a tenant's data.
-OPEN_PATHS = frozenset({"/", "/healthz", "/readyz", "/favicon.ico", "/api/openapi.json"})
+# Served to anyone: liveness/readiness probes, the chat page, the operator
+# console, the API's own description. None of them reads or reveals a tenant's
+# data (the pages ask the API for it with the key typed into them).
+OPEN_PATHS = frozenset({"/", "/console", "/healthz", "/readyz", "/favicon.ico", "/api/openapi.json"})
 OPEN_PREFIXES = ("/static/",)
 METRICS_PATH = "/metrics"
 STREAM_TOKEN_ATTR = "_runstream_accepts_stream_token"

@@ -199,6 +199,8 @@ OPERATIONS: dict[tuple[str, str], dict[str, Any]] = {
             _query("session_id", {"type": "string"}, "only this session's jobs"),
             _query("status", {"type": "string", "enum": list(STATUSES)}, "only jobs in this status"),
             _query("agent", {"type": "string"}, "only jobs of this agent"),
+            _query("created_after", {"type": "string", "format": "date-time"}, "only jobs created at or after this"),
+            _query("created_before", {"type": "string", "format": "date-time"}, "only jobs created before this"),
             _query("limit", {"type": "integer", "minimum": 1, "maximum": MAX_LIMIT}, "page size"),
             _query("cursor", {"type": "string"}, "next_cursor of the previous page"),
         ],
@@ -216,6 +218,34 @@ OPERATIONS: dict[tuple[str, str], dict[str, Any]] = {
         "summary": "Cancel a job (idempotent)",
         "parameters": [TOKEN_PARAM],
         "responses": {"200": _json(_ref("CancelResult"), "cancelled, or asked to stop"), **NOT_FOUND},
+    },
+    ("/api/jobs/transitions", "get"): {
+        "summary": "This tenant's job status transitions: SSE, replay then live, never ending",
+        "parameters": [
+            {"name": "Last-Event-ID", "in": "header", "required": False, "schema": EVENT_ID},
+            _query("last_event_id", EVENT_ID, "resume after this transition (the header wins); none: live only"),
+        ],
+        "responses": {
+            "200": {"description": "the stream", "content": {"text/event-stream": {"schema": {"type": "string"}}}},
+            "400": _error("a bad or future transition id"),
+            **TOO_MANY,
+        },
+    },
+    ("/api/analytics/series", "get"): {
+        "summary": "This tenant's jobs per interval of [since, until): outcomes, retries, TTFT and duration p50/p95",
+        "parameters": [
+            _query("since", {"type": "string", "format": "date-time"}, "required: the first interval starts here"),
+            _query("until", {"type": "string", "format": "date-time"}, "the end (default: now)"),
+            _query("interval_s", {"type": "integer", "minimum": 1}, "required: the interval, in seconds"),
+            _query("session_id", {"type": "string"}, "only this session's jobs"),
+            _query("agent", {"type": "string"}, "only jobs of this agent"),
+        ],
+        "responses": {"200": {"description": "the intervals, oldest first"}, "400": _error("a bad window or interval")},
+    },
+    ("/api/analytics/jobs", "get"): {
+        "summary": "Queue wait, time to first token and duration of up to 100 of this tenant's jobs",
+        "parameters": [_query("ids", {"type": "string"}, "required: job ids, comma-separated")],
+        "responses": {"200": {"description": "the timings of the ids that name jobs"}, "400": _error("bad ids")},
     },
     ("/api/jobs/{job_id}/events", "get"): {
         "summary": "The job's events: SSE, replay then live (or a JSON page with Accept: application/json)",

@@ -203,14 +203,19 @@ async def list_jobs(
     session_id: str | None = None,
     status: str | None = None,
     agent: str | None = None,
+    created_after: datetime | None = None,
+    created_before: datetime | None = None,
     cursor: tuple[datetime, uuid.UUID] | None = None,
 ) -> list[dict[str, Any]]:
+    """Newest first; ``created_after``/``created_before`` bound ``created_at`` as [after, before)."""
     params = {
         "tenant": tenant,
         "user_id": user_id,
         "session_id": session_id,
         "status": status,
         "agent": agent,
+        "created_after": created_after,
+        "created_before": created_before,
         "cursor_created_at": cursor[0] if cursor else None,
         "cursor_id": cursor[1] if cursor else None,
         "limit": limit,

@@ -6,6 +6,8 @@ that lost a race changes nothing and returns no row.
 """
 
 NOTIFY_CHANNEL = "runstream_events"
+# Job status transitions (migration 0010's trigger): the payload is ``<seq>:<tenant>``.
+TRANSITIONS_CHANNEL = "runstream_transitions"
 # A NOTIFY payload must be shorter than 8000 bytes; the rows of a commit ride in
 # it (APPEND_EVENTS) only up to this many bytes and this many rows.
 NOTIFY_ROWS_MAX_BYTES = 7800
@@ -106,6 +108,8 @@ WHERE tenant = %(tenant)s
   AND (%(session_id)s::text IS NULL OR session_id = %(session_id)s)
   AND (%(status)s::text IS NULL OR status = %(status)s)
   AND (%(agent)s::text IS NULL OR agent = %(agent)s)
+  AND (%(created_after)s::timestamptz IS NULL OR created_at >= %(created_after)s)
+  AND (%(created_before)s::timestamptz IS NULL OR created_at < %(created_before)s)
   AND (%(cursor_created_at)s::timestamptz IS NULL
        OR (created_at, id) < (%(cursor_created_at)s, %(cursor_id)s::uuid))
 ORDER BY created_at DESC, id DESC
@@ -441,6 +445,48 @@ JOB_METRICS = """
 SELECT * FROM job_metrics WHERE job_id = %(id)s AND tenant = %(tenant)s
 """
 
+# The timings of many jobs at once (a page of the job list): no event counts, so
+# each job costs one index probe for its first text_delta.
+JOBS_TIMINGS = """
+SELECT job_id, session_id, agent, outcome, attempts, queue_wait_s, ttft_s, duration_s
+FROM job_timings WHERE job_id = ANY(%(ids)s::uuid[]) AND tenant = %(tenant)s
+"""
+
+# The scope's jobs per interval of ``created_at``, every interval of [since,
+# until) present (empty ones as zeros): outcomes, retried jobs, and p50/p95 of
+# time to first token and duration.
+ANALYTICS_SERIES = f"""
+WITH buckets AS (
+    -- The last one may end after ``until`` (a partial interval).
+    SELECT start FROM generate_series(%(since)s::timestamptz, %(until)s::timestamptz,
+                                      make_interval(secs => %(interval_s)s)) AS start
+    WHERE start < %(until)s::timestamptz
+), per_bucket AS (
+    SELECT date_bin(make_interval(secs => %(interval_s)s), created_at, %(since)s::timestamptz) AS start,
+           count(*) AS jobs,
+           count(*) FILTER (WHERE outcome = 'pending') AS pending,
+           count(*) FILTER (WHERE outcome = 'running') AS running,
+           count(*) FILTER (WHERE outcome = 'completed') AS completed,
+           count(*) FILTER (WHERE outcome = 'failed') AS failed,
+           count(*) FILTER (WHERE outcome = 'cancelled') AS cancelled,
+           count(*) FILTER (WHERE attempts > 1) AS retried,
+           count(ttft_s) AS ttft_n,
+           percentile_cont(ARRAY[0.5, 0.95]) WITHIN GROUP (ORDER BY ttft_s) AS ttft_s,
+           count(duration_s) AS duration_n,
+           percentile_cont(ARRAY[0.5, 0.95]) WITHIN GROUP (ORDER BY duration_s) AS duration_s
+    FROM job_timings
+    WHERE {ANALYTICS_SCOPE}
+    GROUP BY 1
+)
+SELECT b.start, coalesce(p.jobs, 0) AS jobs, coalesce(p.pending, 0) AS pending,
+       coalesce(p.running, 0) AS running, coalesce(p.completed, 0) AS completed,
+       coalesce(p.failed, 0) AS failed, coalesce(p.cancelled, 0) AS cancelled,
+       coalesce(p.retried, 0) AS retried, coalesce(p.ttft_n, 0) AS ttft_n, p.ttft_s,
+       coalesce(p.duration_n, 0) AS duration_n, p.duration_s
+FROM buckets b LEFT JOIN per_bucket p ON p.start = b.start
+ORDER BY b.start
+"""
+
 # For /metrics: bounded by retention, which keeps the jobs table to its window.
 JOBS_BY_STATUS = """
 SELECT status, count(*) AS n FROM jobs GROUP BY status
@@ -495,6 +541,22 @@ ON CONFLICT (name) DO UPDATE SET
 
 RECORDED_AGENTS = """
 SELECT name, import_path, kind, description FROM agents WHERE name = ANY(%(names)s::text[])
+"""
+
+# --- job transitions (migration 0010: a trigger on jobs writes them) ---------
+
+# A tenant's transitions after a seq, oldest first: the transitions stream.
+READ_TRANSITIONS = """
+SELECT seq, job_id, session_id, agent, status, previous_status, attempt, at
+FROM job_transitions
+WHERE tenant = %(tenant)s AND seq > %(after_seq)s
+ORDER BY seq
+LIMIT %(limit)s
+"""
+
+# The newest seq of any tenant: where a stream that asks for no earlier point starts.
+LAST_TRANSITION_SEQ = """
+SELECT last_seq FROM job_transition_counter
 """
 
 PING = "SELECT 1"
