@@ -1,6 +1,6 @@
 """job_transitions: a log of every job status change, for the tenant-wide transitions stream
 
-Revision ID: 0010
+Revision ID: 0008_job_transitions
 Revises: 0007_job_agent
 Create Date: 2026-12-04
 
@@ -23,7 +23,7 @@ anyway; heartbeats and appends that change no status never reach it.
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0010"
+revision = "0008_job_transitions"
 down_revision = "0007_job_agent"
 branch_labels = None
 depends_on = None
