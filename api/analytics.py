@@ -39,8 +39,14 @@ async def analytics_summary(request: Request) -> JSONResponse:
         since=_instant(request, "since"),
         until=_instant(request, "until"),
         session_id=request.query_params.get("session_id") or None,
+        agent=request.query_params.get("agent") or None,
     )
-    body: dict[str, Any] = {"since": _time(scope.since), "until": _time(scope.until), "session_id": scope.session_id}
+    body: dict[str, Any] = {
+        "since": _time(scope.since),
+        "until": _time(scope.until),
+        "session_id": scope.session_id,
+        "agent": scope.agent,
+    }
     body.update(await summary(request.app.state.pool, scope))
     return JSONResponse(body)
 
@@ -53,6 +59,7 @@ async def analytics_job(request: Request) -> JSONResponse:
         {
             "job_id": str(row["job_id"]),
             "session_id": row["session_id"],
+            "agent": row["agent"],
             "outcome": row["outcome"],
             "attempts": row["attempts"],
             "queue_wait_s": row["queue_wait_s"],

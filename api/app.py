@@ -18,7 +18,7 @@ from starlette.responses import FileResponse
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
-from runstream.api import analytics, deltakit, events, history, jobs, operations
+from runstream.api import agents, analytics, deltakit, events, history, jobs, operations
 from runstream.api.dispatch import Dispatcher
 from runstream.api.errors import EXCEPTION_HANDLERS
 from runstream.api.hub import EventHub
@@ -40,6 +40,7 @@ def routes() -> list[Route | Mount]:
         Route("/readyz", operations.readyz, methods=["GET"]),
         Route("/metrics", operations.metrics, methods=["GET"]),
         Route("/api/openapi.json", openapi_json, methods=["GET"]),
+        Route("/api/agents", agents.list_agents, methods=["GET"]),
         Route("/api/jobs", jobs.JobCollection),
         Route("/api/jobs/{job_id}", jobs.get_job, methods=["GET"]),
         Route("/api/jobs/{job_id}/cancel", jobs.cancel_job, methods=["POST"]),

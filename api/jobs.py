@@ -24,17 +24,20 @@ log = logging.getLogger("runstream.api")
 
 async def create_job(request: Request, default_session_id: str | None = None) -> JSONResponse:
     state = request.app.state
-    new = parse_new_job(await request.body(), state.settings.max_message_chars)
+    settings = state.settings
+    new = parse_new_job(await request.body(), settings.max_message_chars, settings.agent_paths)
     tenant = resolve_tenant(request)
     try:
         job = await jobs.create_job(
             state.pool,
             tenant=tenant,
             message=new.message,
-            model=state.settings.model,
+            model=settings.model,
+            # Stored resolved, so the job list and analytics name the agent that ran.
+            agent=new.agent or settings.default_agent_name,
             session_id=new.session_id or default_session_id,
             metadata=new.metadata,
-            limits=creation_limits(state.settings),
+            limits=creation_limits(settings),
         )
     except jobs.LimitExceeded as exc:
         raise job_limit_error(exc) from None
@@ -74,6 +77,7 @@ async def list_jobs(request: Request) -> JSONResponse:
         limit=query.limit + 1,
         session_id=query.session_id,
         status=query.status,
+        agent=query.agent,
         cursor=query.cursor,
     )
     page = rows[: query.limit]

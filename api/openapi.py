@@ -52,7 +52,9 @@ JOB = {
         "session_id": {"type": ["string", "null"]},
         "message": {"type": "string"},
         "model": {"type": "string"},
+        "agent": {"type": ["string", "null"], "description": "the agent that runs the job (GET /api/agents)"},
         "metadata": {"type": "object"},
+        "output": {"description": "the run's structured answer (an agent with an output_schema), else null"},
         "attempt": {"type": "integer"},
         "last_event_id": {"type": "integer"},
         "error": {"type": ["string", "null"]},
@@ -92,6 +94,30 @@ SCHEMAS: dict[str, Any] = {
         "required": ["jobs", "next_cursor"],
         "properties": {"jobs": {"type": "array", "items": _ref("Job")}, "next_cursor": {"type": ["string", "null"]}},
     },
+    "AgentList": {
+        "type": "object",
+        "required": ["agents", "default"],
+        "properties": {
+            "agents": {
+                "type": "array",
+                "items": {
+                    "type": "object",
+                    "required": ["name", "kind", "description", "default"],
+                    "properties": {
+                        "name": {"type": "string"},
+                        "kind": {
+                            "type": ["string", "null"],
+                            "enum": ["agent", "team", "workflow", "factory", None],
+                            "description": "null until a worker serving this import path has started",
+                        },
+                        "description": {"type": ["string", "null"]},
+                        "default": {"type": "boolean"},
+                    },
+                },
+            },
+            "default": {"type": "string"},
+        },
+    },
     "CancelResult": {
         "type": "object",
         "required": ["status", "job_status"],
@@ -111,7 +137,7 @@ OPERATIONS: dict[tuple[str, str], dict[str, Any]] = {
             "202": _json(_ref("JobWithStream"), "the job, pending, with its stream token and URLs"),
             "400": _error("the body is not JSON"),
             "413": _error("the body is over the size limit"),
-            "422": _error("the body is JSON of the wrong shape, or the message is too long"),
+            "422": _error("the body is JSON of the wrong shape, the message is too long, or the agent is unknown"),
             **TOO_MANY,
         },
     },
@@ -120,10 +146,15 @@ OPERATIONS: dict[tuple[str, str], dict[str, Any]] = {
         "parameters": [
             _query("session_id", {"type": "string"}, "only this session's jobs"),
             _query("status", {"type": "string", "enum": list(STATUSES)}, "only jobs in this status"),
+            _query("agent", {"type": "string"}, "only jobs of this agent"),
             _query("limit", {"type": "integer", "minimum": 1, "maximum": MAX_LIMIT}, "page size"),
             _query("cursor", {"type": "string"}, "next_cursor of the previous page"),
         ],
         "responses": {"200": _json(_ref("JobList"), "a page of jobs"), "400": _error("a bad filter or cursor")},
+    },
+    ("/api/agents", "get"): {
+        "summary": "The agents jobs may name (RUNSTREAM_AGENTS), with kind and description",
+        "responses": {"200": _json(_ref("AgentList"), "the agents")},
     },
     ("/api/jobs/{job_id}", "get"): {
         "summary": "A job's status, with a fresh stream token",

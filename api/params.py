@@ -60,6 +60,7 @@ class ListQuery:
     limit: int
     session_id: str | None
     status: str | None
+    agent: str | None
     cursor: tuple[datetime, uuid.UUID] | None
 
 
@@ -76,6 +77,7 @@ def list_query(request: Request) -> ListQuery:
         limit=int(limit_text),
         session_id=params.get("session_id") or None,
         status=status,
+        agent=params.get("agent") or None,
         cursor=decode_cursor(cursor) if cursor else None,
     )
 

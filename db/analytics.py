@@ -16,15 +16,23 @@ TOP_TOOLS = 10
 
 @dataclass(frozen=True)
 class Scope:
-    """Which jobs a question is about: one tenant's, submitted in [since, until), maybe one session's."""
+    """Which jobs a question is about: one tenant's, submitted in [since, until),
+    maybe one session's, maybe one agent's."""
 
     tenant: str
     since: datetime | None = None
     until: datetime | None = None
     session_id: str | None = None
+    agent: str | None = None
 
     def params(self) -> dict[str, Any]:
-        return {"tenant": self.tenant, "since": self.since, "until": self.until, "session_id": self.session_id}
+        return {
+            "tenant": self.tenant,
+            "since": self.since,
+            "until": self.until,
+            "session_id": self.session_id,
+            "agent": self.agent,
+        }
 
 
 def _percentiles(values: list[float] | None, count: int) -> dict[str, Any]:
@@ -34,12 +42,15 @@ def _percentiles(values: list[float] | None, count: int) -> dict[str, Any]:
 
 async def summary(pool: AsyncConnectionPool, scope: Scope, *, top: int = TOP_TOOLS) -> dict[str, Any]:
     """Counts by status, p50/p95 of queue wait, time to first token and duration
-    (seconds), the most used tools with their error rates, and the retry rate."""
+    (seconds), the most used tools with their error rates, the retry rate, and
+    jobs per agent."""
     async with pool.connection() as conn:
         cur = await conn.execute(queries.ANALYTICS_TIMINGS, scope.params())
         t = await cur.fetchone()
         cur = await conn.execute(queries.ANALYTICS_TOOLS, {**scope.params(), "top": top})
         tools = await cur.fetchall()
+        cur = await conn.execute(queries.ANALYTICS_BY_AGENT, scope.params())
+        agents = await cur.fetchall()
     return {
         "jobs": t["jobs"],
         "by_status": {s: t[s] for s in ("pending", "running", "completed", "failed", "cancelled")},
@@ -56,6 +67,17 @@ async def summary(pool: AsyncConnectionPool, scope: Scope, *, top: int = TOP_TOO
                 "error_rate": r["errors"] / r["calls"],
             }
             for r in tools
+        ],
+        "by_agent": [
+            {
+                "agent": r["agent"],
+                "jobs": r["jobs"],
+                "completed": r["completed"],
+                "failed": r["failed"],
+                "cancelled": r["cancelled"],
+                "duration_p50_s": r["duration_p50_s"],
+            }
+            for r in agents
         ],
     }
 

@@ -84,6 +84,7 @@ async def create_job(
     model: str,
     session_id: str | None = None,
     metadata: dict[str, Any] | None = None,
+    agent: str | None = None,
     job_id: uuid.UUID | None = None,
     limits: CreationLimits | None = None,
 ) -> dict[str, Any]:
@@ -95,6 +96,7 @@ async def create_job(
         "session_id": session_id,
         "message": message,
         "model": model,
+        "agent": agent,
         "metadata": Jsonb(metadata or {}),
     }
     async with pool.connection() as conn:
@@ -122,12 +124,14 @@ async def list_jobs(
     limit: int,
     session_id: str | None = None,
     status: str | None = None,
+    agent: str | None = None,
     cursor: tuple[datetime, uuid.UUID] | None = None,
 ) -> list[dict[str, Any]]:
     params = {
         "tenant": tenant,
         "session_id": session_id,
         "status": status,
+        "agent": agent,
         "cursor_created_at": cursor[0] if cursor else None,
         "cursor_id": cursor[1] if cursor else None,
         "limit": limit,
@@ -135,6 +139,12 @@ async def list_jobs(
     async with pool.connection() as conn:
         cur = await conn.execute(queries.LIST_JOBS, params)
         return await cur.fetchall()
+
+
+async def set_job_output(pool: AsyncConnectionPool, job_id: uuid.UUID, *, attempt: int, output: Any) -> None:
+    """Keep a run's structured answer on its job (only while ``attempt`` runs it)."""
+    async with pool.connection() as conn:
+        await conn.execute(queries.SET_JOB_OUTPUT, {"id": job_id, "attempt": attempt, "output": Jsonb(output)})
 
 
 async def claim_job(

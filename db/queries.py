@@ -12,15 +12,22 @@ NOTIFY_ROWS_MAX_BYTES = 7800
 NOTIFY_ROWS_MAX = 64
 
 JOB_COLUMNS = """
-    id, tenant, session_id, message, model, status, attempt, last_seq,
-    cancel_requested_at, error, metadata, created_at, started_at, finished_at,
+    id, tenant, session_id, message, model, agent, status, attempt, last_seq,
+    cancel_requested_at, error, metadata, output, created_at, started_at, finished_at,
     heartbeat_at, worker
 """
 
 INSERT_JOB = f"""
-INSERT INTO jobs (id, tenant, session_id, message, model, metadata)
-VALUES (%(id)s, %(tenant)s, %(session_id)s, %(message)s, %(model)s, %(metadata)s)
+INSERT INTO jobs (id, tenant, session_id, message, model, agent, metadata)
+VALUES (%(id)s, %(tenant)s, %(session_id)s, %(message)s, %(model)s, %(agent)s, %(metadata)s)
 RETURNING {JOB_COLUMNS}
+"""
+
+# A run's structured answer (its ``output`` event), kept on the job; only by the
+# attempt that runs it.
+SET_JOB_OUTPUT = """
+UPDATE jobs SET output = %(output)s
+WHERE id = %(id)s AND attempt = %(attempt)s AND status = 'running'
 """
 
 # Job creation under a tenant's limits. The advisory lock serializes one
@@ -52,6 +59,7 @@ SELECT {JOB_COLUMNS} FROM jobs
 WHERE tenant = %(tenant)s
   AND (%(session_id)s::text IS NULL OR session_id = %(session_id)s)
   AND (%(status)s::text IS NULL OR status = %(status)s)
+  AND (%(agent)s::text IS NULL OR agent = %(agent)s)
   AND (%(cursor_created_at)s::timestamptz IS NULL
        OR (created_at, id) < (%(cursor_created_at)s, %(cursor_id)s::uuid))
 ORDER BY created_at DESC, id DESC
@@ -324,12 +332,14 @@ WHERE tenant = %(tenant)s AND session_id = %(session_id)s AND cleared_at IS NULL
 
 # --- analytics (views from migration 0002) -----------------------------------
 
-# The jobs an analytics question is about: a tenant, a created_at window, maybe a session.
+# The jobs an analytics question is about: a tenant, a created_at window, maybe
+# a session, maybe an agent.
 ANALYTICS_SCOPE = """
 tenant = %(tenant)s
 AND (%(since)s::timestamptz IS NULL OR created_at >= %(since)s)
 AND (%(until)s::timestamptz IS NULL OR created_at < %(until)s)
 AND (%(session_id)s::text IS NULL OR session_id = %(session_id)s)
+AND (%(agent)s::text IS NULL OR agent = %(agent)s)
 """
 
 # Percentiles interpolate (percentile_cont): the p50 of 1, 2, 3, 4 is 2.5.
@@ -349,6 +359,19 @@ SELECT count(*) AS jobs,
        percentile_cont(ARRAY[0.5, 0.95]) WITHIN GROUP (ORDER BY duration_s) AS duration_s
 FROM job_timings
 WHERE {ANALYTICS_SCOPE}
+"""
+
+# Jobs of the scope per agent (NULL: jobs from before agents were recorded).
+ANALYTICS_BY_AGENT = f"""
+SELECT agent, count(*) AS jobs,
+       count(*) FILTER (WHERE outcome = 'completed') AS completed,
+       count(*) FILTER (WHERE outcome = 'failed') AS failed,
+       count(*) FILTER (WHERE outcome = 'cancelled') AS cancelled,
+       percentile_cont(0.5) WITHIN GROUP (ORDER BY duration_s) AS duration_p50_s
+FROM job_timings
+WHERE {ANALYTICS_SCOPE}
+GROUP BY agent
+ORDER BY jobs DESC, agent NULLS LAST
 """
 
 ANALYTICS_TOOLS = f"""
@@ -402,6 +425,22 @@ WHERE ctid = ANY(ARRAY(
 PRUNE_JOBS = """
 DELETE FROM jobs
 WHERE id = ANY(%(ids)s::uuid[]) AND status IN ('completed', 'failed', 'cancelled')
+"""
+
+# --- the agent registry (db/agents.py) ---------------------------------------
+
+# A worker records what each entry of its registry resolved to; the newest
+# record of a name wins (a deploy that changes an agent rewrites it).
+RECORD_AGENT = """
+INSERT INTO agents (name, import_path, kind, description, recorded_at)
+VALUES (%(name)s, %(import_path)s, %(kind)s, %(description)s, now())
+ON CONFLICT (name) DO UPDATE SET
+    import_path = excluded.import_path, kind = excluded.kind,
+    description = excluded.description, recorded_at = excluded.recorded_at
+"""
+
+RECORDED_AGENTS = """
+SELECT name, import_path, kind, description FROM agents WHERE name = ANY(%(names)s::text[])
 """
 
 PING = "SELECT 1"

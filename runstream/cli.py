@@ -49,6 +49,13 @@ def cmd_api(args: argparse.Namespace) -> None:
 
 def cmd_worker(args: argparse.Namespace) -> None:
     require_database_url(get_settings())
+    from runstream.tasks.registry import RegistryError, get_registry
+
+    # Every agent resolves before the worker takes a job, or it does not start.
+    try:
+        get_registry()
+    except RegistryError as exc:
+        sys.exit(f"runstream: RUNSTREAM_AGENTS: {exc}")
     from runstream.tasks.celery_app import celery_app
 
     celery_app.worker_main(["worker", "--loglevel=INFO", *args.celery_args])
