@@ -14,7 +14,7 @@ NOTIFY_ROWS_MAX = 64
 JOB_COLUMNS = """
     id, tenant, session_id, message, model, agent, status, attempt, last_seq,
     cancel_requested_at, error, metadata, output, created_at, started_at, finished_at,
-    heartbeat_at, worker
+    heartbeat_at, worker, requirements, answers, paused_at, paused_s, attempt_base
 """
 
 INSERT_JOB = f"""
@@ -101,7 +101,12 @@ WITH input AS MATERIALIZED (
             ELSE j.finished_at END,
         cancel_requested_at = CASE
             WHEN i.new_status = 'cancelled' THEN coalesce(j.cancel_requested_at, now())
-            ELSE j.cancel_requested_at END
+            ELSE j.cancel_requested_at END,
+        paused_at = CASE WHEN i.new_status = 'paused' THEN now() ELSE j.paused_at END,
+        paused_s = CASE
+            WHEN j.status = 'paused' AND i.new_status IS DISTINCT FROM 'paused'
+            THEN j.paused_s + extract(epoch FROM now() - j.paused_at)
+            ELSE j.paused_s END
     FROM input i
     WHERE j.id = i.job_id
       AND j.id IN (SELECT id FROM locked)
@@ -180,8 +185,9 @@ ORDER BY r.job_id, e.seq
 # stopped heart-beating, unless its cancel was requested (the reaper ends that
 # one: REAP_FINISH; a new attempt would only be stopped again). The previous
 # status and error say why a new attempt starts (the reason in its ``retry``
-# event). Never beyond ``max_attempts``: a job that used them all is the
-# reaper's to fail. Two deliveries of one job that claim at once serialize on
+# event). Never beyond ``max_attempts``, counted from ``attempt_base`` (the
+# attempts used before the latest continuation of a paused run): a job that
+# used them all is the reaper's to fail. Two deliveries of one job that claim at once serialize on
 # the row lock, and the second one re-checks the WHERE against the row the
 # first one wrote (running, fresh heartbeat), so it gets no row: one job never
 # runs twice at once.
@@ -190,7 +196,7 @@ WITH prev AS (
     SELECT id, status AS prev_status, error AS prev_error
     FROM jobs
     WHERE id = %(id)s
-      AND (%(max_attempts)s::int IS NULL OR attempt < %(max_attempts)s)
+      AND (%(max_attempts)s::int IS NULL OR attempt - attempt_base < %(max_attempts)s)
       AND (status = 'pending'
            OR (status = 'running'
                AND cancel_requested_at IS NULL
@@ -242,6 +248,41 @@ WHERE id = %(id)s AND status = 'running' AND attempt = %(attempt)s
 RETURNING id
 """
 
+# --- paused runs (human in the loop) ------------------------------------------
+
+# A run that reached a tool needing a person keeps what it needs on the job row
+# first: the paused Agno run and the requirements clients answer. Its writer
+# then moves the job to paused with the ``input_required`` event (APPEND_EVENTS).
+SAVE_PAUSED_RUN = """
+UPDATE jobs SET paused_run = %(paused_run)s, requirements = %(requirements)s, answers = NULL
+WHERE id = %(id)s AND status = 'running' AND attempt = %(attempt)s
+RETURNING id
+"""
+
+PAUSED_RUN = """
+SELECT paused_run FROM jobs WHERE id = %(id)s
+"""
+
+# The person's answers, in the transaction that moved the job from paused to
+# pending (db.jobs.continue_job). The continuation's attempts count afresh
+# (``attempt_base``); ``available_at`` now, so the reaper sees a fresh pending job.
+ACCEPT_ANSWERS = """
+UPDATE jobs SET answers = %(answers)s, requirements = NULL, attempt_base = attempt,
+    available_at = now(), worker = NULL, error = NULL
+WHERE id = %(id)s AND status = 'pending'
+RETURNING id
+"""
+
+# Paused jobs nobody answered within ``pause_timeout_s``; locked until the
+# caller's transaction appends their terminal events.
+REAP_PAUSED = """
+SELECT id FROM jobs
+WHERE status = 'paused' AND paused_at < now() - make_interval(secs => %(pause_timeout_s)s)
+ORDER BY paused_at
+LIMIT %(limit)s
+FOR UPDATE SKIP LOCKED
+"""
+
 # --- the reaper (tasks.reaper): the job row is the truth ----------------------
 
 # Jobs no message will bring to a worker, that have attempts left: pending for
@@ -256,7 +297,7 @@ REAP_DISPATCH = """
 WITH stuck AS (
     SELECT id FROM jobs
     WHERE status IN ('pending', 'running')
-      AND attempt < %(max_attempts)s
+      AND attempt - attempt_base < %(max_attempts)s
       AND ((status = 'pending'
             AND available_at < now() - make_interval(secs => %(pending_timeout_s)s))
         OR (status = 'running'
@@ -278,12 +319,12 @@ RETURNING j.id, j.status
 # handed back on its last attempt). Locked until the caller's transaction
 # appends their terminal events.
 REAP_FINISH = """
-SELECT id, status, attempt, error, cancel_requested_at FROM jobs
+SELECT id, status, attempt, attempt - attempt_base AS run_attempts, error, cancel_requested_at FROM jobs
 WHERE status IN ('pending', 'running')
   AND ((status = 'running'
         AND heartbeat_at < now() - make_interval(secs => %(stale_after_s)s)
-        AND (attempt >= %(max_attempts)s OR cancel_requested_at IS NOT NULL))
-    OR (status = 'pending' AND attempt >= %(max_attempts)s AND available_at <= now()))
+        AND (attempt - attempt_base >= %(max_attempts)s OR cancel_requested_at IS NOT NULL))
+    OR (status = 'pending' AND attempt - attempt_base >= %(max_attempts)s AND available_at <= now()))
 ORDER BY id
 LIMIT %(limit)s
 FOR UPDATE SKIP LOCKED
