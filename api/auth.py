@@ -10,7 +10,7 @@ Credentials, when ``RUNSTREAM_API_KEYS`` is set:
 
 - ``Authorization: Bearer <key>`` on any route; the key's tenant acts.
 - ``?token=<stream token>`` on the routes whose endpoint is marked with
-  ``accepts_stream_token`` (a job's events and cancel), for that job only.
+  ``accepts_stream_token`` (a job's events, cancel and continue), for that job only.
 
 With no keys configured the API is open: every request acts as tenant
 ``default`` (and says so loudly at start-up).
@@ -164,7 +164,7 @@ class AuthMiddleware:
             raise Unauthorized("unauthorized", "this route needs 'Authorization: Bearer <key>'")
         job_id = _token_job_id(scope["app"].routes, scope)
         if job_id is None:
-            raise Unauthorized("invalid_token", "a stream token opens only its job's events and cancel URLs")
+            raise Unauthorized("invalid_token", "a stream token opens only its job's events, cancel and continue URLs")
         try:
             tenant = self.signer.verify(token, job_id)
         except TokenError as exc:

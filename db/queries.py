@@ -388,6 +388,7 @@ ANALYTICS_TIMINGS = f"""
 SELECT count(*) AS jobs,
        count(*) FILTER (WHERE outcome = 'pending') AS pending,
        count(*) FILTER (WHERE outcome = 'running') AS running,
+       count(*) FILTER (WHERE outcome = 'paused') AS paused,
        count(*) FILTER (WHERE outcome = 'completed') AS completed,
        count(*) FILTER (WHERE outcome = 'failed') AS failed,
        count(*) FILTER (WHERE outcome = 'cancelled') AS cancelled,
@@ -397,7 +398,10 @@ SELECT count(*) AS jobs,
        count(ttft_s) AS ttft_n,
        percentile_cont(ARRAY[0.5, 0.95]) WITHIN GROUP (ORDER BY ttft_s) AS ttft_s,
        count(duration_s) AS duration_n,
-       percentile_cont(ARRAY[0.5, 0.95]) WITHIN GROUP (ORDER BY duration_s) AS duration_s
+       percentile_cont(ARRAY[0.5, 0.95]) WITHIN GROUP (ORDER BY duration_s) AS duration_s,
+       -- Time waiting for a person, over the jobs that paused.
+       count(*) FILTER (WHERE paused_s > 0) AS paused_n,
+       percentile_cont(ARRAY[0.5, 0.95]) WITHIN GROUP (ORDER BY paused_s) FILTER (WHERE paused_s > 0) AS paused_s
 FROM job_timings
 WHERE {ANALYTICS_SCOPE}
 """
