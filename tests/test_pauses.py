@@ -210,9 +210,9 @@ async def restarts_and_continue(
         other = (await submit(first, "what is 2+3?", agent="assistant"))["job_id"]
         assert (await finished(first, other))["status"] == "completed"
 
-    # Every process goes: the worker and the API. New ones start.
-    first_worker.stop()
-    first_api.stop()
+    # Every process goes, the hard way (SIGKILL): the worker and the API. New ones start.
+    first_worker.kill()
+    first_api.kill()
     second_worker = start_worker(env, log_dir, "pause-restart-worker-2")
     processes.append(second_worker)
     second_api = start_api(env, log_dir, "pause-restart-api-2")
@@ -268,3 +268,177 @@ async def restarts_and_continue(
         "SELECT extract(epoch FROM finished_at - started_at)::float8 - paused_s FROM jobs WHERE id = %s", [job_id]
     )
     assert metrics["duration_s"] == pytest.approx((await cur.fetchone())[0])
+
+
+async def test_a_rejected_refund_is_not_issued(client: httpx.AsyncClient, db: psycopg.AsyncConnection) -> None:
+    job_id, requirement = await pause_of(client, db, REFUND)
+    rejection = {"id": requirement["id"], "confirmed": False, "note": "over the refund limit"}
+    response = await continue_(client, job_id, rejection)
+    assert response.status_code == 202, response.text
+    payloads = await read_all(client, job_id)
+    assert (await finished(client, job_id))["status"] == "completed"
+    # The tool never ran; the model was told why.
+    assert "tool_result" not in types(payloads) and "tool_call" not in types(payloads)
+    assert payloads[types(payloads).index("input_received")]["answers"] == [{**rejection, "kind": "confirmation"}]
+    assert text_of(payloads).endswith("The issue_refund tool answered: over the refund limit.")
+
+
+async def test_user_input_through_the_stream_token_alone(
+    api: ApiServer, client: httpx.AsyncClient, db: psycopg.AsyncConnection
+) -> None:
+    job = await submit(client, CALLBACK)
+    job_id = job["job_id"]
+    await paused(db, job_id)
+    [requirement] = (await client.get(f"/api/jobs/{job_id}")).json()["requirements"]
+    assert requirement["kind"] == "user_input"
+    assert requirement["tool_args"] == {"reason": "about my noisy grinder"}
+    assert requirement["fields"] == [{"name": "phone", "type": "str", "description": "the number to call."}]
+    assert job["continue_url"] == f"{api.url}/api/jobs/{job_id}/continue?token={job['stream_token']}"
+    async with httpx.AsyncClient(timeout=30.0) as browser:  # no API key: the token opens it
+        other = await submit(client, CALLBACK)
+        response = await browser.post(
+            f"{api.url}/api/jobs/{other['job_id']}/continue",
+            params={"token": job["stream_token"]},
+            json={"answers": [{"id": requirement["id"], "values": {"phone": "555-0100"}}]},
+        )
+        assert (response.status_code, response.json()["error"]["code"]) == (401, "invalid_token")
+        response = await browser.post(
+            job["continue_url"], json={"answers": [{"id": requirement["id"], "values": {"phone": "555-0100"}}]}
+        )
+        assert response.status_code == 202, response.text
+    payloads = await read_all(client, job_id)
+    assert {
+        "type": "tool_call", "tool_name": "schedule_callback", "call_id": requirement["call_id"],
+        "argument": '{"reason": "about my noisy grinder", "phone": "555-0100"}',
+    } in payloads
+    assert text_of(payloads).endswith("call back booked to 555-0100 about about my noisy grinder.")
+    await client.post(f"/api/jobs/{other['job_id']}/cancel")
+
+
+async def test_an_external_execution_result_continues_the_run(
+    client: httpx.AsyncClient, db: psycopg.AsyncConnection
+) -> None:
+    job_id, requirement = await pause_of(client, db, ESCALATE)
+    assert (requirement["kind"], requirement["tool_name"]) == ("external_execution", "escalate_to_human")
+    assert requirement["tool_args"] == {"summary": "customer wants a manager"}
+    response = await continue_(client, job_id, {"id": requirement["id"], "result": "Maria called them back"})
+    assert response.status_code == 202, response.text
+    payloads = await read_all(client, job_id)
+    assert text_of(payloads).endswith("The escalate_to_human tool answered: Maria called them back.")
+    assert (await finished(client, job_id))["status"] == "completed"
+
+
+async def test_answers_are_checked_against_the_requirements(
+    client: httpx.AsyncClient, db: psycopg.AsyncConnection
+) -> None:
+    job_id, confirm = await pause_of(client, db, REFUND)
+    before = await row(db, job_id)
+    wrong: list[tuple[Any, int, str, str]] = [
+        (b"", 400, "invalid_json", "JSON object"),
+        (b"{not json", 400, "invalid_json", "not valid JSON"),
+        ({"answers": []}, 422, "invalid_body", "answers"),
+        ({"answers": [{"id": confirm["id"], "confirmed": "yes"}]}, 422, "invalid_body", "confirmed"),
+        ({"answers": [{"id": "nope", "confirmed": True}]}, 422, "invalid_answers", "no outstanding requirement 'nope'"),
+        ({"answers": [{"id": confirm["id"], "result": "done"}]}, 422, "invalid_answers", "asks for confirmation"),
+        ({"answers": [{"id": confirm["id"], "confirmed": True}] * 2}, 422, "invalid_answers", "answered twice"),
+        ({"answers": [{"id": confirm["id"], "confirmed": True, "extra": 1}]}, 422, "invalid_body", "extra"),
+        ({"answers": [{"id": confirm["id"], "confirmed": False, "note": "a\u0000b"}]}, 422, "invalid_body", "NUL"),
+    ]
+    for body, status, code, words in wrong:
+        kwargs = {"content": body} if isinstance(body, bytes) else {"json": body}
+        response = await client.post(f"/api/jobs/{job_id}/continue", **kwargs)
+        assert (response.status_code, response.json()["error"]["code"]) == (status, code), (body, response.text)
+        assert words in response.json()["error"]["message"], (words, response.text)
+    input_job, field = await pause_of(client, db, CALLBACK)
+    for values, words in [
+        ({}, "missing phone"),
+        ({"phone": "1", "email": "x"}, "not asked for: email"),
+        ({"phone": 5}, "phone must be a str"),
+    ]:
+        response = await continue_(client, input_job, {"id": field["id"], "values": values})
+        assert (response.status_code, response.json()["error"]["code"]) == (422, "invalid_answers")
+        assert words in response.json()["error"]["message"]
+    response = await continue_(client, input_job, {"id": field["id"], "confirmed": True})
+    assert "asks for input" in response.json()["error"]["message"]
+    # Nothing changed: still paused, no event, no answers.
+    assert await row(db, job_id) == before
+    assert (await row(db, input_job))["status"] == "paused"
+    for paused_job in (job_id, input_job):
+        assert (await client.post(f"/api/jobs/{paused_job}/cancel")).json()["job_status"] == "cancelled"
+
+
+async def test_two_continues_of_one_pause_exactly_one_wins(
+    client: httpx.AsyncClient, db: psycopg.AsyncConnection
+) -> None:
+    job_id, requirement = await pause_of(client, db, REFUND)
+    answers = [{"id": requirement["id"], "confirmed": True}, {"id": requirement["id"], "confirmed": False}]
+    responses = await asyncio.gather(*(continue_(client, job_id, answer) for answer in answers * 3))
+    codes = sorted(r.status_code for r in responses)
+    assert codes == [202] + [409] * 5, [r.text for r in responses]
+    for response in responses:
+        if response.status_code == 409:
+            assert response.json()["error"] == {
+                "code": "not_paused", "message": response.json()["error"]["message"]
+            }
+            assert "only a paused job can be continued" in response.json()["error"]["message"]
+    payloads = await read_all(client, job_id)
+    assert types(payloads).count("input_received") == 1
+    # Continuing a finished job changes nothing either.
+    last_seq = (await row(db, job_id))["last_seq"]
+    again = await continue_(client, job_id, answers[0])
+    assert (again.status_code, again.json()["error"]["code"]) == (409, "not_paused")
+    assert "job is completed" in again.json()["error"]["message"]
+    assert (await row(db, job_id))["last_seq"] == last_seq
+
+
+async def test_another_tenant_cannot_see_or_continue_a_pause(
+    api: ApiServer, client: httpx.AsyncClient, db: psycopg.AsyncConnection
+) -> None:
+    job_id, requirement = await pause_of(client, db, REFUND)
+    async with httpx.AsyncClient(base_url=api.url, timeout=30.0, headers=BETA) as beta:
+        response = await continue_(beta, job_id, {"id": requirement["id"], "confirmed": True})
+        assert (response.status_code, response.json()["error"]["code"]) == (404, "not_found")
+        response = await continue_(beta, str(uuid.uuid4()), {"id": requirement["id"], "confirmed": True})
+        assert response.status_code == 404
+    async with httpx.AsyncClient(base_url=api.url, timeout=30.0) as anonymous:
+        response = await continue_(anonymous, job_id, {"id": requirement["id"], "confirmed": True})
+        assert response.status_code == 401
+    assert (await row(db, job_id))["status"] == "paused"
+    await client.post(f"/api/jobs/{job_id}/cancel")
+
+
+async def test_cancel_ends_a_paused_job_at_once(client: httpx.AsyncClient, db: psycopg.AsyncConnection) -> None:
+    job_id, requirement = await pause_of(client, db, REFUND)
+    reader = asyncio.create_task(follow(client, uuid.UUID(job_id), reconnect=False))
+    response = await client.post(f"/api/jobs/{job_id}/cancel")
+    assert response.json() == {"status": "ok", "job_status": "cancelled"}
+    stream = await asyncio.wait_for(reader, 30)
+    assert stream.payloads[-2:] == [
+        {"type": "input_required", "requirements": [requirement]},
+        {"type": "done", "status": "cancelled"},
+    ]
+    one_terminal(stream.payloads)
+    job = await row(db, job_id)
+    assert job["status"] == "cancelled" and job["paused_s"] > 0
+    late = await continue_(client, job_id, {"id": requirement["id"], "confirmed": True})
+    assert (late.status_code, late.json()["error"]["code"]) == (409, "not_paused")
+
+
+async def test_an_unanswered_pause_times_out(log_dir: Path, tmp_path: Path) -> None:
+    database_url = create_database("rs_pause_timeout")
+    env = pause_env(database_url, tmp_path, RUNSTREAM_PAUSE_TIMEOUT_S="1")
+    worker = start_worker(env, log_dir, "pause-timeout-worker")
+    api = start_api(env, log_dir, "pause-timeout-api")
+    try:
+        async with httpx.AsyncClient(base_url=api.url, timeout=30.0, headers=ALPHA) as client:
+            job_id = (await submit(client, REFUND))["job_id"]
+            payloads = await read_all(client, job_id)
+            job = await finished(client, job_id)
+    finally:
+        api.stop()
+        worker.stop()
+        drop_database(database_url)
+    kinds = types(payloads)
+    assert kinds[-2:] == ["input_required", "error"]
+    assert payloads[-1] == {"type": "error", "message": "pause timed out"}
+    assert (job["status"], job["error"]) == ("failed", "pause timed out")
