@@ -18,6 +18,7 @@ from starlette.routing import BaseRoute, Mount, Route
 
 from runstream.api.auth import OPEN_PATHS, STREAM_TOKEN_ATTR
 from runstream.api.params import MAX_LIMIT
+from runstream.api.continuation import ContinueBody
 from runstream.api.payloads import NewJob
 from runstream.db.jobs import STATUSES
 
@@ -59,6 +60,10 @@ JOB = {
         "last_event_id": {"type": "integer"},
         "error": {"type": ["string", "null"]},
         "cancel_requested": {"type": "boolean"},
+        "requirements": {
+            "type": ["array", "null"],
+            "description": "a paused job's outstanding requirements (its input_required event's list), else null",
+        },
         "created_at": {"type": "string", "format": "date-time"},
         "started_at": {"type": ["string", "null"], "format": "date-time"},
         "finished_at": {"type": ["string", "null"], "format": "date-time"},
@@ -71,8 +76,11 @@ STREAM_LINKS = {
         "stream_token_expires_at": {"type": "string", "format": "date-time"},
         "events_url": {"type": "string", "description": "the absolute events URL with ?token="},
         "cancel_url": {"type": "string", "description": "the absolute cancel URL with ?token="},
+        "continue_url": {"type": "string", "description": "the absolute continue URL with ?token="},
     },
 }
+
+CONTINUE_BODY = ContinueBody.model_json_schema(ref_template="#/components/schemas/{model}")
 
 SCHEMAS: dict[str, Any] = {
     "Error": {
@@ -87,6 +95,9 @@ SCHEMAS: dict[str, Any] = {
         },
     },
     "NewJob": NewJob.model_json_schema(ref_template="#/components/schemas/{model}"),
+    "ContinueBody": {k: v for k, v in CONTINUE_BODY.items() if k != "$defs"},
+    # The schemas ContinueBody refers to (its answers), as components of their own.
+    **CONTINUE_BODY["$defs"],
     "Job": JOB,
     "JobWithStream": {"allOf": [_ref("Job"), STREAM_LINKS]},
     "JobList": {
@@ -164,6 +175,18 @@ OPERATIONS: dict[tuple[str, str], dict[str, Any]] = {
         "summary": "Cancel a job (idempotent)",
         "parameters": [TOKEN_PARAM],
         "responses": {"200": _json(_ref("CancelResult"), "cancelled, or asked to stop"), **NOT_FOUND},
+    },
+    ("/api/jobs/{job_id}/continue", "post"): {
+        "summary": "Answer a paused job's requirements (input_required); a worker continues the run",
+        "parameters": [TOKEN_PARAM],
+        "requestBody": {"required": True, "content": {"application/json": {"schema": _ref("ContinueBody")}}},
+        "responses": {
+            "202": _json(_ref("Job"), "the answers are kept and the job is pending again"),
+            "400": _error("the body is not JSON"),
+            "409": _error("the job is not paused (already answered, finished, or not yet paused): nothing changed"),
+            "422": _error("the answers do not fit the outstanding requirements (the message says which and why)"),
+            **NOT_FOUND,
+        },
     },
     ("/api/jobs/{job_id}/events", "get"): {
         "summary": "The job's events: SSE, replay then live (or a JSON page with Accept: application/json)",

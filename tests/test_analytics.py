@@ -165,8 +165,8 @@ async def test_runstream_stats_prints_the_same_figures(
     )
     assert result.returncode == 0, result.stderr
     lines = [" ".join(line.replace("│", " ").replace("┃", " ").split()) for line in result.stdout.splitlines()]
-    # pending running completed failed cancelled total retried "retry rate"
-    assert "1 0 2 1 1 5 1 20.0%" in lines
+    # pending running paused completed failed cancelled total retried "retry rate"
+    assert "1 0 0 2 1 1 5 1 20.0%" in lines
     assert "queue wait 4 2.500 4.700" in lines
     assert "time to first token 3 4.000 5.800" in lines
     assert "duration 4 4.000 9.100" in lines
