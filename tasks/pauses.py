@@ -48,8 +48,9 @@ def kind_of(requirement: RunRequirement) -> str | None:
 
 
 def requirement_json(requirement: RunRequirement) -> Payload:
-    """One requirement as clients see it: its id, kind, the tool call it stops, and
-    for user input the fields still to fill (name, type, description)."""
+    """One requirement as clients see it: its id, kind, the tool call it stops, the
+    team member it stops (a team's), and for user input the fields still to fill
+    (name, type, description)."""
     tool = requirement.tool_execution
     kind = kind_of(requirement)
     entry: Payload = {
@@ -59,6 +60,9 @@ def requirement_json(requirement: RunRequirement) -> Payload:
         "tool_args": (tool.tool_args or {}) if tool else {},
         "call_id": tool.tool_call_id if tool else None,
     }
+    if requirement.member_agent_id is not None:
+        # A team member's tool: the member whose run waits.
+        entry["member"] = requirement.member_agent_name or requirement.member_agent_id
     if kind == USER_INPUT:
         entry["fields"] = [
             {"name": f.name, "type": f.to_dict()["field_type"], "description": f.description}
@@ -81,7 +85,8 @@ def restore_run(runnable: Runnable, stored: dict[str, Any]) -> RunOutput | TeamR
     # must be the run's own, so answering a requirement updates the call Agno resumes.
     calls = {tool.tool_call_id: tool for tool in output.tools or []}
     for requirement in output.requirements or []:
-        if requirement.tool_execution is not None:
+        # A team member's call is in the member's run, not among the leader's calls.
+        if requirement.tool_execution is not None and requirement.member_agent_id is None:
             requirement.tool_execution = calls.get(requirement.tool_execution.tool_call_id, requirement.tool_execution)
     return output
 

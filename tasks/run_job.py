@@ -231,8 +231,6 @@ async def _continuation(runtime: Runtime, claim: Claim, run: PreparedRun) -> Pre
     stored = await paused_run(runtime.pool, claim.id)
     if stored is None:
         raise AgentBuildError("the paused run was not kept; it cannot be continued")
-    if isinstance(run.runnable, Workflow):
-        raise AgentBuildError("a workflow's paused run cannot be continued")
     resume = restore_run(run.runnable, stored)
     answer_run(resume, claim.job["answers"])
     return PreparedRun(run.runnable, None, run.options, resume)

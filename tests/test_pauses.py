@@ -36,7 +36,8 @@ ALPHA = {"Authorization": f"Bearer {ALPHA_KEY}"}
 BETA = {"Authorization": f"Bearer {BETA_KEY}"}
 AGENTS = (
     "assistant=runstream.tasks.assistant:build_assistant,"
-    "refunds=examples.support_desk.approvals:refunds_agent"
+    "refunds=examples.support_desk.approvals:refunds_agent,"
+    "refunds-desk=examples.support_desk.approvals:refunds_desk"
 )
 REFUND = "please issue_refund 1001"
 CALLBACK = "please schedule_callback about my noisy grinder"
@@ -326,6 +327,23 @@ async def test_an_external_execution_result_continues_the_run(
     payloads = await read_all(client, job_id)
     assert text_of(payloads).endswith("The escalate_to_human tool answered: Maria called them back.")
     assert (await finished(client, job_id))["status"] == "completed"
+
+
+async def test_a_team_members_paused_tool_continues_through_the_team(
+    client: httpx.AsyncClient, db: psycopg.AsyncConnection
+) -> None:
+    job_id = (await submit(client, "please issue_refund 1002", agent="refunds-desk"))["job_id"]
+    [requirement] = (await paused(db, job_id))["requirements"]
+    assert (requirement["kind"], requirement["tool_name"], requirement["member"]) == (
+        "confirmation", "issue_refund", "refunds"
+    )
+    response = await continue_(client, job_id, {"id": requirement["id"], "confirmed": True})
+    assert response.status_code == 202, response.text
+    payloads = await read_all(client, job_id)
+    assert (await finished(client, job_id))["status"] == "completed"
+    results = [p for p in payloads if p["type"] == "member_tool_result"]
+    assert [(p["member"], p["output"]) for p in results] == [("refunds", "refunded order 1002 (coffee grinder)")]
+    assert text_of(payloads).endswith("The issue_refund tool answered: refunded order 1002 (coffee grinder).")
 
 
 async def test_answers_are_checked_against_the_requirements(

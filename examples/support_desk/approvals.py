@@ -10,12 +10,15 @@ keeps the paused run in Postgres, shows the request on the stream
 * ``escalate_to_human``: ``external_execution``: someone does it outside and
   answers with what came of it.
 
-Register it with ``refunds=examples.support_desk.approvals:refunds_agent``.
+Register them with ``refunds=examples.support_desk.approvals:refunds_agent`` and
+``refunds-desk=examples.support_desk.approvals:refunds_desk`` (a team whose
+member's refunds wait the same way).
 """
 
 from __future__ import annotations
 
 from agno.agent import Agent
+from agno.team import Team
 from agno.tools import tool
 
 from examples.support_desk.data import ORDERS
@@ -67,5 +70,16 @@ def refunds_agent(ctx: AgentContext) -> Agent:
         description="Issues refunds (a manager approves), books call backs, escalates",
         model=ctx.build_model(),
         tools=[order_status, *APPROVAL_TOOLS],
+        telemetry=False,
+    )
+
+
+def refunds_desk(ctx: AgentContext) -> Team:
+    """A team: the leader hands refunds to the refunds agent, whose calls wait for a person."""
+    return Team(
+        name="refunds-desk",
+        description="A leader and a refunds specialist whose refunds a manager approves",
+        members=[refunds_agent(ctx)],
+        model=ctx.build_model(),
         telemetry=False,
     )
