@@ -18,7 +18,7 @@ from starlette.responses import FileResponse
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
-from runstream.api import agents, analytics, continuation, deltakit, events, history, jobs, operations
+from runstream.api import agents, analytics, continuation, deltakit, events, history, jobs, operations, webhooks
 from runstream.api.dispatch import Dispatcher
 from runstream.api.errors import EXCEPTION_HANDLERS
 from runstream.api.hub import EventHub
@@ -46,6 +46,7 @@ def routes() -> list[Route | Mount]:
         Route("/api/jobs/{job_id}/cancel", jobs.cancel_job, methods=["POST"]),
         Route("/api/jobs/{job_id}/continue", continuation.continue_job, methods=["POST"]),
         Route("/api/jobs/{job_id}/events", events.stream_events, methods=["GET"]),
+        Route("/api/jobs/{job_id}/webhooks", webhooks.job_webhooks, methods=["GET"]),
         Route("/api/sessions/{session_id}/messages", history.session_messages, methods=["GET"]),
         Route("/api/sessions/{session_id}/clear", history.clear_session_route, methods=["POST"]),
         Route("/api/analytics/summary", analytics.analytics_summary, methods=["GET"]),

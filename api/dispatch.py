@@ -17,7 +17,8 @@ from concurrent.futures import ThreadPoolExecutor
 
 from celery import Celery
 
-from runstream.broker import TASK_NAME, celery_config
+from runstream.broker import TASK_NAME, WEBHOOK_TASK_NAME, celery_config
+from runstream.db.jobs import Followups
 from runstream.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -38,21 +39,30 @@ class Dispatcher:
         self.celery.conf.broker_connection_timeout = settings.dispatch_timeout_s
         self.threads = ThreadPoolExecutor(PUBLISH_THREADS, thread_name_prefix="dispatch")
 
-    def _publish(self, job_id: uuid.UUID) -> None:
+    def _publish(self, task_name: str, ref: str) -> None:
         # Celery's producer pool keeps the broker connection between calls.
-        self.celery.send_task(
-            TASK_NAME, args=[str(job_id)], task_id=str(job_id), retry=True, retry_policy=RETRY_POLICY
-        )
+        self.celery.send_task(task_name, args=[ref], task_id=ref, retry=True, retry_policy=RETRY_POLICY)
+
+    async def _send(self, task_name: str, ref: str) -> bool:
+        loop = asyncio.get_running_loop()
+        try:
+            await asyncio.wait_for(loop.run_in_executor(self.threads, self._publish, task_name, ref), self.timeout)
+        except Exception as exc:  # noqa: BLE001 - any broker failure means the same: stay pending
+            log.warning("dispatch of %s %s failed, it stays pending for the reaper: %r", task_name, ref, exc)
+            return False
+        return True
 
     async def dispatch(self, job_id: uuid.UUID) -> bool:
         """True when the broker took the message; False leaves the job to the reaper."""
-        loop = asyncio.get_running_loop()
-        try:
-            await asyncio.wait_for(loop.run_in_executor(self.threads, self._publish, job_id), self.timeout)
-        except Exception as exc:  # noqa: BLE001 - any broker failure means the same: stay pending
-            log.warning("dispatch of job %s failed, it stays pending for the reaper: %r", job_id, exc)
-            return False
-        return True
+        return await self._send(TASK_NAME, str(job_id))
+
+    async def send_followups(self, followups: Followups) -> None:
+        """Send what ended jobs left to do (their sessions' next runs, their
+        webhooks); what fails to send is the reaper's, as a failed dispatch."""
+        for job_id in followups.runs:
+            await self.dispatch(job_id)
+        for webhook_id in followups.webhooks:
+            await self._send(WEBHOOK_TASK_NAME, webhook_id)
 
     def _connect(self) -> None:
         with self.celery.connection_for_write() as connection:

@@ -6,10 +6,13 @@ A session's history is rebuilt from the event log (db.conversation explains why)
 ``GET /api/sessions/{id}/messages[?format=agno|deltakit][&limit=N]`` answers::
 
     {"session_id", "format", "messages": [...], "has_more": bool,
-     "runs": [{"job_id", "status", "error", "in_progress", "last_event_id"}]}
+     "runs": [{"job_id", "status", "error", "in_progress", "last_event_id", "interrupted"}]}
 
 ``messages`` are in Agno's format (default) or DeltaKit's message/parts shape;
-each carries the ``job_id`` of its run. A run still in progress is included with
+each carries the ``job_id`` of its run, and the assistant messages of a run that
+a later run of the session interrupted (if_busy ``interrupt``) carry
+``"interrupted": true``: their answer stops where the run was cancelled. (A run
+rolled back, if_busy ``rollback``, is not in the history at all.) A run still in progress is included with
 what it has streamed so far, up to its ``last_event_id``: a client shows that and
 resumes the run's stream after that id, instead of starting the run again or
 showing its events twice. ``limit`` (default 100, at most 1000) counts runs, the
@@ -44,7 +47,9 @@ def _messages(turns: list[Turn], format: str) -> list[dict[str, Any]]:
     out = []
     for turn in turns:
         shaped = agno_messages(turn) if format == "agno" else deltakit_messages(turn)
-        out.extend({**message, "job_id": str(turn.job_id)} for message in shaped)
+        for message in shaped:
+            marks = {"interrupted": True} if turn.interrupted and message["role"] != "user" else {}
+            out.append({**message, "job_id": str(turn.job_id), **marks})
     return out
 
 
@@ -55,6 +60,7 @@ def _run(turn: Turn) -> dict[str, Any]:
         "error": turn.error,
         "in_progress": turn.in_progress,
         "last_event_id": turn.last_event_id,
+        "interrupted": turn.interrupted,
     }
 
 

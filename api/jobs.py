@@ -11,11 +11,12 @@ from starlette.responses import JSONResponse
 from runstream.api import params
 from runstream.api.auth import accepts_stream_token
 from runstream.api.cursor import encode_cursor
-from runstream.api.errors import not_found
+from runstream.api.errors import ApiError, not_found
 from runstream.api.limits import creation_limits, job_limit_error
 from runstream.api.payloads import job_json, parse_new_job
 from runstream.api.tenancy import resolve_tenant
 from runstream.api.urls import public_base_url
+from runstream.api.webhooks import webhook_url
 from runstream.db import jobs
 from runstream.logs import job_fields
 
@@ -27,6 +28,7 @@ async def create_job(request: Request, default_session_id: str | None = None) ->
     settings = state.settings
     new = parse_new_job(await request.body(), settings.max_message_chars, settings.agent_paths)
     tenant = resolve_tenant(request)
+    if_busy = new.if_busy or state.settings.session_if_busy
     try:
         job = await jobs.create_job(
             state.pool,
@@ -38,14 +40,40 @@ async def create_job(request: Request, default_session_id: str | None = None) ->
             session_id=new.session_id or default_session_id,
             metadata=new.metadata,
             limits=creation_limits(settings),
+            if_busy=if_busy,
+            webhook_url=await webhook_url(new, tenant, settings),
         )
     except jobs.LimitExceeded as exc:
         raise job_limit_error(exc) from None
+    except jobs.SessionBusy as exc:
+        raise session_busy_error(request, exc.active) from None
+    queued = job["queued_at"] is not None
+    if queued and if_busy in ("interrupt", "rollback"):
+        interrupted = await jobs.interrupt_active_run(state.pool, job, rollback=if_busy == "rollback")
+        if interrupted is not None:
+            # A pending run is cancelled at once: its end may have promoted this job.
+            await state.dispatcher.send_followups(await jobs.after_jobs_ended(state.pool, [interrupted]))
+            job = await jobs.get_job(state.pool, job["id"], tenant) or job
     # The row is committed first, so a dispatch that fails loses nothing: the
-    # job stays pending and the reaper sends it again.
-    dispatched = await state.dispatcher.dispatch(job["id"])
-    log.info("job created", extra=job_fields(job["id"], "pending", dispatched=dispatched, session_id=job["session_id"]))
+    # job stays pending and the reaper sends it again. A queued job is not sent:
+    # the end of the run before it is.
+    dispatched = not queued and await state.dispatcher.dispatch(job["id"])
+    log.info(
+        "job created",
+        extra=job_fields(job["id"], "pending", dispatched=dispatched, queued=queued, session_id=job["session_id"]),
+    )
     return JSONResponse(job_json(job) | state.signer.links(job["id"], tenant, public_base_url(request)), status_code=202)
+
+
+def session_busy_error(request: Request, active: dict) -> ApiError:
+    """409 for if_busy reject: the run that holds the session, with its URLs."""
+    links = request.app.state.signer.links(active["id"], active["tenant"], public_base_url(request))
+    return ApiError(
+        409,
+        "session_busy",
+        f"session {active['session_id']!r} has a run in progress (job {active['id']}); nothing was created",
+        details={"active_job": {"job_id": str(active["id"]), "status": active["status"]} | links},
+    )
 
 
 async def get_job(request: Request) -> JSONResponse:
@@ -60,9 +88,12 @@ async def get_job(request: Request) -> JSONResponse:
 @accepts_stream_token
 async def cancel_job(request: Request) -> JSONResponse:
     job_id = params.job_id(request)
-    status = await jobs.cancel_job(request.app.state.pool, job_id, resolve_tenant(request))
+    pool = request.app.state.pool
+    status = await jobs.cancel_job(pool, job_id, resolve_tenant(request))
     if status is None:
         raise not_found()
+    if status == "cancelled":
+        await request.app.state.dispatcher.send_followups(await jobs.after_jobs_ended(pool, [job_id]))
     # "cancelled" when a pending job was cancelled here; "running" when its worker was asked to stop.
     log.info("job cancel requested", extra=job_fields(job_id, status))
     return JSONResponse({"status": "ok", "job_status": status})

@@ -67,6 +67,45 @@ JOB = {
         "created_at": {"type": "string", "format": "date-time"},
         "started_at": {"type": ["string", "null"], "format": "date-time"},
         "finished_at": {"type": ["string", "null"], "format": "date-time"},
+        "queued": {"type": "boolean", "description": "waiting behind its session's active run"},
+        "interrupted": {"type": "boolean", "description": "cancelled by a later job of its session"},
+        "webhook": {"type": ["object", "null"], "properties": {"url": {"type": "string"}}},
+    },
+}
+WEBHOOK_DELIVERIES = {
+    "type": "object",
+    "required": ["job_id", "webhook", "deliveries"],
+    "properties": {
+        "job_id": {"type": "string", "format": "uuid"},
+        "webhook": {"type": ["object", "null"], "properties": {"url": {"type": "string"}}},
+        "deliveries": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "properties": {
+                    "webhook_id": {"type": "string", "description": "the webhook-id header of every attempt"},
+                    "url": {"type": "string"},
+                    "job_status": {"type": "string", "enum": list(STATUSES)},
+                    "status": {"type": "string", "enum": ["pending", "delivered", "failed"]},
+                    "attempts": {
+                        "type": "array",
+                        "items": {
+                            "type": "object",
+                            "properties": {
+                                "attempt": {"type": "integer"},
+                                "outcome": {"type": "string", "enum": ["delivered", "failed", "refused"]},
+                                "response_status": {"type": ["integer", "null"]},
+                                "duration_ms": {"type": "number"},
+                                "error": {"type": ["string", "null"]},
+                                "at": {"type": "string", "format": "date-time"},
+                            },
+                        },
+                    },
+                    "created_at": {"type": "string", "format": "date-time"},
+                    "finished_at": {"type": ["string", "null"], "format": "date-time"},
+                },
+            },
+        },
     },
 }
 STREAM_LINKS = {
@@ -80,7 +119,11 @@ STREAM_LINKS = {
     },
 }
 
+# The request bodies' own schemas; the models they nest ($defs) become components of their own.
+NEW_JOB = NewJob.model_json_schema(ref_template="#/components/schemas/{model}")
+NEW_JOB_PARTS = NEW_JOB.pop("$defs", {})
 CONTINUE_BODY = ContinueBody.model_json_schema(ref_template="#/components/schemas/{model}")
+CONTINUE_BODY_PARTS = CONTINUE_BODY.pop("$defs", {})
 
 SCHEMAS: dict[str, Any] = {
     "Error": {
@@ -94,12 +137,13 @@ SCHEMAS: dict[str, Any] = {
             }
         },
     },
-    "NewJob": NewJob.model_json_schema(ref_template="#/components/schemas/{model}"),
-    "ContinueBody": {k: v for k, v in CONTINUE_BODY.items() if k != "$defs"},
-    # The schemas ContinueBody refers to (its answers), as components of their own.
-    **CONTINUE_BODY["$defs"],
+    "NewJob": NEW_JOB,
+    **NEW_JOB_PARTS,
+    "ContinueBody": CONTINUE_BODY,
+    **CONTINUE_BODY_PARTS,
     "Job": JOB,
     "JobWithStream": {"allOf": [_ref("Job"), STREAM_LINKS]},
+    "WebhookDeliveries": WEBHOOK_DELIVERIES,
     "JobList": {
         "type": "object",
         "required": ["jobs", "next_cursor"],
@@ -148,9 +192,14 @@ OPERATIONS: dict[tuple[str, str], dict[str, Any]] = {
             "202": _json(_ref("JobWithStream"), "the job, pending, with its stream token and URLs"),
             "400": _error("the body is not JSON"),
             "413": _error("the body is over the size limit"),
-            "422": _error("the body is JSON of the wrong shape, the message is too long, or the agent is unknown"),
+            "409": _error("if_busy reject and the session has a run in progress: error.active_job names it"),
+            "422": _error("the body is JSON of the wrong shape, the message is too long, the webhook URL is refused, or the agent is unknown"),
             **TOO_MANY,
         },
+    },
+    ("/api/jobs/{job_id}/webhooks", "get"): {
+        "summary": "The job's webhook deliveries, each with every attempt",
+        "responses": {"200": _json(_ref("WebhookDeliveries"), "the deliveries"), **NOT_FOUND},
     },
     ("/api/jobs", "get"): {
         "summary": "This tenant's jobs, newest first (keyset paging)",

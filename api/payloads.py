@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
@@ -15,6 +15,7 @@ from runstream.api.errors import ApiError
 MAX_SESSION_ID_CHARS = 256
 # As long as an agent's name may be (runstream.settings).
 MAX_AGENT_NAME_CHARS = 64
+MAX_WEBHOOK_URL_CHARS = 2048
 
 
 def check_storable(value: Any) -> None:
@@ -38,6 +39,18 @@ def check_storable(value: Any) -> None:
             stack.extend(item)
 
 
+class WebhookTarget(BaseModel):
+    model_config = ConfigDict(strict=True, extra="ignore")
+
+    url: str = Field(min_length=1, max_length=MAX_WEBHOOK_URL_CHARS)
+
+    @field_validator("url")
+    @classmethod
+    def _storable(cls, value: str) -> str:
+        check_storable(value)
+        return value
+
+
 class NewJob(BaseModel):
     # Strict: a number is not a message. Unknown fields are ignored, because
     # DeltaKit's startBody lets a page add its own.
@@ -48,6 +61,9 @@ class NewJob(BaseModel):
     metadata: dict[str, Any] | None = None
     # A name from RUNSTREAM_AGENTS (GET /api/agents); none: the default agent.
     agent: str | None = Field(default=None, max_length=MAX_AGENT_NAME_CHARS)
+    # When the session has a run still active; unset: the setting RUNSTREAM_SESSION_IF_BUSY.
+    if_busy: Literal["enqueue", "reject", "interrupt", "rollback"] | None = None
+    webhook: WebhookTarget | None = None
 
     @field_validator("message")
     @classmethod
@@ -112,4 +128,9 @@ def job_json(job: dict[str, Any]) -> dict[str, Any]:
         "created_at": _time(job["created_at"]),
         "started_at": _time(job["started_at"]),
         "finished_at": _time(job["finished_at"]),
+        # Waiting behind its session's active run (if_busy enqueue); not dispatched yet.
+        "queued": job["queued_at"] is not None,
+        # Cancelled by a later job of its session (if_busy interrupt or rollback).
+        "interrupted": job["interrupted_at"] is not None,
+        "webhook": {"url": job["webhook_url"]} if job["webhook_url"] else None,
     }

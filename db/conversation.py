@@ -50,6 +50,8 @@ class Turn:
     error: str | None
     created_at: datetime
     events: list[LoggedEvent] = field(default_factory=list)
+    # A later run of the session cancelled this one (if_busy interrupt): its answer is partial.
+    interrupted: bool = False
 
     @property
     def in_progress(self) -> bool:

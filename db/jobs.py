@@ -4,6 +4,7 @@
        ▲                  │
        └────release───────┘   (a transient failure hands the job back)
     pending ──cancel──▶ cancelled          (at once, by the API)
+    pending (queued) ──its session's active run ends──▶ pending   (the jobs_ended trigger)
     running ──claim (heartbeat stale)──▶ running, attempt + 1
     pending | running (stuck, out of attempts) ──reaper──▶ failed   (tasks.reaper)
     running ──pause (a tool needs a person)──▶ paused ──continue (answers)──▶ pending
@@ -20,6 +21,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from psycopg import AsyncConnection
 from psycopg.types.json import Jsonb
 from psycopg_pool import AsyncConnectionPool
 
@@ -29,6 +31,9 @@ from runstream.db.events import AppendBatch, append_in
 STATUSES = ("pending", "running", "paused", "completed", "failed", "cancelled")
 TERMINAL_STATUSES = frozenset({"completed", "failed", "cancelled"})
 CANCELLED_EVENT = {"type": "done", "status": "cancelled"}
+# The error of a job handed back by a worker going down. Such an attempt did not
+# fail: the claim and the reaper do not count it against ``max_attempts``.
+SHUTDOWN_ERROR = "worker shut down"
 PAUSE_TIMED_OUT = "pause timed out"
 
 
@@ -81,6 +86,14 @@ class LimitExceeded(Exception):
         self.retry_after_s = max(1, retry_after_s)
 
 
+class SessionBusy(Exception):
+    """The session has an active run and the new job's policy is ``reject``; nothing was written."""
+
+    def __init__(self, active: dict[str, Any]):
+        super().__init__(f"session busy with job {active['id']}")
+        self.active = active
+
+
 async def create_job(
     pool: AsyncConnectionPool,
     *,
@@ -92,9 +105,17 @@ async def create_job(
     agent: str | None = None,
     job_id: uuid.UUID | None = None,
     limits: CreationLimits | None = None,
+    if_busy: str = "enqueue",
+    webhook_url: str | None = None,
 ) -> dict[str, Any]:
     """Insert a pending job. Under ``limits``, raises LimitExceeded instead when the
-    tenant is at one, checked and inserted in one transaction."""
+    tenant is at one, checked and inserted in one transaction.
+
+    In a session whose run is still active (``if_busy``): ``reject`` raises
+    SessionBusy; otherwise the job is queued (``queued_at`` set, never
+    dispatched) behind it, ``interrupt`` and ``rollback`` at the head of the
+    line, in the run's own place (the caller then calls ``interrupt_active_run``).
+    The session lock and the one-active-run index make this race-free."""
     params = {
         "id": job_id or uuid.uuid4(),
         "tenant": tenant,
@@ -103,17 +124,71 @@ async def create_job(
         "model": model,
         "agent": agent,
         "metadata": Jsonb(metadata or {}),
+        "webhook_url": webhook_url,
+        "queued": False,
+        "queued_at": None,
     }
+    limited = limits is not None and bool(limits.rate or limits.active)
     async with pool.connection() as conn:
-        if limits is None or not (limits.rate or limits.active):
+        if not limited and session_id is None:
             cur = await conn.execute(queries.INSERT_JOB, params)
             return await cur.fetchone()
         async with conn.transaction():
-            await conn.execute(queries.LOCK_TENANT_JOBS, {"tenant": tenant})
-            cur = await conn.execute(queries.TENANT_JOB_LOAD, {"tenant": tenant, "window_s": limits.window_s})
-            limits.check(await cur.fetchone())
+            if limited:
+                assert limits is not None
+                await conn.execute(queries.LOCK_TENANT_JOBS, {"tenant": tenant})
+                cur = await conn.execute(queries.TENANT_JOB_LOAD, {"tenant": tenant, "window_s": limits.window_s})
+                limits.check(await cur.fetchone())
+            if session_id is not None:
+                where = {"tenant": tenant, "session_id": session_id}
+                await conn.execute(queries.LOCK_SESSION, where)
+                cur = await conn.execute(queries.SESSION_ACTIVE_JOB, where)
+                active = await cur.fetchone()
+                if active is not None:
+                    if if_busy == "reject":
+                        raise SessionBusy(active)
+                    params["queued"] = True
+                    if if_busy in ("interrupt", "rollback"):
+                        params["queued_at"] = active["created_at"]
             cur = await conn.execute(queries.INSERT_JOB, params)
             return await cur.fetchone()
+
+
+async def interrupt_active_run(
+    pool: AsyncConnectionPool, job: dict[str, Any], *, rollback: bool
+) -> uuid.UUID | None:
+    """Cancel the run active in ``job``'s session (``job`` waits behind it), marked
+    interrupted, and with ``rollback`` left out of the conversation. Answers its
+    id, None when it had ended already (``job`` then is the active one, or next)."""
+    where = {"tenant": job["tenant"], "session_id": job["session_id"]}
+    async with pool.connection() as conn, conn.transaction():
+        cur = await conn.execute(queries.SESSION_ACTIVE_JOB + " FOR UPDATE", where)
+        active = await cur.fetchone()
+        if active is None or active["id"] == job["id"]:
+            return None
+        await conn.execute(queries.MARK_INTERRUPTED, {"id": active["id"], "rollback": rollback})
+        await _cancel_in(conn, active)
+    return active["id"]
+
+
+@dataclass(frozen=True)
+class Followups:
+    """What the end of some jobs leaves to send to the broker: the next runs of
+    their sessions, and their webhook deliveries."""
+
+    runs: list[uuid.UUID]
+    webhooks: list[str]
+
+
+async def after_jobs_ended(pool: AsyncConnectionPool, job_ids: list[uuid.UUID]) -> Followups:
+    if not job_ids:
+        return Followups([], [])
+    async with pool.connection() as conn:
+        cur = await conn.execute(queries.AFTER_JOBS_ENDED, {"ids": job_ids})
+        rows = await cur.fetchall()
+    return Followups(
+        [uuid.UUID(r["ref"]) for r in rows if r["kind"] == "run"], [r["ref"] for r in rows if r["kind"] == "webhook"]
+    )
 
 
 async def get_job(pool: AsyncConnectionPool, job_id: uuid.UUID, tenant: str) -> dict[str, Any] | None:
@@ -166,7 +241,8 @@ async def claim_job(
     async with pool.connection() as conn:
         cur = await conn.execute(
             queries.CLAIM_JOB,
-            {"id": job_id, "worker": worker, "stale_after_s": stale_after_s, "max_attempts": max_attempts},
+            {"id": job_id, "worker": worker, "stale_after_s": stale_after_s, "max_attempts": max_attempts,
+             "shutdown_error": SHUTDOWN_ERROR},
         )
         row = await cur.fetchone()
     if row is None:
@@ -210,15 +286,19 @@ async def cancel_job(pool: AsyncConnectionPool, job_id: uuid.UUID, tenant: str) 
             job = await cur.fetchone()
             if job is None:
                 return None
-            if job["status"] in ("pending", "paused"):
-                [result] = await append_in(
-                    conn,
-                    [AppendBatch(job_id, [CANCELLED_EVENT], from_statuses=(job["status"],), new_status="cancelled")],
-                )
-                return result.status
-            if job["status"] == "running":
-                await conn.execute(queries.REQUEST_CANCEL, {"id": job_id, "tenant": tenant})
-            return job["status"]
+            return await _cancel_in(conn, job)
+
+
+async def _cancel_in(conn: AsyncConnection, job: dict[str, Any]) -> str:
+    """Cancel ``job`` (its row locked by the caller's transaction); answers its status afterwards."""
+    if job["status"] in ("pending", "paused"):
+        [result] = await append_in(
+            conn, [AppendBatch(job["id"], [CANCELLED_EVENT], from_statuses=(job["status"],), new_status="cancelled")]
+        )
+        return result.status
+    if job["status"] == "running":
+        await conn.execute(queries.REQUEST_CANCEL, {"id": job["id"], "tenant": job["tenant"]})
+    return job["status"]
 
 
 async def release_job(
@@ -250,6 +330,7 @@ async def mark_stuck_for_dispatch(pool: AsyncConnectionPool, limits: ReapLimits)
         "pending_timeout_s": limits.pending_timeout_s,
         "stale_after_s": limits.stale_after_s,
         "max_attempts": limits.max_attempts,
+        "shutdown_error": SHUTDOWN_ERROR,
         "limit": limits.limit,
     }
     async with pool.connection() as conn:
@@ -270,7 +351,12 @@ async def finish_stuck(pool: AsyncConnectionPool, limits: ReapLimits) -> list[tu
     """End the stuck jobs that get no more attempts (out of attempts, or a dead run
     that was asked to cancel): each gets its terminal event and final status in ONE
     transaction, under the row locks taken when it was picked. Answers (job_id, status)."""
-    params = {"stale_after_s": limits.stale_after_s, "max_attempts": limits.max_attempts, "limit": limits.limit}
+    params = {
+        "stale_after_s": limits.stale_after_s,
+        "max_attempts": limits.max_attempts,
+        "shutdown_error": SHUTDOWN_ERROR,
+        "limit": limits.limit,
+    }
     async with pool.connection() as conn, conn.transaction():
         cur = await conn.execute(queries.REAP_FINISH, params)
         jobs = await cur.fetchall()

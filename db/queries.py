@@ -11,16 +11,62 @@ NOTIFY_CHANNEL = "runstream_events"
 NOTIFY_ROWS_MAX_BYTES = 7800
 NOTIFY_ROWS_MAX = 64
 
+# New columns go last: some readers take a row by position.
 JOB_COLUMNS = """
-    id, tenant, session_id, message, model, agent, status, attempt, last_seq,
-    cancel_requested_at, error, metadata, output, created_at, started_at, finished_at,
-    heartbeat_at, worker, requirements, answers, paused_at, paused_s, attempt_base
+    id, tenant, session_id, message, model, status, attempt, last_seq,
+    cancel_requested_at, error, metadata, created_at, started_at, finished_at,
+    heartbeat_at, worker, queued_at, interrupted_at, webhook_url, agent, output,
+    requirements, answers, paused_at, paused_s, attempt_base
 """
 
+# ``queued_at``: NULL for a job that may run now; for one waiting behind its
+# session's active run, its place in the line. ``created_at`` is the insert's
+# own time, not the transaction's start: creations in one session take its lock
+# first, so their created_at order is the order they got it in, which is the
+# order they run in and the order history sees them in.
 INSERT_JOB = f"""
-INSERT INTO jobs (id, tenant, session_id, message, model, agent, metadata)
-VALUES (%(id)s, %(tenant)s, %(session_id)s, %(message)s, %(model)s, %(agent)s, %(metadata)s)
+INSERT INTO jobs (id, tenant, session_id, message, model, agent, metadata, webhook_url, created_at, queued_at)
+VALUES (%(id)s, %(tenant)s, %(session_id)s, %(message)s, %(model)s, %(agent)s, %(metadata)s, %(webhook_url)s,
+        clock_timestamp(),
+        CASE WHEN %(queued)s THEN coalesce(%(queued_at)s::timestamptz, clock_timestamp()) END)
 RETURNING {JOB_COLUMNS}
+"""
+
+# --- sessions: one active run each (migration 0008) ----------------------------
+
+# Serializes job creation in one session with the end of its active run (the
+# jobs_ended trigger takes the same lock), so a job is queued only behind a run
+# that is still active when the creation commits.
+LOCK_SESSION = """
+SELECT pg_advisory_xact_lock(hashtextextended('runstream-session:' || %(tenant)s || ':' || %(session_id)s, 0))
+"""
+
+# The session's active run (a paused one too: it keeps its session), read after LOCK_SESSION in a statement of its own,
+# so it sees every creation and every ending committed before the lock.
+SESSION_ACTIVE_JOB = f"""
+SELECT {JOB_COLUMNS} FROM jobs
+WHERE tenant = %(tenant)s AND session_id = %(session_id)s
+  AND queued_at IS NULL AND status IN ('pending', 'running', 'paused')
+"""
+
+# A later job interrupts this run: marked, and with ``rollback`` left out of
+# the conversation (as a cleared run is). A run that already ended is left as it ended.
+MARK_INTERRUPTED = """
+UPDATE jobs SET interrupted_at = now(),
+    cleared_at = CASE WHEN %(rollback)s THEN coalesce(cleared_at, now()) ELSE cleared_at END
+WHERE id = %(id)s AND status IN ('pending', 'running', 'paused')
+"""
+
+# What the end of these jobs set in motion, for the caller to send to the
+# broker: their sessions' next runs (promoted by the jobs_ended trigger, not
+# yet dispatched) and their webhook deliveries not yet done.
+AFTER_JOBS_ENDED = """
+SELECT 'run' AS kind, n.id::text AS ref
+FROM jobs e JOIN jobs n ON n.tenant = e.tenant AND n.session_id = e.session_id
+WHERE e.id = ANY(%(ids)s::uuid[]) AND n.status = 'pending' AND n.queued_at IS NULL AND n.attempt = 0
+UNION ALL
+SELECT 'webhook', d.webhook_id FROM webhook_deliveries d
+WHERE d.job_id = ANY(%(ids)s::uuid[]) AND d.status = 'pending'
 """
 
 # A run's structured answer (its ``output`` event), kept on the job; only by the
@@ -187,16 +233,20 @@ ORDER BY r.job_id, e.seq
 # status and error say why a new attempt starts (the reason in its ``retry``
 # event). Never beyond ``max_attempts``, counted from ``attempt_base`` (the
 # attempts used before the latest continuation of a paused run): a job that
-# used them all is the reaper's to fail. Two deliveries of one job that claim at once serialize on
-# the row lock, and the second one re-checks the WHERE against the row the
-# first one wrote (running, fresh heartbeat), so it gets no row: one job never
-# runs twice at once.
+# used them all is the reaper's to fail; an attempt handed back by a worker
+# shutting down (its error is ``shutdown_error``) did not fail, so it does not
+# use one up. Two deliveries of one job that claim at once serialize on the row
+# lock, and the second one re-checks the WHERE against the row the first one
+# wrote (running, fresh heartbeat), so it gets no row: one job never runs twice
+# at once.
 CLAIM_JOB = f"""
 WITH prev AS (
     SELECT id, status AS prev_status, error AS prev_error
     FROM jobs
     WHERE id = %(id)s
-      AND (%(max_attempts)s::int IS NULL OR attempt - attempt_base < %(max_attempts)s)
+      AND (%(max_attempts)s::int IS NULL OR attempt - attempt_base < %(max_attempts)s
+           OR (status = 'pending' AND error = %(shutdown_error)s))
+      AND queued_at IS NULL
       AND (status = 'pending'
            OR (status = 'running'
                AND cancel_requested_at IS NULL
@@ -293,11 +343,14 @@ FOR UPDATE SKIP LOCKED
 # marked as dispatched now (available_at), in the same statement that picks it,
 # so every other worker's reaper leaves it alone for another threshold. SKIP
 # LOCKED: a job that is being claimed or written right now is busy, not stuck.
+# A queued job is not stuck: it waits for its session (the jobs_ended trigger
+# promotes it when the run before it ends).
 REAP_DISPATCH = """
 WITH stuck AS (
     SELECT id FROM jobs
     WHERE status IN ('pending', 'running')
-      AND attempt - attempt_base < %(max_attempts)s
+      AND (attempt - attempt_base < %(max_attempts)s OR (status = 'pending' AND error = %(shutdown_error)s))
+      AND queued_at IS NULL
       AND ((status = 'pending'
             AND available_at < now() - make_interval(secs => %(pending_timeout_s)s))
         OR (status = 'running'
@@ -316,15 +369,17 @@ RETURNING j.id, j.status
 
 # Jobs the reaper ends instead of dispatching: a dead run whose cancel was
 # requested, or a job that used all its attempts (its last run died, or it was
-# handed back on its last attempt). Locked until the caller's transaction
-# appends their terminal events.
+# handed back on its last attempt after a transient failure; one handed back by
+# a worker shutting down did not fail, and runs again). Locked until the
+# caller's transaction appends their terminal events.
 REAP_FINISH = """
 SELECT id, status, attempt, attempt - attempt_base AS run_attempts, error, cancel_requested_at FROM jobs
 WHERE status IN ('pending', 'running')
   AND ((status = 'running'
         AND heartbeat_at < now() - make_interval(secs => %(stale_after_s)s)
         AND (attempt - attempt_base >= %(max_attempts)s OR cancel_requested_at IS NOT NULL))
-    OR (status = 'pending' AND attempt - attempt_base >= %(max_attempts)s AND available_at <= now()))
+    OR (status = 'pending' AND attempt - attempt_base >= %(max_attempts)s AND available_at <= now()
+        AND error IS DISTINCT FROM %(shutdown_error)s))
 ORDER BY id
 LIMIT %(limit)s
 FOR UPDATE SKIP LOCKED
@@ -350,7 +405,7 @@ WHERE j.id = %(job_id)s
 # submitted before a given one (the agent's context); ``finished_only`` leaves
 # out runs still in progress.
 SESSION_RUNS = """
-SELECT id, status, message, error, created_at, last_seq FROM jobs
+SELECT id, status, message, error, created_at, last_seq, interrupted_at FROM jobs
 WHERE tenant = %(tenant)s AND session_id = %(session_id)s AND cleared_at IS NULL
   AND (%(before_created_at)s::timestamptz IS NULL
        OR (created_at, id) < (%(before_created_at)s, %(before_id)s::uuid))
@@ -519,4 +574,67 @@ SELECT secret FROM stream_secrets ORDER BY id DESC LIMIT %(keep)s
 DROP_OLD_STREAM_SECRETS = """
 DELETE FROM stream_secrets
 WHERE id NOT IN (SELECT id FROM stream_secrets ORDER BY id DESC LIMIT %(keep)s)
+"""
+
+# --- webhook deliveries (runstream.tasks.webhooks; rows from migration 0008) --------
+
+JOB_BY_ID = f"""
+SELECT {JOB_COLUMNS} FROM jobs WHERE id = %(id)s
+"""
+
+# Take a delivery for one attempt: not done, attempts left, and due (a retry's
+# message may arrive a little before its time). The lease keeps the reaper's
+# sweep, and any duplicate message, off it while the attempt runs, so one
+# delivery never has two attempts at once.
+CLAIM_WEBHOOK = """
+UPDATE webhook_deliveries SET attempts = attempts + 1,
+    next_attempt_at = now() + make_interval(secs => %(lease_s)s)
+WHERE webhook_id = %(webhook_id)s AND status = 'pending' AND attempts < %(max_attempts)s
+  AND next_attempt_at <= now() + interval '1 second'
+RETURNING webhook_id, job_id, url, job_status, attempts, created_at
+"""
+
+# One attempt's record, and the delivery's state after it: ``status`` pending
+# (tried again in ``retry_in_s``), delivered or failed.
+RECORD_WEBHOOK_ATTEMPT = """
+WITH recorded AS (
+    INSERT INTO webhook_attempts (webhook_id, attempt, outcome, response_status, duration_ms, error)
+    VALUES (%(webhook_id)s, %(attempt)s, %(outcome)s, %(response_status)s, %(duration_ms)s, %(error)s)
+)
+UPDATE webhook_deliveries SET status = %(status)s,
+    next_attempt_at = now() + make_interval(secs => %(retry_in_s)s),
+    finished_at = CASE WHEN %(status)s = 'pending' THEN NULL ELSE now() END
+WHERE webhook_id = %(webhook_id)s
+"""
+
+# Deliveries whose message was lost (the worker died before sending it, or
+# during an attempt): overdue by ``pending_timeout_s``. Each is marked as
+# dispatched now, in the statement that picks it, so concurrent reapers take
+# each once; one that used every attempt fails instead.
+REAP_WEBHOOKS = """
+WITH overdue AS (
+    SELECT webhook_id FROM webhook_deliveries
+    WHERE status = 'pending' AND next_attempt_at < now() - make_interval(secs => %(pending_timeout_s)s)
+    ORDER BY next_attempt_at
+    LIMIT %(limit)s
+    FOR UPDATE SKIP LOCKED
+)
+UPDATE webhook_deliveries d SET next_attempt_at = now(),
+    status = CASE WHEN d.attempts >= %(max_attempts)s THEN 'failed' ELSE 'pending' END,
+    finished_at = CASE WHEN d.attempts >= %(max_attempts)s THEN now() END
+FROM overdue
+WHERE d.webhook_id = overdue.webhook_id
+RETURNING d.webhook_id, d.status
+"""
+
+# A job's deliveries, oldest first, each with its attempts.
+JOB_WEBHOOK_DELIVERIES = """
+SELECT d.webhook_id, d.url, d.job_status, d.status, d.attempts, d.created_at, d.finished_at,
+       coalesce((SELECT jsonb_agg(jsonb_build_object(
+                     'attempt', a.attempt, 'outcome', a.outcome, 'response_status', a.response_status,
+                     'duration_ms', a.duration_ms, 'error', a.error, 'at', a.created_at) ORDER BY a.id)
+                 FROM webhook_attempts a WHERE a.webhook_id = d.webhook_id), '[]'::jsonb) AS attempt_log
+FROM webhook_deliveries d
+WHERE d.job_id = %(job_id)s
+ORDER BY d.created_at, d.webhook_id
 """

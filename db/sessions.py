@@ -27,7 +27,10 @@ async def _turns(pool: AsyncConnectionPool, params: dict[str, Any]) -> list[Turn
                 LoggedEvent(row["seq"], row["attempt"], row["type"], row["payload"], row["created_at"])
             )
     return [
-        Turn(job["id"], job["status"], job["message"], job["error"], job["created_at"], events[job["id"]])
+        Turn(
+            job["id"], job["status"], job["message"], job["error"], job["created_at"], events[job["id"]],
+            interrupted=job["interrupted_at"] is not None,
+        )
         for job in jobs
     ]
 

@@ -14,6 +14,8 @@ from runstream import filesystem_transport
 from runstream.settings import Settings
 
 TASK_NAME = "runstream.run_job"
+# One attempt at one webhook delivery (tasks/webhooks.py), by webhook id.
+WEBHOOK_TASK_NAME = "runstream.deliver_webhook"
 
 # kombu's filesystem transport, with whole-message writes (see the module).
 TRANSPORT_ALIASES[filesystem_transport.SCHEME] = "runstream.filesystem_transport:Transport"

@@ -47,7 +47,17 @@ def cmd_api(args: argparse.Namespace) -> None:
     )
 
 
+# The Celery pools a worker may run. Every run of a process goes to its one event
+# loop (tasks.runtime), which the task threads share: a process pool would build
+# a runtime in the parent and each child (a forked loop is dead), and a warm
+# shutdown would reach the parent, which holds no runs; eventlet and gevent
+# would patch the threads the loop runs on.
+SUPPORTED_POOLS = ("threads", "solo")
+
+
 def cmd_worker(args: argparse.Namespace) -> None:
+    if args.pool not in SUPPORTED_POOLS:
+        sys.exit(f"runstream: worker pool {args.pool!r} is not supported: use threads (the default) or solo")
     require_database_url(get_settings())
     from runstream.tasks.registry import RegistryError, get_registry
 
@@ -58,7 +68,7 @@ def cmd_worker(args: argparse.Namespace) -> None:
         sys.exit(f"runstream: RUNSTREAM_AGENTS: {exc}")
     from runstream.tasks.celery_app import celery_app
 
-    celery_app.worker_main(["worker", "--loglevel=INFO", *args.celery_args])
+    celery_app.worker_main(["worker", "--loglevel=INFO", f"--pool={args.pool}", *args.celery_args])
 
 
 def cmd_dev(args: argparse.Namespace) -> None:
@@ -77,6 +87,7 @@ def cmd_stats(args: argparse.Namespace) -> None:
         since=now - args.since if args.since else None,
         until=now - args.until if args.until else None,
         session_id=args.session_id,
+        agent=args.agent,
     )
     run_stats(require_database_url(get_settings()), scope)
 
@@ -137,7 +148,11 @@ def build_parser() -> argparse.ArgumentParser:
     api.set_defaults(func=cmd_api)
 
     # Options after `worker` are Celery's own (-n, --concurrency, -Q, ...).
-    worker = commands.add_parser("worker", help="run a Celery worker (extra options go to Celery)")
+    worker = commands.add_parser(
+        "worker", help="run a Celery worker (extra options go to Celery)", allow_abbrev=False
+    )
+    # Read here, not left to Celery: it would take an unsupported pool, or quietly ignore one.
+    worker.add_argument("-P", "--pool", default="threads", help=f"one of {', '.join(SUPPORTED_POOLS)}")
     worker.set_defaults(func=cmd_worker, passes_options_through=True)
 
     migrate = commands.add_parser("migrate", help="upgrade the database to the newest schema")
@@ -153,6 +168,7 @@ def build_parser() -> argparse.ArgumentParser:
     stats.add_argument("--since", type=parse_duration, help="jobs created at most this long ago (e.g. 24h)")
     stats.add_argument("--until", type=parse_duration, help="jobs created at least this long ago")
     stats.add_argument("--session-id")
+    stats.add_argument("--agent", help="only this agent's jobs")
     stats.add_argument("--tenant", default="default")
     stats.set_defaults(func=cmd_stats)
 

@@ -7,21 +7,34 @@ operators already set); everything else is ``RUNSTREAM_*``.
 
 from __future__ import annotations
 
+import base64
 import os
 import re
 from functools import lru_cache
 from typing import Literal
 from pathlib import Path
 
-from pydantic import AliasChoices, Field, PositiveFloat, PositiveInt, SecretStr, ValidationError, ValidationInfo, field_validator
+from pydantic import (
+    AliasChoices,
+    Field,
+    PositiveFloat,
+    PositiveInt,
+    SecretStr,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
-def _key_entries(api_keys: SecretStr) -> list[tuple[str, str] | None]:
-    """``RUNSTREAM_API_KEYS`` entry by entry (blank ones skipped, positions kept):
-    ``(tenant, key)``, or None for an entry that is not ``tenant=key``."""
+def _key_entries(api_keys: SecretStr | str) -> list[tuple[str, str] | None]:
+    """``RUNSTREAM_API_KEYS`` (and the other ``tenant=value`` lists) entry by entry
+    (blank ones skipped, positions kept): ``(tenant, key)``, or None for an entry
+    that is not ``tenant=key``."""
+    text = api_keys.get_secret_value() if isinstance(api_keys, SecretStr) else api_keys
     entries: list[tuple[str, str] | None] = []
-    for item in api_keys.get_secret_value().split(","):
+    for item in text.split(","):
         tenant, sep, key = (part.strip() for part in item.partition("="))
         if item.strip():
             entries.append((tenant, key) if sep and tenant and key else None)
@@ -135,8 +148,9 @@ class Settings(BaseSettings):
     worker_concurrency: PositiveInt = 32
     worker_db_pool_size: PositiveInt = 4
     # Group commits a worker process runs at once, each over its own set of jobs
-    # and on its own connection (tasks/event_writer.py). Capped at
-    # worker_db_pool_size - 1: one connection stays free for heartbeats and the reaper.
+    # and on its own connection (tasks/event_writer.py). Less than
+    # worker_db_pool_size (checked when read): one connection stays free for
+    # heartbeats and the reaper.
     worker_flush_lanes: PositiveInt = 2
     heartbeat_s: float = 5.0
     # A running job whose heartbeat is older than this is considered abandoned:
@@ -169,6 +183,23 @@ class Settings(BaseSettings):
 
     # Earlier runs of its session the agent sees as context (0: none).
     history_runs: int = 20
+
+    # --- sessions and webhooks (docs/sessions-and-webhooks.md) ------------------
+    # What a job created in a session whose run is still active does, unless its
+    # request says (``if_busy``).
+    session_if_busy: Literal["enqueue", "reject", "interrupt", "rollback"] = "enqueue"
+    # ``tenant=url,...``: where a tenant's jobs without a webhook of their own announce their end.
+    webhook_urls: str = ""
+    # ``tenant=whsec_<base64>,...``: the key that signs a tenant's webhooks (Standard Webhooks).
+    webhook_secrets: SecretStr = SecretStr("")
+    # Webhooks to loopback, private and link-local addresses are refused unless this is set.
+    webhook_allow_private: bool = False
+    # One attempt (connect, send, read the answer) may take this long at most.
+    webhook_timeout_s: float = Field(default=10.0, gt=0)
+    webhook_max_attempts: PositiveInt = 8
+    # Backoff between attempts: base, 2·base, 4·base … seconds, capped.
+    webhook_backoff_s: float = Field(default=5.0, ge=0)
+    webhook_backoff_max_s: float = Field(default=3600.0, ge=0)
     # The worker's Prometheus exporter port; unset: no exporter.
     worker_metrics_port: int | None = None
 
@@ -225,6 +256,57 @@ class Settings(BaseSettings):
     def default_agent_name(self) -> str:
         return self.default_agent or next(iter(self.agent_paths))
 
+    @model_validator(mode="after")
+    def _consistent(self) -> Settings:
+        # Rules between settings, each a misconfiguration that would otherwise
+        # show up only under load or after a failure.
+        broken = [message for holds, message in (
+            (self.worker_flush_lanes < self.worker_db_pool_size,
+             f"{_variable('worker_flush_lanes')} must be less than {_variable('worker_db_pool_size')}"
+             " (one connection stays free for heartbeats and the reaper)"),
+            (self.stale_after_s > self.heartbeat_s + self.cancel_poll_s,
+             f"{_variable('stale_after_s')} must be more than {_variable('heartbeat_s')}"
+             f" + {_variable('cancel_poll_s')} (the longest gap between two heartbeats of a live run)"),
+            (self.retry_backoff_max_s >= self.retry_backoff_s,
+             f"{_variable('retry_backoff_max_s')} must be at least {_variable('retry_backoff_s')}"),
+            (self.max_streams_per_tenant <= self.max_streams,
+             f"{_variable('max_streams_per_tenant')} must be at most {_variable('max_streams')}"),
+        ) if not holds]
+        if broken:
+            raise ValueError("; ".join(broken))
+        return self
+    @field_validator("webhook_secrets")
+    @classmethod
+    def _secrets_are_keys(cls, value: SecretStr) -> SecretStr:
+        for position, pair in enumerate(_key_entries(value), start=1):
+            if pair is None or not _is_webhook_secret(pair[1]):
+                raise ValueError(f"entry {position} is not tenant=whsec_<base64 key>")
+        return value
+
+    @field_validator("webhook_urls")
+    @classmethod
+    def _urls_are_pairs(cls, value: str) -> str:
+        for position, pair in enumerate(_key_entries(value), start=1):
+            if pair is None or not pair[1].startswith(("http://", "https://")):
+                raise ValueError(f"entry {position} is not tenant=http(s)://...")
+        return value
+
+    @model_validator(mode="after")
+    def _default_webhooks_are_signed(self) -> Settings:
+        # A default webhook nobody could verify would be refused at every send.
+        unsigned = sorted(set(self.webhook_url_map) - {t for t, _ in filter(None, _key_entries(self.webhook_secrets))})
+        if unsigned:
+            raise ValueError(f"RUNSTREAM_WEBHOOK_URLS names tenants with no secret in RUNSTREAM_WEBHOOK_SECRETS: {', '.join(unsigned)}")
+        return self
+
+    @property
+    def webhook_url_map(self) -> dict[str, str]:
+        """{tenant: default webhook URL}."""
+        return dict(filter(None, _key_entries(self.webhook_urls)))
+
+    def webhook_secret(self, tenant: str) -> str | None:
+        return dict(filter(None, _key_entries(self.webhook_secrets))).get(tenant)
+
     @property
     def api_key_map(self) -> dict[str, str]:
         """``tenant=key,tenant=key`` → {key: tenant} (the form is checked when read)."""
@@ -233,6 +315,15 @@ class Settings(BaseSettings):
     @property
     def cors_origin_list(self) -> list[str]:
         return [o.strip() for o in self.cors_origins.split(",") if o.strip()]
+
+
+def _is_webhook_secret(secret: str) -> bool:
+    if not secret.startswith("whsec_"):
+        return False
+    try:
+        return len(base64.b64decode(secret.removeprefix("whsec_"), validate=True)) >= 24
+    except ValueError:
+        return False
 
 
 class SettingsError(Exception):
@@ -244,14 +335,20 @@ def _variable(field: str) -> str:
     return field.upper() if field.upper() in SERVICE_VARIABLES else f"RUNSTREAM_{field.upper()}"
 
 
+def _reason(message: str) -> str:
+    return message.removeprefix("Value error, ")
+
+
 @lru_cache
 def get_settings() -> Settings:
     try:
         return Settings()
     except ValidationError as exc:
-        # One line per variable, naming it; never the value (it may be a secret).
+        # One line naming each variable; never the value (it may be a secret).
+        # A rule between settings (no one field's error) names its variables itself.
         problems = "; ".join(
-            f"{_variable(str(error['loc'][0]))}: {error['msg'].removeprefix('Value error, ')}" for error in exc.errors()
+            f"{_variable(str(error['loc'][0]))}: {_reason(error['msg'])}" if error["loc"] else _reason(error["msg"])
+            for error in exc.errors()
         )
         raise SettingsError(f"invalid settings: {problems}") from None
 

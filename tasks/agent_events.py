@@ -109,6 +109,13 @@ def tool_result_payload(tool: Any) -> Payload:
     return payload
 
 
+def error_text(event: Any) -> str:
+    """An error event's message (agents and teams say it in ``content``, workflows in ``error``)."""
+    text = getattr(event, "error", None) or event.content or "run failed"
+    # Provider messages sometimes echo credentials; the event log is read by browsers.
+    return redact_secrets(str(text))
+
+
 def member_name(event: Any) -> str:
     return event.agent_name or event.team_name or event.agent_id or event.team_id or "member"
 
@@ -123,8 +130,7 @@ class Translator:
 
     def payloads(self, event: Any) -> list[Payload]:
         if isinstance(event, RUN_ERROR) and self._is_top(event):
-            # Provider messages sometimes echo credentials; the event log is read by browsers.
-            return [error_payload(redact_secrets(str(event.content or event.error or "run failed")))]
+            return [error_payload(error_text(event))]
         if isinstance(event, RUN_CANCELLED) and self._is_top(event):
             return [CANCELLED]
         if isinstance(event, workflow_run.BaseWorkflowRunOutputEvent):
@@ -192,8 +198,7 @@ class Translator:
         if isinstance(event, RUN_COMPLETED):
             return [{"type": "member_completed", **who, "content": text_of(event.content or "")}]
         if isinstance(event, RUN_ERROR):
-            message = redact_secrets(str(event.content or "run failed"))
-            return [{"type": "member_error", **who, "message": message}]
+            return [{"type": "member_error", **who, "message": error_text(event)}]
         return []
 
     def _workflow(self, event: Any) -> list[Payload]:

@@ -1,4 +1,5 @@
-"""The Celery app of the worker, and its one task: ``runstream.run_job(job_id)``.
+"""The Celery app of the worker, and its tasks: ``runstream.run_job(job_id)`` and
+``runstream.deliver_webhook(webhook_id)``.
 
 Start a worker with ``runstream worker`` (extra options go to Celery), e.g.
 ``runstream worker -n w1@%h --concurrency 64``. The pool is threads (see
@@ -13,6 +14,7 @@ import uuid
 from typing import Any
 
 from celery import Celery, Task
+from celery.exceptions import Reject
 from celery.signals import (
     setup_logging,
     worker_init,
@@ -22,16 +24,19 @@ from celery.signals import (
 )
 from prometheus_client import start_http_server
 
-from runstream.broker import TASK_NAME, celery_config
+from runstream.broker import TASK_NAME, WEBHOOK_TASK_NAME, celery_config
 from runstream.logs import configure_logging
 from runstream.settings import get_settings
 from runstream.tasks.run_job import run_job
 from runstream.tasks.runtime import close_runtime, get_runtime, started_runtime
+from runstream.tasks.webhooks import deliver_webhook
 
 log = logging.getLogger("runstream.worker")
 
 celery_app = Celery("runstream")
-celery_app.conf.update(celery_config(get_settings()))
+# Read when the worker starts (Celery's first look at its configuration), not on
+# import: the settings are checked before, and importing reads no environment.
+celery_app.add_defaults(lambda: celery_config(get_settings()))
 
 
 @celery_app.task(name=TASK_NAME, bind=True, acks_late=True, reject_on_worker_lost=True)
@@ -43,12 +48,25 @@ def run_job_task(self: Task, job_id: str) -> None:
         return
     runtime = get_runtime()
     outcome = runtime.run(run_job(runtime, job_uuid, worker=self.request.hostname or "worker"))
+    if outcome.status == "declined":
+        # Back to the broker as it came (acks_late: not yet acknowledged), for
+        # the next worker; the job row is untouched.
+        raise Reject("worker shutting down", requeue=True)
     if outcome.wants_retry:
         log.info("job %s: attempt %d in %.1fs", job_id, outcome.attempt + 1, outcome.countdown)
         # The job row, not Celery, counts attempts (settings.max_attempts): no Celery limit.
         # The row already says when the retry is due (available_at): if this message
         # is lost, the reaper sends another once it is overdue.
         raise self.retry(countdown=outcome.countdown, max_retries=None)
+
+
+@celery_app.task(name=WEBHOOK_TASK_NAME)
+def deliver_webhook_task(webhook_id: str) -> None:
+    # Handed to the event loop and not waited for: a slow receiver must not hold
+    # a task slot that a run could use. The delivery row is the truth: an
+    # attempt lost with its worker is sent again by the reaper once overdue.
+    runtime = get_runtime()
+    runtime.submit(deliver_webhook(runtime, webhook_id))
 
 
 @worker_ready.connect

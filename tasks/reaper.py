@@ -26,6 +26,10 @@ status, or ``available_at = now()``), so no two reapers act on one job, and a
 dispatched job is not dispatched again before another threshold has passed. A
 duplicate that slips through anyway (a reaper's message and the broker's own
 redelivery) costs nothing: the claim lets one delivery run the job.
+
+It also sends what ended jobs leave behind (``send_followups``: the next run of
+their session, their webhook deliveries), for the jobs it ends and for the
+worker's own runs, and re-sends webhook deliveries whose message was lost.
 """
 
 from __future__ import annotations
@@ -34,13 +38,21 @@ import asyncio
 import logging
 import uuid
 
-import psycopg
 from celery import Celery
 from psycopg_pool import AsyncConnectionPool
 
-from runstream.db.jobs import ReapLimits, finish_stuck, finish_timed_out_pauses, mark_stuck_for_dispatch
-from runstream.broker import TASK_NAME, celery_config
+from runstream.db.jobs import (
+    Followups,
+    ReapLimits,
+    after_jobs_ended,
+    finish_stuck,
+    finish_timed_out_pauses,
+    mark_stuck_for_dispatch,
+)
+from runstream.db.webhooks import mark_overdue_for_dispatch
+from runstream.broker import TASK_NAME, WEBHOOK_TASK_NAME, celery_config
 from runstream.settings import Settings
+from runstream.tasks.side_tasks import keep_running
 
 log = logging.getLogger("runstream.worker")
 
@@ -54,6 +66,7 @@ class Reaper:
         self._pool = pool
         self._interval_s = settings.reaper_interval_s
         self._publish_timeout_s = settings.dispatch_timeout_s
+        self._webhook_max_attempts = settings.webhook_max_attempts
         self.limits = ReapLimits(
             pending_timeout_s=settings.pending_timeout_s,
             stale_after_s=settings.stale_after_s,
@@ -77,12 +90,7 @@ class Reaper:
         self._celery.close()
 
     async def _loop(self) -> None:
-        while True:
-            await asyncio.sleep(self._interval_s)
-            try:
-                await self.tick()
-            except psycopg.Error as exc:
-                log.warning("reaper: could not look for stuck jobs: %s", exc)
+        await keep_running("reaper", self.tick, self._interval_s)
 
     async def tick(self) -> tuple[list[tuple[uuid.UUID, str]], list[uuid.UUID]]:
         """One pass: (jobs ended, with their status), (jobs dispatched again)."""
@@ -92,21 +100,54 @@ class Reaper:
         for job_id in await finish_timed_out_pauses(self._pool, self._pause_timeout_s, self.limits.limit):
             log.warning("reaper: job %s failed: nobody answered it within %.0fs", job_id, self._pause_timeout_s)
             ended.append((job_id, "failed"))
+        if ended:
+            await self.send_followups(await after_jobs_ended(self._pool, [job_id for job_id, _ in ended]))
         stuck = await mark_stuck_for_dispatch(self._pool, self.limits)
-        dispatched = []
-        for job_id in stuck:
+        dispatched = await self._send_all(TASK_NAME, [str(job_id) for job_id in stuck])
+        if dispatched:
+            log.info("reaper: dispatched %d stuck job(s) again: %s", len(dispatched), ", ".join(dispatched))
+        overdue = await mark_overdue_for_dispatch(
+            self._pool,
+            pending_timeout_s=self.limits.pending_timeout_s,
+            max_attempts=self._webhook_max_attempts,
+            limit=self.limits.limit,
+        )
+        resent = await self._send_all(WEBHOOK_TASK_NAME, overdue)
+        if resent:
+            log.info("reaper: re-sent %d overdue webhook delivery(ies): %s", len(resent), ", ".join(resent))
+        return ended, [uuid.UUID(job_id) for job_id in dispatched]
+
+    async def send_followups(self, followups: Followups) -> None:
+        """Send what ended jobs left to do: their sessions' next runs, their
+        webhook deliveries. What fails to send is found again once overdue."""
+        await self._send_all(TASK_NAME, [str(job_id) for job_id in followups.runs])
+        await self._send_all(WEBHOOK_TASK_NAME, followups.webhooks)
+
+    async def _send_all(self, task_name: str, refs: list[str]) -> list[str]:
+        sent = []
+        for ref in refs:
             try:
-                await asyncio.wait_for(asyncio.to_thread(self._publish, job_id), self._publish_timeout_s * 2)
+                await asyncio.wait_for(
+                    asyncio.to_thread(self._publish, task_name, ref), self._publish_timeout_s * 2
+                )
             except Exception as exc:  # noqa: BLE001 - any broker failure means the same: try later
-                log.warning("reaper: dispatch of job %s failed (%r); next try in %.0fs", job_id, exc,
+                log.warning("reaper: dispatch of %s %s failed (%r); next try in %.0fs", task_name, ref, exc,
                             self.limits.pending_timeout_s)
                 break  # the rest are marked too, and come back a threshold later
-            dispatched.append(job_id)
-        if dispatched:
-            log.info("reaper: dispatched %d stuck job(s) again: %s", len(dispatched), ", ".join(map(str, dispatched)))
-        return ended, dispatched
+            sent.append(ref)
+        return sent
 
-    def _publish(self, job_id: uuid.UUID) -> None:
+    async def send_later(self, task_name: str, ref: str, countdown: float) -> None:
+        """Send a task due in ``countdown`` seconds; a failed send is left to the
+        overdue sweep (the row says when it is due)."""
+        try:
+            await asyncio.wait_for(
+                asyncio.to_thread(self._publish, task_name, ref, countdown), self._publish_timeout_s * 2
+            )
+        except Exception as exc:  # noqa: BLE001 - any broker failure means the same: try later
+            log.warning("dispatch of %s %s failed (%r); the reaper sends it once overdue", task_name, ref, exc)
+
+    def _publish(self, task_name: str, ref: str, countdown: float | None = None) -> None:
         self._celery.send_task(
-            TASK_NAME, args=[str(job_id)], task_id=str(job_id), retry=True, retry_policy=PUBLISH_RETRY_POLICY
+            task_name, args=[ref], task_id=ref, countdown=countdown, retry=True, retry_policy=PUBLISH_RETRY_POLICY
         )

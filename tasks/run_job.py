@@ -31,7 +31,18 @@ from agno.workflow import Workflow
 from psycopg_pool import AsyncConnectionPool
 
 from runstream.db.conversation import agno_messages
-from runstream.db.jobs import Claim, cancel_job, claim_job, paused_run, release_job, save_paused_run, set_job_output
+from runstream.db.jobs import (
+    SHUTDOWN_ERROR,
+    TERMINAL_STATUSES,
+    Claim,
+    after_jobs_ended,
+    cancel_job,
+    claim_job,
+    paused_run,
+    release_job,
+    save_paused_run,
+    set_job_output,
+)
 from runstream.db.sessions import turns_before
 from runstream.logs import job_fields
 from runstream.settings import Settings
@@ -56,8 +67,6 @@ if TYPE_CHECKING:
 log = logging.getLogger("runstream.worker")
 
 TIME_LIMIT_MESSAGE = "run exceeded time limit"
-# The reason a run handed back by a worker going down gives its next attempt.
-SHUTDOWN_MESSAGE = "worker shut down"
 # The terminal event for a run the supervisor stopped, by stop reason.
 STOPPED: dict[str, Payload] = {"cancelled": CANCELLED, "timeout": error_payload(TIME_LIMIT_MESSAGE)}
 
@@ -66,7 +75,8 @@ STOPPED: dict[str, Payload] = {"cancelled": CANCELLED, "timeout": error_payload(
 class RunOutcome:
     """How an attempt ended: a final status (completed, failed, cancelled), or
     released (handed back: retry in ``countdown`` seconds), skipped (not ours to
-    run), fenced (taken over) or lost (its events could not be written)."""
+    run), declined (not claimed: the worker is going down), fenced (taken over)
+    or lost (its events could not be written)."""
 
     status: str
     attempt: int = 0
@@ -155,6 +165,11 @@ def retry_payload(claim: Claim) -> Payload:
 async def run_job(runtime: Runtime, job_id: uuid.UUID, *, worker: str) -> RunOutcome:
     """Run one attempt of the job, if it is ours to run."""
     settings = runtime.settings
+    if runtime.supervisor.shutting_down:
+        # Whatever reaches a worker going down is handed back untouched: a claim
+        # here would start an attempt only to hand it back at once.
+        log.info("job %s: declined (worker shutting down)", job_id)
+        return RunOutcome("declined")
     claim = await claim_job(
         runtime.pool, job_id, worker=worker, stale_after_s=settings.stale_after_s, max_attempts=settings.max_attempts
     )
@@ -175,6 +190,11 @@ async def run_job(runtime: Runtime, job_id: uuid.UUID, *, worker: str) -> RunOut
     finally:
         runtime.supervisor.unregister(handle)
         runtime.writer.close(claim.id, attempt=claim.attempt)
+    if (outcome.status in TERMINAL_STATUSES or outcome.status == "paused") and (
+        claim.job["session_id"] or claim.job["webhook_url"]
+    ):
+        # The next run of the session (promoted by the job's end), the webhook (a pause has one too).
+        await runtime.reaper.send_followups(await after_jobs_ended(runtime.pool, [claim.id]))
     log.info(
         "job %s: %s (attempt %d)", job_id, outcome.status, claim.attempt,
         extra=job_fields(job_id, outcome.status, attempt=claim.attempt, worker=worker),
@@ -210,7 +230,7 @@ async def _run_attempt(runtime: Runtime, claim: Claim, handle: RunHandle) -> Run
     if terminal is None:
         assert handle.stop_reason is not None
         if handle.stop_reason == "shutdown":
-            return await _release(runtime, claim, SHUTDOWN_MESSAGE, countdown=0.0)
+            return await _release(runtime, claim, SHUTDOWN_ERROR, countdown=0.0)
         if handle.stop_reason not in STOPPED:
             return RunOutcome(handle.stop_reason, claim.attempt)  # fenced or lost: not ours to end
         return await _end(writer, claim, STOPPED[handle.stop_reason])

@@ -16,6 +16,7 @@ from collections.abc import Coroutine
 from concurrent.futures import Future
 from typing import Any, TypeVar
 
+import httpx
 import uvloop
 from psycopg_pool import AsyncConnectionPool
 
@@ -51,6 +52,7 @@ class Runtime:
         self.writer: EventWriter
         self.supervisor: Supervisor
         self.reaper: Reaper
+        self.webhook_http: httpx.AsyncClient
         try:
             self.run(self._open())
         except BaseException:
@@ -79,6 +81,9 @@ class Runtime:
                 for a in self.registry.values()
             ],
         )
+        # One client for every webhook attempt: its TLS context is built once
+        # (building one blocks the loop), and connections to a receiver are reused.
+        self.webhook_http = httpx.AsyncClient(follow_redirects=False, timeout=settings.webhook_timeout_s)
 
     def submit(self, coro: Coroutine[Any, Any, T]) -> Future[T]:
         return asyncio.run_coroutine_threadsafe(coro, self.loop)
@@ -99,6 +104,7 @@ class Runtime:
     async def _close(self) -> None:
         await self.reaper.stop()
         await self.supervisor.stop()
+        await self.webhook_http.aclose()
         await self.pool.close()
 
 

@@ -11,16 +11,13 @@ when the worker shuts down it stops every run for hand-back (``hand_back_all``).
 from __future__ import annotations
 
 import asyncio
-import logging
 import time
 import uuid
 
-import psycopg
 from psycopg_pool import AsyncConnectionPool
 
 from runstream.db.jobs import cancel_requests, heartbeat
-
-log = logging.getLogger("runstream.worker")
+from runstream.tasks.side_tasks import keep_running
 
 
 class RunHandle:
@@ -68,6 +65,10 @@ class Supervisor:
         self._task: asyncio.Task | None = None
         self._shutting_down = False
 
+    @property
+    def shutting_down(self) -> bool:
+        return self._shutting_down
+
     def register(self, job_id: uuid.UUID, attempt: int) -> RunHandle:
         handle = RunHandle(job_id, attempt, time.monotonic() + self._run_timeout_s)
         self._runs[job_id] = handle
@@ -96,14 +97,9 @@ class Supervisor:
             await asyncio.gather(self._task, return_exceptions=True)
 
     async def _watch(self) -> None:
-        while True:
-            await asyncio.sleep(self._poll_s)
-            try:
-                await self.check()
-            except psycopg.Error as exc:
-                # Keep watching: the next tick may reach the database again. A worker
-                # that stays cut off stops heart-beating, and its jobs go to another.
-                log.warning("supervisor: could not check running jobs: %s", exc)
+        # A worker that stays cut off from the database stops heart-beating, and
+        # its jobs go to another.
+        await keep_running("supervisor", self.check, self._poll_s)
 
     async def check(self) -> None:
         """One tick: time limits, then cancel requests (or the heartbeat, when it is due)."""

@@ -172,3 +172,5 @@ async def test_runstream_stats_prints_the_same_figures(
     assert "duration 4 4.000 9.100" in lines
     assert "calculate 2 1 50.0%" in lines
     assert "sleep 1 1 100.0%" in lines
+    # The seeded jobs name no agent (as jobs from before agents were recorded).
+    assert "(none recorded) 5 2 1 1 4.000" in lines

@@ -336,3 +336,81 @@ def test_an_unknown_run_link_says_so(page: Page) -> None:
     assert "does not exist" in page.locator("#composer-error").text_content()
     assert page.locator("#status").get_attribute("data-status") == "idle"
     assert "job=" not in page.url
+
+
+# --- an API with keys -------------------------------------------------------------------
+
+KEY = "sekrit-browser-key-4f2a"
+
+
+@pytest.fixture(scope="module")
+def keyed(paced: ApiServer, log_dir: Path) -> Iterator[ApiServer]:
+    """An API that wants a key, in front of the paced worker (same queue and database)."""
+    api = start_api(dict(paced.env, RUNSTREAM_API_KEYS=f"acme={KEY}"), log_dir, "browser-keyed-api")
+    yield api
+    api.stop()
+
+
+def key_kept(page: Page) -> dict[str, bool]:
+    """Where the key is in the tab: localStorage, sessionStorage, the address bar."""
+    return page.evaluate(
+        """key => ({
+            local: JSON.stringify({...localStorage}).includes(key),
+            session: JSON.stringify({...sessionStorage}).includes(key),
+            url: location.href.includes(key),
+        })""",
+        KEY,
+    )
+
+
+def test_the_key_is_typed_in_and_kept_only_in_the_tabs_session_storage(browser: Browser, keyed: ApiServer) -> None:
+    page = new_page(browser, keyed)
+    requested: list[str] = []
+    page.on("request", lambda request: requested.append(request.url))
+    try:
+        # A key left by an older version of the page is deleted; `?key=` is not
+        # used, only taken out of the address bar.
+        page.goto("/")
+        page.evaluate("key => localStorage.setItem('runstream.apiKey', key)", KEY)
+        page.goto(f"/?key={KEY}")
+        page.wait_for_selector("#key-form:not([hidden])")
+        assert "needs an API key" in page.locator("#composer-error").text_content()
+        assert key_kept(page) == {"local": False, "session": False, "url": False}
+
+        page.fill("#api-key", "not-the-key")
+        page.click("#key-form button[type=submit]")
+        page.wait_for_selector("#key-form:not([hidden])")
+        assert "refused" in page.locator("#composer-error").text_content()
+
+        page.fill("#api-key", KEY)
+        page.click("#key-form button[type=submit]")
+        page.wait_for_selector("#key-set:not([hidden])")
+        assert page.locator("#key-form").is_hidden()
+        job_id = send(page, "What is 19+23?")
+        wait_status(page, "completed")
+        assert "42" in answer(page)
+        assert key_kept(page) == {"local": False, "session": True, "url": False}
+
+        # A reload keeps it (same tab); the run is still there.
+        page.reload()
+        page.wait_for_selector(f"[data-role=run-item][data-job-id='{job_id}']")
+        wait_status(page, "completed")
+        assert key_kept(page) == {"local": False, "session": True, "url": False}
+
+        # Another tab (a context of its own) does not have it.
+        other = new_page(browser, keyed)
+        try:
+            other.goto(f"/?job={job_id}")
+            other.wait_for_selector("#key-form:not([hidden])")
+            assert key_kept(other) == {"local": False, "session": False, "url": False}
+        finally:
+            other.context.close()
+
+        # Forgotten: gone from the tab.
+        page.click("#forget-key")
+        page.wait_for_selector("#key-form:not([hidden])")
+        assert key_kept(page) == {"local": False, "session": False, "url": False}
+        # No request the page made carried the key in its URL, but the first, typed by the user.
+        assert [u for u in requested if KEY in u] == [f"{keyed.url}/?key={KEY}"]
+    finally:
+        page.context.close()

@@ -102,7 +102,7 @@ async def test_messages_in_agno_and_deltakit_formats_pair_tool_calls_with_result
     [run] = body["runs"]
     job = run["job_id"]
     assert run == {"job_id": job, "status": "completed", "error": None, "in_progress": False,
-                   "last_event_id": run["last_event_id"]}
+                   "last_event_id": run["last_event_id"], "interrupted": False}
     assert body["has_more"] is False
     call_id = "call_1"
     arguments = json.dumps({"expression": "2+3*4"})
@@ -183,8 +183,10 @@ async def test_a_run_in_progress_is_marked_with_its_resume_point(
 
     body = (await http.get(f"/api/sessions/{session}/messages", params={"format": "deltakit"})).json()
     assert body["runs"] == [
-        {"job_id": str(done_id), "status": "completed", "error": None, "in_progress": False, "last_event_id": 1},
-        {"job_id": str(job_id), "status": "running", "error": None, "in_progress": True, "last_event_id": 5},
+        {"job_id": str(done_id), "status": "completed", "error": None, "in_progress": False, "last_event_id": 1,
+         "interrupted": False},
+        {"job_id": str(job_id), "status": "running", "error": None, "in_progress": True, "last_event_id": 5,
+         "interrupted": False},
     ]
     assert body["messages"][2:] == [
         {"id": f"{job_id}-user", "role": "user", "job_id": str(job_id), "parts": [{"type": "text", "text": "second"}]},

@@ -15,7 +15,7 @@
   const STORE = {
     session: "runstream.session", // this tab's session id
     run: "runstream.run", // {jobId, lastEventId, ...rendered state} of the open run
-    apiKey: "runstream.apiKey", // optional bearer key (localStorage: shared by tabs)
+    apiKey: "runstream.apiKey", // the API key typed into this tab, if the API wants one
   };
   const TERMINAL = new Set(["completed", "failed", "cancelled"]);
   const STATUS_LABEL = {
@@ -30,7 +30,8 @@
     status: $("status"), stop: $("stop"), thread: $("thread"), empty: $("empty"), run: $("run"),
     message: $("message"), notice: $("notice"), activity: $("activity"), answer: $("answer"),
     outcome: $("outcome"), composer: $("composer"), prompt: $("prompt"), send: $("send"),
-    composerError: $("composer-error"), agent: $("agent"),
+    composerError: $("composer-error"), keyForm: $("key-form"), apiKey: $("api-key"),
+    keySet: $("key-set"), forgetKey: $("forget-key"), agent: $("agent"),
   };
 
   // ---- identity and auth ---------------------------------------------------------
@@ -44,17 +45,37 @@
     return `${h.slice(0, 8)}-${h.slice(8, 12)}-${h.slice(12, 16)}-${h.slice(16, 20)}-${h.slice(20)}`;
   }
 
+  // An API key is typed into the page and kept in sessionStorage: this tab only,
+  // gone when the tab closes. Never in localStorage (kept on disk, shared by every
+  // tab) nor in a URL (history, server logs, referrers). A `?key=` of an old link
+  // is not used, only taken out of the address bar, and a key older versions of
+  // this page left in localStorage is deleted.
   const url = new URL(location.href);
-  // `?key=` is stored and removed from the address bar, so it does not end up in
-  // history, screenshots or shared links.
+  localStorage.removeItem(STORE.apiKey);
   if (url.searchParams.has("key")) {
-    localStorage.setItem(STORE.apiKey, url.searchParams.get("key"));
     url.searchParams.delete("key");
     history.replaceState(null, "", url);
   }
   function authHeaders() {
-    const key = localStorage.getItem(STORE.apiKey);
+    const key = sessionStorage.getItem(STORE.apiKey);
     return key ? { Authorization: `Bearer ${key}` } : {};
+  }
+
+  function showKeyState() {
+    const hasKey = Boolean(sessionStorage.getItem(STORE.apiKey));
+    el.keySet.hidden = !hasKey;
+    if (hasKey) el.keyForm.hidden = true;
+  }
+
+  // The API answered 401: no key, or a wrong one.
+  function askForKey() {
+    if (!el.keyForm.hidden) return; // already asking
+    const refused = Boolean(sessionStorage.getItem(STORE.apiKey));
+    sessionStorage.removeItem(STORE.apiKey);
+    showKeyState();
+    el.keyForm.hidden = false;
+    showError(refused ? "That API key was refused: enter another one." : "This Runstream needs an API key: enter it on the left.");
+    el.apiKey.focus();
   }
 
   let sessionId = sessionStorage.getItem(STORE.session);
@@ -79,6 +100,7 @@
       body: body === undefined ? undefined : JSON.stringify(body),
     });
     const data = await res.json().catch(() => null);
+    if (res.status === 401) askForKey();
     if (!res.ok) throw new ApiError(res.status, data?.error?.message || `HTTP ${res.status}`);
     return data;
   }
@@ -273,6 +295,7 @@
           headers, signal: ctrl.signal, cache: "no-store",
         });
         if (res.status === 404) return notFound();
+        if (res.status === 401) askForKey();
         if (!res.ok) throw new ApiError(res.status, `HTTP ${res.status}`);
         setStream("live");
         const reader = res.body.pipeThrough(new TextDecoderStream()).getReader();
@@ -838,6 +861,23 @@
     autosize();
     updateComposer();
   });
+  el.keyForm.addEventListener("submit", (e) => {
+    e.preventDefault();
+    const key = el.apiKey.value.trim();
+    el.apiKey.value = "";
+    if (!key) return;
+    sessionStorage.setItem(STORE.apiKey, key);
+    showKeyState();
+    showError(null);
+    loadRuns();
+    if (view && !view.ended) openRun(view.jobId);
+    el.prompt.focus();
+  });
+  el.forgetKey.addEventListener("click", () => {
+    sessionStorage.removeItem(STORE.apiKey);
+    showKeyState();
+    el.keyForm.hidden = false;
+  });
   el.stop.addEventListener("click", stop);
   el.newRun.addEventListener("click", closeRun);
   for (const s of document.querySelectorAll(".suggestion")) {
@@ -873,6 +913,7 @@
   // ---- start ---------------------------------------------------------------------
 
   showSession();
+  showKeyState();
   loadAgents();
   const linked = url.searchParams.get("job");
   const saved = loadSaved();

@@ -1,7 +1,7 @@
 """jobs.agent and jobs.output, the agents table, analytics views by agent
 
 Revision ID: 0005
-Revises: 0004_stream_secrets
+Revises: 0008
 Create Date: 2026-12-04
 
 * ``jobs.agent``: the registry entry (RUNSTREAM_AGENTS) a job runs; NULL for
@@ -20,7 +20,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0005"
-down_revision = "0004_stream_secrets"
+down_revision = "0008"
 branch_labels = None
 depends_on = None
 

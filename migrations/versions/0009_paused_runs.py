@@ -20,6 +20,10 @@ Create Date: 2026-12-04
   ``RUNSTREAM_MAX_ATTEMPTS``.
 * ``job_timings`` (and ``job_metrics``, which reads it): ``paused_s`` joins,
   ``duration_s`` becomes run time (paused time left out).
+* Sessions: a paused run keeps its session (it is the session's active run, a
+  new job queues behind it), in the unique index and in the ``jobs_ended``
+  trigger's check. Webhooks: the trigger fires when a run pauses (a delivery
+  with status ``paused``) and when a paused job ends (cancel, pause timeout).
 """
 
 import importlib
@@ -61,6 +65,50 @@ LEFT JOIN LATERAL (
 """
 
 
+SESSIONS = importlib.import_module("runstream.migrations.versions.0008_session_policy_webhooks")
+ACTIVE_BEFORE = "status IN ('pending', 'running')"
+ACTIVE = "status IN ('pending', 'running', 'paused')"
+
+
+def _job_ended_function(active: str) -> str:
+    """0008's trigger function, its session's active run being ``active``."""
+    sql = SESSIONS.JOB_ENDED.replace("CREATE FUNCTION", "CREATE OR REPLACE FUNCTION")
+    assert sql.count(f"queued_at IS NULL AND {ACTIVE_BEFORE}") == 1, "0008's function changed: rewrite this"
+    return sql.replace(f"queued_at IS NULL AND {ACTIVE_BEFORE}", f"queued_at IS NULL AND {active}")
+
+
+def _session_rules(active: str, trigger_when: str) -> None:
+    op.drop_index("jobs_one_active_run_per_session", "jobs")
+    op.create_index(
+        "jobs_one_active_run_per_session",
+        "jobs",
+        ["tenant", "session_id"],
+        unique=True,
+        postgresql_where=sa.text(f"session_id IS NOT NULL AND queued_at IS NULL AND {active}"),
+    )
+    op.execute(_job_ended_function(active))
+    op.execute("DROP TRIGGER jobs_ended ON jobs")
+    op.execute(
+        f"""
+        CREATE TRIGGER jobs_ended AFTER UPDATE OF status ON jobs
+        FOR EACH ROW
+        WHEN ({trigger_when})
+        EXECUTE FUNCTION runstream_job_ended()
+        """
+    )
+
+
+TRIGGER_WHEN_BEFORE = (
+    "OLD.status IN ('pending', 'running') AND NEW.status IN ('completed', 'failed', 'cancelled')"
+)
+# A run that pauses gets a webhook delivery (and keeps its session); a paused job
+# that ends is an ending like any other.
+TRIGGER_WHEN = (
+    "(OLD.status IN ('pending', 'running', 'paused') AND NEW.status IN ('completed', 'failed', 'cancelled'))"
+    " OR (OLD.status = 'running' AND NEW.status = 'paused')"
+)
+
+
 def _recreate_views(job_timings: str, previous: object) -> None:
     op.execute("DROP VIEW tool_call_results")
     op.execute("DROP VIEW job_metrics")
@@ -83,15 +131,17 @@ def upgrade() -> None:
     # The reaper's pause-timeout scan looks at paused jobs only.
     op.create_index("jobs_paused", "jobs", ["paused_at"], postgresql_where=sa.text("status = 'paused'"))
     _recreate_views(JOB_TIMINGS, previous)
+    _session_rules(ACTIVE, TRIGGER_WHEN)
 
 
 def downgrade() -> None:
     previous = importlib.import_module("runstream.migrations.versions.0005_job_agent")
+    # A paused job cannot go back to a schema without the status: it ends cancelled.
+    op.execute("UPDATE jobs SET status = 'cancelled', finished_at = now() WHERE status = 'paused'")
+    _session_rules(ACTIVE_BEFORE, TRIGGER_WHEN_BEFORE)
     _recreate_views(previous.JOB_TIMINGS, previous)
     op.drop_index("jobs_paused", "jobs")
     for column in ("attempt_base", "paused_s", "paused_at", "answers", "requirements", "paused_run"):
         op.drop_column("jobs", column)
-    # A paused job cannot go back to a schema without the status: it ends cancelled.
-    op.execute("UPDATE jobs SET status = 'cancelled', finished_at = now() WHERE status = 'paused'")
     op.drop_constraint("jobs_status_check", "jobs")
     op.create_check_constraint("jobs_status_check", "jobs", STATUSES_BEFORE)

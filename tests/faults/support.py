@@ -54,9 +54,9 @@ async def submit(client: httpx.AsyncClient, message: str, agent: str | None = No
     return uuid.UUID(response.json()["job_id"])
 
 
-def spawn_worker(env: dict[str, str], log_dir: Path, name: str) -> ServiceProcess:
+def spawn_worker(env: dict[str, str], log_dir: Path, name: str, *extra: str) -> ServiceProcess:
     """A worker started without waiting for it (``worker_ready`` tells when it is)."""
-    return ServiceProcess(name, ["worker", "-n", f"{name}@%h"], env, log_dir).start()
+    return ServiceProcess(name, ["worker", "-n", f"{name}@%h", *extra], env, log_dir).start()
 
 
 def worker_ready(worker: ServiceProcess) -> bool:

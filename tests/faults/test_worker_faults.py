@@ -17,12 +17,14 @@ from celery import Celery
 from runstream.db import queries
 from runstream.db.connector import open_pool
 from runstream.db.jobs import (
+    SHUTDOWN_ERROR,
     ReapLimits,
     cancel_job,
     claim_job,
     create_job,
     finish_stuck,
     mark_stuck_for_dispatch,
+    release_job,
 )
 from runstream.broker import TASK_NAME, celery_config
 from runstream.settings import Settings
@@ -139,6 +141,31 @@ async def test_a_dead_run_asked_to_cancel_is_ended_never_run_again():
         drop_database(url)
 
 
+async def test_a_hand_back_on_shutdown_does_not_use_up_the_last_attempt():
+    # Both released on their only attempt: the one a transient failure released is
+    # out of attempts and failed; the one a shutdown released is dispatched and
+    # claimed again. A database of its own: no other reaper may act meanwhile.
+    url = create_database("rs_reap")
+    try:
+        pool = await open_pool(url, 2, name="rs-reap-test")
+        try:
+            limits = ReapLimits(pending_timeout_s=0, stale_after_s=3600, max_attempts=1)
+            failed, handed_back = [await create_job(pool, tenant=TENANT, message="hi", model="offline")
+                                   for _ in range(2)]
+            for job, error in ((failed, "model overloaded"), (handed_back, SHUTDOWN_ERROR)):
+                assert await claim_job(pool, job["id"], worker="w", stale_after_s=3600, max_attempts=1)
+                assert await release_job(pool, job["id"], attempt=1, error=error)
+            assert await finish_stuck(pool, limits) == [(failed["id"], "failed")]
+            assert await mark_stuck_for_dispatch(pool, limits) == [handed_back["id"]]
+            claim = await claim_job(pool, handed_back["id"], worker="next", stale_after_s=3600, max_attempts=1)
+            assert claim is not None and claim.attempt == 2
+            assert (claim.previous_status, claim.previous_error) == ("pending", SHUTDOWN_ERROR)
+        finally:
+            await pool.close()
+    finally:
+        drop_database(url)
+
+
 async def test_a_retry_waiting_out_its_backoff_is_not_dispatched_early(pool, db, reaper_env, reaper_worker):
     job = await create_job(pool, tenant=TENANT, message="hi", model="offline",
                            metadata={"offline": {"fail_attempts": 1, "words": 4}})
@@ -186,7 +213,8 @@ async def test_concurrent_claims_of_one_job_let_exactly_one_through(fault_databa
 
 async def _claim_on(conn: psycopg.AsyncConnection, job_id: uuid.UUID, worker: str):
     cur = await conn.execute(
-        queries.CLAIM_JOB, {"id": job_id, "worker": worker, "stale_after_s": 30, "max_attempts": None}
+        queries.CLAIM_JOB,
+        {"id": job_id, "worker": worker, "stale_after_s": 30, "max_attempts": None, "shutdown_error": None},
     )
     row = await cur.fetchone()
     return None if row is None else (row[0], row[6])  # id, attempt
@@ -263,6 +291,53 @@ async def test_sigterm_to_a_worker_hands_its_run_to_another_at_once(fault_databa
         api.stop()
         for worker in workers.values():
             worker.stop()
+
+
+# Each pool once, each on one broker: RabbitMQ and Redis take a rejected message back differently.
+@pytest.mark.parametrize(("pool", "broker"), [("threads", "rabbitmq"), ("solo", "redis")])
+async def test_a_worker_shutting_down_claims_nothing(pool, broker, tmp_path, log_dir):
+    # One worker alone: the retry its hand-back publishes can reach only itself,
+    # so nothing but its refusal to claim keeps attempt 2 from starting there. A
+    # database of its own: no other test's reaper may run the job meanwhile.
+    url = create_database("rs_alone")
+    broker_url = services.rabbitmq_url if broker == "rabbitmq" else services.redis_url
+    env = fault_env(url, broker_url, tmp_path,
+                    RUNSTREAM_STALE_AFTER_S="60", RUNSTREAM_PENDING_TIMEOUT_S="60", RUNSTREAM_MAX_ATTEMPTS="1")
+    first = spawn_worker(env, log_dir, f"alone-{pool}-1", "--pool", pool)
+    api = start_api(env, log_dir, "alone-api")
+    second = None
+    try:
+        async with (httpx.AsyncClient(base_url=api.url, timeout=30) as client,
+                    await psycopg.AsyncConnection.connect(url, autocommit=True) as db):
+            wait(lambda: worker_ready(first), 60, "first worker ready")
+            job_id = await submit(client, "a long answer", words=300)
+
+            async def mid_run():
+                job = await job_row(db, job_id)
+                return job if job["status"] == "running" and job["last_seq"] >= 20 else None
+            await await_condition(mid_run, 20, "mid-run", interval=0.01)
+            first.signal(signal.SIGTERM)
+            assert first.proc.wait(20) == 0
+            job = await job_row(db, job_id)
+            assert (job["status"], job["attempt"], job["error"]) == ("pending", 1, "worker shut down")
+            assert first.log().count(f"job {job_id}: running") == 1
+
+            # One attempt allowed, and attempt 2 runs: the hand-back did not use it up.
+            second = spawn_worker(env, log_dir, f"alone-{pool}-2", "--pool", pool)
+            stream = await follow(client, job_id, reconnect=False)
+            job = await job_row(db, job_id)
+            assert (job["status"], job["attempt"]) == ("completed", 2)
+            assert job["worker"].startswith(f"alone-{pool}-2@")
+            assert stream.payloads == [p for _, _, p in await logged_events(db, job_id)]
+            assert [p for p in stream.payloads if p["type"] == "retry"] == [
+                {"type": "retry", "attempt": 2, "reason": "worker shut down"}
+            ]
+    finally:
+        api.stop()
+        first.stop()
+        if second is not None:
+            second.stop()
+        drop_database(url)
 
 
 # --- a commit the writer could not see -----------------------------------------------------
