@@ -12,6 +12,7 @@ paused one holds no slot.
 from __future__ import annotations
 
 import asyncio
+import json
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -27,6 +28,7 @@ from tests.faults.support import Stream, await_condition, follow, logged_events,
 from tests.support.config import services
 from tests.support.processes import ApiServer, ServiceProcess, start_api, start_worker
 from tests.support.sse import frames
+from tests.test_webhooks import Receiver
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 
@@ -57,6 +59,8 @@ def pause_env(database_url: str, tmp: Path, **settings: str) -> dict[str, str]:
         "RUNSTREAM_HEARTBEAT_S": "0.3",
         "RUNSTREAM_PENDING_TIMEOUT_S": "1",
         "RUNSTREAM_KEEPALIVE_S": "0.5",
+        "RUNSTREAM_WEBHOOK_SECRETS": "alpha=whsec_cGF1c2VzLXRlc3Qtc2VjcmV0",
+        "RUNSTREAM_WEBHOOK_ALLOW_PRIVATE": "true",
         **settings,
     }
 
@@ -460,3 +464,34 @@ async def test_an_unanswered_pause_times_out(log_dir: Path, tmp_path: Path) -> N
     assert kinds[-2:] == ["input_required", "error"]
     assert payloads[-1] == {"type": "error", "message": "pause timed out"}
     assert (job["status"], job["error"]) == ("failed", "pause timed out")
+
+
+async def test_a_paused_run_keeps_its_session_and_its_webhook_says_paused(
+    client: httpx.AsyncClient, db: psycopg.AsyncConnection
+) -> None:
+    receiver = Receiver()
+    receiver.start()
+    try:
+        session = f"pause-session-{uuid.uuid4().hex[:8]}"
+        first = await submit(client, REFUND, session_id=session, webhook={"url": receiver.url})
+        job_id = first["job_id"]
+        [requirement] = (await paused(db, job_id))["requirements"]
+        # The session is still the paused run's: a new job queues behind it, or is refused.
+        second = await submit(client, "what is 6*7?", session_id=session, agent="assistant")
+        assert second["queued"] is True
+        refused = await client.post(
+            "/api/jobs", json={"message": "me too", "session_id": session, "if_busy": "reject"}
+        )
+        assert (refused.status_code, refused.json()["error"]["code"]) == (409, "session_busy")
+        assert (await continue_(client, job_id, {"id": requirement["id"], "confirmed": True})).status_code == 202
+        assert (await finished(client, job_id))["status"] == "completed"
+        # Once it ends, the queued one runs.
+        assert (await finished(client, second["job_id"]))["status"] == "completed"
+
+        async def both_delivered() -> list[str] | None:
+            statuses = [json.loads(body)["type"] for _, body in receiver.requests]
+            return statuses if len(statuses) >= 2 else None
+
+        assert await await_condition(both_delivered, 30, "two webhook deliveries") == ["job.paused", "job.completed"]
+    finally:
+        receiver.stop()
