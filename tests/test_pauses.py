@@ -59,7 +59,7 @@ def pause_env(database_url: str, tmp: Path, **settings: str) -> dict[str, str]:
         "RUNSTREAM_HEARTBEAT_S": "0.3",
         "RUNSTREAM_PENDING_TIMEOUT_S": "1",
         "RUNSTREAM_KEEPALIVE_S": "0.5",
-        "RUNSTREAM_WEBHOOK_SECRETS": "alpha=whsec_cGF1c2VzLXRlc3Qtc2VjcmV0",
+        "RUNSTREAM_WEBHOOK_SECRETS": "alpha=whsec_cGF1c2VzLXRlc3Qtd2ViaG9vay1zZWNyZXQtMzJieXRl",
         "RUNSTREAM_WEBHOOK_ALLOW_PRIVATE": "true",
         **settings,
     }
