@@ -21,8 +21,8 @@ async def list_agents(request: Request) -> JSONResponse:
     agents = []
     for name, path in paths.items():
         # A record of another import path describes an agent this deployment no longer serves.
-        record = records.get(name)
-        known = record is not None and record["import_path"] == path
+        record = records.get(name) or {}
+        known = record.get("import_path") == path
         agents.append(
             {
                 "name": name,

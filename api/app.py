@@ -1,16 +1,20 @@
 """The Starlette application: the route table and the resources it lives on.
 
-``create_app`` is the uvicorn factory (``runstream api``). The lifespan opens one
-fixed-size psycopg pool and the event hub's LISTEN connection, so the process
-holds ``api_db_pool_size + 1`` Postgres connections however many streams are open.
+``create_app`` is the uvicorn factory (``runstream api``), and what a host
+application mounts (``host.mount("/agents", runstream.create_app())``). The
+lifespan opens one fixed-size psycopg pool and the event hub's LISTEN
+connection, so the process holds ``api_db_pool_size + 1`` Postgres connections
+however many streams are open. Starlette runs no lifespan of a mounted app: the
+host enters ``lifespan(app)`` in its own.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Mapping
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from pathlib import Path
+from typing import Any
 
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -63,8 +67,12 @@ def routes() -> list[Route | Mount]:
 
 
 def create_app(settings: Settings | None = None) -> Starlette:
+    """The API as an ASGI app; ``settings`` None: from the environment. Every URL it
+    hands out is under the prefix it is served at (``root_path``: a mount, or
+    ``--root-path``)."""
     settings = settings or get_settings()
-    if not settings.database_url:
+    database_url = settings.database_url
+    if not database_url:
         raise RuntimeError("DATABASE_URL is not set")
 
     @asynccontextmanager
@@ -72,7 +80,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
         # Named after the process, so each API process's connections can be told
         # apart in pg_stat_activity.
         name = f"runstream-api-{os.getpid()}"
-        pool = await open_pool(settings.database_url, settings.api_db_pool_size, name=name)
+        pool = await open_pool(database_url, settings.api_db_pool_size, name=name)
         hub = EventHub(settings, pool, application_name=f"{name}-listen")
         dispatcher = Dispatcher(settings)
         app.state.settings = settings
@@ -92,3 +100,10 @@ def create_app(settings: Settings | None = None) -> Starlette:
     # API keys, stream tokens, limits, CORS: docs/security.md.
     secure(app, settings)
     return app
+
+
+def lifespan(app: Starlette) -> AbstractAsyncContextManager[Mapping[str, Any] | None]:
+    """The resources ``app`` (from ``create_app``) lives on, opened on entry and
+    closed on exit: what a host that mounts it enters in its own lifespan, since
+    Starlette runs no lifespan of a mounted app."""
+    return app.router.lifespan_context(app)

@@ -42,11 +42,10 @@ from contextlib import contextmanager, suppress
 from datetime import UTC, datetime
 
 import asyncpg
-from psycopg_pool import AsyncConnectionPool
 
 from runstream.api.sse import Frame, event_frames
 from runstream.db import queries
-from runstream.db.connector import plain_url
+from runstream.db.connector import Pool, plain_url
 from runstream.db.events import parse_notification, read_events, read_events_of_jobs
 from runstream.metrics import DELIVERY_LAG, HUB_READS
 from runstream.settings import Settings
@@ -216,7 +215,7 @@ class JobFeed:
 
 
 class EventHub:
-    def __init__(self, settings: Settings, pool: AsyncConnectionPool, application_name: str):
+    def __init__(self, settings: Settings, pool: Pool, application_name: str):
         assert settings.database_url
         self.database_url = plain_url(settings.database_url)
         self.pool = pool

@@ -14,7 +14,7 @@ from runstream.api.cursor import encode_cursor
 from runstream.api.errors import ApiError, not_found
 from runstream.api.limits import creation_limits, job_limit_error
 from runstream.api.payloads import job_json, parse_new_job
-from runstream.api.tenancy import resolve_tenant
+from runstream.api.tenancy import resolve_principal, resolve_tenant
 from runstream.api.urls import public_base_url
 from runstream.api.webhooks import webhook_url
 from runstream.db import jobs
@@ -27,12 +27,14 @@ async def create_job(request: Request, default_session_id: str | None = None) ->
     state = request.app.state
     settings = state.settings
     new = parse_new_job(await request.body(), settings.max_message_chars, settings.agent_paths)
-    tenant = resolve_tenant(request)
+    principal = resolve_principal(request)
+    tenant = principal.tenant
     if_busy = new.if_busy or state.settings.session_if_busy
     try:
         job = await jobs.create_job(
             state.pool,
             tenant=tenant,
+            user_id=principal.user_id,
             message=new.message,
             model=settings.model,
             # Stored resolved, so the job list and analytics name the agent that ran.
@@ -106,6 +108,7 @@ async def list_jobs(request: Request) -> JSONResponse:
         request.app.state.pool,
         tenant=resolve_tenant(request),
         limit=query.limit + 1,
+        user_id=query.user_id,
         session_id=query.session_id,
         status=query.status,
         agent=query.agent,

@@ -50,6 +50,7 @@ JOB = {
     "properties": {
         "job_id": {"type": "string", "format": "uuid"},
         "status": {"type": "string", "enum": list(STATUSES)},
+        "user_id": {"type": ["string", "null"], "description": "the user the authenticator named; null: none"},
         "session_id": {"type": ["string", "null"]},
         "message": {"type": "string"},
         "model": {"type": "string"},
@@ -204,6 +205,7 @@ OPERATIONS: dict[tuple[str, str], dict[str, Any]] = {
     ("/api/jobs", "get"): {
         "summary": "This tenant's jobs, newest first (keyset paging)",
         "parameters": [
+            _query("user_id", {"type": "string"}, "only this user's jobs"),
             _query("session_id", {"type": "string"}, "only this session's jobs"),
             _query("status", {"type": "string", "enum": list(STATUSES)}, "only jobs in this status"),
             _query("agent", {"type": "string"}, "only jobs of this agent"),

@@ -58,6 +58,7 @@ def _event_id(text: str, name: str) -> int:
 @dataclass(frozen=True)
 class ListQuery:
     limit: int
+    user_id: str | None
     session_id: str | None
     status: str | None
     agent: str | None
@@ -75,6 +76,7 @@ def list_query(request: Request) -> ListQuery:
     cursor = params.get("cursor") or None
     return ListQuery(
         limit=int(limit_text),
+        user_id=params.get("user_id") or None,
         session_id=params.get("session_id") or None,
         status=status,
         agent=params.get("agent") or None,

@@ -113,6 +113,8 @@ def job_json(job: dict[str, Any]) -> dict[str, Any]:
     return {
         "job_id": str(job["id"]),
         "status": job["status"],
+        # Who started it, as the authenticator named them (null: no user named).
+        "user_id": job["user_id"],
         "session_id": job["session_id"],
         "message": job["message"],
         "model": job["model"],

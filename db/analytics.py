@@ -7,9 +7,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from psycopg_pool import AsyncConnectionPool
-
 from runstream.db import queries
+from runstream.db.connector import Pool, one_row
 
 TOP_TOOLS = 10
 
@@ -40,13 +39,13 @@ def _percentiles(values: list[float] | None, count: int) -> dict[str, Any]:
     return {"count": count, "p50": p50, "p95": p95}
 
 
-async def summary(pool: AsyncConnectionPool, scope: Scope, *, top: int = TOP_TOOLS) -> dict[str, Any]:
+async def summary(pool: Pool, scope: Scope, *, top: int = TOP_TOOLS) -> dict[str, Any]:
     """Counts by status, p50/p95 of queue wait, time to first token and duration
     (seconds), the most used tools with their error rates, the retry rate, and
     jobs per agent."""
     async with pool.connection() as conn:
         cur = await conn.execute(queries.ANALYTICS_TIMINGS, scope.params())
-        t = await cur.fetchone()
+        t = await one_row(cur)
         cur = await conn.execute(queries.ANALYTICS_TOOLS, {**scope.params(), "top": top})
         tools = await cur.fetchall()
         cur = await conn.execute(queries.ANALYTICS_BY_AGENT, scope.params())
@@ -83,13 +82,13 @@ async def summary(pool: AsyncConnectionPool, scope: Scope, *, top: int = TOP_TOO
     }
 
 
-async def job_metrics(pool: AsyncConnectionPool, job_id: uuid.UUID, tenant: str) -> dict[str, Any] | None:
+async def job_metrics(pool: Pool, job_id: uuid.UUID, tenant: str) -> dict[str, Any] | None:
     async with pool.connection() as conn:
         cur = await conn.execute(queries.JOB_METRICS, {"id": job_id, "tenant": tenant})
         return await cur.fetchone()
 
 
-async def jobs_by_status(pool: AsyncConnectionPool) -> dict[str, int]:
+async def jobs_by_status(pool: Pool) -> dict[str, int]:
     async with pool.connection() as conn:
         cur = await conn.execute(queries.JOBS_BY_STATUS)
         return {r["status"]: r["n"] for r in await cur.fetchall()}

@@ -15,7 +15,7 @@ NOTIFY_ROWS_MAX = 64
 JOB_COLUMNS = """
     id, tenant, session_id, message, model, status, attempt, last_seq,
     cancel_requested_at, error, metadata, created_at, started_at, finished_at,
-    heartbeat_at, worker, queued_at, interrupted_at, webhook_url, agent, output,
+    heartbeat_at, worker, queued_at, interrupted_at, webhook_url, user_id, agent, output,
     requirements, answers, paused_at, paused_s, attempt_base
 """
 
@@ -25,8 +25,8 @@ JOB_COLUMNS = """
 # first, so their created_at order is the order they got it in, which is the
 # order they run in and the order history sees them in.
 INSERT_JOB = f"""
-INSERT INTO jobs (id, tenant, session_id, message, model, agent, metadata, webhook_url, created_at, queued_at)
-VALUES (%(id)s, %(tenant)s, %(session_id)s, %(message)s, %(model)s, %(agent)s, %(metadata)s, %(webhook_url)s,
+INSERT INTO jobs (id, tenant, user_id, session_id, message, model, agent, metadata, webhook_url, created_at, queued_at)
+VALUES (%(id)s, %(tenant)s, %(user_id)s, %(session_id)s, %(message)s, %(model)s, %(agent)s, %(metadata)s, %(webhook_url)s,
         clock_timestamp(),
         CASE WHEN %(queued)s THEN coalesce(%(queued_at)s::timestamptz, clock_timestamp()) END)
 RETURNING {JOB_COLUMNS}
@@ -103,6 +103,7 @@ SELECT {JOB_COLUMNS} FROM jobs WHERE id = %(id)s AND tenant = %(tenant)s
 LIST_JOBS = f"""
 SELECT {JOB_COLUMNS} FROM jobs
 WHERE tenant = %(tenant)s
+  AND (%(user_id)s::text IS NULL OR user_id = %(user_id)s)
   AND (%(session_id)s::text IS NULL OR session_id = %(session_id)s)
   AND (%(status)s::text IS NULL OR status = %(status)s)
   AND (%(agent)s::text IS NULL OR agent = %(agent)s)

@@ -6,6 +6,7 @@ import argparse
 import sys
 from datetime import UTC, datetime
 
+from runstream import __version__
 from runstream.durations import parse_duration
 from runstream.settings import Settings, SettingsError, get_settings
 
@@ -135,6 +136,7 @@ def cmd_bench(args: argparse.Namespace) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="runstream", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"runstream {__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
 
     dev = commands.add_parser("dev", help="run Postgres (embedded unless DATABASE_URL), a worker and the API")

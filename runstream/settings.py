@@ -11,8 +11,8 @@ import base64
 import os
 import re
 from functools import lru_cache
-from typing import Literal
 from pathlib import Path
+from typing import Literal
 
 from pydantic import (
     AliasChoices,
@@ -99,6 +99,20 @@ class Settings(BaseSettings):
     # ``tenant=key,tenant=key``. Empty: the API runs open, as tenant "default".
     # Secret types keep the values out of every repr, so they cannot reach a log.
     api_keys: SecretStr = SecretStr("")
+    # ``module:callable``: your own authenticator instead of the key list, an async
+    # ``(request) -> Principal(tenant, user_id)`` that refuses with a 401
+    # (docs/security.md). Unset: the API keys above.
+    auth: str | None = None
+    # The JWT authenticator (RUNSTREAM_AUTH=runstream.api.jwt_auth:JwtAuthenticator):
+    # HS256 with a shared secret, or RS256 with the issuer's public key (PEM).
+    # A token must carry ``exp``, ``aud`` (this audience), ``sub`` (the user) and
+    # ``tenant``; ``iss`` is checked when an issuer is set.
+    jwt_algorithm: Literal["HS256", "RS256"] = "HS256"
+    jwt_key: SecretStr | None = None
+    jwt_audience: str | None = None
+    jwt_issuer: str | None = None
+    # Clock skew allowed on ``exp`` and ``nbf``.
+    jwt_leeway_s: float = Field(default=30.0, ge=0)
     # Signs stream tokens. Unset: a random one per process (tokens then open
     # streams only on the process that issued them): set it when several API
     # processes serve one deployment.
@@ -213,7 +227,17 @@ class Settings(BaseSettings):
     bench_redis_url: str = "redis://127.0.0.1:6379/0"
     bench_rabbitmq_url: str = "amqp://guest:guest@127.0.0.1:5672//"
 
-    @field_validator("database_url", "celery_broker_url", "secret", "metrics_token", mode="before")
+    @field_validator(
+        "database_url",
+        "celery_broker_url",
+        "secret",
+        "metrics_token",
+        "auth",
+        "jwt_key",
+        "jwt_audience",
+        "jwt_issuer",
+        mode="before",
+    )
     @classmethod
     def _blank_is_unset(cls, value: object) -> object:
         return value or None
@@ -232,6 +256,17 @@ class Settings(BaseSettings):
             if pair is None:
                 raise ValueError(f"entry {position} is not tenant=key")
         return value
+
+    @field_validator("auth")
+    @classmethod
+    def _auth_is_a_target(cls, value: str | None) -> str | None:
+        if value is not None:
+            module, sep, attribute = value.strip().partition(":")
+            if not (sep and module and attribute):
+                raise ValueError("must be module:callable, e.g. runstream.api.jwt_auth:JwtAuthenticator")
+            return f"{module}:{attribute}"
+        return value
+
 
     @field_validator("agents")
     @classmethod
@@ -271,6 +306,9 @@ class Settings(BaseSettings):
              f"{_variable('retry_backoff_max_s')} must be at least {_variable('retry_backoff_s')}"),
             (self.max_streams_per_tenant <= self.max_streams,
              f"{_variable('max_streams_per_tenant')} must be at most {_variable('max_streams')}"),
+            # Both set would leave one of them silently unused.
+            (not (self.auth and self.api_key_map),
+             f"{_variable('auth')} and {_variable('api_keys')} are both set: choose one authenticator"),
         ) if not holds]
         if broken:
             raise ValueError("; ".join(broken))

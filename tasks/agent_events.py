@@ -34,9 +34,9 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from contextlib import aclosing
-from typing import Any
+from typing import Any, cast
 
 from agno.agent import Agent
 from agno.exceptions import redact_secrets
@@ -242,13 +242,16 @@ async def run_payloads(
     run_id = resume.run_id if resume is not None else str(uuid.uuid4())
     translator = Translator(run_id)
     # The run's own output comes last (an agent's or team's): a paused one is kept.
-    keep_output = {} if isinstance(runnable, Workflow) else {"yield_run_output": True}
-    if resume is not None:
-        stream = runnable.acontinue_run(run_response=resume, stream=True, stream_events=True, **keep_output, **run_options)
-    else:
-        stream = runnable.arun(input, stream=True, stream_events=True, run_id=run_id, **keep_output, **run_options)
+    keep_output: dict[str, Any] = {} if isinstance(runnable, Workflow) else {"yield_run_output": True}
+    started = (
+        runnable.acontinue_run(run_response=resume, stream=True, stream_events=True, **keep_output, **run_options)
+        if resume is not None
+        else runnable.arun(input, stream=True, stream_events=True, run_id=run_id, **keep_output, **run_options)
+    )
     # aclosing: leaving early (terminal payload, cancel) closes Agno's generator
     # now, so its cleanup runs in this task rather than whenever it is collected.
+    # Agno declares an AsyncIterator; what it returns is an async generator, which has aclose().
+    stream = cast(AsyncGenerator[Any, None], started)
     async with aclosing(stream) as events:
         async for event in events:
             if isinstance(event, PAUSED_OUTPUTS) and event.run_id == run_id and event.is_paused:

@@ -204,9 +204,7 @@ class OfflineModel(KeepsFailure, Model):
         return response
 
 
-def answer_prompt(
-    prompt: str, messages: list[Message], tools: dict[str, dict[str, Any]], knobs: OfflineKnobs
-) -> Reply:
+def answer_prompt(prompt: str, messages: list[Message], tools: dict[str, dict[str, Any]], knobs: OfflineKnobs) -> Reply:
     if knobs.tool_sleep_s is not None and "sleep" in tools:
         seconds = format_number(knobs.tool_sleep_s)
         return Reply(
@@ -364,9 +362,7 @@ def stream_words(text: str) -> list[str]:
 def offered_tools(tools: list[dict[str, Any]] | None) -> dict[str, dict[str, Any]]:
     """The functions offered to the model: {name: JSON schema of its parameters}."""
     return {
-        t["function"]["name"]: t["function"].get("parameters") or {}
-        for t in tools or []
-        if t.get("type") == "function"
+        t["function"]["name"]: t["function"].get("parameters") or {} for t in tools or [] if t.get("type") == "function"
     }
 
 
@@ -386,7 +382,7 @@ def named_tool(prompt: str, tools: dict[str, dict[str, Any]]) -> tuple[str, dict
         for index, (parameter, spec) in enumerate(properties.items()):
             if index > 0 and parameter not in (schema.get("required") or []):
                 continue
-            value = rest if index == 0 else ""
+            value: Any = rest if index == 0 else ""
             if spec.get("type") in ("integer", "number"):
                 try:
                     value = int(value) if spec["type"] == "integer" else float(value)

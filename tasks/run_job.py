@@ -28,8 +28,8 @@ from typing import TYPE_CHECKING, Any
 from agno.exceptions import redact_secrets
 from agno.models.message import Message
 from agno.workflow import Workflow
-from psycopg_pool import AsyncConnectionPool
 
+from runstream.db.connector import Pool
 from runstream.db.conversation import agno_messages
 from runstream.db.jobs import (
     SHUTDOWN_ERROR,
@@ -87,19 +87,14 @@ class RunOutcome:
         return self.status == "released"
 
 
-def job_user(job: dict[str, Any]) -> str | None:
-    """The user a job was submitted for: its ``user_id`` column where the schema has
-    one, else ``metadata.user_id``; None when neither says."""
-    user = job.get("user_id") or (job.get("metadata") or {}).get("user_id")
-    return str(user) if user is not None else None
-
-
 def agent_context(job: dict[str, Any], history: list[dict[str, Any]]) -> AgentContext:
     return AgentContext(
         job_id=job["id"],
         attempt=job["attempt"],
         tenant=job["tenant"],
-        user=job_user(job),
+        # The authenticated principal's user, never one the request body names:
+        # an agent with its own memory keys it by this id.
+        user=job["user_id"],
         session_id=job["session_id"],
         message=job["message"],
         metadata=MappingProxyType(dict(job["metadata"] or {})),
@@ -146,7 +141,8 @@ async def session_context(runtime: Runtime, job: dict[str, Any]) -> list[dict[st
 
 def model_failure(runnable: Runnable) -> BaseException | None:
     """The exception that ended a model call of the run (see tasks.model_errors), if any."""
-    return next((m.failure for m in models_of(runnable) if getattr(m, "failure", None) is not None), None)
+    failures = (getattr(model, "failure", None) for model in models_of(runnable))
+    return next((failure for failure in failures if failure is not None), None)
 
 
 def retry_countdown(attempt: int, settings: Settings) -> float:
@@ -256,9 +252,7 @@ async def _continuation(runtime: Runtime, claim: Claim, run: PreparedRun) -> Pre
     return PreparedRun(run.runnable, None, run.options, resume)
 
 
-async def _stream(
-    run: PreparedRun, claim: Claim, writer: EventWriter, pool: AsyncConnectionPool
-) -> Payload | Pause:
+async def _stream(run: PreparedRun, claim: Claim, writer: EventWriter, pool: Pool) -> Payload | Pause:
     """Write the run's payloads as they come; return the terminal one (not yet
     written), or the run's Pause."""
     async for payload in run_payloads(run.runnable, run.input, resume=run.resume, **run.options):

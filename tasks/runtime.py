@@ -18,10 +18,9 @@ from typing import Any, TypeVar
 
 import httpx
 import uvloop
-from psycopg_pool import AsyncConnectionPool
 
 from runstream.db.agents import record_agents
-from runstream.db.connector import open_pool
+from runstream.db.connector import Pool, open_pool
 from runstream.settings import Settings, get_settings
 from runstream.tasks.event_writer import EventWriter
 from runstream.tasks.reaper import Reaper
@@ -48,7 +47,7 @@ class Runtime:
         self.loop = new_loop()
         self._thread = threading.Thread(target=self.loop.run_forever, name="runstream-loop", daemon=True)
         self._thread.start()
-        self.pool: AsyncConnectionPool
+        self.pool: Pool
         self.writer: EventWriter
         self.supervisor: Supervisor
         self.reaper: Reaper

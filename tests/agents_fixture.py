@@ -79,9 +79,13 @@ support = Agent(
     telemetry=False,
 )
 
-billing = Agent(name="Billing", role="answers billing questions", model=offline(), tools=[lookup_order], telemetry=False)
+billing = Agent(
+    name="Billing", role="answers billing questions", model=offline(), tools=[lookup_order], telemetry=False
+)
 shipping = Agent(name="Shipping", role="answers shipping questions", model=offline(), telemetry=False)
-desk = Team(name="desk", description="Two members, one leader", members=[billing, shipping], model=offline(), telemetry=False)
+desk = Team(
+    name="desk", description="Two members, one leader", members=[billing, shipping], model=offline(), telemetry=False
+)
 
 drafter = Agent(name="drafter", model=offline(), tools=[lookup_order], telemetry=False)
 reviewer = Agent(name="reviewer", model=offline(), telemetry=False)

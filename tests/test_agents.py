@@ -19,6 +19,7 @@ import httpx
 import pytest
 import pytest_asyncio
 
+from tests.support.custom_auth import SESSION_HEADER
 from tests.support.processes import RUNSTREAM, ApiServer, ServiceProcess, start_api, start_worker
 from tests.support.sse import deltakit_events, frames, read_stream
 
@@ -53,6 +54,11 @@ def agents_env(service_env: dict[str, str]) -> dict[str, str]:
         "RUNSTREAM_QUEUE": service_env["RUNSTREAM_QUEUE"] + "-agents",
         "RUNSTREAM_AGENTS": registry(AGENTS),
         "RUNSTREAM_DEFAULT_AGENT": "support",
+        # The host application's login names the tenant and the user (tests/support/custom_auth.py).
+        "RUNSTREAM_AUTH": "tests.support.custom_auth:authenticate",
+        # The API loads the authenticator from the repository (the worker imports
+        # agents from its working directory by itself).
+        "PYTHONPATH": str(Path(__file__).resolve().parent.parent),
     }
 
 
@@ -72,13 +78,19 @@ def agents_api(agents_env: dict[str, str], log_dir: Path) -> Iterator[ApiServer]
 
 @pytest_asyncio.fixture(loop_scope="session")
 async def client(agents_api: ApiServer, agents_worker: ServiceProcess) -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient(base_url=agents_api.url, timeout=30.0) as http:
+    async with httpx.AsyncClient(base_url=agents_api.url, timeout=30.0, headers=as_user("ann")) as http:
         yield http
 
 
-async def run(client: httpx.AsyncClient, message: str, **body: Any) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+def as_user(user: str) -> dict[str, str]:
+    return {SESSION_HEADER: f"agents/{user}"}
+
+
+async def run(
+    client: httpx.AsyncClient, message: str, headers: dict[str, str] | None = None, **body: Any
+) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """Start a job, read its whole stream; answer the finished job and its payloads."""
-    response = await client.post("/api/jobs", json={"message": message, **body})
+    response = await client.post("/api/jobs", json={"message": message, **body}, headers=headers)
     assert response.status_code == 202, response.text
     job_id = response.json()["job_id"]
     stream = await read_stream(client, f"/api/jobs/{job_id}/events")
@@ -116,7 +128,11 @@ async def test_the_agent_list_comes_from_the_settings_and_the_worker_record(clie
     assert body["default"] == "support"
     listed = {a["name"]: (a["kind"], a["description"], a["default"]) for a in body["agents"]}
     assert list(listed) == list(AGENTS)
-    assert listed["assistant"] == ("agent", "The offline demo assistant: a calculator, a clock and a silent wait.", False)
+    assert listed["assistant"] == (
+        "agent",
+        "The offline demo assistant: a calculator, a clock and a silent wait.",
+        False,
+    )
     assert listed["support"] == ("agent", "Answers order questions with its own tools", True)
     assert listed["desk"] == ("team", "Two members, one leader", False)
     assert listed["pipeline"] == ("workflow", "Draft, then review", False)
@@ -149,7 +165,12 @@ async def test_a_custom_agent_calls_its_own_tools(client: httpx.AsyncClient) -> 
         assert answer(payloads).endswith(f"The {name} tool answered: {output}.")
     # A tool that raises: Agno's error result, marked, and the run goes on to its answer.
     [result] = [p for p in raising if p["type"] == "tool_result"]
-    assert result == {"type": "tool_result", "call_id": "call_1", "output": "the warehouse is on fire (now)", "is_error": True}
+    assert result == {
+        "type": "tool_result",
+        "call_id": "call_1",
+        "output": "the warehouse is on fire (now)",
+        "is_error": True,
+    }
     assert answer(raising).endswith("The explode tool answered: the warehouse is on fire (now).")
     assert raising[-1] == {"type": "done", "status": "completed"}
 
@@ -165,11 +186,18 @@ async def test_a_team_streams_its_members_and_the_leaders_answer(client: httpx.A
         {"type": "member_started", "member": "Billing"},
         {"type": "member_delta", "member": "Billing", "delta": "Let me use lookup_order."},
         {
-            "type": "member_tool_call", "member": "Billing", "tool_name": "lookup_order",
-            "argument": '{"order_id": "7"}', "call_id": "call_1",
+            "type": "member_tool_call",
+            "member": "Billing",
+            "tool_name": "lookup_order",
+            "argument": '{"order_id": "7"}',
+            "call_id": "call_1",
         },
         {"type": "member_tool_result", "member": "Billing", "call_id": "call_1", "output": "order 7 shipped on Monday"},
-        {"type": "member_delta", "member": "Billing", "delta": "The lookup_order tool answered: order 7 shipped on Monday."},
+        {
+            "type": "member_delta",
+            "member": "Billing",
+            "delta": "The lookup_order tool answered: order 7 shipped on Monday.",
+        },
         {"type": "member_completed", "member": "Billing", "content": billing},
         {"type": "delegation", "call_id": "call_2", "member": "shipping", "task": "lookup_order 7"},
         {"type": "member_started", "member": "Shipping"},
@@ -178,7 +206,10 @@ async def test_a_team_streams_its_members_and_the_leaders_answer(client: httpx.A
     ]
     assert shipping.startswith("You said: lookup_order 7 Here is the offline answer:")
     # The answer the user reads is the leader's, and only the leader's.
-    assert answer(payloads) == f"Let me ask billing.Let me ask shipping.billing answered: {billing} shipping answered: {shipping}"
+    assert (
+        answer(payloads)
+        == f"Let me ask billing.Let me ask shipping.billing answered: {billing} shipping answered: {shipping}"
+    )
     assert job["status"] == "completed" and payloads[-1] == {"type": "done", "status": "completed"}
 
 
@@ -191,11 +222,18 @@ async def test_a_workflow_streams_its_steps(client: httpx.AsyncClient) -> None:
         {"type": "step_started", "step": "draft", "index": 0},
         {"type": "member_started", "member": "drafter", "step": "draft"},
         {
-            "type": "member_tool_call", "member": "drafter", "step": "draft", "tool_name": "lookup_order",
-            "argument": '{"order_id": "9"}', "call_id": "call_1",
+            "type": "member_tool_call",
+            "member": "drafter",
+            "step": "draft",
+            "tool_name": "lookup_order",
+            "argument": '{"order_id": "9"}',
+            "call_id": "call_1",
         },
         {
-            "type": "member_tool_result", "member": "drafter", "step": "draft", "call_id": "call_1",
+            "type": "member_tool_result",
+            "member": "drafter",
+            "step": "draft",
+            "call_id": "call_1",
             "output": "order 9 shipped on Monday",
         },
         {"type": "member_completed", "member": "drafter", "step": "draft", "content": draft},
@@ -214,12 +252,12 @@ async def test_a_workflow_streams_its_steps(client: httpx.AsyncClient) -> None:
 
 async def test_a_factory_reads_the_jobs_context(client: httpx.AsyncClient) -> None:
     (pirate_job, pirate), (_, plain) = await asyncio.gather(
-        run(client, "what are your instructions?", agent="tailored", metadata={"tone": "pirate", "user_id": "ann"}),
-        run(client, "what are your instructions?", agent="tailored"),
+        run(client, "what are your instructions?", agent="tailored", metadata={"tone": "pirate"}),
+        run(client, "what are your instructions?", as_user("bob"), agent="tailored"),
     )
     assert answer(pirate) == "My instructions are: - Answer in a pirate tone. - The user is ann."
-    assert answer(plain) == "My instructions are: - Answer in a plain tone. - The user is anonymous."
-    assert pirate_job["agent"] == "tailored"
+    assert answer(plain) == "My instructions are: - Answer in a plain tone. - The user is bob."
+    assert (pirate_job["agent"], pirate_job["user_id"]) == ("tailored", "ann")
 
 
 async def test_structured_output_is_an_event_and_kept_on_the_job(client: httpx.AsyncClient) -> None:
@@ -243,11 +281,12 @@ async def test_history_reaches_a_custom_agent(client: httpx.AsyncClient) -> None
 
 async def test_an_agent_with_its_own_db_gets_the_session_and_user(client: httpx.AsyncClient) -> None:
     session = f"s-{uuid.uuid4().hex[:8]}"
-    _, first = await run(client, "whoami", agent="remembering", session_id=session, metadata={"user_id": "ann"})
+    # The user is the authenticated one's: a user id in the body's metadata changes nothing.
+    _, first = await run(client, "whoami", agent="remembering", session_id=session, metadata={"user_id": "mallory"})
     [result] = [p for p in first if p["type"] == "tool_result"]
     assert result["output"] == f"session={session} user=ann"
     # Its history is Agno's own (Runstream adds none to an agent with a db), under the same session.
-    _, second = await run(client, "what did I say?", agent="remembering", session_id=session, metadata={"user_id": "ann"})
+    _, second = await run(client, "what did I say?", agent="remembering", session_id=session)
     assert answer(second) == 'You said: "whoami"'
 
 
@@ -288,7 +327,10 @@ async def test_jobs_and_analytics_by_agent(client: httpx.AsyncClient) -> None:
     assert sorted(j["message"] for j in listed) == ["hello", "hello again"]
     assert {j["agent"] for j in listed} == {"support"}
     summary = (await client.get("/api/analytics/summary", params={"session_id": session})).json()
-    assert [(a["agent"], a["jobs"], a["completed"]) for a in summary["by_agent"]] == [("support", 2, 2), ("pipeline", 1, 1)]
+    assert [(a["agent"], a["jobs"], a["completed"]) for a in summary["by_agent"]] == [
+        ("support", 2, 2),
+        ("pipeline", 1, 1),
+    ]
     only = (await client.get("/api/analytics/summary", params={"session_id": session, "agent": "pipeline"})).json()
     assert (only["agent"], only["jobs"]) == ("pipeline", 1)
 
@@ -311,14 +353,22 @@ async def test_the_example_support_desk(client: httpx.AsyncClient) -> None:
     assert result["output"].startswith("ticket #") and result["output"].endswith(" opened: grinder is noisy")
     # The team: the leader asks both specialists; the orders one uses its tool.
     assert [(p["type"], p.get("member")) for p in team if p["type"] in ("delegation", "member_started")] == [
-        ("delegation", "orders"), ("member_started", "Orders"), ("delegation", "tickets"), ("member_started", "Tickets"),
+        ("delegation", "orders"),
+        ("member_started", "Orders"),
+        ("delegation", "tickets"),
+        ("member_started", "Tickets"),
     ]
     [call] = [p for p in team if p["type"] == "member_tool_result"]
     assert (call["member"], call["output"]) == ("Orders", shipped)
     assert answer(team).startswith("Let me ask orders.Let me ask tickets.orders answered: Let me use order_status.")
     # The workflow: two steps, the lookup's answer feeding the reply.
     steps = [(p["type"], p["step"]) for p in workflow if p["type"].startswith("step_")]
-    assert steps == [("step_started", "lookup"), ("step_completed", "lookup"), ("step_started", "reply"), ("step_completed", "reply")]
+    assert steps == [
+        ("step_started", "lookup"),
+        ("step_completed", "lookup"),
+        ("step_started", "reply"),
+        ("step_completed", "reply"),
+    ]
     assert answer(workflow).startswith("You said: Let me use order_status.The order_status tool answered:")
     for payloads in (agent, rules, team, workflow, ticket):
         assert payloads[-1] == {"type": "done", "status": "completed"}

@@ -202,7 +202,7 @@ async def test_the_builtin_assistant_is_built_from_the_job_row():
 
     settings = Settings(offline_delay_ms=0)
     job = {
-        "id": uuid.uuid4(), "tenant": "t", "session_id": None, "agent": None, "model": "offline",
+        "id": uuid.uuid4(), "tenant": "t", "user_id": None, "session_id": None, "agent": None, "model": "offline",
         "attempt": 1, "metadata": {"offline": {"words": 3}}, "message": "hi",
     }
     run = await prepare_run(job, settings, load_registry(settings.agent_paths), [])

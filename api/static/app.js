@@ -11,7 +11,8 @@
 "use strict";
 
 (() => {
-  const API = "/api";
+  // Relative to the page, so it works wherever Runstream is mounted (/, /agents/, ...).
+  const API = "api";
   const STORE = {
     session: "runstream.session", // this tab's session id
     run: "runstream.run", // {jobId, lastEventId, ...rendered state} of the open run

@@ -17,8 +17,8 @@ from agno.agent import Agent
 from agno.team import Team
 from agno.workflow import Step, Workflow
 
-from runstream.tasks.registry import AgentContext
 from examples.support_desk.tools import TOOLS, open_ticket, order_status
+from runstream.tasks.registry import AgentContext
 
 
 def instructions(ctx: AgentContext) -> list[str]:

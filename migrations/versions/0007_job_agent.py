@@ -1,7 +1,7 @@
 """jobs.agent and jobs.output, the agents table, analytics views by agent
 
-Revision ID: 0005
-Revises: 0008
+Revision ID: 0007_job_agent
+Revises: 0006_job_user
 Create Date: 2026-12-04
 
 * ``jobs.agent``: the registry entry (RUNSTREAM_AGENTS) a job runs; NULL for
@@ -19,8 +19,8 @@ import importlib
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0005"
-down_revision = "0008"
+revision = "0007_job_agent"
+down_revision = "0006_job_user"
 branch_labels = None
 depends_on = None
 
