@@ -93,14 +93,18 @@ def _answer(requirement: dict[str, Any], answer: Answer) -> dict[str, Any]:
     given = {name for name in ("confirmed", "note", "values", "result") if getattr(answer, name) is not None}
     if kind == "confirmation":
         if answer.confirmed is None or given - {"confirmed", "note"}:
-            raise invalid(f"requirement {rid} ({requirement['tool_name']}) asks for confirmation: "
-                          'answer {"confirmed": true} or {"confirmed": false, "note": "..."}')
+            raise invalid(
+                f"requirement {rid} ({requirement['tool_name']}) asks for confirmation: "
+                'answer {"confirmed": true} or {"confirmed": false, "note": "..."}'
+            )
         return {"id": rid, "kind": kind, "confirmed": answer.confirmed, "note": answer.note}
     if kind == "user_input":
         fields = {f["name"]: f for f in requirement.get("fields") or []}
         if answer.values is None or given != {"values"}:
-            raise invalid(f"requirement {rid} ({requirement['tool_name']}) asks for input: "
-                          f'answer {{"values": {{...}}}} with {", ".join(fields) or "no fields"}')
+            raise invalid(
+                f"requirement {rid} ({requirement['tool_name']}) asks for input: "
+                f'answer {{"values": {{...}}}} with {", ".join(fields) or "no fields"}'
+            )
         missing = [name for name in fields if name not in answer.values]
         unknown = [name for name in answer.values if name not in fields]
         if missing or unknown:
@@ -111,13 +115,16 @@ def _answer(requirement: dict[str, Any], answer: Answer) -> dict[str, Any]:
         for name, value in answer.values.items():
             expected = FIELD_TYPES.get(fields[name]["type"])
             if value is None or (
-                expected is not None and (not isinstance(value, expected) or (bool not in expected and isinstance(value, bool)))
+                expected is not None
+                and (not isinstance(value, expected) or (bool not in expected and isinstance(value, bool)))
             ):
                 raise invalid(f"requirement {rid} values: {name} must be a {fields[name]['type']}")
         return {"id": rid, "kind": kind, "values": answer.values}
     if answer.result is None or given != {"result"}:
-        raise invalid(f"requirement {rid} ({requirement['tool_name']}) asks for the result of running it: "
-                      'answer {"result": "..."}')
+        raise invalid(
+            f"requirement {rid} ({requirement['tool_name']}) asks for the result of running it: "
+            'answer {"result": "..."}'
+        )
     return {"id": rid, "kind": kind, "result": answer.result}
 
 

@@ -17,8 +17,8 @@ from starlette.responses import JSONResponse
 from starlette.routing import BaseRoute, Mount, Route
 
 from runstream.api.auth import OPEN_PATHS, STREAM_TOKEN_ATTR
-from runstream.api.params import MAX_LIMIT
 from runstream.api.continuation import ContinueBody
+from runstream.api.params import MAX_LIMIT
 from runstream.api.payloads import NewJob
 from runstream.db.jobs import STATUSES
 

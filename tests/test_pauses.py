@@ -189,8 +189,12 @@ async def test_a_pause_survives_restarts_and_continues_from_another_api(
 
 
 async def restarts_and_continue(
-    env: dict[str, str], log_dir: Path, db: psycopg.AsyncConnection,
-    first_worker: ServiceProcess, first_api: ApiServer, processes: list[ServiceProcess],
+    env: dict[str, str],
+    log_dir: Path,
+    db: psycopg.AsyncConnection,
+    first_worker: ServiceProcess,
+    first_api: ApiServer,
+    processes: list[ServiceProcess],
 ) -> None:
     async with httpx.AsyncClient(base_url=first_api.url, timeout=30.0, headers=ALPHA) as first:
         job_id = (await submit(first, REFUND))["job_id"]
@@ -235,7 +239,9 @@ async def restarts_and_continue(
         assert (await finished(watching, str(lost)))["status"] == "completed"
         still = await row(db, job_id)
         assert (still["status"], still["attempt"], still["last_seq"]) == (
-            "paused", paused_row["attempt"], paused_row["last_seq"]
+            "paused",
+            paused_row["attempt"],
+            paused_row["last_seq"],
         )
 
         # The watcher resumes on the new API after what it saw; it stays open.
@@ -261,7 +267,9 @@ async def restarts_and_continue(
         "answers": [{"id": requirement["id"], "kind": "confirmation", "confirmed": True, "note": None}],
     }
     assert {
-        "type": "tool_result", "call_id": requirement["call_id"], "output": "refunded order 1001 (espresso machine)"
+        "type": "tool_result",
+        "call_id": requirement["call_id"],
+        "output": "refunded order 1001 (espresso machine)",
     } in stream.payloads
     assert text_of(stream.payloads).endswith("The issue_refund tool answered: refunded order 1001 (espresso machine).")
     # The continuation is an attempt of its own, its attempts counted afresh.
@@ -313,7 +321,9 @@ async def test_user_input_through_the_stream_token_alone(
         assert response.status_code == 202, response.text
     payloads = await read_all(client, job_id)
     assert {
-        "type": "tool_call", "tool_name": "schedule_callback", "call_id": requirement["call_id"],
+        "type": "tool_call",
+        "tool_name": "schedule_callback",
+        "call_id": requirement["call_id"],
         "argument": '{"reason": "about my noisy grinder", "phone": "555-0100"}',
     } in payloads
     assert text_of(payloads).endswith("call back booked to 555-0100 about about my noisy grinder.")
@@ -339,7 +349,9 @@ async def test_a_team_members_paused_tool_continues_through_the_team(
     job_id = (await submit(client, "please issue_refund 1002", agent="refunds-desk"))["job_id"]
     [requirement] = (await paused(db, job_id))["requirements"]
     assert (requirement["kind"], requirement["tool_name"], requirement["member"]) == (
-        "confirmation", "issue_refund", "refunds"
+        "confirmation",
+        "issue_refund",
+        "refunds",
     )
     response = await continue_(client, job_id, {"id": requirement["id"], "confirmed": True})
     assert response.status_code == 202, response.text
@@ -399,9 +411,7 @@ async def test_two_continues_of_one_pause_exactly_one_wins(
     assert codes == [202] + [409] * 5, [r.text for r in responses]
     for response in responses:
         if response.status_code == 409:
-            assert response.json()["error"] == {
-                "code": "not_paused", "message": response.json()["error"]["message"]
-            }
+            assert response.json()["error"] == {"code": "not_paused", "message": response.json()["error"]["message"]}
             assert "only a paused job can be continued" in response.json()["error"]["message"]
     payloads = await read_all(client, job_id)
     assert types(payloads).count("input_received") == 1
@@ -479,9 +489,7 @@ async def test_a_paused_run_keeps_its_session_and_its_webhook_says_paused(
         # The session is still the paused run's: a new job queues behind it, or is refused.
         second = await submit(client, "what is 6*7?", session_id=session, agent="assistant")
         assert second["queued"] is True
-        refused = await client.post(
-            "/api/jobs", json={"message": "me too", "session_id": session, "if_busy": "reject"}
-        )
+        refused = await client.post("/api/jobs", json={"message": "me too", "session_id": session, "if_busy": "reject"})
         assert (refused.status_code, refused.json()["error"]["code"]) == (409, "session_busy")
         assert (await continue_(client, job_id, {"id": requirement["id"], "confirmed": True})).status_code == 202
         assert (await finished(client, job_id))["status"] == "completed"

@@ -27,6 +27,7 @@ Create Date: 2026-12-04
 """
 
 import importlib
+from types import ModuleType
 
 import sqlalchemy as sa
 from alembic import op
@@ -98,9 +99,7 @@ def _session_rules(active: str, trigger_when: str) -> None:
     )
 
 
-TRIGGER_WHEN_BEFORE = (
-    "OLD.status IN ('pending', 'running') AND NEW.status IN ('completed', 'failed', 'cancelled')"
-)
+TRIGGER_WHEN_BEFORE = "OLD.status IN ('pending', 'running') AND NEW.status IN ('completed', 'failed', 'cancelled')"
 # A run that pauses gets a webhook delivery (and keeps its session); a paused job
 # that ends is an ending like any other.
 TRIGGER_WHEN = (
@@ -109,7 +108,7 @@ TRIGGER_WHEN = (
 )
 
 
-def _recreate_views(job_timings: str, previous: object) -> None:
+def _recreate_views(job_timings: str, previous: ModuleType) -> None:
     op.execute("DROP VIEW tool_call_results")
     op.execute("DROP VIEW job_metrics")
     op.execute("DROP VIEW job_timings")
