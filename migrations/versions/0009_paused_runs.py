@@ -1,7 +1,7 @@
 """Paused runs (human in the loop): the ``paused`` status and what a pause keeps
 
 Revision ID: 0009
-Revises: 0005
+Revises: 0007_job_agent
 Create Date: 2026-12-04
 
 * ``jobs.status`` may be ``paused``: the run waits for a person (a tool that
@@ -34,7 +34,7 @@ from alembic import op
 from sqlalchemy.dialects.postgresql import JSONB
 
 revision = "0009"
-down_revision = "0005"
+down_revision = "0007_job_agent"
 branch_labels = None
 depends_on = None
 
@@ -66,15 +66,15 @@ LEFT JOIN LATERAL (
 """
 
 
-SESSIONS = importlib.import_module("runstream.migrations.versions.0008_session_policy_webhooks")
+SESSIONS = importlib.import_module("runstream.migrations.versions.0005_session_policy_webhooks")
 ACTIVE_BEFORE = "status IN ('pending', 'running')"
 ACTIVE = "status IN ('pending', 'running', 'paused')"
 
 
 def _job_ended_function(active: str) -> str:
-    """0008's trigger function, its session's active run being ``active``."""
+    """0005_sessions' trigger function, its session's active run being ``active``."""
     sql = SESSIONS.JOB_ENDED.replace("CREATE FUNCTION", "CREATE OR REPLACE FUNCTION")
-    assert sql.count(f"queued_at IS NULL AND {ACTIVE_BEFORE}") == 1, "0008's function changed: rewrite this"
+    assert sql.count(f"queued_at IS NULL AND {ACTIVE_BEFORE}") == 1, "0005_sessions' function changed: rewrite this"
     return sql.replace(f"queued_at IS NULL AND {ACTIVE_BEFORE}", f"queued_at IS NULL AND {active}")
 
 
@@ -118,7 +118,7 @@ def _recreate_views(job_timings: str, previous: ModuleType) -> None:
 
 
 def upgrade() -> None:
-    previous = importlib.import_module("runstream.migrations.versions.0005_job_agent")
+    previous = importlib.import_module("runstream.migrations.versions.0007_job_agent")
     op.drop_constraint("jobs_status_check", "jobs")
     op.create_check_constraint("jobs_status_check", "jobs", STATUSES)
     op.add_column("jobs", sa.Column("paused_run", JSONB))
@@ -134,7 +134,7 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
-    previous = importlib.import_module("runstream.migrations.versions.0005_job_agent")
+    previous = importlib.import_module("runstream.migrations.versions.0007_job_agent")
     # A paused job cannot go back to a schema without the status: it ends cancelled.
     op.execute("UPDATE jobs SET status = 'cancelled', finished_at = now() WHERE status = 'paused'")
     _session_rules(ACTIVE_BEFORE, TRIGGER_WHEN_BEFORE)
