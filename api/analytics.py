@@ -65,6 +65,7 @@ async def analytics_job(request: Request) -> JSONResponse:
             "queue_wait_s": row["queue_wait_s"],
             "ttft_s": row["ttft_s"],
             "duration_s": row["duration_s"],
+            "paused_s": row["paused_s"],
             "events": row["events"],
             "events_by_type": row["events_by_type"],
             "text_chars": row["text_chars"],

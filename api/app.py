@@ -22,7 +22,7 @@ from starlette.responses import FileResponse
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
-from runstream.api import agents, analytics, deltakit, events, history, jobs, operations, transitions, webhooks
+from runstream.api import agents, analytics, continuation, deltakit, events, history, jobs, operations, transitions, webhooks
 from runstream.api.dispatch import Dispatcher
 from runstream.api.errors import EXCEPTION_HANDLERS
 from runstream.api.hub import EventHub
@@ -54,6 +54,7 @@ def routes() -> list[Route | Mount]:
         Route("/api/jobs/transitions", transitions.stream_transitions, methods=["GET"]),
         Route("/api/jobs/{job_id}", jobs.get_job, methods=["GET"]),
         Route("/api/jobs/{job_id}/cancel", jobs.cancel_job, methods=["POST"]),
+        Route("/api/jobs/{job_id}/continue", continuation.continue_job, methods=["POST"]),
         Route("/api/jobs/{job_id}/events", events.stream_events, methods=["GET"]),
         Route("/api/jobs/{job_id}/webhooks", webhooks.job_webhooks, methods=["GET"]),
         Route("/api/sessions/{session_id}/messages", history.session_messages, methods=["GET"]),

@@ -17,6 +17,7 @@ from starlette.responses import JSONResponse
 from starlette.routing import BaseRoute, Mount, Route
 
 from runstream.api.auth import OPEN_PATHS, STREAM_TOKEN_ATTR
+from runstream.api.continuation import ContinueBody
 from runstream.api.params import MAX_LIMIT
 from runstream.api.payloads import NewJob
 from runstream.db.jobs import STATUSES
@@ -60,6 +61,10 @@ JOB = {
         "last_event_id": {"type": "integer"},
         "error": {"type": ["string", "null"]},
         "cancel_requested": {"type": "boolean"},
+        "requirements": {
+            "type": ["array", "null"],
+            "description": "a paused job's outstanding requirements (its input_required event's list), else null",
+        },
         "created_at": {"type": "string", "format": "date-time"},
         "started_at": {"type": ["string", "null"], "format": "date-time"},
         "finished_at": {"type": ["string", "null"], "format": "date-time"},
@@ -111,12 +116,15 @@ STREAM_LINKS = {
         "stream_token_expires_at": {"type": "string", "format": "date-time"},
         "events_url": {"type": "string", "description": "the absolute events URL with ?token="},
         "cancel_url": {"type": "string", "description": "the absolute cancel URL with ?token="},
+        "continue_url": {"type": "string", "description": "the absolute continue URL with ?token="},
     },
 }
 
-# The new-job body's own schema; the models it nests ($defs) become components of their own.
+# The request bodies' own schemas; the models they nest ($defs) become components of their own.
 NEW_JOB = NewJob.model_json_schema(ref_template="#/components/schemas/{model}")
 NEW_JOB_PARTS = NEW_JOB.pop("$defs", {})
+CONTINUE_BODY = ContinueBody.model_json_schema(ref_template="#/components/schemas/{model}")
+CONTINUE_BODY_PARTS = CONTINUE_BODY.pop("$defs", {})
 
 SCHEMAS: dict[str, Any] = {
     "Error": {
@@ -132,6 +140,8 @@ SCHEMAS: dict[str, Any] = {
     },
     "NewJob": NEW_JOB,
     **NEW_JOB_PARTS,
+    "ContinueBody": CONTINUE_BODY,
+    **CONTINUE_BODY_PARTS,
     "Job": JOB,
     "JobWithStream": {"allOf": [_ref("Job"), STREAM_LINKS]},
     "WebhookDeliveries": WEBHOOK_DELIVERIES,
@@ -246,6 +256,18 @@ OPERATIONS: dict[tuple[str, str], dict[str, Any]] = {
         "summary": "Queue wait, time to first token and duration of up to 100 of this tenant's jobs",
         "parameters": [_query("ids", {"type": "string"}, "required: job ids, comma-separated")],
         "responses": {"200": {"description": "the timings of the ids that name jobs"}, "400": _error("bad ids")},
+    },
+    ("/api/jobs/{job_id}/continue", "post"): {
+        "summary": "Answer a paused job's requirements (input_required); a worker continues the run",
+        "parameters": [TOKEN_PARAM],
+        "requestBody": {"required": True, "content": {"application/json": {"schema": _ref("ContinueBody")}}},
+        "responses": {
+            "202": _json(_ref("Job"), "the answers are kept and the job is pending again"),
+            "400": _error("the body is not JSON"),
+            "409": _error("the job is not paused (already answered, finished, or not yet paused): nothing changed"),
+            "422": _error("the answers do not fit the outstanding requirements (the message says which and why)"),
+            **NOT_FOUND,
+        },
     },
     ("/api/jobs/{job_id}/events", "get"): {
         "summary": "The job's events: SSE, replay then live (or a JSON page with Accept: application/json)",

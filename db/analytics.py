@@ -52,10 +52,11 @@ async def summary(pool: Pool, scope: Scope, *, top: int = TOP_TOOLS) -> dict[str
         agents = await cur.fetchall()
     return {
         "jobs": t["jobs"],
-        "by_status": {s: t[s] for s in ("pending", "running", "completed", "failed", "cancelled")},
+        "by_status": {s: t[s] for s in ("pending", "running", "paused", "completed", "failed", "cancelled")},
         "queue_wait_s": _percentiles(t["queue_wait_s"], t["queue_wait_n"]),
         "ttft_s": _percentiles(t["ttft_s"], t["ttft_n"]),
         "duration_s": _percentiles(t["duration_s"], t["duration_n"]),
+        "paused_s": _percentiles(t["paused_s"], t["paused_n"]),
         "retried_jobs": t["retried"],
         "retry_rate": t["retried"] / t["jobs"] if t["jobs"] else None,
         "tools": [

@@ -7,12 +7,16 @@
     pending (queued) ──its session's active run ends──▶ pending   (the jobs_ended trigger)
     running ──claim (heartbeat stale)──▶ running, attempt + 1
     pending | running (stuck, out of attempts) ──reaper──▶ failed   (tasks.reaper)
+    running ──pause (a tool needs a person)──▶ paused ──continue (answers)──▶ pending
+    paused ──cancel──▶ cancelled          (at once, by the API)
+    paused (unanswered for pause_timeout_s) ──reaper──▶ failed "pause timed out"
 """
 
 from __future__ import annotations
 
 import math
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -24,12 +28,13 @@ from runstream.db import queries
 from runstream.db.connector import Pool, one_row
 from runstream.db.events import AppendBatch, append_in
 
-STATUSES = ("pending", "running", "completed", "failed", "cancelled")
+STATUSES = ("pending", "running", "paused", "completed", "failed", "cancelled")
 TERMINAL_STATUSES = frozenset({"completed", "failed", "cancelled"})
 CANCELLED_EVENT = {"type": "done", "status": "cancelled"}
 # The error of a job handed back by a worker going down. Such an attempt did not
 # fail: the claim and the reaper do not count it against ``max_attempts``.
 SHUTDOWN_ERROR = "worker shut down"
+PAUSE_TIMED_OUT = "pause timed out"
 
 
 @dataclass(frozen=True)
@@ -280,8 +285,8 @@ async def cancel_requests(pool: Pool, job_ids: list[uuid.UUID]) -> set[uuid.UUID
 async def cancel_job(pool: Pool, job_id: uuid.UUID, tenant: str) -> str | None:
     """Idempotent cancel. Answers the job's status afterwards, None if there is no such job.
 
-    A pending job is cancelled at once: status and its ``done`` event in one
-    transaction. A running job gets ``cancel_requested_at``; its worker stops it and
+    A pending or paused job is cancelled at once: status and its ``done`` event
+    in one transaction. A running job gets ``cancel_requested_at``; its worker stops it and
     appends the terminal event. A finished job is left as it is.
     """
     async with pool.connection() as conn:
@@ -295,9 +300,9 @@ async def cancel_job(pool: Pool, job_id: uuid.UUID, tenant: str) -> str | None:
 
 async def _cancel_in(conn: AsyncConnection, job: dict[str, Any]) -> str:
     """Cancel ``job`` (its row locked by the caller's transaction); answers its status afterwards."""
-    if job["status"] == "pending":
+    if job["status"] in ("pending", "paused"):
         [result] = await append_in(
-            conn, [AppendBatch(job["id"], [CANCELLED_EVENT], from_statuses=("pending",), new_status="cancelled")]
+            conn, [AppendBatch(job["id"], [CANCELLED_EVENT], from_statuses=(job["status"],), new_status="cancelled")]
         )
         return result.status
     if job["status"] == "running":
@@ -347,7 +352,7 @@ def _reaped_terminal(job: dict[str, Any]) -> tuple[dict[str, Any], str, str | No
     if job["status"] == "running" and job["cancel_requested_at"] is not None:
         return CANCELLED_EVENT, "cancelled", None
     reason = "worker lost" if job["status"] == "running" else job["error"] or "not run"
-    message = f"gave up after {job['attempt']} attempts: {reason}"
+    message = f"gave up after {job['run_attempts']} attempts: {reason}"
     return {"type": "error", "message": message}, "failed", message
 
 
@@ -377,3 +382,88 @@ async def finish_stuck(pool: Pool, limits: ReapLimits) -> list[tuple[uuid.UUID, 
             )
         results = await append_in(conn, batches)
     return [(b.job_id, b.new_status) for b, r in zip(batches, results, strict=True) if r.applied and b.new_status]
+
+
+async def save_paused_run(
+    pool: Pool,
+    job_id: uuid.UUID,
+    *,
+    attempt: int,
+    paused_run: dict[str, Any],
+    requirements: list[dict[str, Any]],
+) -> bool:
+    """Keep a paused run on its job row (still running, this attempt's); False when
+    the job is no longer this attempt's."""
+    params = {
+        "id": job_id,
+        "attempt": attempt,
+        "paused_run": Jsonb(paused_run),
+        "requirements": Jsonb(requirements),
+    }
+    async with pool.connection() as conn:
+        cur = await conn.execute(queries.SAVE_PAUSED_RUN, params)
+        return await cur.fetchone() is not None
+
+
+async def paused_run(pool: Pool, job_id: uuid.UUID) -> dict[str, Any] | None:
+    """The run a paused job kept (save_paused_run), to continue it."""
+    async with pool.connection() as conn:
+        cur = await conn.execute(queries.PAUSED_RUN, {"id": job_id})
+        row = await cur.fetchone()
+    return row["paused_run"] if row else None
+
+
+class NotPaused(Exception):
+    """A continue for a job that is not waiting for a person; nothing was written."""
+
+    def __init__(self, status: str):
+        super().__init__(f"job is {status}, not paused")
+        self.status = status
+
+
+async def continue_job(
+    pool: Pool,
+    job_id: uuid.UUID,
+    tenant: str,
+    check: Callable[[list[dict[str, Any]]], list[dict[str, Any]]],
+    received: Callable[[list[dict[str, Any]]], dict[str, Any]],
+) -> dict[str, Any] | None:
+    """Answer a paused job: ``check(requirements)`` returns the answers (or raises,
+    and nothing is written); then, in one transaction under the row lock, the
+    ``received(answers)`` event is appended, the job moves to pending and keeps
+    the answers. Answers the job afterwards, None if there is no such job; raises
+    NotPaused when it is not paused (two continues of one pause: the second)."""
+    async with pool.connection() as conn, conn.transaction():
+        cur = await conn.execute(queries.GET_JOB + " FOR UPDATE", {"id": job_id, "tenant": tenant})
+        job = await cur.fetchone()
+        if job is None:
+            return None
+        if job["status"] != "paused":
+            raise NotPaused(job["status"])
+        answers = check(job["requirements"] or [])
+        [result] = await append_in(
+            conn, [AppendBatch(job_id, [received(answers)], from_statuses=("paused",), new_status="pending")]
+        )
+        assert result.applied, "the row lock holds the job paused"
+        await conn.execute(queries.ACCEPT_ANSWERS, {"id": job_id, "answers": Jsonb(answers)})
+        cur = await conn.execute(queries.GET_JOB, {"id": job_id, "tenant": tenant})
+        return await cur.fetchone()
+
+
+async def finish_timed_out_pauses(
+    pool: Pool, pause_timeout_s: float, limit: int = 500
+) -> list[uuid.UUID]:
+    """End the paused jobs nobody answered within ``pause_timeout_s``: each gets
+    the error event "pause timed out" and status failed, in one transaction."""
+    async with pool.connection() as conn, conn.transaction():
+        cur = await conn.execute(queries.REAP_PAUSED, {"pause_timeout_s": pause_timeout_s, "limit": limit})
+        ids = [row["id"] for row in await cur.fetchall()]
+        if not ids:
+            return []
+        payload = {"type": "error", "message": PAUSE_TIMED_OUT}
+        batches = [
+            AppendBatch(job_id, [payload], from_statuses=("paused",), new_status="failed", error=PAUSE_TIMED_OUT)
+            for job_id in ids
+        ]
+        results = await append_in(conn, batches)
+    return [b.job_id for b, r in zip(batches, results, strict=True) if r.applied]

@@ -17,7 +17,8 @@ NOTIFY_ROWS_MAX = 64
 JOB_COLUMNS = """
     id, tenant, session_id, message, model, status, attempt, last_seq,
     cancel_requested_at, error, metadata, created_at, started_at, finished_at,
-    heartbeat_at, worker, queued_at, interrupted_at, webhook_url, user_id, agent, output
+    heartbeat_at, worker, queued_at, interrupted_at, webhook_url, user_id, agent, output,
+    requirements, answers, paused_at, paused_s, attempt_base
 """
 
 # ``queued_at``: NULL for a job that may run now; for one waiting behind its
@@ -42,12 +43,12 @@ LOCK_SESSION = """
 SELECT pg_advisory_xact_lock(hashtextextended('runstream-session:' || %(tenant)s || ':' || %(session_id)s, 0))
 """
 
-# The session's active run, read after LOCK_SESSION in a statement of its own,
+# The session's active run (a paused one too: it keeps its session), read after LOCK_SESSION in a statement of its own,
 # so it sees every creation and every ending committed before the lock.
 SESSION_ACTIVE_JOB = f"""
 SELECT {JOB_COLUMNS} FROM jobs
 WHERE tenant = %(tenant)s AND session_id = %(session_id)s
-  AND queued_at IS NULL AND status IN ('pending', 'running')
+  AND queued_at IS NULL AND status IN ('pending', 'running', 'paused')
 """
 
 # A later job interrupts this run: marked, and with ``rollback`` left out of
@@ -55,7 +56,7 @@ WHERE tenant = %(tenant)s AND session_id = %(session_id)s
 MARK_INTERRUPTED = """
 UPDATE jobs SET interrupted_at = now(),
     cleared_at = CASE WHEN %(rollback)s THEN coalesce(cleared_at, now()) ELSE cleared_at END
-WHERE id = %(id)s AND status IN ('pending', 'running')
+WHERE id = %(id)s AND status IN ('pending', 'running', 'paused')
 """
 
 # What the end of these jobs set in motion, for the caller to send to the
@@ -151,7 +152,12 @@ WITH input AS MATERIALIZED (
             ELSE j.finished_at END,
         cancel_requested_at = CASE
             WHEN i.new_status = 'cancelled' THEN coalesce(j.cancel_requested_at, now())
-            ELSE j.cancel_requested_at END
+            ELSE j.cancel_requested_at END,
+        paused_at = CASE WHEN i.new_status = 'paused' THEN now() ELSE j.paused_at END,
+        paused_s = CASE
+            WHEN j.status = 'paused' AND i.new_status IS DISTINCT FROM 'paused'
+            THEN j.paused_s + extract(epoch FROM now() - j.paused_at)
+            ELSE j.paused_s END
     FROM input i
     WHERE j.id = i.job_id
       AND j.id IN (SELECT id FROM locked)
@@ -230,18 +236,20 @@ ORDER BY r.job_id, e.seq
 # stopped heart-beating, unless its cancel was requested (the reaper ends that
 # one: REAP_FINISH; a new attempt would only be stopped again). The previous
 # status and error say why a new attempt starts (the reason in its ``retry``
-# event). Never beyond ``max_attempts``: a job that used them all is the
-# reaper's to fail; an attempt handed back by a worker shutting down (its error
-# is ``shutdown_error``) did not fail, so it does not use one up. Two deliveries
-# of one job that claim at once serialize on the row lock, and the second one
-# re-checks the WHERE against the row the first one wrote (running, fresh
-# heartbeat), so it gets no row: one job never runs twice at once.
+# event). Never beyond ``max_attempts``, counted from ``attempt_base`` (the
+# attempts used before the latest continuation of a paused run): a job that
+# used them all is the reaper's to fail; an attempt handed back by a worker
+# shutting down (its error is ``shutdown_error``) did not fail, so it does not
+# use one up. Two deliveries of one job that claim at once serialize on the row
+# lock, and the second one re-checks the WHERE against the row the first one
+# wrote (running, fresh heartbeat), so it gets no row: one job never runs twice
+# at once.
 CLAIM_JOB = f"""
 WITH prev AS (
     SELECT id, status AS prev_status, error AS prev_error
     FROM jobs
     WHERE id = %(id)s
-      AND (%(max_attempts)s::int IS NULL OR attempt < %(max_attempts)s
+      AND (%(max_attempts)s::int IS NULL OR attempt - attempt_base < %(max_attempts)s
            OR (status = 'pending' AND error = %(shutdown_error)s))
       AND queued_at IS NULL
       AND (status = 'pending'
@@ -295,6 +303,41 @@ WHERE id = %(id)s AND status = 'running' AND attempt = %(attempt)s
 RETURNING id
 """
 
+# --- paused runs (human in the loop) ------------------------------------------
+
+# A run that reached a tool needing a person keeps what it needs on the job row
+# first: the paused Agno run and the requirements clients answer. Its writer
+# then moves the job to paused with the ``input_required`` event (APPEND_EVENTS).
+SAVE_PAUSED_RUN = """
+UPDATE jobs SET paused_run = %(paused_run)s, requirements = %(requirements)s, answers = NULL
+WHERE id = %(id)s AND status = 'running' AND attempt = %(attempt)s
+RETURNING id
+"""
+
+PAUSED_RUN = """
+SELECT paused_run FROM jobs WHERE id = %(id)s
+"""
+
+# The person's answers, in the transaction that moved the job from paused to
+# pending (db.jobs.continue_job). The continuation's attempts count afresh
+# (``attempt_base``); ``available_at`` now, so the reaper sees a fresh pending job.
+ACCEPT_ANSWERS = """
+UPDATE jobs SET answers = %(answers)s, requirements = NULL, attempt_base = attempt,
+    available_at = now(), worker = NULL, error = NULL
+WHERE id = %(id)s AND status = 'pending'
+RETURNING id
+"""
+
+# Paused jobs nobody answered within ``pause_timeout_s``; locked until the
+# caller's transaction appends their terminal events.
+REAP_PAUSED = """
+SELECT id FROM jobs
+WHERE status = 'paused' AND paused_at < now() - make_interval(secs => %(pause_timeout_s)s)
+ORDER BY paused_at
+LIMIT %(limit)s
+FOR UPDATE SKIP LOCKED
+"""
+
 # --- the reaper (tasks.reaper): the job row is the truth ----------------------
 
 # Jobs no message will bring to a worker, that have attempts left: pending for
@@ -311,7 +354,7 @@ REAP_DISPATCH = """
 WITH stuck AS (
     SELECT id FROM jobs
     WHERE status IN ('pending', 'running')
-      AND (attempt < %(max_attempts)s OR (status = 'pending' AND error = %(shutdown_error)s))
+      AND (attempt - attempt_base < %(max_attempts)s OR (status = 'pending' AND error = %(shutdown_error)s))
       AND queued_at IS NULL
       AND ((status = 'pending'
             AND available_at < now() - make_interval(secs => %(pending_timeout_s)s))
@@ -335,12 +378,12 @@ RETURNING j.id, j.status
 # a worker shutting down did not fail, and runs again). Locked until the
 # caller's transaction appends their terminal events.
 REAP_FINISH = """
-SELECT id, status, attempt, error, cancel_requested_at FROM jobs
+SELECT id, status, attempt, attempt - attempt_base AS run_attempts, error, cancel_requested_at FROM jobs
 WHERE status IN ('pending', 'running')
   AND ((status = 'running'
         AND heartbeat_at < now() - make_interval(secs => %(stale_after_s)s)
-        AND (attempt >= %(max_attempts)s OR cancel_requested_at IS NOT NULL))
-    OR (status = 'pending' AND attempt >= %(max_attempts)s AND available_at <= now()
+        AND (attempt - attempt_base >= %(max_attempts)s OR cancel_requested_at IS NOT NULL))
+    OR (status = 'pending' AND attempt - attempt_base >= %(max_attempts)s AND available_at <= now()
         AND error IS DISTINCT FROM %(shutdown_error)s))
 ORDER BY id
 LIMIT %(limit)s
@@ -405,6 +448,7 @@ ANALYTICS_TIMINGS = f"""
 SELECT count(*) AS jobs,
        count(*) FILTER (WHERE outcome = 'pending') AS pending,
        count(*) FILTER (WHERE outcome = 'running') AS running,
+       count(*) FILTER (WHERE outcome = 'paused') AS paused,
        count(*) FILTER (WHERE outcome = 'completed') AS completed,
        count(*) FILTER (WHERE outcome = 'failed') AS failed,
        count(*) FILTER (WHERE outcome = 'cancelled') AS cancelled,
@@ -414,7 +458,10 @@ SELECT count(*) AS jobs,
        count(ttft_s) AS ttft_n,
        percentile_cont(ARRAY[0.5, 0.95]) WITHIN GROUP (ORDER BY ttft_s) AS ttft_s,
        count(duration_s) AS duration_n,
-       percentile_cont(ARRAY[0.5, 0.95]) WITHIN GROUP (ORDER BY duration_s) AS duration_s
+       percentile_cont(ARRAY[0.5, 0.95]) WITHIN GROUP (ORDER BY duration_s) AS duration_s,
+       -- Time waiting for a person, over the jobs that paused.
+       count(*) FILTER (WHERE paused_s > 0) AS paused_n,
+       percentile_cont(ARRAY[0.5, 0.95]) WITHIN GROUP (ORDER BY paused_s) FILTER (WHERE paused_s > 0) AS paused_s
 FROM job_timings
 WHERE {ANALYTICS_SCOPE}
 """

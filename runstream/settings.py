@@ -17,6 +17,7 @@ from typing import Literal
 from pydantic import (
     AliasChoices,
     Field,
+    PositiveFloat,
     PositiveInt,
     SecretStr,
     ValidationError,
@@ -189,6 +190,10 @@ class Settings(BaseSettings):
     # which the claim guard turns away while the first one's heartbeat is alive.
     redis_visibility_timeout_s: int = 300
     run_timeout_s: float = 600.0
+    # A run paused for a person (a tool needing confirmation, input or external
+    # execution) that nobody answers within this long fails with the error
+    # "pause timed out" (the reaper ends it). Time paused is not run time.
+    pause_timeout_s: PositiveFloat = 86400.0
 
     # Earlier runs of its session the agent sees as context (0: none).
     history_runs: int = 20
