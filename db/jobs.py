@@ -2,7 +2,7 @@
 
     pending ──claim──▶ running ──finish──▶ completed | failed | cancelled
        ▲                  │
-       └────release───────┘   (a transient failure hands the job back)
+       └────release───────┘   (a transient failure, or its worker shutting down, hands the job back)
     pending ──cancel──▶ cancelled          (at once, by the API)
     pending (queued) ──its session's active run ends──▶ pending   (the jobs_ended trigger)
     running ──claim (heartbeat stale)──▶ running, attempt + 1
@@ -31,8 +31,8 @@ from runstream.db.events import AppendBatch, append_in
 STATUSES = ("pending", "running", "paused", "completed", "failed", "cancelled")
 TERMINAL_STATUSES = frozenset({"completed", "failed", "cancelled"})
 CANCELLED_EVENT = {"type": "done", "status": "cancelled"}
-# The error of a job handed back by a worker going down. Such an attempt did not
-# fail: the claim and the reaper do not count it against ``max_attempts``.
+# The error of a job handed back by a worker going down (the reason its next
+# attempt's ``retry`` event gives).
 SHUTDOWN_ERROR = "worker shut down"
 PAUSE_TIMED_OUT = "pause timed out"
 
@@ -44,6 +44,9 @@ class Claim:
     job: dict[str, Any]
     previous_status: str
     previous_error: str | None
+    # Attempts before this one handed back by a worker shutting down (since the
+    # latest continuation of a paused run, which starts the count afresh).
+    handbacks: int
 
     @property
     def id(self) -> uuid.UUID:
@@ -52,6 +55,11 @@ class Claim:
     @property
     def attempt(self) -> int:
         return self.job["attempt"]
+
+    @property
+    def counted_attempts(self) -> int:
+        """The attempts so far, this one included, that count against ``max_attempts``."""
+        return self.attempt - self.job["attempt_base"] - self.handbacks
 
 
 @dataclass(frozen=True)
@@ -250,15 +258,14 @@ async def claim_job(
     async with pool.connection() as conn:
         cur = await conn.execute(
             queries.CLAIM_JOB,
-            {"id": job_id, "worker": worker, "stale_after_s": stale_after_s, "max_attempts": max_attempts,
-             "shutdown_error": SHUTDOWN_ERROR},
+            {"id": job_id, "worker": worker, "stale_after_s": stale_after_s, "max_attempts": max_attempts},
         )
         row = await cur.fetchone()
     if row is None:
         return None
     previous_status = row.pop("prev_status")
     previous_error = row.pop("prev_error")
-    return Claim(row, previous_status, previous_error)
+    return Claim(row, previous_status, previous_error, row.pop("handbacks"))
 
 
 async def heartbeat(
@@ -311,11 +318,12 @@ async def _cancel_in(conn: AsyncConnection, job: dict[str, Any]) -> str:
 
 
 async def release_job(
-    pool: Pool, job_id: uuid.UUID, *, attempt: int, error: str, delay_s: float = 0.0
+    pool: Pool, job_id: uuid.UUID, *, attempt: int, error: str, delay_s: float = 0.0, handback: bool = False
 ) -> bool:
-    """Hand a running job back as pending, for a retry in ``delay_s`` seconds
-    (a transient failure, or its worker shutting down)."""
-    params = {"id": job_id, "attempt": attempt, "error": error, "delay_s": delay_s}
+    """Hand a running job back as pending, for a retry in ``delay_s`` seconds: a
+    transient failure, or (``handback``) its worker shutting down, an attempt that
+    did not fail and does not count against ``max_attempts``."""
+    params = {"id": job_id, "attempt": attempt, "error": error, "delay_s": delay_s, "handback": handback}
     async with pool.connection() as conn:
         cur = await conn.execute(queries.RELEASE_JOB, params)
         return await cur.fetchone() is not None
@@ -339,7 +347,6 @@ async def mark_stuck_for_dispatch(pool: Pool, limits: ReapLimits) -> list[uuid.U
         "pending_timeout_s": limits.pending_timeout_s,
         "stale_after_s": limits.stale_after_s,
         "max_attempts": limits.max_attempts,
-        "shutdown_error": SHUTDOWN_ERROR,
         "limit": limits.limit,
     }
     async with pool.connection() as conn:
@@ -363,7 +370,6 @@ async def finish_stuck(pool: Pool, limits: ReapLimits) -> list[tuple[uuid.UUID, 
     params = {
         "stale_after_s": limits.stale_after_s,
         "max_attempts": limits.max_attempts,
-        "shutdown_error": SHUTDOWN_ERROR,
         "limit": limits.limit,
     }
     async with pool.connection() as conn, conn.transaction():

@@ -236,21 +236,20 @@ ORDER BY r.job_id, e.seq
 # stopped heart-beating, unless its cancel was requested (the reaper ends that
 # one: REAP_FINISH; a new attempt would only be stopped again). The previous
 # status and error say why a new attempt starts (the reason in its ``retry``
-# event). Never beyond ``max_attempts``, counted from ``attempt_base`` (the
-# attempts used before the latest continuation of a paused run): a job that
-# used them all is the reaper's to fail; an attempt handed back by a worker
-# shutting down (its error is ``shutdown_error``) did not fail, so it does not
-# use one up. Two deliveries of one job that claim at once serialize on the row
-# lock, and the second one re-checks the WHERE against the row the first one
-# wrote (running, fresh heartbeat), so it gets no row: one job never runs twice
-# at once.
+# event). Never beyond ``max_attempts`` failed attempts, counted from
+# ``attempt_base`` (the attempts used before the latest continuation of a
+# paused run): a job that used them all is the reaper's to fail; the attempts
+# handed back by a worker shutting down (``handbacks``, since that
+# continuation) did not fail, so they do not use one up. Two deliveries of one
+# job that claim at once serialize on the row lock, and the second one
+# re-checks the WHERE against the row the first one wrote (running, fresh
+# heartbeat), so it gets no row: one job never runs twice at once.
 CLAIM_JOB = f"""
 WITH prev AS (
     SELECT id, status AS prev_status, error AS prev_error
     FROM jobs
     WHERE id = %(id)s
-      AND (%(max_attempts)s::int IS NULL OR attempt - attempt_base < %(max_attempts)s
-           OR (status = 'pending' AND error = %(shutdown_error)s))
+      AND (%(max_attempts)s::int IS NULL OR attempt - attempt_base - handbacks < %(max_attempts)s)
       AND queued_at IS NULL
       AND (status = 'pending'
            OR (status = 'running'
@@ -268,7 +267,7 @@ UPDATE jobs j SET
 FROM prev
 WHERE j.id = prev.id
 RETURNING {", ".join("j." + c.strip() for c in JOB_COLUMNS.split(","))},
-          prev.prev_status, prev.prev_error
+          j.handbacks, prev.prev_status, prev.prev_error
 """
 
 # Heartbeat every job a worker runs in one statement; answers which of them
@@ -293,11 +292,13 @@ RETURNING status
 """
 
 # Hand a job back for another attempt (a transient failure, or its worker
-# shutting down): it is pending again, and the error says why, for the retry
-# event. ``available_at`` is when the retry is due (after its backoff), so the
-# reaper does not take the wait for a lost message.
+# shutting down: ``handback``, counted in ``handbacks``, not a failure): it is
+# pending again, and the error says why, for the retry event. ``available_at``
+# is when the retry is due (after its backoff), so the reaper does not take the
+# wait for a lost message.
 RELEASE_JOB = """
 UPDATE jobs SET status = 'pending', error = %(error)s, worker = NULL,
+    handbacks = handbacks + %(handback)s::int,
     available_at = now() + make_interval(secs => %(delay_s)s)
 WHERE id = %(id)s AND status = 'running' AND attempt = %(attempt)s
 RETURNING id
@@ -320,9 +321,9 @@ SELECT paused_run FROM jobs WHERE id = %(id)s
 
 # The person's answers, in the transaction that moved the job from paused to
 # pending (db.jobs.continue_job). The continuation's attempts count afresh
-# (``attempt_base``); ``available_at`` now, so the reaper sees a fresh pending job.
+# (``attempt_base``, ``handbacks``); ``available_at`` now, so the reaper sees a fresh pending job.
 ACCEPT_ANSWERS = """
-UPDATE jobs SET answers = %(answers)s, requirements = NULL, attempt_base = attempt,
+UPDATE jobs SET answers = %(answers)s, requirements = NULL, attempt_base = attempt, handbacks = 0,
     available_at = now(), worker = NULL, error = NULL
 WHERE id = %(id)s AND status = 'pending'
 RETURNING id
@@ -354,7 +355,7 @@ REAP_DISPATCH = """
 WITH stuck AS (
     SELECT id FROM jobs
     WHERE status IN ('pending', 'running')
-      AND (attempt - attempt_base < %(max_attempts)s OR (status = 'pending' AND error = %(shutdown_error)s))
+      AND attempt - attempt_base - handbacks < %(max_attempts)s
       AND queued_at IS NULL
       AND ((status = 'pending'
             AND available_at < now() - make_interval(secs => %(pending_timeout_s)s))
@@ -374,17 +375,16 @@ RETURNING j.id, j.status
 
 # Jobs the reaper ends instead of dispatching: a dead run whose cancel was
 # requested, or a job that used all its attempts (its last run died, or it was
-# handed back on its last attempt after a transient failure; one handed back by
-# a worker shutting down did not fail, and runs again). Locked until the
+# handed back on its last attempt after a transient failure; attempts handed
+# back by a worker shutting down did not fail and do not count). Locked until the
 # caller's transaction appends their terminal events.
 REAP_FINISH = """
 SELECT id, status, attempt, attempt - attempt_base AS run_attempts, error, cancel_requested_at FROM jobs
 WHERE status IN ('pending', 'running')
   AND ((status = 'running'
         AND heartbeat_at < now() - make_interval(secs => %(stale_after_s)s)
-        AND (attempt - attempt_base >= %(max_attempts)s OR cancel_requested_at IS NOT NULL))
-    OR (status = 'pending' AND attempt - attempt_base >= %(max_attempts)s AND available_at <= now()
-        AND error IS DISTINCT FROM %(shutdown_error)s))
+        AND (attempt - attempt_base - handbacks >= %(max_attempts)s OR cancel_requested_at IS NOT NULL))
+    OR (status = 'pending' AND attempt - attempt_base - handbacks >= %(max_attempts)s AND available_at <= now()))
 ORDER BY id
 LIMIT %(limit)s
 FOR UPDATE SKIP LOCKED

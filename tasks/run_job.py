@@ -226,7 +226,7 @@ async def _run_attempt(runtime: Runtime, claim: Claim, handle: RunHandle) -> Run
     if terminal is None:
         assert handle.stop_reason is not None
         if handle.stop_reason == "shutdown":
-            return await _release(runtime, claim, SHUTDOWN_ERROR, countdown=0.0)
+            return await _release(runtime, claim, SHUTDOWN_ERROR, countdown=0.0, handback=True)
         if handle.stop_reason not in STOPPED:
             return RunOutcome(handle.stop_reason, claim.attempt)  # fenced or lost: not ours to end
         return await _end(writer, claim, STOPPED[handle.stop_reason])
@@ -235,7 +235,7 @@ async def _run_attempt(runtime: Runtime, claim: Claim, handle: RunHandle) -> Run
 
     failure = model_failure(run.runnable)
     if terminal["type"] == "error" and failure is not None and is_transient(failure):
-        if claim.attempt < runtime.settings.max_attempts:
+        if claim.counted_attempts < runtime.settings.max_attempts:
             countdown = retry_countdown(claim.attempt, runtime.settings)
             return await _release(runtime, claim, terminal["message"], countdown=countdown)
         log.info("job %s: transient failure on the last attempt (%d): %s", claim.id, claim.attempt, failure)
@@ -291,11 +291,14 @@ async def _pause(runtime: Runtime, claim: Claim, pause: Pause) -> RunOutcome:
     return RunOutcome("paused", claim.attempt)
 
 
-async def _release(runtime: Runtime, claim: Claim, message: str, *, countdown: float) -> RunOutcome:
+async def _release(
+    runtime: Runtime, claim: Claim, message: str, *, countdown: float, handback: bool = False
+) -> RunOutcome:
     """Hand the job back for another attempt in ``countdown`` seconds, keeping what
-    this one wrote (the next attempt's ``retry`` event tells readers to discard it)."""
+    this one wrote (the next attempt's ``retry`` event tells readers to discard it).
+    ``handback``: the worker is shutting down, this attempt did not fail."""
     await runtime.writer.drain(claim.id)
     released = await release_job(
-        runtime.pool, claim.id, attempt=claim.attempt, error=message, delay_s=countdown
+        runtime.pool, claim.id, attempt=claim.attempt, error=message, delay_s=countdown, handback=handback
     )
     return RunOutcome("released" if released else "fenced", claim.attempt, countdown)
