@@ -59,9 +59,17 @@ def cmd_worker(args: argparse.Namespace) -> None:
     if args.pool not in SUPPORTED_POOLS:
         sys.exit(f"runstream: worker pool {args.pool!r} is not supported: use threads (the default) or solo")
     require_database_url(get_settings())
-    from runstream.tasks.celery_app import celery_app
+    from celery.bin.celery import celery as celery_command
 
-    celery_app.worker_main(["worker", "--loglevel=INFO", f"--pool={args.pool}", *args.celery_args])
+    # As `celery -A ... worker`, which exits with the worker's exit code: a worker
+    # that stops on an unrecoverable error must exit non-zero, so that its supervisor
+    # (systemd, Kubernetes, compose) starts it again. (celery_app.worker_main drops
+    # that code and returns normally.)
+    celery_command.main(
+        ["-A", "runstream.tasks.celery_app:celery_app", "worker", "--loglevel=INFO", f"--pool={args.pool}",
+         *args.celery_args],
+        prog_name="runstream",
+    )
 
 
 def cmd_dev(args: argparse.Namespace) -> None:
