@@ -9,9 +9,9 @@ import httpx
 import psycopg
 import pytest
 
+from runstream.bench.private_services import ThrowawayRedis
 from tests.conftest import create_database, drop_database
 from tests.faults.support import (
-    ThrowawayRedis,
     await_condition,
     fault_env,
     follow,
