@@ -133,6 +133,26 @@ def cmd_bench(args: argparse.Namespace) -> None:
     )
 
 
+def cmd_soak(args: argparse.Namespace) -> None:
+    from pathlib import Path
+
+    from runstream.bench.soak import SoakOptions
+    from runstream.bench.soak import main as soak_main
+
+    sys.exit(
+        soak_main(
+            SoakOptions(
+                seed=args.seed,
+                jobs=args.jobs,
+                duration_s=args.duration,
+                apis=args.apis,
+                workers=args.workers,
+                log_dir=Path(args.log_dir) if args.log_dir else None,
+            )
+        )
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="runstream", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -163,6 +183,17 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--json", default="bench-results.json", metavar="PATH", help="where the results go")
     bench.add_argument("--plot", metavar="PATH", help="also draw the results as a PNG chart")
     bench.set_defaults(func=cmd_bench)
+
+    soak = commands.add_parser(
+        "soak", help="seeded chaos soak on private Postgres and Redis: kills, restarts, freezes; checks every job"
+    )
+    soak.add_argument("--seed", type=int, default=1)
+    soak.add_argument("--jobs", type=int, default=60)
+    soak.add_argument("--duration", type=float, default=75.0, help="seconds of fault injection")
+    soak.add_argument("--apis", type=int, default=2)
+    soak.add_argument("--workers", type=int, default=2)
+    soak.add_argument("--log-dir", metavar="PATH", help="where the processes' logs go (default: a temporary folder)")
+    soak.set_defaults(func=cmd_soak)
 
     stats = commands.add_parser("stats", help="print the analytics summary (as GET /api/analytics/summary)")
     stats.add_argument("--since", type=parse_duration, help="jobs created at most this long ago (e.g. 24h)")
