@@ -230,15 +230,24 @@ class Cluster:
         self.workers[index] = Service(name, [RUNSTREAM, "worker", "-n", f"soak-{name}@%h"], self.env, self.log_dir)
 
     def check_alive(self) -> None:
-        """A process that exited without being told to is an anomaly; it is replaced."""
+        """A process that exited without being told to is an anomaly; it is replaced,
+        and so is one whose repair after a fault failed."""
         for index, worker in enumerate(self.workers):
             if worker is not None and worker.proc.poll() is not None:
                 self.tally.anomaly("worker_exited", f"{worker.name} exited on its own with {worker.proc.returncode}")
+            if worker is None or worker.proc.poll() is not None:
                 self.start_worker(index)
         for index, api in enumerate(self.apis):
             if api is not None and api.proc.poll() is not None:
                 self.tally.anomaly("api_exited", f"{api.name} exited on its own with {api.proc.returncode}")
-                self.start_api(index)
+            if api is None or api.proc.poll() is not None:
+                self.repair(self.start_api, index)
+
+    def repair(self, start: Any, index: int) -> None:
+        try:
+            start(index)
+        except (RuntimeError, TimeoutError) as exc:
+            self.tally.anomaly("restart_failed", f"{start.__name__}({index}): {str(exc)[:300]}")
 
     def close(self) -> None:
         for process in [*self.apis, *self.workers]:
@@ -283,7 +292,7 @@ async def inject(cluster: Cluster, fault: FaultPlan, tally: Tally) -> None:
         if await asyncio.to_thread(_wait_exit, api, bound) is None:
             tally.anomaly("slow_shutdown", f"{api.name} still up {bound}s after SIGTERM")
             os.killpg(api.pid, signal.SIGKILL)
-        await asyncio.to_thread(cluster.start_api, fault.target)
+        await asyncio.to_thread(cluster.repair, cluster.start_api, fault.target)
     elif fault.kind == "postgres_restart":
         await asyncio.to_thread(cluster.postgres.stop, "immediate")
         await asyncio.to_thread(cluster.postgres.start)
