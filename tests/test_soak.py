@@ -60,6 +60,7 @@ def test_the_audit_passes_a_good_job_and_catches_each_defect():
     assert anomalies({**JOB, "status": "running"}, GOOD_ROWS, received(GOOD_ROWS)) == {"not_terminal"}
 
 
+@pytest.mark.timeout(600)
 def test_a_short_seeded_soak_passes(tmp_path):
     # About two minutes: every kind of fault, many times over, while 40 jobs run.
     result = subprocess.run(
