@@ -163,6 +163,9 @@ class Tally:
     anomalies: Counter[str] = field(default_factory=Counter)
     responses: Counter[str] = field(default_factory=Counter)
     outcomes: Counter[str] = field(default_factory=Counter)
+    # Jobs whose run started over (a ``retry`` event), and how many times in all.
+    retried_jobs: int = 0
+    retry_events: int = 0
     # Which fault last happened before each anomaly: the tally per fault.
     anomalies_after: Counter[str] = field(default_factory=Counter)
     details: list[str] = field(default_factory=list)
@@ -461,6 +464,9 @@ async def audit(soak: Soak, tally: Tally) -> int:
             rows = await job_log(pool, job_id)
             plan = soak.accepted.get(job_id)
             tally.outcomes[f"{plan.kind if plan else 'unacknowledged'}:{job['status']}"] += 1
+            retries = sum(row["type"] == "retry" for row in rows)
+            tally.retried_jobs += retries > 0
+            tally.retry_events += retries
             check_job(job, rows, plan, soak.received.get(job_id), tally)
         return len(jobs)
     finally:
@@ -517,6 +523,7 @@ def report(options: SoakOptions, tally: Tally, jobs: int, elapsed: float, log_di
     if tally.anomalies_after["none"]:
         lines.append(f"  {'(no fault yet)':18}    - / {tally.anomalies_after['none']}")
     lines.append("outcomes: " + ", ".join(f"{k} {v}" for k, v in sorted(tally.outcomes.items())))
+    lines.append(f"runs started over: {tally.retried_jobs} jobs, {tally.retry_events} retry events")
     lines.append("responses: " + ", ".join(f"{k} {v}" for k, v in sorted(tally.responses.items())))
     if tally.anomalies:
         lines.append("anomalies: " + ", ".join(f"{k} {v}" for k, v in sorted(tally.anomalies.items())))
