@@ -2,6 +2,8 @@
 #   make dev      the whole stack on an embedded Postgres: http://127.0.0.1:8000/
 #   make test     set up and pass the tests (needs Postgres, Redis and RabbitMQ on loopback, and Node)
 #   make install  the virtualenv at .venv/ with the project and its dev extras
+#   make lint     ruff (rules and formatting) over the tree, mypy over the package
+#   make dist     the wheel and sdist in dist/, checked by twine
 
 PYTHON ?= python3
 VENV := .venv
@@ -9,7 +11,7 @@ BIN := $(VENV)/bin
 # Rebuilt only when the dependencies change: a second `make install` is instant.
 INSTALLED := $(VENV)/.installed
 
-.PHONY: install dev test bench chromium node
+.PHONY: install dev test lint dist bench chromium node
 
 install: $(INSTALLED)
 
@@ -45,6 +47,16 @@ $(NODE_INSTALLED): $(DELTAKIT_CLIENT)/package-lock.json | node
 
 test: install chromium $(NODE_INSTALLED)
 	$(BIN)/python -m pytest
+
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/python .ci/typecheck.py
+
+dist: install
+	rm -rf dist
+	$(BIN)/python -m build --outdir dist .
+	$(BIN)/python -m twine check --strict dist/*
 
 # The bench creates (and drops) its own database on this server; like the tests
 # it defaults to the loopback services.

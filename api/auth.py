@@ -1,25 +1,32 @@
-"""Who is calling: API keys, stream tokens, and the open mode.
+"""Who is calling: authenticators, stream tokens, and the open mode.
 
-One ASGI middleware in front of the whole route table decides the tenant of
-every request before any handler runs, and it fails closed: every path needs a
-credential except the few listed in ``OPEN_PATHS``, so a route someone adds
-later is protected without doing anything. Handlers read the result with
-``api.tenancy.resolve_tenant``.
+One ASGI middleware in front of the whole route table decides the principal
+(tenant, user id) of every request before any handler runs, and it fails closed:
+every path needs a credential except the few listed in ``OPEN_PATHS``, so a route
+someone adds later is protected without doing anything. Handlers read the result
+with ``api.tenancy.resolve_principal`` / ``resolve_tenant``.
 
-Credentials, when ``RUNSTREAM_API_KEYS`` is set:
+Credentials:
 
-- ``Authorization: Bearer <key>`` on any route; the key's tenant acts.
-- ``?token=<stream token>`` on the routes whose endpoint is marked with
-  ``accepts_stream_token`` (a job's events and cancel), for that job only.
+- whatever the deployment's authenticator accepts: by default the API-key list
+  (``RUNSTREAM_API_KEYS``: ``Authorization: Bearer <key>``, the key's tenant
+  acts), or the async callable ``RUNSTREAM_AUTH=module:callable`` names (a JWT
+  authenticator ships in ``api.jwt_auth``);
+- ``?token=<stream token>``, on a request with no ``Authorization`` header, on
+  the routes whose endpoint is marked with ``accepts_stream_token`` (a job's
+  events and cancel), for that job only: headers are what ``EventSource`` and
+  DeltaKit's ``stop()`` cannot send.
 
-With no keys configured the API is open: every request acts as tenant
-``default`` (and says so loudly at start-up).
+With neither keys nor an authenticator configured the API is open: every request
+acts as tenant ``default`` (and says so loudly at start-up).
 """
 
 from __future__ import annotations
 
 import hashlib
 import hmac
+import importlib
+import inspect
 import ipaddress
 import logging
 import uuid
@@ -27,19 +34,21 @@ from collections.abc import Callable, Iterable
 from typing import Any, TypeVar
 
 from starlette.datastructures import Headers, QueryParams
+from starlette.requests import Request
 from starlette.routing import BaseRoute, Match, Mount
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from runstream.api.errors import error_response
-from runstream.api.tenancy import DEFAULT_TENANT, TENANT_STATE_KEY
+from runstream.api.tenancy import DEFAULT_TENANT, PRINCIPAL_STATE_KEY, Authenticator, Principal
 from runstream.api.tokens import TokenError, TokenSigner
-from runstream.settings import Settings
+from runstream.settings import Settings, SettingsError
 
 log = logging.getLogger(__name__)
 
-# Served to anyone: liveness/readiness probes, the chat page, the API's own
-# description. None of them reads or reveals a tenant's data.
-OPEN_PATHS = frozenset({"/", "/healthz", "/readyz", "/favicon.ico", "/api/openapi.json"})
+# Served to anyone: liveness/readiness probes, the chat page, the operator
+# console, the API's own description. None of them reads or reveals a tenant's
+# data (the pages ask the API for it with the key typed into them).
+OPEN_PATHS = frozenset({"/", "/console", "/healthz", "/readyz", "/favicon.ico", "/api/openapi.json"})
 OPEN_PREFIXES = ("/static/",)
 METRICS_PATH = "/metrics"
 STREAM_TOKEN_ATTR = "_runstream_accepts_stream_token"
@@ -80,7 +89,11 @@ class KeyRing:
 
 
 class Unauthorized(Exception):
-    def __init__(self, code: str, message: str):
+    """An authenticator's refusal: a 401 with ``{"error": {"code", "message"}}``.
+    The message reaches the client: say what is wrong with the credential, never
+    what the right one is."""
+
+    def __init__(self, code: str = "unauthorized", message: str = "this route needs credentials"):
         super().__init__(message)
         self.code = code
         self.message = message
@@ -110,21 +123,72 @@ def _token_job_id(routes: Iterable[BaseRoute], scope: Scope) -> uuid.UUID | None
     return None
 
 
-def _bearer(headers: Headers) -> str | None:
+def bearer_credential(headers: Headers, *, invalid_code: str, credential_name: str) -> str | None:
+    """The credential of ``Authorization: Bearer <credential>``; None without the
+    header; Unauthorized(``invalid_code``) for any other form of it."""
     value = headers.get("authorization")
     if value is None:
         return None
     scheme, _, credential = value.strip().partition(" ")
     if scheme.lower() != "bearer" or not credential.strip():
-        raise Unauthorized("invalid_api_key", "the Authorization header must be 'Bearer <key>'")
+        raise Unauthorized(invalid_code, f"the Authorization header must be 'Bearer <{credential_name}>'")
     return credential.strip()
 
 
-class AuthMiddleware:
-    def __init__(self, app: ASGIApp, keys: KeyRing, signer: TokenSigner, metrics_token: str | None):
-        self.app = app
+class ApiKeyAuthenticator:
+    """The default authenticator: ``Authorization: Bearer <key>`` with a key of
+    ``RUNSTREAM_API_KEYS``; the key's tenant acts, no user is named."""
+
+    def __init__(self, keys: KeyRing):
         self.keys = keys
+
+    async def __call__(self, request: Request) -> Principal:
+        credential = bearer_credential(request.headers, invalid_code="invalid_api_key", credential_name="key")
+        if credential is None:
+            raise Unauthorized("unauthorized", "this route needs 'Authorization: Bearer <key>'")
+        tenant = self.keys.tenant_for(credential)
+        if tenant is None:
+            raise Unauthorized("invalid_api_key", "the API key is not valid")
+        return Principal(tenant)
+
+
+def load_authenticator(spec: str, settings: Settings) -> Authenticator:
+    """``RUNSTREAM_AUTH``'s ``module:callable``: an async callable taking the
+    request, or a class whose instance, built with the settings, is one."""
+    module_name, _, attribute = spec.partition(":")
+    try:
+        target: Any = importlib.import_module(module_name)
+        for name in attribute.split("."):
+            target = getattr(target, name)
+    except (ImportError, AttributeError) as exc:
+        raise SettingsError(f"RUNSTREAM_AUTH={spec} cannot be loaded: {exc}") from exc
+    is_class = inspect.isclass(target)
+    if is_class:
+        target = target(settings)
+    # A coroutine function, or an object whose class defines ``async def __call__``.
+    if not (inspect.iscoroutinefunction(target) or inspect.iscoroutinefunction(type(target).__call__)):
+        raise SettingsError(f"RUNSTREAM_AUTH={spec} must name an async callable (request) -> Principal, or a class of one")
+    authenticator: Authenticator = target
+    return authenticator
+
+
+class AuthMiddleware:
+    """``authenticator`` None: the open mode. ``token_tenants``: the tenants a
+    stream token may still act for (None: any), so a tenant whose API keys were
+    all removed loses its outstanding tokens too."""
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        authenticator: Authenticator | None,
+        signer: TokenSigner,
+        metrics_token: str | None,
+        token_tenants: frozenset[str] | None = None,
+    ):
+        self.app = app
+        self.authenticator = authenticator
         self.signer = signer
+        self.token_tenants = token_tenants
         self.metrics_digest = _digest(metrics_token) if metrics_token else None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -136,7 +200,7 @@ class AuthMiddleware:
             if path == METRICS_PATH:
                 self._check_metrics(scope)
             elif path not in OPEN_PATHS and not path.startswith(OPEN_PREFIXES):
-                scope.setdefault("state", {})[TENANT_STATE_KEY] = self._tenant(scope)
+                scope.setdefault("state", {})[PRINCIPAL_STATE_KEY] = await self._principal(scope)
         except Unauthorized as exc:
             response = error_response(401, exc.code, exc.message, headers={"WWW-Authenticate": "Bearer"})
             await response(scope, receive, send)
@@ -146,22 +210,22 @@ class AuthMiddleware:
     def _check_metrics(self, scope: Scope) -> None:
         if self.metrics_digest is None:
             return
-        credential = _bearer(Headers(scope=scope))
+        credential = bearer_credential(Headers(scope=scope), invalid_code="invalid_api_key", credential_name="key")
         if credential is None or not hmac.compare_digest(_digest(credential), self.metrics_digest):
             raise Unauthorized("invalid_metrics_token", "/metrics needs 'Authorization: Bearer <metrics token>'")
 
-    def _tenant(self, scope: Scope) -> str:
-        if not self.keys:
-            return DEFAULT_TENANT
-        credential = _bearer(Headers(scope=scope))
-        if credential is not None:
-            tenant = self.keys.tenant_for(credential)
-            if tenant is None:
-                raise Unauthorized("invalid_api_key", "the API key is not valid")
-            return tenant
+    async def _principal(self, scope: Scope) -> Principal:
+        if self.authenticator is None:
+            return Principal(DEFAULT_TENANT)
         token = QueryParams(scope["query_string"]).get("token")
-        if token is None:
-            raise Unauthorized("unauthorized", "this route needs 'Authorization: Bearer <key>'")
+        if token is not None and "authorization" not in Headers(scope=scope):
+            return Principal(self._stream_token_tenant(scope, token))
+        principal = await self.authenticator(Request(scope))
+        if not isinstance(principal, Principal):
+            raise TypeError(f"the authenticator answered {type(principal).__name__}, not a Principal")
+        return principal
+
+    def _stream_token_tenant(self, scope: Scope, token: str) -> str:
         job_id = _token_job_id(scope["app"].routes, scope)
         if job_id is None:
             raise Unauthorized("invalid_token", "a stream token opens only its job's events and cancel URLs")
@@ -171,8 +235,7 @@ class AuthMiddleware:
             if str(exc) == "expired":
                 raise Unauthorized("token_expired", "the stream token has expired") from None
             raise Unauthorized("invalid_token", "the stream token is not valid for this job") from None
-        # A tenant whose keys were all removed loses its outstanding tokens too.
-        if tenant not in self.keys.tenants:
+        if self.token_tenants is not None and tenant not in self.token_tenants:
             raise Unauthorized("invalid_token", "the stream token is not valid for this job")
         return tenant
 
@@ -189,10 +252,10 @@ def is_loopback(host: str) -> bool:
 
 def open_bind_refusal(settings: Settings, host: str) -> str | None:
     """Why the API must not start open on ``host``, or None when it may."""
-    if settings.api_key_map or settings.allow_open or is_loopback(host):
+    if settings.api_key_map or settings.auth or settings.allow_open or is_loopback(host):
         return None
     return (
-        f"runstream: refusing to serve the API open (RUNSTREAM_API_KEYS is not set) on {host}, "
+        f"runstream: refusing to serve the API open (neither RUNSTREAM_API_KEYS nor RUNSTREAM_AUTH is set) on {host}, "
         "which is not a loopback address: anyone who reaches it could read every prompt and answer. "
-        "Set RUNSTREAM_API_KEYS, bind 127.0.0.1, or set RUNSTREAM_ALLOW_OPEN=1 to accept that."
+        "Set RUNSTREAM_API_KEYS or RUNSTREAM_AUTH, bind 127.0.0.1, or set RUNSTREAM_ALLOW_OPEN=1 to accept that."
     )

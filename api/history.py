@@ -28,13 +28,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from psycopg_pool import AsyncConnectionPool
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 
 from runstream.api.errors import ApiError
 from runstream.api.params import INTEGER
 from runstream.api.tenancy import resolve_tenant
+from runstream.db.connector import Pool
 from runstream.db.conversation import Turn, agno_messages, deltakit_messages
 from runstream.db.sessions import clear_session, conversation
 
@@ -44,7 +44,7 @@ MAX_RUNS = 1000
 
 
 def _messages(turns: list[Turn], format: str) -> list[dict[str, Any]]:
-    out = []
+    out: list[dict[str, Any]] = []
     for turn in turns:
         shaped = agno_messages(turn) if format == "agno" else deltakit_messages(turn)
         for message in shaped:
@@ -103,7 +103,7 @@ async def clear_session_route(request: Request) -> JSONResponse:
 DELTAKIT_SESSION_ID = "default-agno-background-task"
 
 
-async def agno_history(pool: AsyncConnectionPool, tenant: str, session_id: str) -> list[dict[str, Any]]:
+async def agno_history(pool: Pool, tenant: str, session_id: str) -> list[dict[str, Any]]:
     """The body of ``GET {API_URL}``: a bare list of Agno messages. A run in
     progress contributes only its user message, marked ``"in_progress": true``
     (with its ``job_id``): DeltaKit resumes the run from its persisted run id and
@@ -120,6 +120,6 @@ async def agno_history(pool: AsyncConnectionPool, tenant: str, session_id: str) 
     return messages
 
 
-async def clear(pool: AsyncConnectionPool, tenant: str, session_id: str) -> int:
+async def clear(pool: Pool, tenant: str, session_id: str) -> int:
     """``POST {API_URL}clear`` (and ``/api/sessions/{id}/clear``): see the module doc."""
     return await clear_session(pool, tenant=tenant, session_id=session_id)

@@ -14,7 +14,7 @@ from runstream.api.cursor import encode_cursor
 from runstream.api.errors import ApiError, not_found
 from runstream.api.limits import creation_limits, job_limit_error
 from runstream.api.payloads import job_json, parse_new_job
-from runstream.api.tenancy import resolve_tenant
+from runstream.api.tenancy import resolve_principal, resolve_tenant
 from runstream.api.urls import public_base_url
 from runstream.api.webhooks import webhook_url
 from runstream.db import jobs
@@ -25,20 +25,25 @@ log = logging.getLogger("runstream.api")
 
 async def create_job(request: Request, default_session_id: str | None = None) -> JSONResponse:
     state = request.app.state
-    new = parse_new_job(await request.body(), state.settings.max_message_chars)
-    tenant = resolve_tenant(request)
+    settings = state.settings
+    new = parse_new_job(await request.body(), settings.max_message_chars, settings.agent_paths)
+    principal = resolve_principal(request)
+    tenant = principal.tenant
     if_busy = new.if_busy or state.settings.session_if_busy
     try:
         job = await jobs.create_job(
             state.pool,
             tenant=tenant,
+            user_id=principal.user_id,
             message=new.message,
-            model=state.settings.model,
+            model=settings.model,
+            # Stored resolved, so the job list and analytics name the agent that ran.
+            agent=new.agent or settings.default_agent_name,
             session_id=new.session_id or default_session_id,
             metadata=new.metadata,
-            limits=creation_limits(state.settings),
+            limits=creation_limits(settings),
             if_busy=if_busy,
-            webhook_url=await webhook_url(new, tenant, state.settings),
+            webhook_url=await webhook_url(new, tenant, settings),
         )
     except jobs.LimitExceeded as exc:
         raise job_limit_error(exc) from None
@@ -103,8 +108,12 @@ async def list_jobs(request: Request) -> JSONResponse:
         request.app.state.pool,
         tenant=resolve_tenant(request),
         limit=query.limit + 1,
+        user_id=query.user_id,
         session_id=query.session_id,
         status=query.status,
+        agent=query.agent,
+        created_after=query.created_after,
+        created_before=query.created_before,
         cursor=query.cursor,
     )
     page = rows[: query.limit]

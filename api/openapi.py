@@ -49,10 +49,13 @@ JOB = {
     "properties": {
         "job_id": {"type": "string", "format": "uuid"},
         "status": {"type": "string", "enum": list(STATUSES)},
+        "user_id": {"type": ["string", "null"], "description": "the user the authenticator named; null: none"},
         "session_id": {"type": ["string", "null"]},
         "message": {"type": "string"},
         "model": {"type": "string"},
+        "agent": {"type": ["string", "null"], "description": "the agent that runs the job (GET /api/agents)"},
         "metadata": {"type": "object"},
+        "output": {"description": "the run's structured answer (an agent with an output_schema), else null"},
         "attempt": {"type": "integer"},
         "last_event_id": {"type": "integer"},
         "error": {"type": ["string", "null"]},
@@ -137,6 +140,30 @@ SCHEMAS: dict[str, Any] = {
         "required": ["jobs", "next_cursor"],
         "properties": {"jobs": {"type": "array", "items": _ref("Job")}, "next_cursor": {"type": ["string", "null"]}},
     },
+    "AgentList": {
+        "type": "object",
+        "required": ["agents", "default"],
+        "properties": {
+            "agents": {
+                "type": "array",
+                "items": {
+                    "type": "object",
+                    "required": ["name", "kind", "description", "default"],
+                    "properties": {
+                        "name": {"type": "string"},
+                        "kind": {
+                            "type": ["string", "null"],
+                            "enum": ["agent", "team", "workflow", "factory", None],
+                            "description": "null until a worker serving this import path has started",
+                        },
+                        "description": {"type": ["string", "null"]},
+                        "default": {"type": "boolean"},
+                    },
+                },
+            },
+            "default": {"type": "string"},
+        },
+    },
     "CancelResult": {
         "type": "object",
         "required": ["status", "job_status"],
@@ -157,7 +184,7 @@ OPERATIONS: dict[tuple[str, str], dict[str, Any]] = {
             "400": _error("the body is not JSON"),
             "413": _error("the body is over the size limit"),
             "409": _error("if_busy reject and the session has a run in progress: error.active_job names it"),
-            "422": _error("the body is JSON of the wrong shape, the message is too long, or the webhook URL is refused"),
+            "422": _error("the body is JSON of the wrong shape, the message is too long, the webhook URL is refused, or the agent is unknown"),
             **TOO_MANY,
         },
     },
@@ -168,12 +195,20 @@ OPERATIONS: dict[tuple[str, str], dict[str, Any]] = {
     ("/api/jobs", "get"): {
         "summary": "This tenant's jobs, newest first (keyset paging)",
         "parameters": [
+            _query("user_id", {"type": "string"}, "only this user's jobs"),
             _query("session_id", {"type": "string"}, "only this session's jobs"),
             _query("status", {"type": "string", "enum": list(STATUSES)}, "only jobs in this status"),
+            _query("agent", {"type": "string"}, "only jobs of this agent"),
+            _query("created_after", {"type": "string", "format": "date-time"}, "only jobs created at or after this"),
+            _query("created_before", {"type": "string", "format": "date-time"}, "only jobs created before this"),
             _query("limit", {"type": "integer", "minimum": 1, "maximum": MAX_LIMIT}, "page size"),
             _query("cursor", {"type": "string"}, "next_cursor of the previous page"),
         ],
         "responses": {"200": _json(_ref("JobList"), "a page of jobs"), "400": _error("a bad filter or cursor")},
+    },
+    ("/api/agents", "get"): {
+        "summary": "The agents jobs may name (RUNSTREAM_AGENTS), with kind and description",
+        "responses": {"200": _json(_ref("AgentList"), "the agents")},
     },
     ("/api/jobs/{job_id}", "get"): {
         "summary": "A job's status, with a fresh stream token",
@@ -183,6 +218,34 @@ OPERATIONS: dict[tuple[str, str], dict[str, Any]] = {
         "summary": "Cancel a job (idempotent)",
         "parameters": [TOKEN_PARAM],
         "responses": {"200": _json(_ref("CancelResult"), "cancelled, or asked to stop"), **NOT_FOUND},
+    },
+    ("/api/jobs/transitions", "get"): {
+        "summary": "This tenant's job status transitions: SSE, replay then live, never ending",
+        "parameters": [
+            {"name": "Last-Event-ID", "in": "header", "required": False, "schema": EVENT_ID},
+            _query("last_event_id", EVENT_ID, "resume after this transition (the header wins); none: live only"),
+        ],
+        "responses": {
+            "200": {"description": "the stream", "content": {"text/event-stream": {"schema": {"type": "string"}}}},
+            "400": _error("a bad or future transition id"),
+            **TOO_MANY,
+        },
+    },
+    ("/api/analytics/series", "get"): {
+        "summary": "This tenant's jobs per interval of [since, until): outcomes, retries, TTFT and duration p50/p95",
+        "parameters": [
+            _query("since", {"type": "string", "format": "date-time"}, "required: the first interval starts here"),
+            _query("until", {"type": "string", "format": "date-time"}, "the end (default: now)"),
+            _query("interval_s", {"type": "integer", "minimum": 1}, "required: the interval, in seconds"),
+            _query("session_id", {"type": "string"}, "only this session's jobs"),
+            _query("agent", {"type": "string"}, "only jobs of this agent"),
+        ],
+        "responses": {"200": {"description": "the intervals, oldest first"}, "400": _error("a bad window or interval")},
+    },
+    ("/api/analytics/jobs", "get"): {
+        "summary": "Queue wait, time to first token and duration of up to 100 of this tenant's jobs",
+        "parameters": [_query("ids", {"type": "string"}, "required: job ids, comma-separated")],
+        "responses": {"200": {"description": "the timings of the ids that name jobs"}, "400": _error("bad ids")},
     },
     ("/api/jobs/{job_id}/events", "get"): {
         "summary": "The job's events: SSE, replay then live (or a JSON page with Accept: application/json)",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 from datetime import datetime
 from typing import Any, Literal
 
@@ -12,6 +13,8 @@ from runstream.api.errors import ApiError
 
 # A session id is a key, not text: room for any id scheme, small enough to index.
 MAX_SESSION_ID_CHARS = 256
+# As long as an agent's name may be (runstream.settings).
+MAX_AGENT_NAME_CHARS = 64
 MAX_WEBHOOK_URL_CHARS = 2048
 
 
@@ -56,6 +59,8 @@ class NewJob(BaseModel):
     message: str = Field(min_length=1)
     session_id: str | None = Field(default=None, max_length=MAX_SESSION_ID_CHARS)
     metadata: dict[str, Any] | None = None
+    # A name from RUNSTREAM_AGENTS (GET /api/agents); none: the default agent.
+    agent: str | None = Field(default=None, max_length=MAX_AGENT_NAME_CHARS)
     # When the session has a run still active; unset: the setting RUNSTREAM_SESSION_IF_BUSY.
     if_busy: Literal["enqueue", "reject", "interrupt", "rollback"] | None = None
     webhook: WebhookTarget | None = None
@@ -74,9 +79,9 @@ class NewJob(BaseModel):
         return value
 
 
-def parse_new_job(body: bytes, max_message_chars: int) -> NewJob:
-    """Malformed JSON is a 400; well-formed JSON of the wrong shape, or a message
-    over ``max_message_chars``, is a 422."""
+def parse_new_job(body: bytes, max_message_chars: int, agents: Iterable[str]) -> NewJob:
+    """Malformed JSON is a 400; well-formed JSON of the wrong shape, a message
+    over ``max_message_chars``, or an agent not among ``agents``, is a 422."""
     if not body.strip():
         raise ApiError(400, "invalid_json", "the body must be a JSON object")
     try:
@@ -92,6 +97,9 @@ def parse_new_job(body: bytes, max_message_chars: int) -> NewJob:
         raise ApiError(
             422, "message_too_long", f"message has {len(new.message)} characters, the most allowed is {max_message_chars}"
         )
+    names = list(agents)
+    if new.agent is not None and new.agent not in names:
+        raise ApiError(422, "unknown_agent", f"unknown agent {new.agent!r}: this deployment serves {', '.join(names)}")
     return new
 
 
@@ -105,10 +113,14 @@ def job_json(job: dict[str, Any]) -> dict[str, Any]:
     return {
         "job_id": str(job["id"]),
         "status": job["status"],
+        # Who started it, as the authenticator named them (null: no user named).
+        "user_id": job["user_id"],
         "session_id": job["session_id"],
         "message": job["message"],
         "model": job["model"],
+        "agent": job["agent"],
         "metadata": job["metadata"],
+        "output": job["output"],
         "attempt": job["attempt"],
         "last_event_id": job["last_seq"],
         "error": job["error"],

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import logging
 import re
-
 from urllib.parse import unquote_plus
 
 # Every query parameter as it stands in the line: its name and its value.

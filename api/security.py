@@ -4,15 +4,16 @@ from __future__ import annotations
 
 import logging
 
-from psycopg_pool import AsyncConnectionPool
 from starlette.applications import Starlette
 
 from runstream.api import redact
-from runstream.api.auth import AuthMiddleware, KeyRing
+from runstream.api.auth import ApiKeyAuthenticator, AuthMiddleware, KeyRing, load_authenticator
 from runstream.api.cors import JsonCORSMiddleware, cors_options
 from runstream.api.guards import RequestGuard
 from runstream.api.limits import StreamSlots
+from runstream.api.tenancy import Authenticator
 from runstream.api.tokens import TokenSigner
+from runstream.db.connector import Pool
 from runstream.db.secrets import stream_secrets
 from runstream.settings import Settings
 
@@ -34,7 +35,7 @@ def stream_signer(settings: Settings) -> TokenSigner:
     return TokenSigner([secret.encode()], settings.stream_token_ttl_s)
 
 
-async def load_stream_keys(signer: TokenSigner, pool: AsyncConnectionPool) -> None:
+async def load_stream_keys(signer: TokenSigner, pool: Pool) -> None:
     """Without RUNSTREAM_SECRET: the deployment's keys from Postgres, made by the
     first process that starts, so a token works on every replica and after restarts."""
     if not signer.keys:
@@ -42,29 +43,47 @@ async def load_stream_keys(signer: TokenSigner, pool: AsyncConnectionPool) -> No
         log.info("stream tokens are signed with the deployment's key from Postgres (RUNSTREAM_SECRET is not set)")
 
 
-def announce(keys: KeyRing) -> None:
+def announce(settings: Settings, keys: KeyRing) -> None:
+    if settings.auth:
+        log.info("requests are authenticated by RUNSTREAM_AUTH=%s", settings.auth)
+        return
     if keys:
         # How many tenants, never which keys.
         log.info("API keys configured for %d tenant(s): every /api route needs a key or a stream token", len(keys.tenants))
         return
     log.warning(
         "\n" + "!" * 78 + "\n"
-        "!! RUNSTREAM IS RUNNING OPEN: RUNSTREAM_API_KEYS is not set.\n"
+        "!! RUNSTREAM IS RUNNING OPEN: neither RUNSTREAM_API_KEYS nor RUNSTREAM_AUTH is set.\n"
         "!! Every request acts as tenant 'default', with no key: anyone who can reach\n"
         "!! this port can read every prompt and answer. Fine on 127.0.0.1 for\n"
-        "!! development; set RUNSTREAM_API_KEYS before exposing it.\n" + "!" * 78
+        "!! development; set RUNSTREAM_API_KEYS or RUNSTREAM_AUTH before exposing it.\n" + "!" * 78
     )
 
 
 def secure(app: Starlette, settings: Settings) -> None:
     keys = KeyRing(settings.api_key_map)
-    announce(keys)
+    announce(settings, keys)
+    authenticator: Authenticator | None = None
+    # A stream token outlives no tenant whose keys were all removed; a custom
+    # authenticator lists no tenants, so its tokens last their time.
+    token_tenants: frozenset[str] | None = None
+    if settings.auth:
+        authenticator = load_authenticator(settings.auth, settings)
+    elif keys:
+        authenticator = ApiKeyAuthenticator(keys)
+        token_tenants = keys.tenants
     signer = stream_signer(settings)
     app.state.signer = signer
     app.state.streams = StreamSlots(settings.max_streams, settings.max_streams_per_tenant)
     metrics_token = settings.metrics_token.get_secret_value() if settings.metrics_token else None
     # add_middleware puts each one outside the previous: innermost first.
-    app.add_middleware(AuthMiddleware, keys=keys, signer=signer, metrics_token=metrics_token)
+    app.add_middleware(
+        AuthMiddleware,
+        authenticator=authenticator,
+        signer=signer,
+        metrics_token=metrics_token,
+        token_tenants=token_tenants,
+    )
     app.add_middleware(RequestGuard, max_body_bytes=settings.max_body_bytes)
     # Outermost, so that every answer, a 401 or a 413 too, carries the CORS headers
     # a browser needs to let the page read it.

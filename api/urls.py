@@ -1,9 +1,9 @@
 """The public base URL of this API, for the absolute URLs it hands out.
 
 A browser app on another origin, or behind a proxy or a mount prefix, must be able
-to use ``events_url`` and ``cancel_url`` as they are. Starlette's ``base_url``
-already honours the request's scheme, ``Host`` and ``root_path`` (a mount or
-``--root-path``). Behind a reverse proxy that is trusted
+to use ``events_url`` and ``cancel_url`` as they are. The base is the request's
+scheme and ``Host`` with this app's ``root_path``: the prefix it is served at
+(``--root-path``, and a host application's mount). Behind a reverse proxy that is trusted
 (``RUNSTREAM_TRUST_PROXY_HEADERS``), ``X-Forwarded-Proto``, ``X-Forwarded-Host``
 and ``X-Forwarded-Prefix`` say what the client really asked for; untrusted, they
 are ignored, so no client can make the API hand out links to another host.
@@ -21,7 +21,9 @@ def _first(value: str) -> str:
 
 def public_base_url(request: Request) -> str:
     """The URL that ``/api/...`` paths are appended to, without a trailing slash."""
-    base = request.base_url
+    # Starlette's base_url is the outermost app's (url_for across a whole host);
+    # Runstream's routes live under its own root_path, the mount prefix included.
+    base = request.base_url.replace(path=request.scope.get("root_path", "").rstrip("/") + "/")
     if request.app.state.settings.trust_proxy_headers:
         headers = request.headers
         if proto := _first(headers.get("x-forwarded-proto", "")):

@@ -68,8 +68,7 @@ def run(settings: Settings, *, quick: bool) -> dict[str, Any]:
             CELERY_BROKER_URL=settings.bench_redis_url,
             RUNSTREAM_QUEUE=f"rs-bench-{uuid.uuid4().hex[:12]}",
             RUNSTREAM_DATA_DIR=str(work_dir),
-            **NO_LIMITS,
-        )
+        ) | NO_LIMITS
         api = baseline = None
         try:
             api = start_api(env, work_dir)

@@ -50,10 +50,10 @@ def plot(results: dict[str, Any], path: Path) -> None:
         p50s = [r[side]["p50_ms"] for r in rows]
         delivery.plot(labels, p50s, style, color=color, label=label)
     floors = [
-        (lab, r["floor"]["p50_ms"]) for lab, r in zip(labels, rows) if "floor" in r
+        (lab, r["floor"]["p50_ms"]) for lab, r in zip(labels, rows, strict=True) if "floor" in r
     ]
     if floors:
-        delivery.plot(*zip(*floors), "D", color="darkred", label="durable floor p50")
+        delivery.plot(*zip(*floors, strict=True), "D", color="darkred", label="durable floor p50")
     # Log scale: sub-millisecond figures at 1 job beside tens of ms at 200.
     delivery.set_yscale("log")
     delivery.set_title("delivery latency p99 (bars), ms, log scale")

@@ -73,7 +73,7 @@ class RunstreamSide:
                 for job_id in job_ids
                 for _ in range(subscribers)
             ]
-            streams = await open_streams("127.0.0.1", self.api.port, paths)
+            streams = await open_streams("127.0.0.1", self.api.http_port, paths)
             await asyncio.sleep(SETTLE_S)
             if on_connected is not None:
                 on_connected()
@@ -123,7 +123,7 @@ class BaselineSide:
                 for job_id in job_ids
                 for _ in range(subscribers)
             ]
-            streams = await open_streams("127.0.0.1", self.app.port, paths)
+            streams = await open_streams("127.0.0.1", self.app.http_port, paths)
             await asyncio.sleep(SETTLE_S)
             if on_connected is not None:
                 on_connected()

@@ -57,6 +57,8 @@ def create_database(server_url: str) -> str:
 
 def drop_database(server_url: str, database_url: str) -> None:
     name = make_url(database_url).database
+    if name is None:
+        raise ValueError("the database URL names no database")
     with psycopg.connect(
         plain_url(server_url), autocommit=True, connect_timeout=5
     ) as conn:
@@ -111,6 +113,13 @@ class Service:
     @property
     def pid(self) -> int:
         return self.proc.pid
+
+    @property
+    def http_port(self) -> int:
+        """The port of a service that serves HTTP (an API, the baseline app)."""
+        if self.port is None:
+            raise RuntimeError(f"{self.name} listens on no port")
+        return self.port
 
     def rss_bytes(self) -> int:
         return psutil.Process(self.pid).memory_info().rss

@@ -10,12 +10,18 @@ from __future__ import annotations
 import asyncio
 import time
 import weakref
+from typing import TypeAlias
 
 import psycopg
-from psycopg import AsyncConnection
-from psycopg.rows import dict_row
+from psycopg import AsyncConnection, AsyncCursor
+from psycopg.rows import DictRow, dict_row
 from psycopg_pool import AsyncConnectionPool
 from sqlalchemy.engine import make_url
+
+# Runstream's connections answer rows as dicts (open_pool's row factory); the
+# types say so, so a row's columns are read by name.
+Connection: TypeAlias = AsyncConnection[DictRow]
+Pool: TypeAlias = AsyncConnectionPool[Connection]
 
 
 def plain_url(database_url: str) -> str:
@@ -29,6 +35,15 @@ def sqlalchemy_url(database_url: str) -> str:
     return url.set(drivername="postgresql+psycopg").render_as_string(hide_password=False)
 
 
+async def one_row(cursor: AsyncCursor[DictRow]) -> DictRow:
+    """The row of a statement that always returns exactly one (an aggregate, an
+    INSERT ... RETURNING): never None, so its columns are read as they are."""
+    row = await cursor.fetchone()
+    if row is None:
+        raise RuntimeError("the statement returned no row")
+    return row
+
+
 # A connection back in the pool for less than this is taken as alive without a
 # round trip to the server: under load (the hot path: appends, live reads) no
 # checkout pays for a check, while one that sat idle long enough to have been
@@ -40,7 +55,7 @@ CHECK_IDLE_AFTER_S = 1.0
 CHECK_TIMEOUT_S = 2.0
 
 
-class RecoveringPool(AsyncConnectionPool):
+class RecoveringPool(AsyncConnectionPool[Connection]):
     """A fixed-size pool that drops every connection at once when one is found dead.
 
     A connection found dead on checkout almost always means the server restarted
@@ -52,11 +67,12 @@ class RecoveringPool(AsyncConnectionPool):
     """
 
     def __init__(self, conninfo: str, size: int, *, name: str, timeout: float):
-        self._returned_at: weakref.WeakKeyDictionary[AsyncConnection, float] = weakref.WeakKeyDictionary()
-        self._opened_at: weakref.WeakKeyDictionary[AsyncConnection, float] = weakref.WeakKeyDictionary()
+        self._returned_at: weakref.WeakKeyDictionary[Connection, float] = weakref.WeakKeyDictionary()
+        self._opened_at: weakref.WeakKeyDictionary[Connection, float] = weakref.WeakKeyDictionary()
         self._last_drain = 0.0
         super().__init__(
             conninfo,
+            connection_class=Connection,
             min_size=size,
             max_size=size,
             kwargs={"row_factory": dict_row, "autocommit": True, "application_name": name},
@@ -68,13 +84,13 @@ class RecoveringPool(AsyncConnectionPool):
             reset=self._note_returned,
         )
 
-    async def _note_opened(self, conn: AsyncConnection) -> None:
+    async def _note_opened(self, conn: Connection) -> None:
         self._opened_at[conn] = time.monotonic()
 
-    async def _note_returned(self, conn: AsyncConnection) -> None:
+    async def _note_returned(self, conn: Connection) -> None:
         self._returned_at[conn] = time.monotonic()
 
-    async def _check_if_idle(self, conn: AsyncConnection) -> None:
+    async def _check_if_idle(self, conn: Connection) -> None:
         if time.monotonic() - self._returned_at.get(conn, 0.0) < CHECK_IDLE_AFTER_S:
             return
         try:
@@ -91,7 +107,7 @@ class RecoveringPool(AsyncConnectionPool):
 
 async def open_pool(
     database_url: str, size: int, *, name: str = "runstream", timeout: float = 30.0
-) -> AsyncConnectionPool:
+) -> Pool:
     """A fixed-size pool: its connection count never depends on the load. A
     checkout waits at most ``timeout`` s, then raises ``PoolTimeout`` (an
     ``OperationalError``: the API answers 503 ``database_unavailable``)."""

@@ -10,10 +10,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from psycopg import AsyncConnection
-from psycopg_pool import AsyncConnectionPool
-
 from runstream.db import queries
+from runstream.db.connector import Connection, Pool
 from runstream.metrics import APPEND_SECONDS, EVENTS_APPENDED
 
 TERMINAL_TYPES = frozenset({"done", "error"})
@@ -78,7 +76,7 @@ def batches_json(batches: Sequence[AppendBatch]) -> str:
     )
 
 
-async def append_in(conn: AsyncConnection, batches: Sequence[AppendBatch]) -> list[AppendResult]:
+async def append_in(conn: Connection, batches: Sequence[AppendBatch]) -> list[AppendResult]:
     """Append several jobs' batches inside the caller's transaction, in one statement
     (at most one batch per job). A batch whose guard refused it is ``applied=False``."""
     if len({b.job_id for b in batches}) != len(batches):
@@ -93,7 +91,7 @@ async def append_in(conn: AsyncConnection, batches: Sequence[AppendBatch]) -> li
     ]
 
 
-async def append_many(pool: AsyncConnectionPool, batches: Sequence[AppendBatch]) -> list[AppendResult]:
+async def append_many(pool: Pool, batches: Sequence[AppendBatch]) -> list[AppendResult]:
     """One statement for every batch: the group commit. The pool's connections are
     in autocommit, so the statement is its own transaction (all batches or none,
     the NOTIFY sent at its commit) and costs one round trip; an explicit
@@ -107,7 +105,7 @@ async def append_many(pool: AsyncConnectionPool, batches: Sequence[AppendBatch])
 
 
 async def append_events(
-    pool: AsyncConnectionPool,
+    pool: Pool,
     job_id: uuid.UUID,
     payloads: Sequence[dict[str, Any]],
     **guards: Any,
@@ -118,7 +116,7 @@ async def append_events(
 
 
 async def read_events(
-    pool: AsyncConnectionPool, job_id: uuid.UUID, after_seq: int, limit: int
+    pool: Pool, job_id: uuid.UUID, after_seq: int, limit: int
 ) -> list[EventRow]:
     async with pool.connection() as conn:
         cur = await conn.execute(
@@ -128,7 +126,7 @@ async def read_events(
 
 
 async def read_events_of_jobs(
-    pool: AsyncConnectionPool, after_seqs: dict[uuid.UUID, int], limit: int
+    pool: Pool, after_seqs: dict[uuid.UUID, int], limit: int
 ) -> dict[uuid.UUID, list[EventRow]]:
     """``read_events`` for several jobs in one query: {job_id: rows after its seq, at most ``limit``}."""
     params = {"job_ids": list(after_seqs), "after_seqs": list(after_seqs.values()), "limit": limit}
@@ -165,7 +163,7 @@ def parse_notification(payload: str) -> Notification:
     return Notification(job_id, int(last_seq), rows_json[0] if rows_json else None)
 
 
-async def committed_earlier(pool: AsyncConnectionPool, batch: AppendBatch) -> AppendResult | None:
+async def committed_earlier(pool: Pool, batch: AppendBatch) -> AppendResult | None:
     """Whether ``batch`` (guarded by ``attempt`` and ``expected_last_seq``) is already
     in the log: the result it had, or None when it is not.
 

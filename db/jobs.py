@@ -19,9 +19,9 @@ from typing import Any
 
 from psycopg import AsyncConnection
 from psycopg.types.json import Jsonb
-from psycopg_pool import AsyncConnectionPool
 
 from runstream.db import queries
+from runstream.db.connector import Pool, one_row
 from runstream.db.events import AppendBatch, append_in
 
 STATUSES = ("pending", "running", "completed", "failed", "cancelled")
@@ -90,13 +90,15 @@ class SessionBusy(Exception):
 
 
 async def create_job(
-    pool: AsyncConnectionPool,
+    pool: Pool,
     *,
     tenant: str,
     message: str,
     model: str,
+    user_id: str | None = None,
     session_id: str | None = None,
     metadata: dict[str, Any] | None = None,
+    agent: str | None = None,
     job_id: uuid.UUID | None = None,
     limits: CreationLimits | None = None,
     if_busy: str = "enqueue",
@@ -113,9 +115,11 @@ async def create_job(
     params = {
         "id": job_id or uuid.uuid4(),
         "tenant": tenant,
+        "user_id": user_id,
         "session_id": session_id,
         "message": message,
         "model": model,
+        "agent": agent,
         "metadata": Jsonb(metadata or {}),
         "webhook_url": webhook_url,
         "queued": False,
@@ -125,13 +129,13 @@ async def create_job(
     async with pool.connection() as conn:
         if not limited and session_id is None:
             cur = await conn.execute(queries.INSERT_JOB, params)
-            return await cur.fetchone()
+            return await one_row(cur)
         async with conn.transaction():
             if limited:
                 assert limits is not None
                 await conn.execute(queries.LOCK_TENANT_JOBS, {"tenant": tenant})
                 cur = await conn.execute(queries.TENANT_JOB_LOAD, {"tenant": tenant, "window_s": limits.window_s})
-                limits.check(await cur.fetchone())
+                limits.check(await one_row(cur))
             if session_id is not None:
                 where = {"tenant": tenant, "session_id": session_id}
                 await conn.execute(queries.LOCK_SESSION, where)
@@ -144,11 +148,11 @@ async def create_job(
                     if if_busy in ("interrupt", "rollback"):
                         params["queued_at"] = active["created_at"]
             cur = await conn.execute(queries.INSERT_JOB, params)
-            return await cur.fetchone()
+            return await one_row(cur)
 
 
 async def interrupt_active_run(
-    pool: AsyncConnectionPool, job: dict[str, Any], *, rollback: bool
+    pool: Pool, job: dict[str, Any], *, rollback: bool
 ) -> uuid.UUID | None:
     """Cancel the run active in ``job``'s session (``job`` waits behind it), marked
     interrupted, and with ``rollback`` left out of the conversation. Answers its
@@ -173,7 +177,7 @@ class Followups:
     webhooks: list[str]
 
 
-async def after_jobs_ended(pool: AsyncConnectionPool, job_ids: list[uuid.UUID]) -> Followups:
+async def after_jobs_ended(pool: Pool, job_ids: list[uuid.UUID]) -> Followups:
     if not job_ids:
         return Followups([], [])
     async with pool.connection() as conn:
@@ -184,25 +188,34 @@ async def after_jobs_ended(pool: AsyncConnectionPool, job_ids: list[uuid.UUID]) 
     )
 
 
-async def get_job(pool: AsyncConnectionPool, job_id: uuid.UUID, tenant: str) -> dict[str, Any] | None:
+async def get_job(pool: Pool, job_id: uuid.UUID, tenant: str) -> dict[str, Any] | None:
     async with pool.connection() as conn:
         cur = await conn.execute(queries.GET_JOB, {"id": job_id, "tenant": tenant})
         return await cur.fetchone()
 
 
 async def list_jobs(
-    pool: AsyncConnectionPool,
+    pool: Pool,
     *,
     tenant: str,
     limit: int,
+    user_id: str | None = None,
     session_id: str | None = None,
     status: str | None = None,
+    agent: str | None = None,
+    created_after: datetime | None = None,
+    created_before: datetime | None = None,
     cursor: tuple[datetime, uuid.UUID] | None = None,
 ) -> list[dict[str, Any]]:
+    """Newest first; ``created_after``/``created_before`` bound ``created_at`` as [after, before)."""
     params = {
         "tenant": tenant,
+        "user_id": user_id,
         "session_id": session_id,
         "status": status,
+        "agent": agent,
+        "created_after": created_after,
+        "created_before": created_before,
         "cursor_created_at": cursor[0] if cursor else None,
         "cursor_id": cursor[1] if cursor else None,
         "limit": limit,
@@ -212,8 +225,14 @@ async def list_jobs(
         return await cur.fetchall()
 
 
+async def set_job_output(pool: Pool, job_id: uuid.UUID, *, attempt: int, output: Any) -> None:
+    """Keep a run's structured answer on its job (only while ``attempt`` runs it)."""
+    async with pool.connection() as conn:
+        await conn.execute(queries.SET_JOB_OUTPUT, {"id": job_id, "attempt": attempt, "output": Jsonb(output)})
+
+
 async def claim_job(
-    pool: AsyncConnectionPool,
+    pool: Pool,
     job_id: uuid.UUID,
     *,
     worker: str,
@@ -238,7 +257,7 @@ async def claim_job(
 
 
 async def heartbeat(
-    pool: AsyncConnectionPool, running: dict[uuid.UUID, int]
+    pool: Pool, running: dict[uuid.UUID, int]
 ) -> dict[uuid.UUID, datetime | None]:
     """Touch every (job, attempt) this worker runs. Answers {job_id: cancel_requested_at}
     for the jobs still ours; a job missing from the answer was taken from us."""
@@ -250,7 +269,7 @@ async def heartbeat(
         return {r["id"]: r["cancel_requested_at"] for r in await cur.fetchall()}
 
 
-async def cancel_requests(pool: AsyncConnectionPool, job_ids: list[uuid.UUID]) -> set[uuid.UUID]:
+async def cancel_requests(pool: Pool, job_ids: list[uuid.UUID]) -> set[uuid.UUID]:
     if not job_ids:
         return set()
     async with pool.connection() as conn:
@@ -258,7 +277,7 @@ async def cancel_requests(pool: AsyncConnectionPool, job_ids: list[uuid.UUID]) -
         return {r["id"] for r in await cur.fetchall()}
 
 
-async def cancel_job(pool: AsyncConnectionPool, job_id: uuid.UUID, tenant: str) -> str | None:
+async def cancel_job(pool: Pool, job_id: uuid.UUID, tenant: str) -> str | None:
     """Idempotent cancel. Answers the job's status afterwards, None if there is no such job.
 
     A pending job is cancelled at once: status and its ``done`` event in one
@@ -287,7 +306,7 @@ async def _cancel_in(conn: AsyncConnection, job: dict[str, Any]) -> str:
 
 
 async def release_job(
-    pool: AsyncConnectionPool, job_id: uuid.UUID, *, attempt: int, error: str, delay_s: float = 0.0
+    pool: Pool, job_id: uuid.UUID, *, attempt: int, error: str, delay_s: float = 0.0
 ) -> bool:
     """Hand a running job back as pending, for a retry in ``delay_s`` seconds
     (a transient failure, or its worker shutting down)."""
@@ -308,7 +327,7 @@ class ReapLimits:
     limit: int = 500
 
 
-async def mark_stuck_for_dispatch(pool: AsyncConnectionPool, limits: ReapLimits) -> list[uuid.UUID]:
+async def mark_stuck_for_dispatch(pool: Pool, limits: ReapLimits) -> list[uuid.UUID]:
     """Stuck jobs with attempts left, each marked as dispatched now; the caller sends them.
     Several reapers at once each get their own jobs, none twice within a threshold."""
     params = {
@@ -332,7 +351,7 @@ def _reaped_terminal(job: dict[str, Any]) -> tuple[dict[str, Any], str, str | No
     return {"type": "error", "message": message}, "failed", message
 
 
-async def finish_stuck(pool: AsyncConnectionPool, limits: ReapLimits) -> list[tuple[uuid.UUID, str]]:
+async def finish_stuck(pool: Pool, limits: ReapLimits) -> list[tuple[uuid.UUID, str]]:
     """End the stuck jobs that get no more attempts (out of attempts, or a dead run
     that was asked to cancel): each gets its terminal event and final status in ONE
     transaction, under the row locks taken when it was picked. Answers (job_id, status)."""
@@ -357,4 +376,4 @@ async def finish_stuck(pool: AsyncConnectionPool, limits: ReapLimits) -> list[tu
                 )
             )
         results = await append_in(conn, batches)
-    return [(b.job_id, b.new_status) for b, r in zip(batches, results, strict=True) if r.applied]
+    return [(b.job_id, b.new_status) for b, r in zip(batches, results, strict=True) if r.applied and b.new_status]

@@ -6,15 +6,18 @@ that lost a race changes nothing and returns no row.
 """
 
 NOTIFY_CHANNEL = "runstream_events"
+# Job status transitions (migration 0010's trigger): the payload is ``<seq>:<tenant>``.
+TRANSITIONS_CHANNEL = "runstream_transitions"
 # A NOTIFY payload must be shorter than 8000 bytes; the rows of a commit ride in
 # it (APPEND_EVENTS) only up to this many bytes and this many rows.
 NOTIFY_ROWS_MAX_BYTES = 7800
 NOTIFY_ROWS_MAX = 64
 
+# New columns go last: some readers take a row by position.
 JOB_COLUMNS = """
     id, tenant, session_id, message, model, status, attempt, last_seq,
     cancel_requested_at, error, metadata, created_at, started_at, finished_at,
-    heartbeat_at, worker, queued_at, interrupted_at, webhook_url
+    heartbeat_at, worker, queued_at, interrupted_at, webhook_url, user_id, agent, output
 """
 
 # ``queued_at``: NULL for a job that may run now; for one waiting behind its
@@ -23,8 +26,8 @@ JOB_COLUMNS = """
 # first, so their created_at order is the order they got it in, which is the
 # order they run in and the order history sees them in.
 INSERT_JOB = f"""
-INSERT INTO jobs (id, tenant, session_id, message, model, metadata, webhook_url, created_at, queued_at)
-VALUES (%(id)s, %(tenant)s, %(session_id)s, %(message)s, %(model)s, %(metadata)s, %(webhook_url)s,
+INSERT INTO jobs (id, tenant, user_id, session_id, message, model, agent, metadata, webhook_url, created_at, queued_at)
+VALUES (%(id)s, %(tenant)s, %(user_id)s, %(session_id)s, %(message)s, %(model)s, %(agent)s, %(metadata)s, %(webhook_url)s,
         clock_timestamp(),
         CASE WHEN %(queued)s THEN coalesce(%(queued_at)s::timestamptz, clock_timestamp()) END)
 RETURNING {JOB_COLUMNS}
@@ -67,6 +70,13 @@ SELECT 'webhook', d.webhook_id FROM webhook_deliveries d
 WHERE d.job_id = ANY(%(ids)s::uuid[]) AND d.status = 'pending'
 """
 
+# A run's structured answer (its ``output`` event), kept on the job; only by the
+# attempt that runs it.
+SET_JOB_OUTPUT = """
+UPDATE jobs SET output = %(output)s
+WHERE id = %(id)s AND attempt = %(attempt)s AND status = 'running'
+"""
+
 # Job creation under a tenant's limits. The advisory lock serializes one
 # tenant's creations, so two requests cannot both take the last free place; the
 # load is read in a statement of its own after the lock is granted, so its
@@ -94,8 +104,12 @@ SELECT {JOB_COLUMNS} FROM jobs WHERE id = %(id)s AND tenant = %(tenant)s
 LIST_JOBS = f"""
 SELECT {JOB_COLUMNS} FROM jobs
 WHERE tenant = %(tenant)s
+  AND (%(user_id)s::text IS NULL OR user_id = %(user_id)s)
   AND (%(session_id)s::text IS NULL OR session_id = %(session_id)s)
   AND (%(status)s::text IS NULL OR status = %(status)s)
+  AND (%(agent)s::text IS NULL OR agent = %(agent)s)
+  AND (%(created_after)s::timestamptz IS NULL OR created_at >= %(created_after)s)
+  AND (%(created_before)s::timestamptz IS NULL OR created_at < %(created_before)s)
   AND (%(cursor_created_at)s::timestamptz IS NULL
        OR (created_at, id) < (%(cursor_created_at)s, %(cursor_id)s::uuid))
 ORDER BY created_at DESC, id DESC
@@ -376,12 +390,14 @@ WHERE tenant = %(tenant)s AND session_id = %(session_id)s AND cleared_at IS NULL
 
 # --- analytics (views from migration 0002) -----------------------------------
 
-# The jobs an analytics question is about: a tenant, a created_at window, maybe a session.
+# The jobs an analytics question is about: a tenant, a created_at window, maybe
+# a session, maybe an agent.
 ANALYTICS_SCOPE = """
 tenant = %(tenant)s
 AND (%(since)s::timestamptz IS NULL OR created_at >= %(since)s)
 AND (%(until)s::timestamptz IS NULL OR created_at < %(until)s)
 AND (%(session_id)s::text IS NULL OR session_id = %(session_id)s)
+AND (%(agent)s::text IS NULL OR agent = %(agent)s)
 """
 
 # Percentiles interpolate (percentile_cont): the p50 of 1, 2, 3, 4 is 2.5.
@@ -403,6 +419,19 @@ FROM job_timings
 WHERE {ANALYTICS_SCOPE}
 """
 
+# Jobs of the scope per agent (NULL: jobs from before agents were recorded).
+ANALYTICS_BY_AGENT = f"""
+SELECT agent, count(*) AS jobs,
+       count(*) FILTER (WHERE outcome = 'completed') AS completed,
+       count(*) FILTER (WHERE outcome = 'failed') AS failed,
+       count(*) FILTER (WHERE outcome = 'cancelled') AS cancelled,
+       percentile_cont(0.5) WITHIN GROUP (ORDER BY duration_s) AS duration_p50_s
+FROM job_timings
+WHERE {ANALYTICS_SCOPE}
+GROUP BY agent
+ORDER BY jobs DESC, agent NULLS LAST
+"""
+
 ANALYTICS_TOOLS = f"""
 SELECT tool_name, count(*) AS calls, count(*) FILTER (WHERE is_error) AS errors
 FROM tool_call_results
@@ -414,6 +443,48 @@ LIMIT %(top)s
 
 JOB_METRICS = """
 SELECT * FROM job_metrics WHERE job_id = %(id)s AND tenant = %(tenant)s
+"""
+
+# The timings of many jobs at once (a page of the job list): no event counts, so
+# each job costs one index probe for its first text_delta.
+JOBS_TIMINGS = """
+SELECT job_id, session_id, agent, outcome, attempts, queue_wait_s, ttft_s, duration_s
+FROM job_timings WHERE job_id = ANY(%(ids)s::uuid[]) AND tenant = %(tenant)s
+"""
+
+# The scope's jobs per interval of ``created_at``, every interval of [since,
+# until) present (empty ones as zeros): outcomes, retried jobs, and p50/p95 of
+# time to first token and duration.
+ANALYTICS_SERIES = f"""
+WITH buckets AS (
+    -- The last one may end after ``until`` (a partial interval).
+    SELECT start FROM generate_series(%(since)s::timestamptz, %(until)s::timestamptz,
+                                      make_interval(secs => %(interval_s)s)) AS start
+    WHERE start < %(until)s::timestamptz
+), per_bucket AS (
+    SELECT date_bin(make_interval(secs => %(interval_s)s), created_at, %(since)s::timestamptz) AS start,
+           count(*) AS jobs,
+           count(*) FILTER (WHERE outcome = 'pending') AS pending,
+           count(*) FILTER (WHERE outcome = 'running') AS running,
+           count(*) FILTER (WHERE outcome = 'completed') AS completed,
+           count(*) FILTER (WHERE outcome = 'failed') AS failed,
+           count(*) FILTER (WHERE outcome = 'cancelled') AS cancelled,
+           count(*) FILTER (WHERE attempts > 1) AS retried,
+           count(ttft_s) AS ttft_n,
+           percentile_cont(ARRAY[0.5, 0.95]) WITHIN GROUP (ORDER BY ttft_s) AS ttft_s,
+           count(duration_s) AS duration_n,
+           percentile_cont(ARRAY[0.5, 0.95]) WITHIN GROUP (ORDER BY duration_s) AS duration_s
+    FROM job_timings
+    WHERE {ANALYTICS_SCOPE}
+    GROUP BY 1
+)
+SELECT b.start, coalesce(p.jobs, 0) AS jobs, coalesce(p.pending, 0) AS pending,
+       coalesce(p.running, 0) AS running, coalesce(p.completed, 0) AS completed,
+       coalesce(p.failed, 0) AS failed, coalesce(p.cancelled, 0) AS cancelled,
+       coalesce(p.retried, 0) AS retried, coalesce(p.ttft_n, 0) AS ttft_n, p.ttft_s,
+       coalesce(p.duration_n, 0) AS duration_n, p.duration_s
+FROM buckets b LEFT JOIN per_bucket p ON p.start = b.start
+ORDER BY b.start
 """
 
 # For /metrics: bounded by retention, which keeps the jobs table to its window.
@@ -454,6 +525,38 @@ WHERE ctid = ANY(ARRAY(
 PRUNE_JOBS = """
 DELETE FROM jobs
 WHERE id = ANY(%(ids)s::uuid[]) AND status IN ('completed', 'failed', 'cancelled')
+"""
+
+# --- the agent registry (db/agents.py) ---------------------------------------
+
+# A worker records what each entry of its registry resolved to; the newest
+# record of a name wins (a deploy that changes an agent rewrites it).
+RECORD_AGENT = """
+INSERT INTO agents (name, import_path, kind, description, recorded_at)
+VALUES (%(name)s, %(import_path)s, %(kind)s, %(description)s, now())
+ON CONFLICT (name) DO UPDATE SET
+    import_path = excluded.import_path, kind = excluded.kind,
+    description = excluded.description, recorded_at = excluded.recorded_at
+"""
+
+RECORDED_AGENTS = """
+SELECT name, import_path, kind, description FROM agents WHERE name = ANY(%(names)s::text[])
+"""
+
+# --- job transitions (migration 0010: a trigger on jobs writes them) ---------
+
+# A tenant's transitions after a seq, oldest first: the transitions stream.
+READ_TRANSITIONS = """
+SELECT seq, job_id, session_id, agent, status, previous_status, attempt, at
+FROM job_transitions
+WHERE tenant = %(tenant)s AND seq > %(after_seq)s
+ORDER BY seq
+LIMIT %(limit)s
+"""
+
+# The newest seq of any tenant: where a stream that asks for no earlier point starts.
+LAST_TRANSITION_SEQ = """
+SELECT last_seq FROM job_transition_counter
 """
 
 PING = "SELECT 1"

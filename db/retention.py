@@ -15,9 +15,8 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import datetime
 
-from psycopg_pool import AsyncConnectionPool
-
 from runstream.db import queries
+from runstream.db.connector import Pool, one_row
 
 JOBS_PER_BATCH = 500
 EVENTS_PER_BATCH = 5000
@@ -29,16 +28,16 @@ class PruneCount:
     events: int
 
 
-async def candidates(pool: AsyncConnectionPool, cutoff: datetime) -> PruneCount:
+async def candidates(pool: Pool, cutoff: datetime) -> PruneCount:
     """What a prune with this cutoff would delete (exact, and cheap: no event is read)."""
     async with pool.connection() as conn:
         cur = await conn.execute(queries.PRUNE_CANDIDATES, {"cutoff": cutoff})
-        row = await cur.fetchone()
+        row = await one_row(cur)
     return PruneCount(row["jobs"], row["events"])
 
 
 async def prune(
-    pool: AsyncConnectionPool,
+    pool: Pool,
     cutoff: datetime,
     *,
     jobs_per_batch: int = JOBS_PER_BATCH,

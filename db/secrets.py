@@ -7,9 +7,8 @@ from __future__ import annotations
 
 import secrets
 
-from psycopg_pool import AsyncConnectionPool
-
 from runstream.db import queries
+from runstream.db.connector import Pool
 
 SECRET_BYTES = 32
 # How many keys verify: the newest signs; the one before it still verifies
@@ -17,7 +16,7 @@ SECRET_BYTES = 32
 KEEP = 2
 
 
-async def stream_secrets(pool: AsyncConnectionPool) -> list[bytes]:
+async def stream_secrets(pool: Pool) -> list[bytes]:
     """The shared keys, newest first; the first start of a deployment makes one."""
     async with pool.connection() as conn:
         async with conn.transaction():
@@ -27,7 +26,7 @@ async def stream_secrets(pool: AsyncConnectionPool) -> list[bytes]:
     return [bytes(row["secret"]) for row in rows]
 
 
-async def rotate_stream_secret(pool: AsyncConnectionPool) -> None:
+async def rotate_stream_secret(pool: Pool) -> None:
     """Add a new key and keep only the newest ``KEEP``. API processes read the
     keys when they start: restart them (a rolling deploy) to sign with the new one."""
     async with pool.connection() as conn:

@@ -6,13 +6,12 @@ import uuid
 from collections import defaultdict
 from typing import Any
 
-from psycopg_pool import AsyncConnectionPool
-
 from runstream.db import queries
+from runstream.db.connector import Pool
 from runstream.db.conversation import LoggedEvent, Turn
 
 
-async def _turns(pool: AsyncConnectionPool, params: dict[str, Any]) -> list[Turn]:
+async def _turns(pool: Pool, params: dict[str, Any]) -> list[Turn]:
     """Runs oldest first, each with its events (read after the job rows, so an
     event can be newer than its job's status, never the other way round)."""
     async with pool.connection() as conn:
@@ -36,7 +35,7 @@ async def _turns(pool: AsyncConnectionPool, params: dict[str, Any]) -> list[Turn
 
 
 async def conversation(
-    pool: AsyncConnectionPool, *, tenant: str, session_id: str, limit: int
+    pool: Pool, *, tenant: str, session_id: str, limit: int
 ) -> tuple[list[Turn], bool]:
     """The newest ``limit`` runs of the session, oldest first, and whether older ones exist."""
     turns = await _turns(
@@ -53,7 +52,7 @@ async def conversation(
     return (turns[1:], True) if len(turns) > limit else (turns, False)
 
 
-async def turns_before(pool: AsyncConnectionPool, job: dict[str, Any], limit: int) -> list[Turn]:
+async def turns_before(pool: Pool, job: dict[str, Any], limit: int) -> list[Turn]:
     """The agent's context for ``job``: the newest ``limit`` finished runs of its
     session submitted before it. A job without a session has no history."""
     if job["session_id"] is None or limit <= 0:
@@ -71,7 +70,7 @@ async def turns_before(pool: AsyncConnectionPool, job: dict[str, Any], limit: in
     )
 
 
-async def clear_session(pool: AsyncConnectionPool, *, tenant: str, session_id: str) -> int:
+async def clear_session(pool: Pool, *, tenant: str, session_id: str) -> int:
     """Mark every run of the session so far as cleared; answers how many. The
     runs and their events stay readable by job id (the audit log); the
     conversation, for the history routes and the agent, starts again empty."""

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from psycopg_pool import AsyncConnectionPool
+from runstream.db.connector import Pool
 
 from runstream.db import queries
 
@@ -27,7 +27,7 @@ class Delivery:
 
 
 async def claim_delivery(
-    pool: AsyncConnectionPool, webhook_id: str, *, max_attempts: int, lease_s: float
+    pool: Pool, webhook_id: str, *, max_attempts: int, lease_s: float
 ) -> Delivery | None:
     """The delivery, for its next attempt; None when it is done, out of attempts,
     not due yet, or being tried elsewhere."""
@@ -44,7 +44,7 @@ async def claim_delivery(
 
 
 async def record_attempt(
-    pool: AsyncConnectionPool,
+    pool: Pool,
     delivery: Delivery,
     *,
     outcome: str,
@@ -71,7 +71,7 @@ async def record_attempt(
 
 
 async def mark_overdue_for_dispatch(
-    pool: AsyncConnectionPool, *, pending_timeout_s: float, max_attempts: int, limit: int
+    pool: Pool, *, pending_timeout_s: float, max_attempts: int, limit: int
 ) -> list[str]:
     """Deliveries whose message was lost, each marked as dispatched now; the caller
     sends them. Those out of attempts are failed instead."""
@@ -81,7 +81,7 @@ async def mark_overdue_for_dispatch(
         return [row["webhook_id"] for row in await cur.fetchall() if row["status"] == "pending"]
 
 
-async def job_deliveries(pool: AsyncConnectionPool, job_id: uuid.UUID) -> list[dict[str, Any]]:
+async def job_deliveries(pool: Pool, job_id: uuid.UUID) -> list[dict[str, Any]]:
     async with pool.connection() as conn:
         cur = await conn.execute(queries.JOB_WEBHOOK_DELIVERIES, {"job_id": job_id})
         return await cur.fetchall()

@@ -1,8 +1,16 @@
 from alembic import context
 from sqlalchemy import create_engine, pool
 
-# db/migrate.py puts the URL on the config; Alembic itself reads no environment.
-url = context.config.get_main_option("sqlalchemy.url")
+
+def database_url() -> str:
+    # db/migrate.py puts the URL on the config; Alembic itself reads no environment.
+    configured = context.config.get_main_option("sqlalchemy.url")
+    if configured is None:
+        raise RuntimeError("no database URL: run the migrations with `runstream migrate`")
+    return configured
+
+
+url = database_url()
 
 
 def run_migrations_offline() -> None:

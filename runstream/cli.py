@@ -6,6 +6,7 @@ import argparse
 import sys
 from datetime import UTC, datetime
 
+from runstream import __version__
 from runstream.durations import parse_duration
 from runstream.settings import Settings, SettingsError, get_settings
 
@@ -59,6 +60,13 @@ def cmd_worker(args: argparse.Namespace) -> None:
     if args.pool not in SUPPORTED_POOLS:
         sys.exit(f"runstream: worker pool {args.pool!r} is not supported: use threads (the default) or solo")
     require_database_url(get_settings())
+    from runstream.tasks.registry import RegistryError, get_registry
+
+    # Every agent resolves before the worker takes a job, or it does not start.
+    try:
+        get_registry()
+    except RegistryError as exc:
+        sys.exit(f"runstream: RUNSTREAM_AGENTS: {exc}")
     from celery.bin.celery import celery as celery_command
 
     # As `celery -A ... worker`, which exits with the worker's exit code: a worker
@@ -88,6 +96,7 @@ def cmd_stats(args: argparse.Namespace) -> None:
         since=now - args.since if args.since else None,
         until=now - args.until if args.until else None,
         session_id=args.session_id,
+        agent=args.agent,
     )
     run_stats(require_database_url(get_settings()), scope)
 
@@ -155,6 +164,7 @@ def cmd_soak(args: argparse.Namespace) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="runstream", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"runstream {__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
 
     dev = commands.add_parser("dev", help="run Postgres (embedded unless DATABASE_URL), a worker and the API")
@@ -199,6 +209,7 @@ def build_parser() -> argparse.ArgumentParser:
     stats.add_argument("--since", type=parse_duration, help="jobs created at most this long ago (e.g. 24h)")
     stats.add_argument("--until", type=parse_duration, help="jobs created at least this long ago")
     stats.add_argument("--session-id")
+    stats.add_argument("--agent", help="only this agent's jobs")
     stats.add_argument("--tenant", default="default")
     stats.set_defaults(func=cmd_stats)
 

@@ -43,6 +43,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -121,7 +122,7 @@ class Supervisor:
         user: pwd.struct_passwd | None = None,
         env: dict[str, str] | None = None,
     ) -> Child:
-        credentials = {}
+        credentials: dict[str, Any] = {}
         if user is not None:
             credentials = {"user": user.pw_uid, "group": user.pw_gid, "extra_groups": []}
         proc = subprocess.Popen(
@@ -241,7 +242,7 @@ class EmbeddedPostgres:
         return f"postgresql://postgres@/{PG_DATABASE}?host={self.socket_dir}"
 
     def _run_as_owner(self, args: list[str]) -> subprocess.CompletedProcess[str]:
-        kwargs = {}
+        kwargs: dict[str, Any] = {}
         if self.user is not None:
             kwargs = {"user": self.user.pw_uid, "group": self.user.pw_gid, "extra_groups": []}
         return subprocess.run(args, capture_output=True, text=True, **kwargs)

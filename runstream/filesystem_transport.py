@@ -30,7 +30,8 @@ class Channel(filesystem.Channel):
     def _staging(self) -> Path:
         return Path(self.transport_options["staging_folder"])
 
-    def _put(self, queue: str, payload: object, **kwargs: object) -> None:
+    # The signature of kombu's filesystem Channel, which differs from its own base's.
+    def _put(self, queue: str, payload: object, **kwargs: object) -> None:  # type: ignore[override]
         # kombu's name: consumers take messages in the order their names sort.
         name = f"{int(round(monotonic() * 1000))}_{uuid.uuid4()}.{queue}.msg"
         try:

@@ -9,11 +9,21 @@ from __future__ import annotations
 
 import base64
 import os
+import re
 from functools import lru_cache
-from typing import Literal
 from pathlib import Path
+from typing import Literal
 
-from pydantic import AliasChoices, Field, PositiveInt, SecretStr, ValidationError, field_validator, model_validator
+from pydantic import (
+    AliasChoices,
+    Field,
+    PositiveInt,
+    SecretStr,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -27,6 +37,31 @@ def _key_entries(api_keys: SecretStr | str) -> list[tuple[str, str] | None]:
         tenant, sep, key = (part.strip() for part in item.partition("="))
         if item.strip():
             entries.append((tenant, key) if sep and tenant and key else None)
+    return entries
+
+
+# The offline assistant Runstream ships: the registry's entry when none is configured.
+BUILTIN_AGENT = "assistant"
+BUILTIN_AGENT_PATH = "runstream.tasks.assistant:build_assistant"
+# An agent's name is a URL- and log-safe key.
+_AGENT_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
+# ``package.module:attribute`` (dotted on both sides), as ``uvicorn app:app`` takes it.
+_IMPORT_PATH = re.compile(r"[A-Za-z_][\w]*(\.[A-Za-z_][\w]*)*:[A-Za-z_][\w]*(\.[A-Za-z_][\w]*)*")
+
+
+def _agent_entries(agents: str) -> dict[str, str]:
+    """``name=module:attr,...`` → {name: "module:attr"}, in order. Raises ValueError
+    naming the first entry that is malformed or repeats a name."""
+    entries: dict[str, str] = {}
+    for position, item in enumerate((i for i in agents.split(",") if i.strip()), start=1):
+        name, sep, path = (part.strip() for part in item.partition("="))
+        if not sep or not _AGENT_NAME.fullmatch(name) or not _IMPORT_PATH.fullmatch(path):
+            raise ValueError(f"entry {position} ({item.strip()!r}) is not name=module:attribute")
+        if name in entries:
+            raise ValueError(f"agent {name!r} is listed twice")
+        entries[name] = path
+    if not entries:
+        raise ValueError("lists no agent")
     return entries
 
 
@@ -50,11 +85,33 @@ class Settings(BaseSettings):
     model: str = "offline"
     offline_delay_ms: float = 30.0
 
+    # --- agents (docs/agents.md) ----------------------------------------------
+    # The agents this deployment serves: ``name=module:attribute,...``, where the
+    # attribute is an Agno Agent, Team or Workflow, or a factory ``(ctx) -> one``.
+    # Replacing the list drops the built-in assistant unless it is listed again.
+    agents: str = f"{BUILTIN_AGENT}={BUILTIN_AGENT_PATH}"
+    # The agent of jobs that name none; empty: the first one listed.
+    default_agent: str = ""
+
     # --- API ------------------------------------------------------------------
     # --- security (docs/security.md) -----------------------------------------
     # ``tenant=key,tenant=key``. Empty: the API runs open, as tenant "default".
     # Secret types keep the values out of every repr, so they cannot reach a log.
     api_keys: SecretStr = SecretStr("")
+    # ``module:callable``: your own authenticator instead of the key list, an async
+    # ``(request) -> Principal(tenant, user_id)`` that refuses with a 401
+    # (docs/security.md). Unset: the API keys above.
+    auth: str | None = None
+    # The JWT authenticator (RUNSTREAM_AUTH=runstream.api.jwt_auth:JwtAuthenticator):
+    # HS256 with a shared secret, or RS256 with the issuer's public key (PEM).
+    # A token must carry ``exp``, ``aud`` (this audience), ``sub`` (the user) and
+    # ``tenant``; ``iss`` is checked when an issuer is set.
+    jwt_algorithm: Literal["HS256", "RS256"] = "HS256"
+    jwt_key: SecretStr | None = None
+    jwt_audience: str | None = None
+    jwt_issuer: str | None = None
+    # Clock skew allowed on ``exp`` and ``nbf``.
+    jwt_leeway_s: float = Field(default=30.0, ge=0)
     # Signs stream tokens. Unset: a random one per process (tokens then open
     # streams only on the process that issued them): set it when several API
     # processes serve one deployment.
@@ -168,7 +225,17 @@ class Settings(BaseSettings):
     bench_redis_url: str = "redis://127.0.0.1:6379/0"
     bench_rabbitmq_url: str = "amqp://guest:guest@127.0.0.1:5672//"
 
-    @field_validator("database_url", "celery_broker_url", "secret", "metrics_token", mode="before")
+    @field_validator(
+        "database_url",
+        "celery_broker_url",
+        "secret",
+        "metrics_token",
+        "auth",
+        "jwt_key",
+        "jwt_audience",
+        "jwt_issuer",
+        mode="before",
+    )
     @classmethod
     def _blank_is_unset(cls, value: object) -> object:
         return value or None
@@ -188,6 +255,40 @@ class Settings(BaseSettings):
                 raise ValueError(f"entry {position} is not tenant=key")
         return value
 
+    @field_validator("auth")
+    @classmethod
+    def _auth_is_a_target(cls, value: str | None) -> str | None:
+        if value is not None:
+            module, sep, attribute = value.strip().partition(":")
+            if not (sep and module and attribute):
+                raise ValueError("must be module:callable, e.g. runstream.api.jwt_auth:JwtAuthenticator")
+            return f"{module}:{attribute}"
+        return value
+
+
+    @field_validator("agents")
+    @classmethod
+    def _agents_are_entries(cls, value: str) -> str:
+        _agent_entries(value)
+        return value
+
+    @field_validator("default_agent")
+    @classmethod
+    def _default_agent_is_listed(cls, value: str, info: ValidationInfo) -> str:
+        listed = info.data.get("agents")
+        if value and listed is not None and value not in _agent_entries(listed):
+            raise ValueError(f"{value!r} is not in RUNSTREAM_AGENTS")
+        return value
+
+    @property
+    def agent_paths(self) -> dict[str, str]:
+        """The registry as configured: {agent name: "module:attribute"}, in the listed order."""
+        return _agent_entries(self.agents)
+
+    @property
+    def default_agent_name(self) -> str:
+        return self.default_agent or next(iter(self.agent_paths))
+
     @model_validator(mode="after")
     def _consistent(self) -> Settings:
         # Rules between settings, each a misconfiguration that would otherwise
@@ -203,6 +304,9 @@ class Settings(BaseSettings):
              f"{_variable('retry_backoff_max_s')} must be at least {_variable('retry_backoff_s')}"),
             (self.max_streams_per_tenant <= self.max_streams,
              f"{_variable('max_streams_per_tenant')} must be at most {_variable('max_streams')}"),
+            # Both set would leave one of them silently unused.
+            (not (self.auth and self.api_key_map),
+             f"{_variable('auth')} and {_variable('api_keys')} are both set: choose one authenticator"),
         ) if not holds]
         if broken:
             raise ValueError("; ".join(broken))

@@ -37,6 +37,7 @@ def render(scope: Scope, result: dict[str, Any], console: Console) -> None:
     console.print(
         f"tenant {scope.tenant}, jobs created from {_when(scope.since)} until {_when(scope.until)}"
         + (f", session {scope.session_id}" if scope.session_id else "")
+        + (f", agent {scope.agent}" if scope.agent else "")
     )
     statuses = Table(title="jobs by status")
     for name in (*result["by_status"], "total", "retried", "retry rate"):
@@ -63,6 +64,19 @@ def render(scope: Scope, result: dict[str, Any], console: Console) -> None:
     for tool in result["tools"]:
         tools.add_row(tool["tool_name"], str(tool["calls"]), str(tool["errors"]), _rate(tool["error_rate"]))
     console.print(tools)
+
+    agents = Table(title="jobs by agent")
+    for name, justify in (
+        ("agent", "left"), ("jobs", "right"), ("completed", "right"), ("failed", "right"),
+        ("cancelled", "right"), ("duration p50", "right"),
+    ):  # fmt: skip
+        agents.add_column(name, justify=justify)  # type: ignore[arg-type]
+    for row in result["by_agent"]:
+        agents.add_row(
+            row["agent"] or "(none recorded)", str(row["jobs"]), str(row["completed"]), str(row["failed"]),
+            str(row["cancelled"]), _seconds(row["duration_p50_s"]),
+        )  # fmt: skip
+    console.print(agents)
 
 
 def run_stats(database_url: str, scope: Scope, console: Console | None = None) -> None:

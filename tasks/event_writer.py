@@ -39,8 +39,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import psycopg
-from psycopg_pool import AsyncConnectionPool
 
+from runstream.db.connector import Pool
 from runstream.db.events import AppendBatch, AppendResult, append_many, committed_earlier
 from runstream.settings import get_settings
 
@@ -124,7 +124,7 @@ class _Lane:
 class EventWriter:
     def __init__(
         self,
-        pool: AsyncConnectionPool,
+        pool: Pool,
         *,
         lanes: int | None = None,
         max_buffered: int = MAX_BUFFERED_EVENTS,
@@ -271,6 +271,8 @@ class EventWriter:
             # Taken over (another attempt) or moved on by someone else.
             self._fence(job, written, "fenced")
             return
+        # An applied append always answers the job's new last_seq.
+        assert result.last_seq is not None
         job.last_seq = result.last_seq
         if result.cancel_requested and not job.finished:
             job.stop_run("cancelled")

@@ -36,11 +36,16 @@ def provider_class(provider: str) -> type[Model]:
     """Agno's class for ``provider``, with ``KeepsFailure`` mixed in (see tasks.model_errors)."""
     # Imported here: the provider classes need the OpenAI SDK (the ``providers``
     # extra), which an offline-only install does not have.
+    base: type[Model]
     try:
         if provider == "openai":
-            from agno.models.openai import OpenAIChat as base
+            from agno.models.openai import OpenAIChat
+
+            base = OpenAIChat
         elif provider == "openrouter":
-            from agno.models.openrouter import OpenRouter as base
+            from agno.models.openrouter import OpenRouter
+
+            base = OpenRouter
         else:
             raise UnknownModelError(f"unknown model provider {provider!r}: use one of {', '.join(PROVIDERS)}")
     except ImportError as exc:

@@ -36,11 +36,11 @@ import logging
 import uuid
 
 from celery import Celery
-from psycopg_pool import AsyncConnectionPool
 
+from runstream.broker import TASK_NAME, WEBHOOK_TASK_NAME, celery_config
+from runstream.db.connector import Pool
 from runstream.db.jobs import Followups, ReapLimits, after_jobs_ended, finish_stuck, mark_stuck_for_dispatch
 from runstream.db.webhooks import mark_overdue_for_dispatch
-from runstream.broker import TASK_NAME, WEBHOOK_TASK_NAME, celery_config
 from runstream.settings import Settings
 from runstream.tasks.side_tasks import keep_running
 
@@ -52,7 +52,7 @@ PUBLISH_RETRY_POLICY = {"max_retries": 1, "interval_start": 0, "interval_step": 
 
 
 class Reaper:
-    def __init__(self, pool: AsyncConnectionPool, settings: Settings):
+    def __init__(self, pool: Pool, settings: Settings):
         self._pool = pool
         self._interval_s = settings.reaper_interval_s
         self._publish_timeout_s = settings.dispatch_timeout_s

@@ -1,6 +1,7 @@
-"""One attempt of one job: claim it, run its agent, write the events, end the job.
+"""One attempt of one job: claim it, build its agent (tasks.registry), run it,
+write the events, end the job.
 
-    claim ──▶ [retry event] ──▶ agent payloads ... ──▶ terminal event + final status
+    claim ──▶ [retry event] ──▶ build ──▶ agent payloads ... ──▶ terminal event + final status
                                       │
                                       ├─ transient model error ──▶ release (pending) → Celery retries
                                       ├─ worker shutting down ──▶ release (pending) → dispatched at once
@@ -16,19 +17,31 @@ import logging
 import random
 import uuid
 from dataclasses import dataclass
+from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
-from agno.agent import Agent
-from agno.models.base import Model
+from agno.exceptions import redact_secrets
+from agno.models.message import Message
+from agno.workflow import Workflow
 
+from runstream.db.connector import Pool
 from runstream.db.conversation import agno_messages
-from runstream.db.jobs import SHUTDOWN_ERROR, TERMINAL_STATUSES, Claim, after_jobs_ended, claim_job, release_job
+from runstream.db.jobs import (
+    SHUTDOWN_ERROR,
+    TERMINAL_STATUSES,
+    Claim,
+    after_jobs_ended,
+    claim_job,
+    release_job,
+    set_job_output,
+)
 from runstream.db.sessions import turns_before
 from runstream.logs import job_fields
 from runstream.settings import Settings
 from runstream.tasks.agent_events import (
     CANCELLED,
     Payload,
+    Runnable,
     error_payload,
     final_status,
     is_terminal,
@@ -36,9 +49,8 @@ from runstream.tasks.agent_events import (
 )
 from runstream.tasks.event_writer import EventWriter, WriterError
 from runstream.tasks.model_errors import PermanentModelError, is_transient
-from runstream.tasks.models import build_model
+from runstream.tasks.registry import AgentBuildError, AgentContext, RegisteredAgent, models_of
 from runstream.tasks.supervisor import RunHandle
-from runstream.tasks.tools import TOOLS
 
 if TYPE_CHECKING:
     from runstream.tasks.runtime import Runtime
@@ -66,23 +78,60 @@ class RunOutcome:
         return self.status == "released"
 
 
-def build_agent(
-    job: dict[str, Any], settings: Settings, history: list[dict[str, Any]] | None = None
-) -> tuple[Agent, Model]:
-    """The agent for one attempt of ``job``, with the earlier turns of its session
-    (Agno messages) as context. Raises PermanentModelError for a model it cannot build."""
-    model = build_model(
-        job["model"], attempt=job["attempt"], metadata=job["metadata"], offline_delay_ms=settings.offline_delay_ms
+def agent_context(job: dict[str, Any], history: list[dict[str, Any]]) -> AgentContext:
+    return AgentContext(
+        job_id=job["id"],
+        attempt=job["attempt"],
+        tenant=job["tenant"],
+        # The authenticated principal's user, never one the request body names:
+        # an agent with its own memory keys it by this id.
+        user=job["user_id"],
+        session_id=job["session_id"],
+        message=job["message"],
+        metadata=MappingProxyType(dict(job["metadata"] or {})),
+        model=job["model"],
+        history=tuple(Message.from_dict(dict(message)) for message in history),
     )
-    # telemetry=False: Agno would otherwise report every run to its own API.
-    # additional_input goes between the system message and this run's message:
-    # the place of history (rebuilt from the event log, see db.conversation).
-    return Agent(model=model, tools=list(TOOLS), telemetry=False, additional_input=history or None), model
+
+
+@dataclass(frozen=True)
+class PreparedRun:
+    """What one attempt runs, and how: the runnable, its input and ``arun`` options."""
+
+    runnable: Runnable
+    input: Any
+    options: dict[str, Any]
+
+
+async def prepare_run(
+    job: dict[str, Any], settings: Settings, registry: dict[str, RegisteredAgent], history: list[dict[str, Any]]
+) -> PreparedRun:
+    """The job's agent (its own, or the default), built for this attempt. Raises
+    AgentBuildError or PermanentModelError when no attempt could run it."""
+    name = job.get("agent") or settings.default_agent_name
+    entry = registry.get(name)
+    if entry is None:
+        raise AgentBuildError(f"agent {name!r} is not served by this worker (RUNSTREAM_AGENTS)")
+    ctx = agent_context(job, history)
+    runnable = await entry.build(ctx)
+    # History goes before this run's message, unless the agent keeps its own
+    # (Agno's ``db``: its session, under the same session id, is its history).
+    # A workflow takes the message alone; its factory sees the history in ctx.
+    run_input: Any = ctx.message
+    if not isinstance(runnable, Workflow) and runnable.db is None and ctx.history:
+        run_input = [*ctx.history, Message(role="user", content=ctx.message)]
+    return PreparedRun(runnable, run_input, {"session_id": ctx.session_id, "user_id": ctx.user})
 
 
 async def session_context(runtime: Runtime, job: dict[str, Any]) -> list[dict[str, Any]]:
     turns = await turns_before(runtime.pool, job, runtime.settings.history_runs)
     return [message for turn in turns for message in agno_messages(turn, for_model=True)]
+
+
+def model_failure(runnable: Runnable) -> BaseException | None:
+    """The exception that ended a model call of the run (see tasks.model_errors), if any."""
+    failures = (getattr(model, "failure", None) for model in models_of(runnable))
+    return next((failure for failure in failures if failure is not None), None)
 
 
 def retry_countdown(attempt: int, settings: Settings) -> float:
@@ -142,11 +191,12 @@ async def _run_attempt(runtime: Runtime, claim: Claim, handle: RunHandle) -> Run
         await writer.emit(claim.id, retry_payload(claim))
     history = await session_context(runtime, claim.job)
     try:
-        agent, model = build_agent(claim.job, runtime.settings, history)
-    except PermanentModelError as exc:
-        return await _end(writer, claim, error_payload(str(exc)))
+        run = await prepare_run(claim.job, runtime.settings, runtime.registry, history)
+    except (AgentBuildError, PermanentModelError) as exc:
+        log.warning("job %s: %s", claim.id, exc)
+        return await _end(writer, claim, error_payload(redact_secrets(str(exc))))
 
-    runner = asyncio.get_running_loop().create_task(_stream(agent, claim, writer))
+    runner = asyncio.get_running_loop().create_task(_stream(run, claim, writer, runtime.pool))
     handle.attach(runner)
     terminal: Payload | None
     try:
@@ -165,7 +215,7 @@ async def _run_attempt(runtime: Runtime, claim: Claim, handle: RunHandle) -> Run
             return RunOutcome(handle.stop_reason, claim.attempt)  # fenced or lost: not ours to end
         return await _end(writer, claim, STOPPED[handle.stop_reason])
 
-    failure = getattr(model, "failure", None)
+    failure = model_failure(run.runnable)
     if terminal["type"] == "error" and failure is not None and is_transient(failure):
         if claim.attempt < runtime.settings.max_attempts:
             countdown = retry_countdown(claim.attempt, runtime.settings)
@@ -174,12 +224,15 @@ async def _run_attempt(runtime: Runtime, claim: Claim, handle: RunHandle) -> Run
     return await _end(writer, claim, terminal)
 
 
-async def _stream(agent: Agent, claim: Claim, writer: EventWriter) -> Payload:
+async def _stream(run: PreparedRun, claim: Claim, writer: EventWriter, pool: Pool) -> Payload:
     """Write the run's payloads as they come; return the terminal one (not yet written)."""
-    async for payload in run_payloads(agent, claim.job["message"]):
+    async for payload in run_payloads(run.runnable, run.input, **run.options):
         if is_terminal(payload):
             return payload
         await writer.emit(claim.id, payload)
+        if payload["type"] == "output":
+            # Kept on the job too, so a client reads the structured answer without the stream.
+            await set_job_output(pool, claim.id, attempt=claim.attempt, output=payload["content"])
     raise AssertionError("run_payloads ends with a terminal payload")
 
 

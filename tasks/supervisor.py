@@ -14,8 +14,7 @@ import asyncio
 import time
 import uuid
 
-from psycopg_pool import AsyncConnectionPool
-
+from runstream.db.connector import Pool
 from runstream.db.jobs import cancel_requests, heartbeat
 from runstream.tasks.side_tasks import keep_running
 
@@ -54,7 +53,7 @@ class RunHandle:
 
 class Supervisor:
     def __init__(
-        self, pool: AsyncConnectionPool, *, poll_s: float, heartbeat_s: float, run_timeout_s: float
+        self, pool: Pool, *, poll_s: float, heartbeat_s: float, run_timeout_s: float
     ):
         self._pool = pool
         self._poll_s = poll_s
@@ -120,6 +119,6 @@ class Supervisor:
                     handle.stop("cancelled")
         else:
             for job_id in await cancel_requests(self._pool, [h.job_id for h in runs]):
-                handle = self._runs.get(job_id)
-                if handle is not None:
-                    handle.stop("cancelled")
+                run = self._runs.get(job_id)
+                if run is not None:
+                    run.stop("cancelled")

@@ -11,6 +11,7 @@ import asyncio
 import operator
 from collections.abc import Callable
 from datetime import UTC, datetime
+from typing import Any
 
 _BINARY: dict[type[ast.operator], Callable[[float, float], float]] = {
     ast.Add: operator.add,
@@ -45,7 +46,8 @@ def evaluate(expression: str) -> int | float:
 
 
 def _evaluate_node(node: ast.AST) -> int | float:
-    if isinstance(node, ast.Constant) and type(node.value) in (int, float):
+    # bool is an int subclass, and no number here.
+    if isinstance(node, ast.Constant) and isinstance(node.value, int | float) and not isinstance(node.value, bool):
         return node.value
     if isinstance(node, ast.UnaryOp) and type(node.op) in _UNARY:
         return _UNARY[type(node.op)](_evaluate_node(node.operand))
@@ -102,4 +104,4 @@ async def sleep(seconds: float) -> str:
     return f"slept {format_number(seconds)} s"
 
 
-TOOLS = [calculate, current_utc_time, sleep]
+TOOLS: list[Callable[..., Any]] = [calculate, current_utc_time, sleep]

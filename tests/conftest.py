@@ -30,8 +30,8 @@ def _database_url(name: str) -> str:
     return make_url(services.admin_database_url).set(database=name).render_as_string(hide_password=False)
 
 
-def create_database(prefix: str = "rs_test") -> str:
-    """A new, migrated database with a unique name; returns its URL."""
+def create_database(prefix: str = "rs_test", *, migrate: bool = True) -> str:
+    """A new database with a unique name, migrated unless told not to; returns its URL."""
     name = f"{prefix}_{uuid.uuid4().hex[:12]}"
     try:
         with psycopg.connect(services.admin_database_url, autocommit=True, connect_timeout=5) as conn:
@@ -39,7 +39,8 @@ def create_database(prefix: str = "rs_test") -> str:
     except psycopg.OperationalError as exc:
         pytest.fail(f"Postgres is required for the tests and is not reachable: {exc}", pytrace=False)
     database_url = _database_url(name)
-    upgrade_to_head(database_url)
+    if migrate:
+        upgrade_to_head(database_url)
     return database_url
 
 

@@ -139,7 +139,7 @@ async def test_the_time_window_bounds_jobs_by_creation(
 async def test_per_job_metrics(http: httpx.AsyncClient, seeded: dict[str, uuid.UUID]) -> None:
     a = (await http.get(f"/api/analytics/jobs/{seeded['A']}")).json()
     assert a == {
-        "job_id": str(seeded["A"]), "session_id": a["session_id"], "outcome": "completed", "attempts": 1,
+        "job_id": str(seeded["A"]), "session_id": a["session_id"], "agent": None, "outcome": "completed", "attempts": 1,
         "queue_wait_s": 1.0, "ttft_s": 2.0, "duration_s": 4.0, "events": 7,
         "events_by_type": {"reasoning": 1, "text_delta": 3, "tool_call": 1, "tool_result": 1, "done": 1},
         "text_chars": 12, "tool_calls": 1, "retries": 0,
@@ -172,3 +172,5 @@ async def test_runstream_stats_prints_the_same_figures(
     assert "duration 4 4.000 9.100" in lines
     assert "calculate 2 1 50.0%" in lines
     assert "sleep 1 1 100.0%" in lines
+    # The seeded jobs name no agent (as jobs from before agents were recorded).
+    assert "(none recorded) 5 2 1 1 4.000" in lines

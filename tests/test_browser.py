@@ -31,8 +31,14 @@ WAIT_MS = 30_000
 
 @pytest.fixture(scope="module")
 def paced(service_env: dict[str, str], log_dir: Path) -> Iterator[ApiServer]:
-    """A slow worker and an API of their own, on a queue no other worker consumes."""
-    env = dict(service_env, RUNSTREAM_OFFLINE_DELAY_MS=DELAY_MS, RUNSTREAM_QUEUE=f"{service_env['RUNSTREAM_QUEUE']}-browser")
+    """A slow worker and an API of their own, on a queue no other worker consumes;
+    the built-in assistant (the default) and a team of the test agents module."""
+    env = dict(
+        service_env,
+        RUNSTREAM_OFFLINE_DELAY_MS=DELAY_MS,
+        RUNSTREAM_QUEUE=f"{service_env['RUNSTREAM_QUEUE']}-browser",
+        RUNSTREAM_AGENTS="assistant=runstream.tasks.assistant:build_assistant,desk=tests.agents_fixture:desk",
+    )
     worker = start_worker(env, log_dir, "browser-worker")
     api = start_api(env, log_dir, "browser-api")
     yield api
@@ -169,6 +175,28 @@ def test_a_prompt_streams_with_reasoning_and_tool_calls(page: Page, paced: ApiSe
     assert page.locator("#run").get_attribute("data-job-id") == first
     assert answer(page) == stored_answer(paced, first)
     assert page.locator("[data-role=tool-call]").count() == 0
+
+
+def test_a_team_run_shows_its_delegations_and_members(page: Page, paced: ApiServer) -> None:
+    page.goto("/")
+    picker = page.locator("[data-role=agent]")
+    picker.wait_for()
+    assert [o.get_attribute("value") for o in picker.locator("option").all()] == ["", "desk"]
+    picker.select_option("desk")
+    job_id = send(page, "lookup_order 7")
+    wait_status(page, "completed")
+    assert answer(page) == stored_answer(paced, job_id)
+    assert answer(page).startswith("Let me ask billing.Let me ask shipping.billing answered:")
+    notes = page.locator("[data-role=note]")
+    labels = [notes.nth(i).locator("[data-role=note-label]").text_content() for i in range(notes.count())]
+    assert labels == ["Delegated to billing", "Billing", "Delegated to shipping", "Shipping"]
+    assert {notes.nth(i).get_attribute("data-state") for i in range(notes.count())} == {"done"}
+    billing = notes.nth(1).locator("[data-role=note-text]").text_content()
+    assert billing == "Let me use lookup_order.The lookup_order tool answered: order 7 shipped on Monday."
+    tool = page.locator("[data-role=tool-call]")
+    assert tool.locator("[data-role=tool-name]").text_content() == "Billing · lookup_order"
+    assert tool.locator("[data-role=tool-result]").text_content().strip() == "order 7 shipped on Monday"
+    assert httpx.get(f"{paced.url}/api/jobs/{job_id}").json()["agent"] == "desk"
 
 
 def test_a_reload_mid_stream_resumes_without_gaps_or_duplicates(page: Page, paced: ApiServer) -> None:

@@ -16,9 +16,9 @@ import pytest
 from celery import Celery
 from psycopg_pool import AsyncConnectionPool
 
+from runstream.broker import TASK_NAME, celery_config
 from runstream.db.events import read_events
 from runstream.db.jobs import cancel_job, claim_job, create_job, get_job
-from runstream.broker import TASK_NAME, celery_config
 from runstream.settings import Settings
 from runstream.tasks.event_writer import EventWriter
 from tests.support.processes import ServiceProcess, start_worker
@@ -233,7 +233,7 @@ async def test_jobs_run_concurrently_in_one_worker(pool, send):
     ids = [await submit(pool, send, f"job {i}", tool_sleep_s=1.5) for i in range(2)]
     jobs = [await wait_for(pool, job_id) for job_id in ids]
     assert time.monotonic() - started < 2.9, "the two 1.5 s runs did not overlap"
-    for job_id, job in zip(ids, jobs):
+    for job_id, job in zip(ids, jobs, strict=True):
         assert job["status"] == "completed"
         assert text_joined(await events(pool, job_id)) == [
             *sleep_run("1.5"),

@@ -11,7 +11,8 @@
 "use strict";
 
 (() => {
-  const API = "/api";
+  // Relative to the page, so it works wherever Runstream is mounted (/, /agents/, ...).
+  const API = "api";
   const STORE = {
     session: "runstream.session", // this tab's session id
     run: "runstream.run", // {jobId, lastEventId, ...rendered state} of the open run
@@ -31,7 +32,7 @@
     message: $("message"), notice: $("notice"), activity: $("activity"), answer: $("answer"),
     outcome: $("outcome"), composer: $("composer"), prompt: $("prompt"), send: $("send"),
     composerError: $("composer-error"), keyForm: $("key-form"), apiKey: $("api-key"),
-    keySet: $("key-set"), forgetKey: $("forget-key"),
+    keySet: $("key-set"), forgetKey: $("forget-key"), agent: $("agent"),
   };
 
   // ---- identity and auth ---------------------------------------------------------
@@ -141,6 +142,36 @@
     else sessionStorage.removeItem(STORE.run);
   }
 
+  function note(role, label, text, done) {
+    return { kind: "note", role, label, text, done };
+  }
+
+  function memberLabel(ev) {
+    return ev.step ? `${ev.member ?? "member"} · ${ev.step}` : ev.member ?? "member";
+  }
+
+  // A member run's note, by run id (created if its start was not seen).
+  function memberNote(v, ev) {
+    let n = v.items.find((it) => it.kind === "note" && it.role === "member" && it.runId === (ev.run_id ?? null));
+    if (!n) {
+      n = { ...note("member", memberLabel(ev), "", false), runId: ev.run_id ?? null };
+      v.items.push(n);
+    }
+    return n;
+  }
+
+  function addToolCall(v, ev, name) {
+    v.items.push({ kind: "tool", callId: ev.call_id ?? null, name, argument: ev.argument ?? "", output: null });
+  }
+
+  function addToolResult(v, ev) {
+    // Paired by call_id; a result without one goes to the newest open call.
+    const open = v.items.filter((it) => it.kind === "tool" && it.output === null);
+    const call = open.reverse().find((it) => ev.call_id == null || it.callId === ev.call_id);
+    if (call) call.output = ev.output ?? "";
+    else v.items.push({ kind: "tool", callId: ev.call_id ?? null, name: "tool", argument: "", output: ev.output ?? "" });
+  }
+
   function applyEvent(v, id, ev) {
     switch (ev.type) {
       case "text_delta":
@@ -154,19 +185,54 @@
         break;
       }
       case "tool_call":
-        v.items.push({
-          kind: "tool", callId: ev.call_id ?? null, name: ev.tool_name ?? "tool",
-          argument: ev.argument ?? "", output: null,
-        });
+        addToolCall(v, ev, ev.tool_name ?? "tool");
         break;
-      case "tool_result": {
-        // Paired by call_id; a result without one goes to the newest open call.
-        const open = v.items.filter((it) => it.kind === "tool" && it.output === null);
-        const call = open.reverse().find((it) => ev.call_id == null || it.callId === ev.call_id);
-        if (call) call.output = ev.output ?? "";
-        else v.items.push({ kind: "tool", callId: ev.call_id ?? null, name: "tool", argument: "", output: ev.output ?? "" });
+      case "tool_result":
+        addToolResult(v, ev);
+        break;
+      // Additive types (docs/events.md): what a team's members and a workflow's
+      // steps do, and a structured answer. Shown as notes beside the answer.
+      case "delegation":
+        v.items.push(note("delegation", `Delegated to ${ev.member ?? "the team"}`, ev.task ?? "", true));
+        break;
+      case "member_started":
+        v.items.push({ ...note("member", memberLabel(ev), "", false), runId: ev.run_id ?? null });
+        break;
+      case "member_delta":
+        memberNote(v, ev).text += ev.delta ?? "";
+        break;
+      case "member_completed": {
+        const n = memberNote(v, ev);
+        n.text = ev.content || n.text;
+        n.done = true;
         break;
       }
+      case "member_error": {
+        const n = memberNote(v, ev);
+        n.text += `\n${ev.message ?? "failed"}`;
+        n.done = true;
+        break;
+      }
+      case "member_tool_call":
+        addToolCall(v, ev, `${ev.member ?? "member"} · ${ev.tool_name ?? "tool"}`);
+        break;
+      case "member_tool_result":
+        addToolResult(v, ev);
+        break;
+      case "step_started":
+        v.items.push({ ...note("step", `Step ${(ev.index ?? 0) + 1} · ${ev.step ?? ""}`, "", false), step: ev.step });
+        break;
+      case "step_completed": {
+        const n = v.items.find((it) => it.kind === "note" && it.role === "step" && it.step === ev.step && !it.done);
+        if (n) {
+          n.text = ev.content ?? "";
+          n.done = true;
+        }
+        break;
+      }
+      case "output":
+        v.items.push(note("output", "Structured output", JSON.stringify(ev.content, null, 2), true));
+        break;
       case "retry":
         // A new attempt starts from scratch: what the failed one produced is discarded.
         v.items = [];
@@ -356,7 +422,9 @@
     showError(null);
     el.send.disabled = true;
     try {
-      const job = await api("/jobs", { method: "POST", body: { message, session_id: sessionId } });
+      const body = { message, session_id: sessionId };
+      if (el.agent.value) body.agent = el.agent.value;
+      const job = await api("/jobs", { method: "POST", body });
       sessionStorage.removeItem(STORE.run);
       el.prompt.value = "";
       autosize();
@@ -532,13 +600,19 @@
     items.forEach((item, i) => {
       let node = box.children[i];
       if (!node || node.dataset.kind !== item.kind) {
-        const fresh = item.kind === "reasoning" ? reasoningNode() : toolNode();
+        const fresh = item.kind === "reasoning" ? reasoningNode() : item.kind === "note" ? noteNode() : toolNode();
         if (node) box.replaceChild(fresh, node);
         else box.append(fresh);
         node = fresh;
       }
       if (item.kind === "reasoning") {
         node.querySelector(".reasoning-text").textContent = item.text;
+      } else if (item.kind === "note") {
+        node.dataset.note = item.role;
+        node.dataset.state = item.done ? "done" : "running";
+        node.querySelector("[data-role=note-label]").textContent = item.label;
+        node.querySelector("[data-role=note-state]").textContent = item.done ? "" : "running…";
+        node.querySelector("[data-role=note-text]").textContent = item.text;
       } else {
         updateTool(node, item);
       }
@@ -557,6 +631,19 @@
     const t = document.createElement("div");
     t.className = "reasoning-text";
     d.append(s, t);
+    return d;
+  }
+
+  function noteNode() {
+    const d = document.createElement("details");
+    d.className = "tool note";
+    d.dataset.kind = "note";
+    d.dataset.role = "note";
+    d.open = true;
+    d.innerHTML =
+      '<summary><span class="tool-name" data-role="note-label"></span>' +
+      '<span class="tool-state" data-role="note-state"></span></summary>' +
+      '<pre class="tool-result" data-role="note-text"></pre>';
     return d;
   }
 
@@ -658,10 +745,32 @@
     });
   }
 
+  // The agents this deployment serves (GET /api/agents); the picker stays hidden
+  // when there is only one, and an empty value means the default agent.
+  async function loadAgents() {
+    try {
+      const { agents } = await api("/agents");
+      if (agents.length < 2) return;
+      for (const a of agents) {
+        const option = document.createElement("option");
+        option.value = a.default ? "" : a.name;
+        option.textContent = a.kind ? `${a.name} (${a.kind})` : a.name;
+        if (a.description) option.title = a.description;
+        if (a.default) el.agent.prepend(option);
+        else el.agent.append(option);
+      }
+      el.agent.value = "";
+      el.agent.hidden = false;
+    } catch (err) {
+      console.warn("runstream: no agent list", err);
+    }
+  }
+
   // ---- start ---------------------------------------------------------------------
 
   showSession();
   showKeyState();
+  loadAgents();
   const linked = url.searchParams.get("job");
   const saved = loadSaved();
   if (linked) openRun(linked);

@@ -34,10 +34,10 @@ async def run(bench: Bench) -> tuple[dict[str, Any], list[dict[str, Any]]]:
         )
     events = int(profile.delivery_rate * profile.delivery_seconds)
     timeout = profile.delivery_seconds + 60
-    results = []
+    results: list[dict[str, Any]] = []
     for jobs in profile.delivery_jobs:
         subscribers = 2 if jobs <= 50 else 1
-        spec = {
+        spec: dict[str, Any] = {
             "jobs": jobs,
             "subscribers": subscribers,
             "events": events,

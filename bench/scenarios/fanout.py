@@ -54,7 +54,7 @@ async def run(bench: Bench) -> tuple[dict[str, Any], list[dict[str, Any]]]:
         RunstreamSide(bench.api, bench.database_url),
         BaselineSide(bench.baseline),
     )
-    results = []
+    results: list[dict[str, Any]] = []
     for n in bench.profile.fanout_subscribers:
         ours = await _measure(ours_side, bench.api, n, bench)
         theirs = await _measure(base_side, bench.baseline, n, bench)

@@ -17,12 +17,10 @@ import json
 import uuid
 from typing import Any
 
-from psycopg_pool import AsyncConnectionPool
-
 from runstream.bench.context import Bench, target
 from runstream.bench.stats import ratio
 from runstream.db import queries
-from runstream.db.connector import open_pool
+from runstream.db.connector import Pool, open_pool
 from runstream.db.jobs import claim_job, create_job
 from runstream.tasks.agent_events import COMPLETED
 from runstream.tasks.event_writer import MAX_BUFFERED_EVENTS, EventWriter
@@ -33,7 +31,7 @@ PAYLOAD = {
 }
 
 
-async def _new_job(pool: AsyncConnectionPool, claimed: bool) -> uuid.UUID:
+async def _new_job(pool: Pool, claimed: bool) -> uuid.UUID:
     job = await create_job(pool, tenant="bench", message="ingest", model="offline")
     if claimed:
         claim = await claim_job(
@@ -43,7 +41,7 @@ async def _new_job(pool: AsyncConnectionPool, claimed: bool) -> uuid.UUID:
     return job["id"]
 
 
-async def through_writer(pool: AsyncConnectionPool, jobs: int, seconds: float) -> float:
+async def through_writer(pool: Pool, jobs: int, seconds: float) -> float:
     """Events/s of ``jobs`` runs emitting through one worker process's EventWriter."""
     ids = await asyncio.gather(*(_new_job(pool, claimed=True) for _ in range(jobs)))
     writer = EventWriter(pool)
@@ -69,7 +67,7 @@ async def through_writer(pool: AsyncConnectionPool, jobs: int, seconds: float) -
     return rows / elapsed
 
 
-async def raw_insert(pool: AsyncConnectionPool, jobs: int, seconds: float) -> float:
+async def raw_insert(pool: Pool, jobs: int, seconds: float) -> float:
     """Events/s of ``jobs`` writers inserting the same rows in raw batches."""
     ids = await asyncio.gather(*(_new_job(pool, claimed=False) for _ in range(jobs)))
     loop = asyncio.get_running_loop()
@@ -103,7 +101,7 @@ async def run(bench: Bench) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     try:
         await through_writer(pool, 8, 0.3)  # warm-up
         await raw_insert(pool, 8, 0.3)
-        results = []
+        results: list[dict[str, Any]] = []
         for jobs in bench.profile.ingest_jobs:
             ours = await through_writer(pool, jobs, bench.profile.ingest_seconds)
             raw = await raw_insert(pool, jobs, bench.profile.ingest_seconds)

@@ -69,7 +69,7 @@ def _runstream_job(api: Service) -> Callable[[httpx.AsyncClient], Awaitable[floa
     async def start_one(http: httpx.AsyncClient) -> float:
         started = time.time()
         job_id = (await http.post("/api/jobs", json=JOB)).json()["job_id"]
-        return await _first_event(api.port, f"/api/jobs/{job_id}/events", started)
+        return await _first_event(api.http_port, f"/api/jobs/{job_id}/events", started)
 
     return start_one
 
@@ -82,7 +82,7 @@ def _baseline_job(app: Service) -> Callable[[httpx.AsyncClient], Awaitable[float
                 "/jobs", json={"message": JOB["message"], "agent_words": ANSWER_WORDS}
             )
         ).json()["job_id"]
-        return await _first_event(app.port, f"/jobs/{job_id}/events", started)
+        return await _first_event(app.http_port, f"/jobs/{job_id}/events", started)
 
     return start_one
 
@@ -107,8 +107,7 @@ async def _broker_round(
         RUNSTREAM_QUEUE=queue,
         RUNSTREAM_DATA_DIR=str(bench.work_dir / broker),
         RUNSTREAM_OFFLINE_DELAY_MS="0",
-        **NO_LIMITS,
-    )
+    ) | NO_LIMITS
     log_dir = bench.work_dir
     api, worker = await asyncio.gather(
         asyncio.to_thread(start_api, env, log_dir, f"api-{broker}"),

@@ -90,10 +90,10 @@ async def run(bench: Bench) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     job_id = await _seed_job(bench, events)
     baseline_id = await _baseline_job(bench, events)
     ours = await _replay(
-        bench.api.port, f"/api/jobs/{job_id}/events?last_event_id=-1", events
+        bench.api.http_port, f"/api/jobs/{job_id}/events?last_event_id=-1", events
     )
     theirs = await _replay(
-        bench.baseline.port, f"/jobs/{baseline_id}/events?last_event_id=-1", events
+        bench.baseline.http_port, f"/jobs/{baseline_id}/events?last_event_id=-1", events
     )
     scenario = {
         "name": "replay",

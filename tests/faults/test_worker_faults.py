@@ -14,6 +14,7 @@ import psycopg
 import pytest
 from celery import Celery
 
+from runstream.broker import TASK_NAME, celery_config
 from runstream.db import queries
 from runstream.db.connector import open_pool
 from runstream.db.jobs import (
@@ -26,7 +27,6 @@ from runstream.db.jobs import (
     mark_stuck_for_dispatch,
     release_job,
 )
-from runstream.broker import TASK_NAME, celery_config
 from runstream.settings import Settings
 from runstream.tasks.event_writer import EventWriter
 from tests.conftest import create_database, drop_database

@@ -26,17 +26,27 @@ def free_port() -> int:
 class ServiceProcess:
     """One `runstream ...` process in its own process group, its output in a log file."""
 
-    def __init__(self, name: str, args: list[str], env: dict[str, str], log_dir: Path):
+    def __init__(
+        self,
+        name: str,
+        args: list[str],
+        env: dict[str, str],
+        log_dir: Path,
+        *,
+        program: str = RUNSTREAM,
+        cwd: Path | None = None,
+    ):
         self.name = name
-        self.args = [RUNSTREAM, *args]
+        self.args = [program, *args]
         self.env = env
+        self.cwd = cwd
         self.log_path = log_dir / f"{name}.log"
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> ServiceProcess:
         log = open(self.log_path, "ab")  # noqa: SIM115 - owned by the child for its lifetime
         self.proc = subprocess.Popen(
-            self.args, env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+            self.args, env=self.env, cwd=self.cwd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
         )
         log.close()
         return self

@@ -1,6 +1,6 @@
 """one active run per session (a queue behind it), and webhook deliveries
 
-Revision ID: 0008
+Revision ID: 0005_sessions
 Revises: 0004_stream_secrets
 Create Date: 2026-12-04
 
@@ -29,7 +29,7 @@ paused run keeps its session).
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0008"
+revision = "0005_sessions"
 down_revision = "0004_stream_secrets"
 branch_labels = None
 depends_on = None
