@@ -29,6 +29,7 @@ import time
 import uuid
 from collections import Counter
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -203,20 +204,20 @@ class Cluster:
         self.broker.start()
         self.database_url = self.postgres.create_database("runstream")
         upgrade_to_head(self.database_url)
-        self.env = child_environment(
+        services = child_environment(
             DATABASE_URL=self.database_url,
             CELERY_BROKER_URL=self.broker.url,
             RUNSTREAM_QUEUE="soak",
             RUNSTREAM_DATA_DIR=str(self.log_dir / "data"),
-            **SOAK_SETTINGS,
         )
+        self.env = {**services, **SOAK_SETTINGS}
         for index in range(self.options.apis):
             self.start_api(index)
         for index in range(self.options.workers):
             self.start_worker(index)
         for worker in self.workers:
             assert worker is not None
-            worker.wait_until(lambda w=worker: " ready." in w.log(), timeout=120)
+            worker.wait_until(partial(worker_ready, worker), timeout=120)
 
     def _name(self, kind: str, index: int) -> str:
         self.started += 1
@@ -259,6 +260,10 @@ class Cluster:
                 process.proc.wait(10)
         self.broker.remove()
         self.postgres.remove()
+
+
+def worker_ready(worker: Service) -> bool:
+    return " ready." in worker.log()
 
 
 def _wait_exit(process: Service, timeout: float) -> int | None:

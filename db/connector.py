@@ -105,9 +105,7 @@ class RecoveringPool(AsyncConnectionPool[Connection]):
             raise
 
 
-async def open_pool(
-    database_url: str, size: int, *, name: str = "runstream", timeout: float = 30.0
-) -> Pool:
+async def open_pool(database_url: str, size: int, *, name: str = "runstream", timeout: float = 30.0) -> Pool:
     """A fixed-size pool: its connection count never depends on the load. A
     checkout waits at most ``timeout`` s, then raises ``PoolTimeout`` (an
     ``OperationalError``: the API answers 503 ``database_unavailable``)."""

@@ -74,8 +74,14 @@ def cmd_worker(args: argparse.Namespace) -> None:
     # (systemd, Kubernetes, compose) starts it again. (celery_app.worker_main drops
     # that code and returns normally.)
     celery_command.main(
-        ["-A", "runstream.tasks.celery_app:celery_app", "worker", "--loglevel=INFO", f"--pool={args.pool}",
-         *args.celery_args],
+        [
+            "-A",
+            "runstream.tasks.celery_app:celery_app",
+            "worker",
+            "--loglevel=INFO",
+            f"--pool={args.pool}",
+            *args.celery_args,
+        ],
         prog_name="runstream",
     )
 

@@ -65,7 +65,9 @@ def test_a_short_seeded_soak_passes(tmp_path):
     # About two minutes: every kind of fault, many times over, while 40 jobs run.
     result = subprocess.run(
         [RUNSTREAM, "soak", "--seed", "7", "--jobs", "40", "--duration", "60", "--log-dir", str(tmp_path)],
-        capture_output=True, text=True, timeout=600,
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
     summary = result.stdout.strip().splitlines()[-1] if result.stdout.strip() else ""
     assert result.returncode == 0, result.stdout[-6000:] + result.stderr[-3000:]
