@@ -90,7 +90,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
         # Named after the process, so each API process's connections can be told
         # apart in pg_stat_activity.
         name = f"runstream-api-{os.getpid()}"
-        pool = await open_pool(database_url, settings.api_db_pool_size, name=name)
+        pool = await open_pool(database_url, settings.api_db_pool_size, name=name, timeout=settings.api_db_wait_s)
         hub = EventHub(settings, pool, application_name=f"{name}-listen")
         dispatcher = Dispatcher(settings)
         app.state.settings = settings

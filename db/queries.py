@@ -701,3 +701,13 @@ FROM webhook_deliveries d
 WHERE d.job_id = %(job_id)s
 ORDER BY d.created_at, d.webhook_id
 """
+
+# Every job and every event with its attempt, for an audit of the whole log
+# (runstream soak checks each job's rows after breaking everything around them).
+AUDIT_JOBS = """
+SELECT id, status, attempt, error, last_seq, metadata FROM jobs ORDER BY created_at, id
+"""
+
+AUDIT_EVENTS = """
+SELECT seq, attempt, type, payload::text AS data FROM job_events WHERE job_id = %(job_id)s ORDER BY seq
+"""

@@ -139,11 +139,14 @@ class Settings(BaseSettings):
     job_rate_window_s: int = 60
     max_active_jobs: int = 1000
     keepalive_s: float = 15.0
-    # Connections in the API's query pool. Fixed: it never grows with open streams.
     # On SIGTERM, how long open streams may run on to their terminal events
     # before they are cut (uncleanly, so clients resume): api/server.py.
     shutdown_grace_s: float = Field(default=30.0, ge=0)
+    # Connections in the API's query pool. Fixed: it never grows with open streams.
     api_db_pool_size: int = 8
+    # How long a request waits for a database connection before it answers 503
+    # database_unavailable (Postgres down or restarting).
+    api_db_wait_s: float = Field(default=5.0, gt=0)
     # Rows per read when a stream replays or catches up.
     replay_page_size: int = 1000
     # How long a publish to the broker may take before the API gives up (the
