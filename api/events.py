@@ -120,7 +120,7 @@ async def events_page(request: Request) -> JSONResponse:
     """A page of the log as JSON, for clients that poll and for exports::
 
         GET /api/jobs/{id}/events?after=-1&limit=1000   (Accept: application/json)
-        {"job_id", "status", "events": [{"id": seq, "data": payload}, ...],
+        {"job_id", "status", "events": [{"id": seq, "data": payload, "at": appended at}, ...],
          "next": <the after of the next page>, "up_to_date": bool, "done": bool}
 
     ``up_to_date``: nothing after ``next`` had committed when the page was read
@@ -145,7 +145,10 @@ async def events_page(request: Request) -> JSONResponse:
         {
             "job_id": str(job_id),
             "status": job["status"],
-            "events": [{"id": row.seq, "data": json.loads(row.data)} for row in page],
+            "events": [
+                {"id": row.seq, "data": json.loads(row.data), "at": row.created_at and row.created_at.isoformat()}
+                for row in page
+            ],
             "next": next_after,
             "up_to_date": up_to_date,
             "done": done,

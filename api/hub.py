@@ -27,12 +27,13 @@ through the API's fixed pool. Neither depends on the number of open streams.
 Where no session of its own can be had (behind a pooler in transaction mode,
 with no direct route to Postgres), ``RUNSTREAM_LIVE_UPDATES=poll`` replaces the
 LISTEN connection with a poll: every ``poll_interval_s`` each job that has live
-streams is woken, and the one reader reads them all in one query, from each
-feed's oldest position, exactly as after a NOTIFY that carried no rows. The
-guarantees do not rest on NOTIFYs but on the reads: a job's seqs commit in
-order (its row lock), so reading ``seq > position`` never skips a row that
-commits later, and positions only move forward, so nothing is sent twice. The
-cost is latency (up to one interval more) and one query per interval.
+streams is woken, and every transitions stream; the one reader reads the jobs
+all in one query, from each feed's oldest position, exactly as after a NOTIFY
+that carried no rows. The guarantees do not rest on NOTIFYs but on the reads:
+a job's seqs commit in order (its row lock), so reading ``seq > position``
+never skips a row that commits later, and positions only move forward, so
+nothing is sent twice. The cost is latency (up to one interval more) and one
+query per interval.
 
 Per-event cost is what limits how many streams one process can feed, so the
 work per (stream, event) is kept to a wake-up and a write: rows are encoded to
@@ -55,7 +56,7 @@ from datetime import UTC, datetime
 import asyncpg
 
 from runstream.api.sse import Frame, event_frames
-from runstream.db import queries
+from runstream.db import queries, transitions
 from runstream.db.connector import Pool, plain_url
 from runstream.db.events import parse_notification, read_events, read_events_of_jobs
 from runstream.metrics import DELIVERY_LAG, HUB_READS
@@ -248,6 +249,9 @@ class EventHub:
         # Feeds woken since the last read began; one reader at a time serves them all.
         self._wanted: dict[uuid.UUID, JobFeed] = {}
         self._reader: asyncio.Task[None] | None = None
+        # The open transitions streams (api.transitions) of each tenant, each
+        # woken through its event when a transition of the tenant commits.
+        self.transition_watchers: dict[str, set[asyncio.Event]] = {}
 
     async def start(self) -> None:
         if self.polling:
@@ -284,10 +288,37 @@ class EventHub:
         for feed in self.feeds.values():
             for subscriber in feed.subscribers:
                 subscriber.wake()
+        self._wake_transition_watchers()
 
     @property
     def open_streams(self) -> int:
+        """Job streams: those a drain waits for. A transitions stream never ends by
+        itself, so it is not waited for; it is cut with the rest."""
         return sum(len(feed.subscribers) for feed in self.feeds.values())
+
+    @contextmanager
+    def watch_transitions(self, tenant: str) -> Iterator[asyncio.Event]:
+        """An event set whenever a transition of ``tenant`` may have committed
+        (and on every reconnect of the LISTEN connection). Freed on leaving the block."""
+        woken = asyncio.Event()
+        watchers = self.transition_watchers.setdefault(tenant, set())
+        watchers.add(woken)
+        try:
+            yield woken
+        finally:
+            watchers.discard(woken)
+            if not watchers and self.transition_watchers.get(tenant) is watchers:
+                del self.transition_watchers[tenant]
+
+    def _wake_transition_watchers(self) -> None:
+        for watchers in self.transition_watchers.values():
+            for woken in watchers:
+                woken.set()
+
+    def _on_transition(self, connection: object, pid: int, channel: str, payload: str) -> None:
+        _, tenant = transitions.parse_notification(payload)
+        for woken in self.transition_watchers.get(tenant, ()):
+            woken.set()
 
     async def read(self, job_id: uuid.UUID, after: int) -> list[Frame]:
         return event_frames(await read_events(self.pool, job_id, after, self.page_size))
@@ -348,6 +379,7 @@ class EventHub:
     def wake_all(self) -> None:
         for feed in list(self.feeds.values()):
             feed.wake()
+        self._wake_transition_watchers()
 
     def _on_notify(self, connection: object, pid: int, channel: str, payload: str) -> None:
         notification = parse_notification(payload)
@@ -396,10 +428,11 @@ class EventHub:
         lost = asyncio.Event()
         connection.add_termination_listener(lambda _: lost.set())
         await connection.add_listener(queries.NOTIFY_CHANNEL, self._on_notify)
+        await connection.add_listener(queries.TRANSITIONS_CHANNEL, self._on_transition)
         self.listening = True
         # NOTIFYs sent while no connection listened are gone: every feed re-reads.
         self.wake_all()
-        log.info("listening on %s", queries.NOTIFY_CHANNEL)
+        log.info("listening on %s and %s", queries.NOTIFY_CHANNEL, queries.TRANSITIONS_CHANNEL)
         while not lost.is_set():
             try:
                 await asyncio.wait_for(lost.wait(), self.ping_s)

@@ -112,6 +112,8 @@ async def list_jobs(request: Request) -> JSONResponse:
         session_id=query.session_id,
         status=query.status,
         agent=query.agent,
+        created_after=query.created_after,
+        created_before=query.created_before,
         cursor=query.cursor,
     )
     page = rows[: query.limit]

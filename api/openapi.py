@@ -17,6 +17,7 @@ from starlette.responses import JSONResponse
 from starlette.routing import BaseRoute, Mount, Route
 
 from runstream.api.auth import OPEN_PATHS, STREAM_TOKEN_ATTR
+from runstream.api.continuation import ContinueBody
 from runstream.api.params import MAX_LIMIT
 from runstream.api.payloads import NewJob
 from runstream.db.jobs import STATUSES
@@ -60,6 +61,10 @@ JOB = {
         "last_event_id": {"type": "integer"},
         "error": {"type": ["string", "null"]},
         "cancel_requested": {"type": "boolean"},
+        "requirements": {
+            "type": ["array", "null"],
+            "description": "a paused job's outstanding requirements (its input_required event's list), else null",
+        },
         "created_at": {"type": "string", "format": "date-time"},
         "started_at": {"type": ["string", "null"], "format": "date-time"},
         "finished_at": {"type": ["string", "null"], "format": "date-time"},
@@ -111,12 +116,15 @@ STREAM_LINKS = {
         "stream_token_expires_at": {"type": "string", "format": "date-time"},
         "events_url": {"type": "string", "description": "the absolute events URL with ?token="},
         "cancel_url": {"type": "string", "description": "the absolute cancel URL with ?token="},
+        "continue_url": {"type": "string", "description": "the absolute continue URL with ?token="},
     },
 }
 
-# The new-job body's own schema; the models it nests ($defs) become components of their own.
+# The request bodies' own schemas; the models they nest ($defs) become components of their own.
 NEW_JOB = NewJob.model_json_schema(ref_template="#/components/schemas/{model}")
 NEW_JOB_PARTS = NEW_JOB.pop("$defs", {})
+CONTINUE_BODY = ContinueBody.model_json_schema(ref_template="#/components/schemas/{model}")
+CONTINUE_BODY_PARTS = CONTINUE_BODY.pop("$defs", {})
 
 SCHEMAS: dict[str, Any] = {
     "Error": {
@@ -132,6 +140,8 @@ SCHEMAS: dict[str, Any] = {
     },
     "NewJob": NEW_JOB,
     **NEW_JOB_PARTS,
+    "ContinueBody": CONTINUE_BODY,
+    **CONTINUE_BODY_PARTS,
     "Job": JOB,
     "JobWithStream": {"allOf": [_ref("Job"), STREAM_LINKS]},
     "WebhookDeliveries": WEBHOOK_DELIVERIES,
@@ -199,6 +209,8 @@ OPERATIONS: dict[tuple[str, str], dict[str, Any]] = {
             _query("session_id", {"type": "string"}, "only this session's jobs"),
             _query("status", {"type": "string", "enum": list(STATUSES)}, "only jobs in this status"),
             _query("agent", {"type": "string"}, "only jobs of this agent"),
+            _query("created_after", {"type": "string", "format": "date-time"}, "only jobs created at or after this"),
+            _query("created_before", {"type": "string", "format": "date-time"}, "only jobs created before this"),
             _query("limit", {"type": "integer", "minimum": 1, "maximum": MAX_LIMIT}, "page size"),
             _query("cursor", {"type": "string"}, "next_cursor of the previous page"),
         ],
@@ -216,6 +228,46 @@ OPERATIONS: dict[tuple[str, str], dict[str, Any]] = {
         "summary": "Cancel a job (idempotent)",
         "parameters": [TOKEN_PARAM],
         "responses": {"200": _json(_ref("CancelResult"), "cancelled, or asked to stop"), **NOT_FOUND},
+    },
+    ("/api/jobs/transitions", "get"): {
+        "summary": "This tenant's job status transitions: SSE, replay then live, never ending",
+        "parameters": [
+            {"name": "Last-Event-ID", "in": "header", "required": False, "schema": EVENT_ID},
+            _query("last_event_id", EVENT_ID, "resume after this transition (the header wins); none: live only"),
+        ],
+        "responses": {
+            "200": {"description": "the stream", "content": {"text/event-stream": {"schema": {"type": "string"}}}},
+            "400": _error("a bad or future transition id"),
+            **TOO_MANY,
+        },
+    },
+    ("/api/analytics/series", "get"): {
+        "summary": "This tenant's jobs per interval of [since, until): outcomes, retries, TTFT and duration p50/p95",
+        "parameters": [
+            _query("since", {"type": "string", "format": "date-time"}, "required: the first interval starts here"),
+            _query("until", {"type": "string", "format": "date-time"}, "the end (default: now)"),
+            _query("interval_s", {"type": "integer", "minimum": 1}, "required: the interval, in seconds"),
+            _query("session_id", {"type": "string"}, "only this session's jobs"),
+            _query("agent", {"type": "string"}, "only jobs of this agent"),
+        ],
+        "responses": {"200": {"description": "the intervals, oldest first"}, "400": _error("a bad window or interval")},
+    },
+    ("/api/analytics/jobs", "get"): {
+        "summary": "Queue wait, time to first token and duration of up to 100 of this tenant's jobs",
+        "parameters": [_query("ids", {"type": "string"}, "required: job ids, comma-separated")],
+        "responses": {"200": {"description": "the timings of the ids that name jobs"}, "400": _error("bad ids")},
+    },
+    ("/api/jobs/{job_id}/continue", "post"): {
+        "summary": "Answer a paused job's requirements (input_required); a worker continues the run",
+        "parameters": [TOKEN_PARAM],
+        "requestBody": {"required": True, "content": {"application/json": {"schema": _ref("ContinueBody")}}},
+        "responses": {
+            "202": _json(_ref("Job"), "the answers are kept and the job is pending again"),
+            "400": _error("the body is not JSON"),
+            "409": _error("the job is not paused (already answered, finished, or not yet paused): nothing changed"),
+            "422": _error("the answers do not fit the outstanding requirements (the message says which and why)"),
+            **NOT_FOUND,
+        },
     },
     ("/api/jobs/{job_id}/events", "get"): {
         "summary": "The job's events: SSE, replay then live (or a JSON page with Accept: application/json)",

@@ -8,7 +8,7 @@ from __future__ import annotations
 import re
 import uuid
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 
 from starlette.requests import Request
 
@@ -36,15 +36,34 @@ def job_id(request: Request) -> uuid.UUID:
 
 def resume_point(request: Request) -> int:
     """The last event the client has: ``Last-Event-ID`` header, else the
-    ``last_event_id`` query parameter, else -1. The header wins because
-    EventSource reconnects to the original URL, query and all."""
+    ``last_event_id`` query parameter, else -1."""
+    given = given_resume_point(request)
+    return -1 if given is None else given
+
+
+def given_resume_point(request: Request) -> int | None:
+    """``Last-Event-ID`` header, else the ``last_event_id`` query parameter, else
+    None. The header wins because EventSource reconnects to the original URL,
+    query and all."""
     header = request.headers.get("last-event-id", "").strip()
     if header:
         return _event_id(header, "Last-Event-ID")
     query = request.query_params.get("last_event_id")
     if query is not None:
         return _event_id(query.strip(), "last_event_id")
-    return -1
+    return None
+
+
+def instant(request: Request, name: str) -> datetime | None:
+    """An ISO 8601 date-time query parameter (no zone: UTC), None when absent."""
+    text = request.query_params.get(name)
+    if not text:
+        return None
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        raise ApiError(400, f"invalid_{name}", f"{name} must be an ISO 8601 date-time") from None
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
 def _event_id(text: str, name: str) -> int:
@@ -62,6 +81,8 @@ class ListQuery:
     session_id: str | None
     status: str | None
     agent: str | None
+    created_after: datetime | None
+    created_before: datetime | None
     cursor: tuple[datetime, uuid.UUID] | None
 
 
@@ -80,6 +101,8 @@ def list_query(request: Request) -> ListQuery:
         session_id=params.get("session_id") or None,
         status=status,
         agent=params.get("agent") or None,
+        created_after=instant(request, "created_after"),
+        created_before=instant(request, "created_before"),
         cursor=decode_cursor(cursor) if cursor else None,
     )
 

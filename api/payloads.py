@@ -125,6 +125,8 @@ def job_json(job: dict[str, Any]) -> dict[str, Any]:
         "last_event_id": job["last_seq"],
         "error": job["error"],
         "cancel_requested": job["cancel_requested_at"] is not None,
+        # A paused job's outstanding requirements (its input_required event's list).
+        "requirements": job["requirements"],
         "created_at": _time(job["created_at"]),
         "started_at": _time(job["started_at"]),
         "finished_at": _time(job["finished_at"]),

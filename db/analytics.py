@@ -52,10 +52,11 @@ async def summary(pool: Pool, scope: Scope, *, top: int = TOP_TOOLS) -> dict[str
         agents = await cur.fetchall()
     return {
         "jobs": t["jobs"],
-        "by_status": {s: t[s] for s in ("pending", "running", "completed", "failed", "cancelled")},
+        "by_status": {s: t[s] for s in ("pending", "running", "paused", "completed", "failed", "cancelled")},
         "queue_wait_s": _percentiles(t["queue_wait_s"], t["queue_wait_n"]),
         "ttft_s": _percentiles(t["ttft_s"], t["ttft_n"]),
         "duration_s": _percentiles(t["duration_s"], t["duration_n"]),
+        "paused_s": _percentiles(t["paused_s"], t["paused_n"]),
         "retried_jobs": t["retried"],
         "retry_rate": t["retried"] / t["jobs"] if t["jobs"] else None,
         "tools": [
@@ -91,3 +92,30 @@ async def jobs_by_status(pool: Pool) -> dict[str, int]:
     async with pool.connection() as conn:
         cur = await conn.execute(queries.JOBS_BY_STATUS)
         return {r["status"]: r["n"] for r in await cur.fetchall()}
+
+
+async def jobs_timings(pool: Pool, job_ids: list[uuid.UUID], tenant: str) -> list[dict[str, Any]]:
+    """Queue wait, time to first token and duration of each of the tenant's ``job_ids``
+    (ids of other tenants, or of no job, are left out)."""
+    async with pool.connection() as conn:
+        cur = await conn.execute(queries.JOBS_TIMINGS, {"ids": job_ids, "tenant": tenant})
+        return await cur.fetchall()
+
+
+async def series(pool: Pool, scope: Scope, interval_s: int) -> list[dict[str, Any]]:
+    """The scope's jobs per ``interval_s`` from ``scope.since`` to ``scope.until``
+    (both set): outcomes, retried jobs, p50/p95 of time to first token and duration."""
+    async with pool.connection() as conn:
+        cur = await conn.execute(queries.ANALYTICS_SERIES, {**scope.params(), "interval_s": interval_s})
+        rows = await cur.fetchall()
+    return [
+        {
+            "start": r["start"].isoformat(),
+            "jobs": r["jobs"],
+            "by_status": {s: r[s] for s in ("pending", "running", "completed", "failed", "cancelled")},
+            "retried_jobs": r["retried"],
+            "ttft_s": _percentiles(r["ttft_s"], r["ttft_n"]),
+            "duration_s": _percentiles(r["duration_s"], r["duration_n"]),
+        }
+        for r in rows
+    ]

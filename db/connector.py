@@ -7,10 +7,12 @@ LISTEN connection) takes the plain form.
 
 from __future__ import annotations
 
+import asyncio
 import time
 import weakref
 from typing import Any, TypeAlias
 
+import psycopg
 from psycopg import AsyncConnection, AsyncCursor
 from psycopg.rows import DictRow, dict_row
 from psycopg_pool import AsyncConnectionPool
@@ -48,39 +50,80 @@ async def one_row(cursor: AsyncCursor[DictRow]) -> DictRow:
 # dropped unnoticed is checked. A connection that dies within this window fails
 # its query, which the callers retry (the writer) or recover from (the hub).
 CHECK_IDLE_AFTER_S = 1.0
-_returned_at: weakref.WeakKeyDictionary[Connection, float] = weakref.WeakKeyDictionary()
+
+# A check that gets no answer in this long (a server that stalls) counts as failed.
+CHECK_TIMEOUT_S = 2.0
 
 
-async def _note_returned(conn: Connection) -> None:
-    _returned_at[conn] = time.monotonic()
+class RecoveringPool(AsyncConnectionPool[Connection]):
+    """A fixed-size pool that drops every connection at once when one is found dead.
 
+    A connection found dead on checkout almost always means the server restarted
+    or failed over, which kills them all. psycopg_pool alone would hand out the
+    other dead ones one by one, sleeping longer between each (1, 2, 4, 8 s...),
+    so that a request after a short restart waits out the pool's timeout. Here
+    the first dead one drains the pool (idle connections closed, busy ones
+    replaced when returned) and new connections are opened at once.
+    """
 
-async def _check_if_idle(conn: Connection) -> None:
-    if time.monotonic() - _returned_at.get(conn, 0.0) >= CHECK_IDLE_AFTER_S:
-        await AsyncConnectionPool.check_connection(conn)
+    def __init__(self, conninfo: str, size: int, *, name: str, timeout: float, prepared_statements: bool):
+        self._returned_at: weakref.WeakKeyDictionary[Connection, float] = weakref.WeakKeyDictionary()
+        self._opened_at: weakref.WeakKeyDictionary[Connection, float] = weakref.WeakKeyDictionary()
+        self._last_drain = 0.0
+        kwargs: dict[str, Any] = {"row_factory": dict_row, "autocommit": True, "application_name": name}
+        if not prepared_statements:
+            kwargs["prepare_threshold"] = None
+        super().__init__(
+            conninfo,
+            connection_class=Connection,
+            min_size=size,
+            max_size=size,
+            kwargs=kwargs,
+            name=name,
+            open=False,
+            timeout=timeout,
+            configure=self._note_opened,
+            check=self._check_if_idle,
+            reset=self._note_returned,
+        )
+
+    async def _note_opened(self, conn: Connection) -> None:
+        self._opened_at[conn] = time.monotonic()
+
+    async def _note_returned(self, conn: Connection) -> None:
+        self._returned_at[conn] = time.monotonic()
+
+    async def _check_if_idle(self, conn: Connection) -> None:
+        if time.monotonic() - self._returned_at.get(conn, 0.0) < CHECK_IDLE_AFTER_S:
+            return
+        try:
+            await asyncio.wait_for(self.check_connection(conn), CHECK_TIMEOUT_S)
+        except (psycopg.Error, TimeoutError):
+            # Connections opened after the last drain are new enough: draining
+            # again for each of the old ones that concurrent requests hold would
+            # throw the new ones away too.
+            if self._opened_at.get(conn, 0.0) > self._last_drain:
+                self._last_drain = time.monotonic()
+                await self.drain()
+            raise
 
 
 async def open_pool(
-    database_url: str, size: int, *, name: str = "runstream", prepared_statements: bool = True
+    database_url: str,
+    size: int,
+    *,
+    name: str = "runstream",
+    timeout: float = 30.0,
+    prepared_statements: bool = True,
 ) -> Pool:
-    """A fixed-size pool: its connection count never depends on the load.
+    """A fixed-size pool: its connection count never depends on the load. A
+    checkout waits at most ``timeout`` s, then raises ``PoolTimeout`` (an
+    ``OperationalError``: the API answers 503 ``database_unavailable``).
     Without ``prepared_statements`` nothing is prepared on the server (behind a
     pooler in transaction mode, where a statement prepared in one transaction
     is unknown to the server connection of the next)."""
-    kwargs: dict[str, Any] = {"row_factory": dict_row, "autocommit": True, "application_name": name}
-    if not prepared_statements:
-        kwargs["prepare_threshold"] = None
-    pool = AsyncConnectionPool(
-        plain_url(database_url),
-        connection_class=Connection,
-        min_size=size,
-        max_size=size,
-        kwargs=kwargs,
-        name=name,
-        open=False,
-        # A connection the server dropped (restart, failover) is replaced, not reused.
-        check=_check_if_idle,
-        reset=_note_returned,
+    pool = RecoveringPool(
+        plain_url(database_url), size, name=name, timeout=timeout, prepared_statements=prepared_statements
     )
     await pool.open(wait=True, timeout=30)
     return pool

@@ -67,9 +67,23 @@ def cmd_worker(args: argparse.Namespace) -> None:
         get_registry()
     except RegistryError as exc:
         sys.exit(f"runstream: RUNSTREAM_AGENTS: {exc}")
-    from runstream.tasks.celery_app import celery_app
+    from celery.bin.celery import celery as celery_command
 
-    celery_app.worker_main(["worker", "--loglevel=INFO", f"--pool={args.pool}", *args.celery_args])
+    # As `celery -A ... worker`, which exits with the worker's exit code: a worker
+    # that stops on an unrecoverable error must exit non-zero, so that its supervisor
+    # (systemd, Kubernetes, compose) starts it again. (celery_app.worker_main drops
+    # that code and returns normally.)
+    celery_command.main(
+        [
+            "-A",
+            "runstream.tasks.celery_app:celery_app",
+            "worker",
+            "--loglevel=INFO",
+            f"--pool={args.pool}",
+            *args.celery_args,
+        ],
+        prog_name="runstream",
+    )
 
 
 def cmd_dev(args: argparse.Namespace) -> None:
@@ -134,6 +148,26 @@ def cmd_bench(args: argparse.Namespace) -> None:
     )
 
 
+def cmd_soak(args: argparse.Namespace) -> None:
+    from pathlib import Path
+
+    from runstream.bench.soak import SoakOptions
+    from runstream.bench.soak import main as soak_main
+
+    sys.exit(
+        soak_main(
+            SoakOptions(
+                seed=args.seed,
+                jobs=args.jobs,
+                duration_s=args.duration,
+                apis=args.apis,
+                workers=args.workers,
+                log_dir=Path(args.log_dir) if args.log_dir else None,
+            )
+        )
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="runstream", description=__doc__)
     parser.add_argument("--version", action="version", version=f"runstream {__version__}")
@@ -165,6 +199,17 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--json", default="bench-results.json", metavar="PATH", help="where the results go")
     bench.add_argument("--plot", metavar="PATH", help="also draw the results as a PNG chart")
     bench.set_defaults(func=cmd_bench)
+
+    soak = commands.add_parser(
+        "soak", help="seeded chaos soak on private Postgres and Redis: kills, restarts, freezes; checks every job"
+    )
+    soak.add_argument("--seed", type=int, default=1)
+    soak.add_argument("--jobs", type=int, default=60)
+    soak.add_argument("--duration", type=float, default=75.0, help="seconds of fault injection")
+    soak.add_argument("--apis", type=int, default=2)
+    soak.add_argument("--workers", type=int, default=2)
+    soak.add_argument("--log-dir", metavar="PATH", help="where the processes' logs go (default: a temporary folder)")
+    soak.set_defaults(func=cmd_soak)
 
     stats = commands.add_parser("stats", help="print the analytics summary (as GET /api/analytics/summary)")
     stats.add_argument("--since", type=parse_duration, help="jobs created at most this long ago (e.g. 24h)")

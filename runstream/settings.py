@@ -17,6 +17,7 @@ from typing import Literal
 from pydantic import (
     AliasChoices,
     Field,
+    PositiveFloat,
     PositiveInt,
     SecretStr,
     ValidationError,
@@ -151,11 +152,14 @@ class Settings(BaseSettings):
     job_rate_window_s: int = 60
     max_active_jobs: int = 1000
     keepalive_s: float = 15.0
-    # Connections in the API's query pool. Fixed: it never grows with open streams.
     # On SIGTERM, how long open streams may run on to their terminal events
     # before they are cut (uncleanly, so clients resume): api/server.py.
     shutdown_grace_s: float = Field(default=30.0, ge=0)
+    # Connections in the API's query pool. Fixed: it never grows with open streams.
     api_db_pool_size: int = 8
+    # How long a request waits for a database connection before it answers 503
+    # database_unavailable (Postgres down or restarting).
+    api_db_wait_s: float = Field(default=5.0, gt=0)
     # Rows per read when a stream replays or catches up.
     replay_page_size: int = 1000
     # How long a publish to the broker may take before the API gives up (the
@@ -202,6 +206,10 @@ class Settings(BaseSettings):
     # which the claim guard turns away while the first one's heartbeat is alive.
     redis_visibility_timeout_s: int = 300
     run_timeout_s: float = 600.0
+    # A run paused for a person (a tool needing confirmation, input or external
+    # execution) that nobody answers within this long fails with the error
+    # "pause timed out" (the reaper ends it). Time paused is not run time.
+    pause_timeout_s: PositiveFloat = 86400.0
 
     # Earlier runs of its session the agent sees as context (0: none).
     history_runs: int = 20

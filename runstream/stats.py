@@ -53,7 +53,12 @@ def render(scope: Scope, result: dict[str, Any], console: Console) -> None:
     timings = Table(title="timings (seconds)")
     for name, justify in (("measure", "left"), ("jobs", "right"), ("p50", "right"), ("p95", "right")):
         timings.add_column(name, justify=justify)  # type: ignore[arg-type]
-    for label, key in (("queue wait", "queue_wait_s"), ("time to first token", "ttft_s"), ("duration", "duration_s")):
+    for label, key in (
+        ("queue wait", "queue_wait_s"),
+        ("time to first token", "ttft_s"),
+        ("duration", "duration_s"),
+        ("paused for a person", "paused_s"),
+    ):
         figures = result[key]
         timings.add_row(label, str(figures["count"]), _seconds(figures["p50"]), _seconds(figures["p95"]))
     console.print(timings)

@@ -23,6 +23,11 @@ agent) is a *member* run: its activity goes out as ``member_*`` payloads, which
 recipe clients ignore. When the top run streamed no text (a workflow, a team
 that routes, a model that does not stream) its final content is sent as one
 ``text_delta``. Bookkeeping events (model requests, hooks, memory) map to nothing.
+
+A top run that pauses for a person (a tool needing confirmation, input or
+external execution) ends the stream with a ``Pause`` (tasks.pauses) instead of
+a terminal payload; ``run_payloads(..., resume=<the paused run>)`` continues it
+under the same run id.
 """
 
 from __future__ import annotations
@@ -41,6 +46,8 @@ from agno.run import workflow as workflow_run
 from agno.team import Team
 from agno.workflow import Workflow
 from pydantic import BaseModel
+
+from runstream.tasks.pauses import Pause, pause_of
 
 Payload = dict[str, Any]
 Runnable = Agent | Team | Workflow
@@ -222,20 +229,34 @@ def final_status(payload: Payload) -> str:
     return "failed" if payload["type"] == "error" else payload["status"]
 
 
-async def run_payloads(runnable: Runnable, input: Any, **run_options: Any) -> AsyncIterator[Payload]:
+PAUSED_OUTPUTS = (agent_run.RunOutput, team_run.TeamRunOutput)
+
+
+async def run_payloads(
+    runnable: Runnable, input: Any, *, resume: Any = None, **run_options: Any
+) -> AsyncIterator[Payload | Pause]:
     """Run the agent, team or workflow and yield its payloads; the last one is
-    always terminal (``done``/completed when the stream ends without an error)."""
-    run_id = str(uuid.uuid4())
+    always terminal (``done``/completed when the stream ends without an error),
+    or a ``Pause`` when the run waits for a person. ``resume``: a paused run
+    (answered, see tasks.pauses) to continue instead of starting one."""
+    run_id = resume.run_id if resume is not None else str(uuid.uuid4())
     translator = Translator(run_id)
+    # The run's own output comes last (an agent's or team's): a paused one is kept.
+    keep_output: dict[str, Any] = {} if isinstance(runnable, Workflow) else {"yield_run_output": True}
+    started = (
+        runnable.acontinue_run(run_response=resume, stream=True, stream_events=True, **keep_output, **run_options)
+        if resume is not None
+        else runnable.arun(input, stream=True, stream_events=True, run_id=run_id, **keep_output, **run_options)
+    )
     # aclosing: leaving early (terminal payload, cancel) closes Agno's generator
     # now, so its cleanup runs in this task rather than whenever it is collected.
     # Agno declares an AsyncIterator; what it returns is an async generator, which has aclose().
-    stream = cast(
-        AsyncGenerator[Any, None],
-        runnable.arun(input, stream=True, stream_events=True, run_id=run_id, **run_options),
-    )
+    stream = cast(AsyncGenerator[Any, None], started)
     async with aclosing(stream) as events:
         async for event in events:
+            if isinstance(event, PAUSED_OUTPUTS) and event.run_id == run_id and event.is_paused:
+                yield pause_of(event)
+                return
             for payload in translator.payloads(event):
                 yield payload
                 if is_terminal(payload):

@@ -6,8 +6,13 @@ write the events, end the job.
                                       ├─ transient model error ──▶ release (pending) → Celery retries
                                       ├─ worker shutting down ──▶ release (pending) → dispatched at once
                                       ├─ cancel requested ──▶ done/cancelled
+                                      ├─ a tool needs a person ──▶ input_required, paused (run kept on the row)
                                       ├─ time limit ──▶ error "run exceeded time limit"
                                       └─ fenced (taken over) ──▶ stop, write nothing more
+
+A paused job that was answered (POST /api/jobs/{id}/continue) comes back as
+pending with its answers: the attempt that claims it rebuilds the paused run
+from the row and continues it instead of starting the agent afresh.
 """
 
 from __future__ import annotations
@@ -31,8 +36,11 @@ from runstream.db.jobs import (
     TERMINAL_STATUSES,
     Claim,
     after_jobs_ended,
+    cancel_job,
     claim_job,
+    paused_run,
     release_job,
+    save_paused_run,
     set_job_output,
 )
 from runstream.db.sessions import turns_before
@@ -49,6 +57,7 @@ from runstream.tasks.agent_events import (
 )
 from runstream.tasks.event_writer import EventWriter, WriterError
 from runstream.tasks.model_errors import PermanentModelError, is_transient
+from runstream.tasks.pauses import Pause, answer_run, restore_run
 from runstream.tasks.registry import AgentBuildError, AgentContext, RegisteredAgent, models_of
 from runstream.tasks.supervisor import RunHandle
 
@@ -101,6 +110,8 @@ class PreparedRun:
     runnable: Runnable
     input: Any
     options: dict[str, Any]
+    # A paused run, answered, to continue instead of starting one.
+    resume: Any = None
 
 
 async def prepare_run(
@@ -175,8 +186,10 @@ async def run_job(runtime: Runtime, job_id: uuid.UUID, *, worker: str) -> RunOut
     finally:
         runtime.supervisor.unregister(handle)
         runtime.writer.close(claim.id, attempt=claim.attempt)
-    if outcome.status in TERMINAL_STATUSES and (claim.job["session_id"] or claim.job["webhook_url"]):
-        # The next run of the session (promoted by the job's end), the webhook.
+    if (outcome.status in TERMINAL_STATUSES or outcome.status == "paused") and (
+        claim.job["session_id"] or claim.job["webhook_url"]
+    ):
+        # The next run of the session (promoted by the job's end), the webhook (a pause has one too).
         await runtime.reaper.send_followups(await after_jobs_ended(runtime.pool, [claim.id]))
     log.info(
         "job %s: %s (attempt %d)", job_id, outcome.status, claim.attempt,
@@ -187,18 +200,21 @@ async def run_job(runtime: Runtime, job_id: uuid.UUID, *, worker: str) -> RunOut
 
 async def _run_attempt(runtime: Runtime, claim: Claim, handle: RunHandle) -> RunOutcome:
     writer = runtime.writer
-    if claim.attempt > 1:
+    # The first attempt of a run, or of a paused run's continuation, is no retry.
+    if claim.attempt - claim.job["attempt_base"] > 1:
         await writer.emit(claim.id, retry_payload(claim))
     history = await session_context(runtime, claim.job)
     try:
         run = await prepare_run(claim.job, runtime.settings, runtime.registry, history)
+        if claim.job["answers"] is not None:
+            run = await _continuation(runtime, claim, run)
     except (AgentBuildError, PermanentModelError) as exc:
         log.warning("job %s: %s", claim.id, exc)
         return await _end(writer, claim, error_payload(redact_secrets(str(exc))))
 
     runner = asyncio.get_running_loop().create_task(_stream(run, claim, writer, runtime.pool))
     handle.attach(runner)
-    terminal: Payload | None
+    terminal: Payload | Pause | None
     try:
         terminal = await runner
     except asyncio.CancelledError:
@@ -210,24 +226,37 @@ async def _run_attempt(runtime: Runtime, claim: Claim, handle: RunHandle) -> Run
     if terminal is None:
         assert handle.stop_reason is not None
         if handle.stop_reason == "shutdown":
-            return await _release(runtime, claim, SHUTDOWN_ERROR, countdown=0.0)
+            return await _release(runtime, claim, SHUTDOWN_ERROR, countdown=0.0, handback=True)
         if handle.stop_reason not in STOPPED:
             return RunOutcome(handle.stop_reason, claim.attempt)  # fenced or lost: not ours to end
         return await _end(writer, claim, STOPPED[handle.stop_reason])
+    if isinstance(terminal, Pause):
+        return await _pause(runtime, claim, terminal)
 
     failure = model_failure(run.runnable)
     if terminal["type"] == "error" and failure is not None and is_transient(failure):
-        if claim.attempt < runtime.settings.max_attempts:
+        if claim.counted_attempts < runtime.settings.max_attempts:
             countdown = retry_countdown(claim.attempt, runtime.settings)
             return await _release(runtime, claim, terminal["message"], countdown=countdown)
         log.info("job %s: transient failure on the last attempt (%d): %s", claim.id, claim.attempt, failure)
     return await _end(writer, claim, terminal)
 
 
-async def _stream(run: PreparedRun, claim: Claim, writer: EventWriter, pool: Pool) -> Payload:
-    """Write the run's payloads as they come; return the terminal one (not yet written)."""
-    async for payload in run_payloads(run.runnable, run.input, **run.options):
-        if is_terminal(payload):
+async def _continuation(runtime: Runtime, claim: Claim, run: PreparedRun) -> PreparedRun:
+    """The attempt continues the job's paused run with the person's answers."""
+    stored = await paused_run(runtime.pool, claim.id)
+    if stored is None:
+        raise AgentBuildError("the paused run was not kept; it cannot be continued")
+    resume = restore_run(run.runnable, stored)
+    answer_run(resume, claim.job["answers"])
+    return PreparedRun(run.runnable, None, run.options, resume)
+
+
+async def _stream(run: PreparedRun, claim: Claim, writer: EventWriter, pool: Pool) -> Payload | Pause:
+    """Write the run's payloads as they come; return the terminal one (not yet
+    written), or the run's Pause."""
+    async for payload in run_payloads(run.runnable, run.input, resume=run.resume, **run.options):
+        if isinstance(payload, Pause) or is_terminal(payload):
             return payload
         await writer.emit(claim.id, payload)
         if payload["type"] == "output":
@@ -243,11 +272,33 @@ async def _end(writer: EventWriter, claim: Claim, terminal: Payload) -> RunOutco
     return RunOutcome(status if result.applied else "fenced", claim.attempt)
 
 
-async def _release(runtime: Runtime, claim: Claim, message: str, *, countdown: float) -> RunOutcome:
+async def _pause(runtime: Runtime, claim: Claim, pause: Pause) -> RunOutcome:
+    """Keep the paused run on the job row, then append ``input_required`` with
+    everything buffered before it and move the job to paused in one transaction.
+    The attempt ends here: the worker slot is free while a person decides."""
+    kept = await save_paused_run(
+        runtime.pool, claim.id, attempt=claim.attempt, paused_run=pause.run,
+        requirements=pause.payload["requirements"],
+    )
+    if not kept:
+        return RunOutcome("fenced", claim.attempt)
+    result = await runtime.writer.finish(claim.id, pause.payload, status="paused")
+    if not result.applied:
+        return RunOutcome("fenced", claim.attempt)
+    if result.cancel_requested:
+        # Asked to stop while it ran: it ends now, as a paused job's cancel does.
+        return RunOutcome(await cancel_job(runtime.pool, claim.id, claim.job["tenant"]) or "fenced", claim.attempt)
+    return RunOutcome("paused", claim.attempt)
+
+
+async def _release(
+    runtime: Runtime, claim: Claim, message: str, *, countdown: float, handback: bool = False
+) -> RunOutcome:
     """Hand the job back for another attempt in ``countdown`` seconds, keeping what
-    this one wrote (the next attempt's ``retry`` event tells readers to discard it)."""
+    this one wrote (the next attempt's ``retry`` event tells readers to discard it).
+    ``handback``: the worker is shutting down, this attempt did not fail."""
     await runtime.writer.drain(claim.id)
     released = await release_job(
-        runtime.pool, claim.id, attempt=claim.attempt, error=message, delay_s=countdown
+        runtime.pool, claim.id, attempt=claim.attempt, error=message, delay_s=countdown, handback=handback
     )
     return RunOutcome("released" if released else "fenced", claim.attempt, countdown)

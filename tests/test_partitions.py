@@ -37,7 +37,7 @@ from tests.conftest import create_database, drop_database
 
 ASYNC = pytest.mark.asyncio(loop_scope="session")
 NOW = datetime.now(UTC)
-BEFORE_PARTITIONS = "0007_job_agent"
+BEFORE_PARTITIONS = "0010_handbacks"
 
 
 def insert_job(conn: psycopg.Connection, job_id: uuid.UUID, status: str, finished_at: datetime | None,

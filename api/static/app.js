@@ -20,7 +20,7 @@
   };
   const TERMINAL = new Set(["completed", "failed", "cancelled"]);
   const STATUS_LABEL = {
-    idle: "idle", pending: "queued", running: "running",
+    idle: "idle", pending: "queued", running: "running", paused: "waiting for you",
     completed: "completed", failed: "failed", cancelled: "cancelled",
   };
 
@@ -233,6 +233,17 @@
       case "output":
         v.items.push(note("output", "Structured output", JSON.stringify(ev.content, null, 2), true));
         break;
+      // Human in the loop: the run waits for answers (POST /jobs/{id}/continue).
+      case "input_required":
+        v.items.push({ kind: "request", eventId: id, requirements: ev.requirements ?? [], answers: null });
+        v.status = "paused";
+        break;
+      case "input_received": {
+        const open = v.items.filter((it) => it.kind === "request" && it.answers === null).pop();
+        if (open) open.answers = ev.answers ?? [];
+        v.status = "running";
+        break;
+      }
       case "retry":
         // A new attempt starts from scratch: what the failed one produced is discarded.
         v.items = [];
@@ -600,13 +611,19 @@
     items.forEach((item, i) => {
       let node = box.children[i];
       if (!node || node.dataset.kind !== item.kind) {
-        const fresh = item.kind === "reasoning" ? reasoningNode() : item.kind === "note" ? noteNode() : toolNode();
+        const fresh =
+          item.kind === "reasoning" ? reasoningNode()
+          : item.kind === "note" ? noteNode()
+          : item.kind === "request" ? requestNode(item)
+          : toolNode();
         if (node) box.replaceChild(fresh, node);
         else box.append(fresh);
         node = fresh;
       }
       if (item.kind === "reasoning") {
         node.querySelector(".reasoning-text").textContent = item.text;
+      } else if (item.kind === "request") {
+        updateRequest(node, item);
       } else if (item.kind === "note") {
         node.dataset.note = item.role;
         node.dataset.state = item.done ? "done" : "running";
@@ -675,6 +692,134 @@
     const result = node.querySelector("[data-role=tool-result]");
     result.hidden = !done;
     result.textContent = done ? prettyJson(item.output) : "";
+  }
+
+  // A paused run's requirements: Approve / Reject for a confirmation, a form for
+  // user input, a result box for an external execution. The answers go out
+  // together once every requirement has one.
+  const KIND_LABEL = {
+    confirmation: "Needs your approval",
+    user_input: "Needs your input",
+    external_execution: "Needs a result from you",
+  };
+
+  function requestNode(item) {
+    const box = document.createElement("section");
+    box.className = "request";
+    box.dataset.kind = "request";
+    box.dataset.role = "input-request";
+    box.dataset.eventId = String(item.eventId);
+    const chosen = {}; // requirement id → answer, until all are given
+    for (const req of item.requirements) {
+      const part = document.createElement("div");
+      part.className = "requirement";
+      part.dataset.role = "requirement";
+      part.dataset.requirementId = req.id;
+      part.dataset.requirementKind = req.kind;
+      const head = document.createElement("div");
+      head.className = "requirement-head";
+      head.textContent = `${KIND_LABEL[req.kind] ?? "Needs you"}: ${req.tool_name ?? "tool"}`;
+      const args = document.createElement("pre");
+      args.className = "tool-args";
+      args.textContent = JSON.stringify(req.tool_args ?? {}, null, 2);
+      const controls = document.createElement("div");
+      controls.className = "requirement-controls";
+      const give = (answer) => {
+        chosen[req.id] = { id: req.id, ...answer };
+        part.dataset.state = "chosen";
+        if (item.requirements.every((r) => chosen[r.id])) answerRun(box, item, Object.values(chosen));
+      };
+      if (req.kind === "confirmation") {
+        const noteInput = input("note", "Note (optional)");
+        const approve = button("Approve", "approve", () => give({ confirmed: true }));
+        const reject = button("Reject", "reject", () => give({ confirmed: false, note: noteInput.value || null }));
+        controls.append(approve, reject, noteInput);
+      } else if (req.kind === "user_input") {
+        const inputs = (req.fields ?? []).map((f) => {
+          const field = input(`field-${f.name}`, f.description ? `${f.name}: ${f.description}` : f.name);
+          field.dataset.field = f.name;
+          field.dataset.type = f.type;
+          return field;
+        });
+        const submit = button("Send", "send-input", () => {
+          const values = {};
+          for (const field of inputs) values[field.dataset.field] = typed(field.value, field.dataset.type);
+          give({ values });
+        });
+        controls.append(...inputs, submit);
+      } else {
+        const result = document.createElement("textarea");
+        result.dataset.role = "external-result";
+        result.placeholder = "What came of it";
+        const submit = button("Send result", "send-result", () => give({ result: result.value }));
+        controls.append(result, submit);
+      }
+      const outcome = document.createElement("div");
+      outcome.className = "requirement-outcome";
+      outcome.dataset.role = "requirement-outcome";
+      part.append(head, args, controls, outcome);
+      box.append(part);
+    }
+    const error = document.createElement("div");
+    error.className = "request-error";
+    error.dataset.role = "request-error";
+    error.hidden = true;
+    box.append(error);
+    return box;
+  }
+
+  function input(role, placeholder) {
+    const field = document.createElement("input");
+    field.type = "text";
+    field.dataset.role = role;
+    field.placeholder = placeholder;
+    return field;
+  }
+
+  function button(label, role, onClick) {
+    const b = document.createElement("button");
+    b.type = "button";
+    b.textContent = label;
+    b.dataset.role = role;
+    b.addEventListener("click", onClick);
+    return b;
+  }
+
+  // A field's text as the JSON value its declared type takes.
+  function typed(text, type) {
+    if (type === "int") return Number.parseInt(text, 10);
+    if (type === "float") return Number.parseFloat(text);
+    if (type === "bool") return text === "true" || text === "yes";
+    return text;
+  }
+
+  async function answerRun(box, item, answers) {
+    const error = box.querySelector("[data-role=request-error]");
+    for (const b of box.querySelectorAll("button")) b.disabled = true;
+    try {
+      await api(`/jobs/${encodeURIComponent(view.jobId)}/continue`, { method: "POST", body: { answers } });
+      error.hidden = true;
+      // The stream, still open, brings input_received and the rest of the answer.
+    } catch (err) {
+      error.hidden = false;
+      error.textContent = `Could not send the answer: ${err.message}`;
+      for (const b of box.querySelectorAll("button")) b.disabled = false;
+      for (const part of box.querySelectorAll("[data-role=requirement]")) delete part.dataset.state;
+    }
+  }
+
+  function updateRequest(node, item) {
+    const answered = item.answers !== null;
+    node.dataset.state = answered ? "answered" : view?.ended ? "closed" : "waiting";
+    for (const part of node.querySelectorAll("[data-role=requirement]")) {
+      const answer = (item.answers ?? []).find((a) => a.id === part.dataset.requirementId);
+      part.querySelector(".requirement-controls").hidden = answered || !!view?.ended;
+      const outcome = part.querySelector("[data-role=requirement-outcome]");
+      outcome.textContent = !answer ? (view?.ended ? "Not answered." : "")
+        : answer.kind === "confirmation" ? (answer.confirmed ? "Approved" : `Rejected${answer.note ? `: ${answer.note}` : ""}`)
+        : answer.kind === "user_input" ? `Answered: ${JSON.stringify(answer.values)}`
+        : `Result: ${answer.result}`;
+    }
   }
 
   function prettyJson(text) {

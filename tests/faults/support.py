@@ -2,17 +2,14 @@
 
 The machine's own Postgres, Redis and RabbitMQ are shared with other test runs:
 a test that stops or restarts a service starts its own instance on a free port
-(``ThrowawayPostgres``, ``ThrowawayRedis``) and breaks that one.
+(``ThrowawayPostgres``, ``ThrowawayRedis``, from runstream.bench.private_services)
+and breaks that one.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
-import os
-import shutil
-import subprocess
-import tempfile
 import time
 import uuid
 from collections.abc import Callable, Iterable
@@ -24,10 +21,8 @@ import httpx
 import psycopg
 
 from tests.conftest import service_environment
-from tests.support.processes import ServiceProcess, free_port
+from tests.support.processes import ServiceProcess
 from tests.support.sse import complete_body, frames
-
-PG_BIN = Path("/usr/lib/postgresql/15/bin")
 
 # Recovery settings short enough for tests, the same in every fault test's
 # processes: a dead run is noticed within about 2 s, a lost message within 3 s.
@@ -91,98 +86,6 @@ async def await_condition(condition: Callable[[], Any], timeout: float, what: st
 
 
 # --- throwaway services ----------------------------------------------------------------
-
-
-def _as_postgres(args: list[str]) -> list[str]:
-    # Postgres refuses to run as root.
-    return ["runuser", "-u", "postgres", "--", *args] if os.geteuid() == 0 else args
-
-
-class ThrowawayPostgres:
-    """A Postgres cluster of the test's own, on a free port, that it may stop and restart."""
-
-    def __init__(self) -> None:
-        self.dir = Path(tempfile.mkdtemp(prefix="rs-fault-pg-"))
-        self.data = self.dir / "data"
-        self.port = free_port()
-        if os.geteuid() == 0:
-            shutil.chown(self.dir, "postgres", "postgres")
-        subprocess.run(
-            _as_postgres([str(PG_BIN / "initdb"), "-D", str(self.data), "-U", "postgres", "-A", "trust"]),
-            check=True, capture_output=True,
-        )
-
-    @property
-    def admin_url(self) -> str:
-        return f"postgresql://postgres@127.0.0.1:{self.port}/postgres"
-
-    def url(self, database: str) -> str:
-        return f"postgresql://postgres@127.0.0.1:{self.port}/{database}"
-
-    def start(self) -> None:
-        options = f"-p {self.port} -k {self.dir} -c listen_addresses=127.0.0.1 -c fsync=off"
-        subprocess.run(
-            _as_postgres([str(PG_BIN / "pg_ctl"), "-D", str(self.data), "-o", options, "-l",
-                          str(self.dir / "postgres.log"), "-w", "start"]),
-            check=True, capture_output=True,
-        )
-
-    def stop(self, mode: str = "fast") -> None:
-        """``immediate`` is a crash: no checkpoint, every connection cut."""
-        subprocess.run(
-            _as_postgres([str(PG_BIN / "pg_ctl"), "-D", str(self.data), "-m", mode, "-w", "stop"]),
-            check=True, capture_output=True,
-        )
-
-    def create_database(self, name: str) -> str:
-        with psycopg.connect(self.admin_url, autocommit=True) as conn:
-            conn.execute(f'CREATE DATABASE "{name}"')
-        return self.url(name)
-
-    def remove(self) -> None:
-        subprocess.run(
-            _as_postgres([str(PG_BIN / "pg_ctl"), "-D", str(self.data), "-m", "immediate", "stop"]),
-            capture_output=True, check=False,
-        )
-        shutil.rmtree(self.dir, ignore_errors=True)
-
-
-class ThrowawayRedis:
-    """A Redis of the test's own that keeps nothing on disk: stopped, it forgets every message."""
-
-    def __init__(self) -> None:
-        self.dir = Path(tempfile.mkdtemp(prefix="rs-fault-redis-"))
-        self.port = free_port()
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    @property
-    def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
-
-    def start(self) -> None:
-        self.proc = subprocess.Popen(
-            ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-             "--dir", str(self.dir)],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        )
-        wait(self._answers, 10, "throwaway redis up")
-
-    def _answers(self) -> bool:
-        import redis
-
-        try:
-            return bool(redis.Redis.from_url(self.url, socket_timeout=0.5).ping())
-        except redis.RedisError:
-            return False
-
-    def kill(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait(10)
-
-    def remove(self) -> None:
-        self.kill()
-        shutil.rmtree(self.dir, ignore_errors=True)
 
 
 # --- what a job left behind ------------------------------------------------------------------

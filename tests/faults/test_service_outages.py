@@ -10,11 +10,10 @@ import httpx
 import psycopg
 import pytest
 
+from runstream.bench.private_services import ThrowawayPostgres, ThrowawayRedis
 from runstream.db.migrate import upgrade_to_head
 from tests.conftest import create_database, drop_database
 from tests.faults.support import (
-    ThrowawayPostgres,
-    ThrowawayRedis,
     await_condition,
     fault_env,
     follow,
@@ -124,3 +123,59 @@ async def test_broker_stopped_with_jobs_queued_then_started_empty(tmp_path, log_
                 process.kill()
         broker.remove()
         drop_database(database_url)
+
+
+async def test_api_requests_after_a_postgres_restart_are_served_at_once_and_503_while_it_is_down(tmp_path, log_dir):
+    postgres = ThrowawayPostgres()
+    postgres.start()
+    api = None
+    try:
+        database_url = postgres.create_database("runstream")
+        upgrade_to_head(database_url)
+        # No worker: the job stays pending, which is all a status request needs.
+        env = fault_env(database_url, services.redis_url, tmp_path, RUNSTREAM_API_DB_WAIT_S="2")
+        api = start_api(env, log_dir, "pg-recovery-api")
+        async with httpx.AsyncClient(base_url=api.url, timeout=60) as client:
+            job_id = await submit(client, "status me")
+            # Every pooled connection busy at once, then idle long enough to be checked.
+            await asyncio.gather(*[client.get(f"/api/jobs/{job_id}") for _ in range(16)])
+            await asyncio.sleep(1.5)
+
+            async def timed_status() -> tuple[httpx.Response, float]:
+                started = time.monotonic()
+                response = await client.get(f"/api/jobs/{job_id}")
+                return response, time.monotonic() - started
+
+            await asyncio.to_thread(postgres.stop, "immediate")
+            await asyncio.sleep(1.0)
+            await asyncio.to_thread(postgres.start)
+            # Postgres is back: the dead connections are dropped together and the
+            # first request is served by a new one, not after walking them all.
+            response, took = await timed_status()
+            assert response.status_code == 200, response.text
+            assert took < 10, f"the first request after a restart took {took:.1f}s"
+
+            # While it is down: a 503 within the bounded wait, then service once it is back.
+            await asyncio.sleep(1.5)
+            await asyncio.to_thread(postgres.stop, "immediate")
+            response, took = await timed_status()
+            assert response.status_code == 503, response.text
+            assert response.json()["error"]["code"] == "database_unavailable"
+            assert response.headers["Retry-After"] == "1"
+            assert took < 10, f"a request during the outage took {took:.1f}s"
+            await asyncio.to_thread(postgres.start)
+            statuses = []
+            for _ in range(10):
+                response, took = await timed_status()
+                assert took < 10, f"a request after the outage took {took:.1f}s"
+                statuses.append(response.status_code)
+                if response.status_code == 200:
+                    break
+                assert response.status_code == 503, response.text
+                await asyncio.sleep(1)
+            assert statuses[-1] == 200, statuses
+            assert response.json()["status"] == "pending"
+    finally:
+        if api is not None:
+            api.kill()
+        postgres.remove()
