@@ -1,6 +1,6 @@
 """job_events partitioned by job id ranges (monthly, through UUIDv7 job ids)
 
-Revision ID: 0007_partitioned_events
+Revision ID: 0011_partitioned_events
 Revises: 0010_handbacks
 Create Date: 2026-12-04
 
@@ -23,7 +23,7 @@ from alembic import op
 
 from runstream.db.partitions import MONTHS_AHEAD, creation_statements, months_ahead
 
-revision = "0007_partitioned_events"
+revision = "0011_partitioned_events"
 down_revision = "0010_handbacks"
 branch_labels = None
 depends_on = None
