@@ -22,7 +22,18 @@ from starlette.responses import FileResponse
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
-from runstream.api import agents, analytics, continuation, deltakit, events, history, jobs, operations, transitions, webhooks
+from runstream.api import (
+    agents,
+    analytics,
+    continuation,
+    deltakit,
+    events,
+    history,
+    jobs,
+    operations,
+    transitions,
+    webhooks,
+)
 from runstream.api.dispatch import Dispatcher
 from runstream.api.errors import EXCEPTION_HANDLERS
 from runstream.api.hub import EventHub
@@ -90,7 +101,13 @@ def create_app(settings: Settings | None = None) -> Starlette:
         # Named after the process, so each API process's connections can be told
         # apart in pg_stat_activity.
         name = f"runstream-api-{os.getpid()}"
-        pool = await open_pool(database_url, settings.api_db_pool_size, name=name, timeout=settings.api_db_wait_s)
+        pool = await open_pool(
+            database_url,
+            settings.api_db_pool_size,
+            name=name,
+            timeout=settings.api_db_wait_s,
+            prepared_statements=settings.prepared_statements,
+        )
         hub = EventHub(settings, pool, application_name=f"{name}-listen")
         dispatcher = Dispatcher(settings)
         app.state.settings = settings

@@ -20,8 +20,20 @@ while catching up, the feed while live. A live subscriber whose client is slow
 and whose buffer would outgrow ``stream_buffer_rows`` turns back into a catching-up
 one; it reads from where its buffer ends, so the buffer bounds memory.
 
-Connections: the hub holds one asyncpg connection for LISTEN; every read goes
+Connections: the hub holds one asyncpg connection for LISTEN
+(``RUNSTREAM_LISTEN_DATABASE_URL``, else ``DATABASE_URL``); every read goes
 through the API's fixed pool. Neither depends on the number of open streams.
+
+Where no session of its own can be had (behind a pooler in transaction mode,
+with no direct route to Postgres), ``RUNSTREAM_LIVE_UPDATES=poll`` replaces the
+LISTEN connection with a poll: every ``poll_interval_s`` each job that has live
+streams is woken, and every transitions stream; the one reader reads the jobs
+all in one query, from each feed's oldest position, exactly as after a NOTIFY
+that carried no rows. The guarantees do not rest on NOTIFYs but on the reads:
+a job's seqs commit in order (its row lock), so reading ``seq > position``
+never skips a row that commits later, and positions only move forward, so
+nothing is sent twice. The cost is latency (up to one interval more) and one
+query per interval.
 
 Per-event cost is what limits how many streams one process can feed, so the
 work per (stream, event) is kept to a wake-up and a write: rows are encoded to
@@ -217,7 +229,9 @@ class JobFeed:
 class EventHub:
     def __init__(self, settings: Settings, pool: Pool, application_name: str):
         assert settings.database_url
-        self.database_url = plain_url(settings.database_url)
+        self.database_url = plain_url(settings.listen_database_url or settings.database_url)
+        self.polling = settings.live_updates == "poll"
+        self.poll_s = settings.poll_interval_s
         self.pool = pool
         self.application_name = application_name
         self.page_size = settings.replay_page_size
@@ -240,7 +254,12 @@ class EventHub:
         self.transition_watchers: dict[str, set[asyncio.Event]] = {}
 
     async def start(self) -> None:
-        self._listener = asyncio.create_task(self._listen_forever(), name="runstream-listen")
+        if self.polling:
+            # Live updates come from the pool's reads: ready as the database is.
+            self.listening = True
+            self._listener = asyncio.create_task(self._poll_forever(), name="runstream-poll")
+        else:
+            self._listener = asyncio.create_task(self._listen_forever(), name="runstream-listen")
         self._ticker = asyncio.create_task(self._keep_alive_forever(), name="runstream-keepalive")
 
     async def stop(self) -> None:
@@ -373,6 +392,11 @@ class EventHub:
         else:
             feed.offer(event_frames(rows), notification.last_seq)
 
+    async def _poll_forever(self) -> None:
+        while True:
+            await asyncio.sleep(self.poll_s)
+            self.wake_all()
+
     async def _listen_forever(self) -> None:
         delay = BACKOFF_MIN_S
         while True:
@@ -381,6 +405,8 @@ class EventHub:
                     self.database_url,
                     timeout=CONNECT_TIMEOUT_S,
                     server_settings={"application_name": self.application_name},
+                    # Nothing prepared: the URL may lead through a pooler.
+                    statement_cache_size=0,
                 )
             except LISTEN_ERRORS as exc:
                 log.warning("LISTEN connection failed (%r); retrying in %.1fs", exc, delay)

@@ -27,6 +27,10 @@ class Profile:
     replay_events: int
     # job start: measured jobs per broker (after a few unmeasured warm-up ones)
     job_starts: int
+    # retention: events of one month's partition (dropped), and events deleted
+    # the batched way (outside partitions) for the comparison
+    retention_events: int
+    retention_batched_events: int
     delivery_rate: float = 50.0
     fanout_rate: float = 10.0
 
@@ -41,6 +45,8 @@ QUICK = Profile(
     fanout_events=20,
     replay_events=100_000,
     job_starts=8,
+    retention_events=200_000,
+    retention_batched_events=20_000,
 )
 FULL = Profile(
     name="full",
@@ -48,10 +54,12 @@ FULL = Profile(
     delivery_seconds=10.0,
     ingest_jobs=(1, 8, 64, 256),
     ingest_seconds=6.0,
-    fanout_subscribers=(100, 1000, 2000, 5000),
+    fanout_subscribers=(100, 1000, 2000, 5000, 10000),
     fanout_events=100,
     replay_events=100_000,
     job_starts=100,
+    retention_events=10_000_000,
+    retention_batched_events=1_000_000,
 )
 
 

@@ -22,7 +22,7 @@ import uvloop
 
 from runstream.bench import report
 from runstream.bench.context import FULL, QUICK, Bench, Profile
-from runstream.bench.scenarios import delivery, fanout, ingest, job_start, replay
+from runstream.bench.scenarios import delivery, fanout, ingest, job_start, replay, retention
 from runstream.bench.services import (
     NO_LIMITS,
     create_database,
@@ -32,7 +32,7 @@ from runstream.bench.services import (
 )
 from runstream.settings import Settings, child_environment
 
-SCENARIOS = (delivery, ingest, fanout, replay, job_start)
+SCENARIOS = (delivery, ingest, fanout, replay, job_start, retention)
 
 
 def _machine() -> str:

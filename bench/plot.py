@@ -30,8 +30,9 @@ def _bars(
 
 def plot(results: dict[str, Any], path: Path) -> None:
     data = _by_name(results)
-    fig, axes = plt.subplots(2, 3, figsize=(15, 8.5))
-    (delivery, ingest, fanout), (fan_mem, replay, start) = axes
+    fig, axes = plt.subplots(2, 4, figsize=(20, 8.5))
+    (delivery, ingest, fanout, retention), (fan_mem, replay, start, spare) = axes
+    spare.axis("off")
 
     rows = data["delivery"]
     labels = [f"{r['jobs']} job" + ("s" if r["jobs"] != 1 else "") for r in rows]
@@ -87,6 +88,12 @@ def plot(results: dict[str, Any], path: Path) -> None:
     _bars(start, [r["broker"] for r in rows], [r["runstream"]["p50_ms"] for r in rows],
           [r["baseline"]["p50_ms"] for r in rows], "in-memory")  # fmt: skip
     start.set_title("job start → first event p50, ms")
+
+    rows = data["retention"]
+    _bars(retention, [f"{r['events']:,} events" for r in rows], [r["runstream"]["seconds"] for r in rows],
+          [r["baseline"]["seconds_for_month_events"] for r in rows], "batched delete (extrapolated)")  # fmt: skip
+    retention.set_yscale("log")
+    retention.set_title("retention: a month of events, seconds, log scale")
 
     fig.suptitle(
         f"runstream bench ({results['mode']}): {results['machine']}", fontsize=9

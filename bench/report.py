@@ -36,11 +36,13 @@ def _rows(scenario: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
             "x p50",
             "all delivered",
             "durable floor p50/p95/p99 ms",
+            "web CPU us/delivery (mem)",
         ]
         rows = [
             [f"{r['jobs']} x {r['subscribers_per_job']}", _latencies(r["runstream"]), _latencies(r["baseline"]),
              _n(r["ratio"]["p50_ms"]), _n(r["runstream"]["all_delivered"]),
-             _latencies(r["floor"]) if "floor" in r else "-"]
+             _latencies(r["floor"]) if "floor" in r else "-",
+             f"{_n(r['runstream']['cpu_us_per_delivery'])} ({_n(r['baseline']['cpu_us_per_delivery'])})"]
             for r in results
         ]  # fmt: skip
     elif name == "ingest":
@@ -52,12 +54,13 @@ def _rows(scenario: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
         ]  # fmt: skip
     elif name == "fanout":
         head = ["subscribers", "runstream p50/p95/p99 ms", "in-memory p50/p95/p99 ms", "delivered",
-                "RSS/sub KB (mem)", "PG conns"]  # fmt: skip
+                "RSS/sub KB (mem)", "PG conns", "web CPU us/delivery (mem)"]  # fmt: skip
         rows = [
             [_n(r["subscribers"]), _latencies(r["runstream"]), _latencies(r["baseline"]),
              _n(r["runstream"]["delivered_fraction"]),
              f"{_n(r['runstream']['rss_per_subscriber_kb'])} ({_n(r['baseline']['rss_per_subscriber_kb'])})",
-             _n(r["runstream"]["postgres_connections"])]
+             _n(r["runstream"]["postgres_connections"]),
+             f"{_n(r['runstream']['cpu_us_per_delivery'])} ({_n(r['baseline']['cpu_us_per_delivery'])})"]
             for r in results
         ]  # fmt: skip
     elif name == "replay":
@@ -65,6 +68,15 @@ def _rows(scenario: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
         rows = [
             [_n(r["events"]), _n(r["runstream"]["events_per_s"]), _n(r["baseline"]["events_per_s"]),
              _n(r["ratio"]["events_per_s"])]
+            for r in results
+        ]  # fmt: skip
+    elif name == "retention":
+        head = ["events", "partition detach + drop s (detach)", "batched delete s (events)", "batched s for the month (extrapolated)",
+                "month's job rows s"]  # fmt: skip
+        rows = [
+            [_n(r["events"]), f"{_n(r['runstream']['seconds'])} ({_n(r['runstream']['detach_seconds'])})",
+             f"{_n(r['baseline']['seconds'])} ({_n(r['baseline']['events'])})",
+             _n(r["baseline"]["seconds_for_month_events"]), _n(r["runstream"]["job_rows_seconds"])]
             for r in results
         ]  # fmt: skip
     else:  # job_start

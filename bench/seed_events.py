@@ -32,6 +32,7 @@ from sqlalchemy.engine import make_url
 
 from runstream.db import queries
 from runstream.db.migrate import upgrade_to_head
+from runstream.db.partitions import partitions_of_rows
 
 SEED_JOBS = """
 INSERT INTO jobs (id, tenant, session_id, message, model, status, attempt, last_seq,
@@ -243,7 +244,12 @@ def record_plans(conn: psycopg.Connection[DictRow], now: datetime) -> list[str]:
         {"job_id": job_id, "after_seq": 10, "limit": 1000},
         out,
     )
-    cutoff = {"cutoff": now - timedelta(days=29)}
+    partitions = partitions_of_rows(conn.execute(queries.EVENT_PARTITIONS).fetchall())
+    cutoff = {
+        "cutoff": now - timedelta(days=29),
+        "lows": [p.low for p in partitions],
+        "highs": [p.high for p in partitions],
+    }
     explain(
         conn,
         "Retention: what a prune would delete",

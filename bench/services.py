@@ -124,6 +124,11 @@ class Service:
     def rss_bytes(self) -> int:
         return psutil.Process(self.pid).memory_info().rss
 
+    def cpu_seconds(self) -> float:
+        """User + system CPU the process has used so far."""
+        times = psutil.Process(self.pid).cpu_times()
+        return times.user + times.system
+
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import time
 import weakref
-from typing import TypeAlias
+from typing import Any, TypeAlias
 
 import psycopg
 from psycopg import AsyncConnection, AsyncCursor
@@ -66,16 +66,19 @@ class RecoveringPool(AsyncConnectionPool[Connection]):
     replaced when returned) and new connections are opened at once.
     """
 
-    def __init__(self, conninfo: str, size: int, *, name: str, timeout: float):
+    def __init__(self, conninfo: str, size: int, *, name: str, timeout: float, prepared_statements: bool):
         self._returned_at: weakref.WeakKeyDictionary[Connection, float] = weakref.WeakKeyDictionary()
         self._opened_at: weakref.WeakKeyDictionary[Connection, float] = weakref.WeakKeyDictionary()
         self._last_drain = 0.0
+        kwargs: dict[str, Any] = {"row_factory": dict_row, "autocommit": True, "application_name": name}
+        if not prepared_statements:
+            kwargs["prepare_threshold"] = None
         super().__init__(
             conninfo,
             connection_class=Connection,
             min_size=size,
             max_size=size,
-            kwargs={"row_factory": dict_row, "autocommit": True, "application_name": name},
+            kwargs=kwargs,
             name=name,
             open=False,
             timeout=timeout,
@@ -105,10 +108,22 @@ class RecoveringPool(AsyncConnectionPool[Connection]):
             raise
 
 
-async def open_pool(database_url: str, size: int, *, name: str = "runstream", timeout: float = 30.0) -> Pool:
+async def open_pool(
+    database_url: str,
+    size: int,
+    *,
+    name: str = "runstream",
+    timeout: float = 30.0,
+    prepared_statements: bool = True,
+) -> Pool:
     """A fixed-size pool: its connection count never depends on the load. A
     checkout waits at most ``timeout`` s, then raises ``PoolTimeout`` (an
-    ``OperationalError``: the API answers 503 ``database_unavailable``)."""
-    pool = RecoveringPool(plain_url(database_url), size, name=name, timeout=timeout)
+    ``OperationalError``: the API answers 503 ``database_unavailable``).
+    Without ``prepared_statements`` nothing is prepared on the server (behind a
+    pooler in transaction mode, where a statement prepared in one transaction
+    is unknown to the server connection of the next)."""
+    pool = RecoveringPool(
+        plain_url(database_url), size, name=name, timeout=timeout, prepared_statements=prepared_statements
+    )
     await pool.open(wait=True, timeout=30)
     return pool

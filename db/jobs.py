@@ -27,6 +27,7 @@ from psycopg.types.json import Jsonb
 from runstream.db import queries
 from runstream.db.connector import Pool, one_row
 from runstream.db.events import AppendBatch, append_in
+from runstream.db.partitions import new_job_id
 
 STATUSES = ("pending", "running", "paused", "completed", "failed", "cancelled")
 TERMINAL_STATUSES = frozenset({"completed", "failed", "cancelled"})
@@ -126,7 +127,7 @@ async def create_job(
     line, in the run's own place (the caller then calls ``interrupt_active_run``).
     The session lock and the one-active-run index make this race-free."""
     params = {
-        "id": job_id or uuid.uuid4(),
+        "id": job_id or new_job_id(),
         "tenant": tenant,
         "user_id": user_id,
         "session_id": session_id,

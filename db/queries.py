@@ -192,6 +192,37 @@ SELECT %(job_id)s, %(first_seq)s + e.ord - 1, 1, e.payload ->> 'type', e.payload
 FROM jsonb_array_elements(%(payloads)s::jsonb) WITH ORDINALITY AS e(payload, ord)
 """
 
+# The bench's retention scenario (bench/scenarios/retention.py) seeds with
+# generate_series: millions of rows in seconds, not one round trip each.
+# Finished jobs with UUIDv7 ids spread over one month from ``start_ms``, whose
+# events go to that month's partition.
+BENCH_SEED_MONTH_JOBS = """
+INSERT INTO jobs (id, message, model, status, attempt, last_seq, created_at, started_at, finished_at)
+SELECT (lpad(to_hex(m.ms), 12, '0') || '7000' || '8' || lpad(to_hex(i), 15, '0'))::uuid,
+       'bench', 'offline', 'completed', 1, %(per_job)s - 1, m.at, m.at, m.at
+FROM generate_series(0, %(jobs)s - 1) AS i,
+     LATERAL (SELECT %(start_ms)s::bigint + i * %(step_ms)s::bigint AS ms,
+                     to_timestamp((%(start_ms)s::bigint + i * %(step_ms)s::bigint) / 1000.0) AS at) AS m
+"""
+
+# Finished jobs with ids outside every partition's range (as random ids of
+# jobs from before partitioning are): their events go to the default partition.
+BENCH_SEED_OLD_JOBS = """
+INSERT INTO jobs (id, message, model, status, attempt, last_seq, created_at, started_at, finished_at)
+SELECT ('f' || substr(md5('bench-old-' || i), 2))::uuid, 'bench', 'offline', 'completed', 1,
+       %(per_job)s - 1, %(finished_at)s, %(finished_at)s, %(finished_at)s
+FROM generate_series(0, %(jobs)s - 1) AS i
+"""
+
+BENCH_SEED_EVENTS = """
+INSERT INTO job_events (job_id, seq, attempt, type, payload)
+SELECT j.id, s, 1, 'text_delta', '{"type": "text_delta", "delta": "word "}'::jsonb
+FROM jobs j CROSS JOIN generate_series(0, %(per_job)s - 1) AS s
+WHERE j.id >= %(low)s AND j.id < %(high)s
+"""
+
+BENCH_SEED_FAST_COMMIT = "SET synchronous_commit = off"
+
 # The bench's delivery floor (``runstream bench``, delivery; bench/floor.py): the
 # least any design that commits an event before a LISTEN connection hears of it
 # can do per event. One row inserted and notified in one autocommit statement
@@ -541,19 +572,63 @@ SELECT status, count(*) AS n FROM jobs GROUP BY status
 
 # --- retention ---------------------------------------------------------------
 
+# Retention has two parts (db/retention.py). Jobs whose events are in a month's
+# partition go with the whole partition; the rest (their events in the default
+# partition: ids of jobs created before partitioning) are deleted job by job, in
+# batches. ``lows``/``highs`` are the attached partitions' bounds.
+OUTSIDE_PARTITIONS = """
+NOT EXISTS (SELECT 1 FROM unnest(%(lows)s::uuid[], %(highs)s::uuid[]) AS p(low, high)
+            WHERE id >= p.low AND id < p.high)
+"""
+
 # Finished jobs older than the cutoff, and their events: seqs are gap-free from
 # 0, so a job has exactly last_seq + 1 events and nothing needs counting.
-PRUNE_CANDIDATES = """
+PRUNE_CANDIDATES = f"""
 SELECT count(*) AS jobs, coalesce(sum(last_seq + 1), 0)::bigint AS events
 FROM jobs
 WHERE finished_at < %(cutoff)s AND status IN ('completed', 'failed', 'cancelled')
+  AND {OUTSIDE_PARTITIONS}
 """
 
-PRUNE_NEXT_JOBS = """
+PRUNE_NEXT_JOBS = f"""
 SELECT id, last_seq FROM jobs
 WHERE finished_at < %(cutoff)s AND status IN ('completed', 'failed', 'cancelled')
+  AND {OUTSIDE_PARTITIONS}
 ORDER BY finished_at, id
 LIMIT %(limit)s
+"""
+
+# The jobs of one partition (an id range: the primary key's range scan), and
+# how many of them must stay: unfinished, or finished after the cutoff. A
+# partition is dropped only when none must.
+PARTITION_JOBS = """
+SELECT count(*) AS jobs, coalesce(sum(last_seq + 1), 0)::bigint AS events,
+       count(*) FILTER (WHERE finished_at IS NULL OR finished_at >= %(cutoff)s) AS keeping
+FROM jobs
+WHERE id >= %(low)s AND id < %(high)s
+"""
+
+# The job rows of a dropped partition, a batch at a time (their events are gone
+# with it; the foreign key's cascade finds nothing left to delete).
+PRUNE_PARTITION_JOBS = """
+DELETE FROM jobs
+WHERE id IN (SELECT id FROM jobs WHERE id >= %(low)s AND id < %(high)s LIMIT %(limit)s)
+"""
+
+# A partition leaves in two steps. DETACH takes an exclusive lock on job_events
+# for an instant (a catalog change; no row is read): waiting behind a long query
+# would stall every stream queued behind it, so it gives up quickly instead and
+# is retried. Then the detached table is dropped in a transaction of its own,
+# freeing its files (which takes time in proportion to its size) without any
+# lock on job_events.
+PARTITION_DETACH_LOCK_TIMEOUT = "SET LOCAL lock_timeout = '2s'"
+DETACH_EVENT_PARTITION = "ALTER TABLE job_events DETACH PARTITION {partition}"
+DROP_DETACHED_PARTITION = "DROP TABLE {partition}"
+
+# Month tables detached but not dropped (a prune that stopped between its two steps).
+DETACHED_EVENT_PARTITIONS = r"""
+SELECT relname AS name FROM pg_class
+WHERE relname LIKE 'job\_events\_y%' AND relkind = 'r' AND NOT relispartition
 """
 
 # One bounded slice of events: a short transaction, row locks on rows nobody
@@ -561,9 +636,9 @@ LIMIT %(limit)s
 # through the primary key are deleted where they lie (a TID scan), where a join
 # back on (job_id, seq) would be planned as a scan of the whole table.
 PRUNE_EVENTS = """
-DELETE FROM job_events
+DELETE FROM job_events_default
 WHERE ctid = ANY(ARRAY(
-    SELECT ctid FROM job_events
+    SELECT ctid FROM job_events_default
     WHERE job_id = ANY(%(ids)s::uuid[])
     LIMIT %(limit)s
 ))
@@ -589,6 +664,30 @@ ON CONFLICT (name) DO UPDATE SET
 RECORDED_AGENTS = """
 SELECT name, import_path, kind, description FROM agents WHERE name = ANY(%(names)s::text[])
 """
+
+# --- event log partitions (db/partitions.py) -----------------------------------
+
+# One partition maker at a time: every worker's reaper tries.
+LOCK_EVENT_PARTITIONS = """
+SELECT pg_advisory_xact_lock(hashtext('runstream.job_events_partitions'))
+"""
+
+EVENT_PARTITIONS = """
+SELECT c.relname AS name, pg_get_expr(c.relpartbound, c.oid) AS bound
+FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid
+WHERE i.inhparent = 'job_events'::regclass
+"""
+
+# Templates for psycopg.sql (identifiers and bounds are composed, not bound:
+# DDL takes no parameters).
+CREATE_EVENT_PARTITION_TABLE = "CREATE TABLE {partition} (LIKE job_events INCLUDING DEFAULTS)"
+MOVE_DEFAULT_EVENTS = """
+WITH moved AS (
+    DELETE FROM {default} WHERE job_id >= {low} AND job_id < {high} RETURNING *
+)
+INSERT INTO {partition} SELECT * FROM moved
+"""
+ATTACH_EVENT_PARTITION = "ALTER TABLE job_events ATTACH PARTITION {partition} FOR VALUES FROM ({low}) TO ({high})"
 
 # --- job transitions (migration 0010: a trigger on jobs writes them) ---------
 

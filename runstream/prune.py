@@ -1,7 +1,8 @@
 """``runstream prune --older-than 30d [--yes]``: retention of finished jobs and their events.
 
-Dry run by default: it says what would go. With ``--yes`` it deletes in small
-batches (db.retention) and shows its progress.
+Dry run by default: it says what would go, partition by partition (a month's
+partition of the event log is dropped whole), and what is deleted job by job.
+With ``--yes`` it does it (db.retention) and shows its progress.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from runstream.db.connector import open_pool
-from runstream.db.retention import PruneCount, candidates, prune
+from runstream.db.retention import PruneCount, plan, prune
 
 
 async def run_prune(database_url: str, older_than: timedelta, *, delete: bool, console: Console) -> PruneCount:
@@ -21,7 +22,18 @@ async def run_prune(database_url: str, older_than: timedelta, *, delete: bool, c
     cutoff = datetime.now(UTC) - older_than
     pool = await open_pool(database_url, 1, name="runstream-prune")
     try:
-        planned = await candidates(pool, cutoff)
+        prune_plan = await plan(pool, cutoff)
+        for count in prune_plan.partitions:
+            verdict = "drop" if count.droppable else f"keep ({count.keeping} jobs unfinished or finished since)"
+            console.print(
+                f"partition {count.partition.describe()}: {count.jobs} jobs, {count.events} events: {verdict}",
+                soft_wrap=True,
+            )
+        outside = prune_plan.outside
+        console.print(
+            f"outside partitions, deleted in batches: {outside.jobs} jobs, {outside.events} events", soft_wrap=True
+        )
+        planned = prune_plan.total
         console.print(
             f"finished jobs older than {cutoff.isoformat(timespec='seconds')}: "
             f"{planned.jobs} jobs, {planned.events} events"

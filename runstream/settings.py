@@ -76,6 +76,19 @@ class Settings(BaseSettings):
     celery_broker_url: str | None = Field(
         default=None, validation_alias=AliasChoices("CELERY_BROKER_URL")
     )
+    # Behind a pooler in transaction mode (PgBouncer's pool_mode=transaction),
+    # server-side prepared statements outlive the transaction that made them on
+    # a server connection the next transaction may not get: set this to false
+    # there. (psycopg prepares a statement after its 5th use by default.)
+    prepared_statements: bool = True
+    # The API's one LISTEN connection needs a session of its own, which a pooler
+    # in transaction mode cannot give: point this at Postgres directly (unset:
+    # DATABASE_URL). Where no direct connection is allowed, set
+    # ``live_updates`` to "poll": the API then reads the jobs its live streams
+    # follow every ``poll_interval_s`` instead of listening (api/hub.py).
+    listen_database_url: str | None = None
+    live_updates: Literal["listen", "poll"] = "listen"
+    poll_interval_s: float = Field(default=0.1, gt=0)
     # The broker queue the API sends to and the worker consumes. Distinct names
     # let several Runstreams (or test runs) share one broker.
     queue: str = "runstream"
@@ -233,6 +246,7 @@ class Settings(BaseSettings):
     @field_validator(
         "database_url",
         "celery_broker_url",
+        "listen_database_url",
         "secret",
         "metrics_token",
         "auth",

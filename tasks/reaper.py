@@ -20,6 +20,10 @@ on its event loop (tasks.runtime), every ``reaper_interval_s``:
    them and none should. One that nobody answered within ``pause_timeout_s``
    fails with the ``error`` event "pause timed out".
 
+Beside those passes, a loop of its own (same interval, supervised the same
+way) makes sure the event log has its partitions for this month and the next
+ones (``db.partitions.ensure_partitions``): Runstream needs no cron.
+
 Several workers run it at once safely: each statement picks its jobs with
 ``FOR UPDATE SKIP LOCKED`` and, in the same statement, marks them (the terminal
 status, or ``available_at = now()``), so no two reapers act on one job, and a
@@ -37,6 +41,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
+from datetime import UTC, datetime
 
 from celery import Celery
 
@@ -50,6 +55,7 @@ from runstream.db.jobs import (
     finish_timed_out_pauses,
     mark_stuck_for_dispatch,
 )
+from runstream.db.partitions import ensure_partitions
 from runstream.db.webhooks import mark_overdue_for_dispatch
 from runstream.settings import Settings
 from runstream.tasks.side_tasks import keep_running
@@ -90,7 +96,16 @@ class Reaper:
         self._celery.close()
 
     async def _loop(self) -> None:
-        await keep_running("reaper", self.tick, self._interval_s)
+        # Two supervised loops: a failing partition pass never holds up the
+        # stuck-job pass, nor the other way round.
+        await asyncio.gather(
+            keep_running("reaper", self.tick, self._interval_s),
+            keep_running("reaper (partitions)", self.keep_partitions, self._interval_s),
+        )
+
+    async def keep_partitions(self) -> None:
+        for partition in await ensure_partitions(self._pool, datetime.now(UTC)):
+            log.info("reaper: created event log partition %s", partition.describe())
 
     async def tick(self) -> tuple[list[tuple[uuid.UUID, str]], list[uuid.UUID]]:
         """One pass: (jobs ended, with their status), (jobs dispatched again)."""

@@ -61,7 +61,12 @@ class Runtime:
     async def _open(self) -> None:
         settings = self.settings
         assert settings.database_url is not None
-        self.pool = await open_pool(settings.database_url, settings.worker_db_pool_size, name="runstream-worker")
+        self.pool = await open_pool(
+            settings.database_url,
+            settings.worker_db_pool_size,
+            name="runstream-worker",
+            prepared_statements=settings.prepared_statements,
+        )
         self.writer = EventWriter(self.pool)
         self.supervisor = Supervisor(
             self.pool,

@@ -15,12 +15,13 @@ import psycopg
 import pytest
 import pytest_asyncio
 import redis
+from alembic import command
 from psycopg import sql
 from psycopg_pool import AsyncConnectionPool
 from sqlalchemy.engine import make_url
 
 from runstream.db.connector import open_pool
-from runstream.db.migrate import upgrade_to_head
+from runstream.db.migrate import alembic_config
 from runstream.settings import child_environment
 from tests.support.config import services
 from tests.support.processes import ApiServer, ServiceProcess, start_api, start_worker
@@ -30,8 +31,9 @@ def _database_url(name: str) -> str:
     return make_url(services.admin_database_url).set(database=name).render_as_string(hide_password=False)
 
 
-def create_database(prefix: str = "rs_test", *, migrate: bool = True) -> str:
-    """A new database with a unique name, migrated unless told not to; returns its URL."""
+def create_database(prefix: str = "rs_test", *, revision: str | None = "head") -> str:
+    """A new database with a unique name, migrated to ``revision`` (None: left
+    empty); returns its URL."""
     name = f"{prefix}_{uuid.uuid4().hex[:12]}"
     try:
         with psycopg.connect(services.admin_database_url, autocommit=True, connect_timeout=5) as conn:
@@ -39,8 +41,8 @@ def create_database(prefix: str = "rs_test", *, migrate: bool = True) -> str:
     except psycopg.OperationalError as exc:
         pytest.fail(f"Postgres is required for the tests and is not reachable: {exc}", pytrace=False)
     database_url = _database_url(name)
-    if migrate:
-        upgrade_to_head(database_url)
+    if revision is not None:
+        command.upgrade(alembic_config(database_url), revision)
     return database_url
 
 

@@ -17,7 +17,7 @@ from runstream.settings import child_environment
 from tests.support.config import services
 
 RUNSTREAM = str(Path(sys.executable).with_name("runstream"))
-SCENARIOS = {"delivery", "ingest", "fanout", "replay", "job_start"}
+SCENARIOS = {"delivery", "ingest", "fanout", "replay", "job_start", "retention"}
 # Every scenario's own figures and its baseline's, by the key they are reported under.
 FIGURES = {
     "delivery": ("p50_ms", "p95_ms", "p99_ms"),
@@ -25,6 +25,7 @@ FIGURES = {
     "fanout": ("p50_ms", "p99_ms"),
     "replay": ("events_per_s",),
     "job_start": ("p50_ms", "p99_ms"),
+    "retention": ("events_per_s",),
 }
 
 
@@ -99,6 +100,15 @@ def test_quick_bench_reports_every_scenario_against_its_baseline(
         if t["name"] == "delivery p50 at 1 job / in-memory p50"
     ]
     assert "durable floor" in one_job_target["note"], one_job_target
+
+    [month] = scenarios["retention"]["results"]
+    assert month["events"] == 200_000 and month["baseline"]["events"] == 20_000
+    assert positive(month["runstream"]["seconds"]) and positive(month["baseline"]["seconds_for_month_events"])
+    target_names = {t["name"] for t in results["targets"]}
+    assert {"delivery p50 at 1 job / durable floor p50", "delivery p99 at 200 jobs",
+            "ingest at 64 jobs / raw-insert limit (scale target)",
+            "retention: drop a month of 200,000 events"} <= target_names  # fmt: skip
+    assert positive(one_job["floor_ratio"]["runstream_over_floor_p50"]), one_job
 
     targets = results["targets"]
     assert {t["group"] for t in targets} == SCENARIOS

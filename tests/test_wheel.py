@@ -197,7 +197,7 @@ def schema(database_url: str) -> list[tuple[str, str, str]]:
 
 @pytest.fixture
 def empty_database() -> Iterator[str]:
-    url = create_database("rs_wheel", migrate=False)
+    url = create_database("rs_wheel", revision=None)
     yield url
     drop_database(url)
 

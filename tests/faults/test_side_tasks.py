@@ -1,5 +1,5 @@
 """The loops beside a worker's jobs (the supervisor, whose ticks are the heartbeat,
-and the reaper) survive a defect: an unexpected exception in one is logged with
+the reaper and its partition making) survive a defect: an unexpected exception in one is logged with
 its traceback and the loop goes on after a backoff, on a real database."""
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ import logging
 import time
 import uuid
 from collections.abc import Awaitable, Callable
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 import psycopg
@@ -16,6 +16,8 @@ import pytest
 
 from runstream.db import jobs
 from runstream.db.connector import open_pool
+from runstream.db.partitions import MONTHS_AHEAD, attached_partitions, ensure_partitions, months_ahead
+from runstream.db.retention import drop_partition
 from runstream.settings import Settings
 from runstream.tasks import reaper as reaper_module
 from runstream.tasks import supervisor as supervisor_module
@@ -115,3 +117,29 @@ async def test_the_reaper_ends_stuck_jobs_again_after_a_defect(pool, db, monkeyp
     assert [row[0] for row in await cur.fetchall()] == [
         {"type": "error", "message": "gave up after 1 attempts: worker lost"}
     ]
+
+
+async def test_the_reaper_makes_a_missing_partition_again_after_a_defect(pool, monkeypatch, caplog):
+    calls: list[float] = []
+    monkeypatch.setattr(reaper_module, "ensure_partitions", failing_once(ensure_partitions, calls))
+    # The furthest month made ahead holds no job yet: gone, as if never made.
+    furthest = months_ahead(datetime.now(UTC), MONTHS_AHEAD)[-1]
+    assert await drop_partition(pool, furthest, datetime.now(UTC)) is not None
+
+    async def attached() -> bool:
+        async with pool.connection() as conn:
+            return furthest in await attached_partitions(conn)
+
+    assert not await attached()
+    settings = Settings(CELERY_BROKER_URL=services.redis_url, reaper_interval_s=INTERVAL_S)
+    reaper = Reaper(pool, settings)
+    with caplog.at_level(logging.WARNING, logger="runstream.worker"):
+        reaper.start()
+        try:
+            await await_condition(attached, 20, "the furthest month's partition made again")
+        finally:
+            await reaper.stop()
+
+    [failure] = unexpected_failures(caplog, "reaper (partitions)")
+    assert failure.exc_info is not None and failure.exc_info[0] is Defect
+    assert calls[1] - calls[0] >= backoff_s(INTERVAL_S, 1)
