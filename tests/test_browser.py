@@ -12,6 +12,7 @@ import httpx
 import pytest
 from playwright.sync_api import Browser, Page, Request, sync_playwright
 
+from tests.support.config import services
 from tests.support.processes import ApiServer, start_api, start_worker
 from tests.support.sse import deltakit_events
 
@@ -22,7 +23,6 @@ CHROMIUM_ARGS = [
     "--no-sandbox", "--disable-gpu", "--disable-background-networking",
     "--disable-component-update", "--disable-sync", "--no-first-run",
 ]  # fmt: skip
-SCREENSHOT = Path(__file__).resolve().parent.parent / "docs" / "chat.png"
 # 30 words at 120 ms: a run takes about 4 s, long enough to act in the middle of it.
 DELAY_MS = "120"
 LONG_PROMPT = "Explain how resumable streams work"
@@ -169,8 +169,7 @@ def test_a_prompt_streams_with_reasoning_and_tool_calls(page: Page, paced: ApiSe
     assert [items.nth(i).get_attribute("data-job-id") for i in range(items.count())] == [job_id, first]
     page.locator(f"[data-role=run-item][data-job-id='{job_id}']").wait_for()
     assert "active" in page.locator(f"[data-role=run-item][data-job-id='{job_id}']").get_attribute("class")
-    SCREENSHOT.parent.mkdir(exist_ok=True)
-    page.screenshot(path=str(SCREENSHOT))
+    page.screenshot(path=services.screenshot_path("chat.png"))
 
     # Clicking a past run replays it from the log.
     page.click(f"[data-role=run-item][data-job-id='{first}']")

@@ -26,7 +26,6 @@ from tests.test_browser import CHROMIUM, CHROMIUM_ARGS
 
 pytestmark = pytest.mark.browser
 
-DOCS = Path(__file__).resolve().parent.parent / "docs"
 ACME_KEY = "acme-console-key-5d1e"
 GLOBEX_KEY = "globex-console-key-9b7c"
 WAIT_MS = 30_000
@@ -320,8 +319,7 @@ def test_a_run_with_a_tool_call_shows_its_duration_and_retry_starts_a_new_run(pa
     assert int(call.get_attribute("data-duration-ms")) >= 0
     assert call.locator("[data-role=tool-duration]").text_content().endswith("ms")
     assert "42" in page.locator("#answer").text_content()
-    DOCS.mkdir(exist_ok=True)
-    page.screenshot(path=str(DOCS / "console-run.png"), full_page=True)
+    page.screenshot(path=services.screenshot_path("console-run.png"), full_page=True)
 
     page.click("#retry")
     page.wait_for_function("id => location.hash.startsWith('#/runs/') && !location.hash.endsWith(id)", arg=job_id)
@@ -379,7 +377,7 @@ def test_the_charts_render_the_analytics(page: Page, stack: Stack) -> None:
     agents = page.eval_on_selector_all("svg[data-chart=agents] g", "els => els.map(e => e.dataset.row)")
     assert {"assistant", "desk"} <= set(agents)
     assert "%" in page.locator("[data-card=failure-rate] .v").text_content()
-    page.screenshot(path=str(DOCS / "console-analytics.png"), full_page=True)
+    page.screenshot(path=services.screenshot_path("console-analytics.png"), full_page=True)
 
 
 def test_another_tenants_runs_never_appear(browser: Browser, page: Page, stack: Stack) -> None:
@@ -391,7 +389,7 @@ def test_another_tenants_runs_never_appear(browser: Browser, page: Page, stack: 
     page.wait_for_selector(f"[data-role=run-row][data-job-id='{ours}'][data-status=completed]", timeout=60_000)
     assert theirs not in row_ids(page)
     assert "globex secret" not in page.content()
-    page.screenshot(path=str(DOCS / "console-runs.png"), full_page=True)
+    page.screenshot(path=services.screenshot_path("console-runs.png"), full_page=True)
 
     # Globex's console lists it; acme's cannot open it by its id.
     other = console(browser, stack, key=GLOBEX_KEY)
