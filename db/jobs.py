@@ -21,11 +21,10 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from psycopg import AsyncConnection
 from psycopg.types.json import Jsonb
 
 from runstream.db import queries
-from runstream.db.connector import Pool, one_row
+from runstream.db.connector import Connection, Pool, one_row
 from runstream.db.events import AppendBatch, append_in
 from runstream.db.partitions import new_job_id
 
@@ -306,13 +305,13 @@ async def cancel_job(pool: Pool, job_id: uuid.UUID, tenant: str) -> str | None:
             return await _cancel_in(conn, job)
 
 
-async def _cancel_in(conn: AsyncConnection, job: dict[str, Any]) -> str:
+async def _cancel_in(conn: Connection, job: dict[str, Any]) -> str:
     """Cancel ``job`` (its row locked by the caller's transaction); answers its status afterwards."""
     if job["status"] in ("pending", "paused"):
         [result] = await append_in(
             conn, [AppendBatch(job["id"], [CANCELLED_EVENT], from_statuses=(job["status"],), new_status="cancelled")]
         )
-        return result.status
+        return result.status or job["status"]  # the row is locked: the guard holds
     if job["status"] == "running":
         await conn.execute(queries.REQUEST_CANCEL, {"id": job["id"], "tenant": job["tenant"]})
     return job["status"]

@@ -8,9 +8,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from runstream.db.connector import Pool
-
 from runstream.db import queries
+from runstream.db.connector import Pool
 
 
 @dataclass(frozen=True)
@@ -40,6 +39,8 @@ async def claim_delivery(
             return None
         cur = await conn.execute(queries.JOB_BY_ID, {"id": row["job_id"]})
         job = await cur.fetchone()
+        if job is None:  # pruned with its deliveries' job since: nothing to send
+            return None
     return Delivery(row["webhook_id"], row["url"], row["job_status"], row["attempts"], job, row["created_at"])
 
 

@@ -64,7 +64,7 @@ async def check_destination(url: str, *, allow_private: bool, resolve_timeout_s:
             )
         except (OSError, TimeoutError):
             return
-        addresses = [ipaddress.ip_address(info[4][0].split("%")[0]) for info in infos]
+        addresses = [ipaddress.ip_address(str(info[4][0]).split("%")[0]) for info in infos]
     for address in addresses:
         reason = _refusal(address)
         if reason is not None:

@@ -273,7 +273,7 @@ async def test_enqueue_race_with_a_worker_runs_one_at_a_time(
     assert [j["status"] for j in jobs] == ["completed"] * RACERS
     assert all(j["attempt"] == 1 for j in jobs)
     # In creation order, and never overlapping.
-    for before, after in zip(jobs, jobs[1:]):
+    for before, after in zip(jobs, jobs[1:], strict=False):
         assert before["finished_at"] <= after["started_at"]
 
 
