@@ -1,4 +1,4 @@
-"""Server-Sent Events framing, byte for byte as DESIGN.md binds it.
+"""Server-Sent Events framing, byte for byte as DeltaKit's client and EventSource need it.
 
 DeltaKit splits the body on ``"\\n\\n"`` and JSON-parses each ``data:`` line, and
 EventSource fires ``onmessage`` only for events without an ``event:`` field. So:

@@ -1,6 +1,6 @@
 """The baseline: DeltaKit's in-memory background-task recipe, on Starlette + uvicorn.
 
-As the recipe has it (shared/reference/deltakit-background-task-recipe.txt): a
+As DeltaKit's published FastAPI recipe has it: a
 dict of jobs, one ``asyncio.Condition`` per job, the run as an asyncio task of
 the web process, events appended to a list and ``notify_all``; each stream waits
 on the condition and sends ``json.dumps(payload)`` per event. No database, no

@@ -1,4 +1,4 @@
-"""The printed table and the JSON file (DESIGN.md, Commands: ``scenarios`` and ``targets``)."""
+"""The printed table and the JSON file (``scenarios`` and ``targets``, as the README's bench section describes)."""
 
 from __future__ import annotations
 

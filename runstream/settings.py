@@ -1,6 +1,6 @@
 """Every setting Runstream reads, in one place.
 
-This is the only module that reads the environment. Names follow DESIGN.md:
+This is the only module that reads the environment. Names:
 ``DATABASE_URL`` and ``CELERY_BROKER_URL`` are unprefixed (the conventional names
 operators already set); everything else is ``RUNSTREAM_*``.
 """

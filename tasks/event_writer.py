@@ -295,7 +295,7 @@ class EventWriter:
 
 
 def merge_text_deltas(payloads: list[Payload]) -> list[Payload]:
-    """Consecutive ``text_delta``s become one (DESIGN.md allows it within a flush): fewer rows, same text."""
+    """Consecutive ``text_delta``s become one (allowed within one flush: a reader sees the same text): fewer rows, same text."""
     merged: list[Payload] = []
     for payload in payloads:
         if payload["type"] == "text_delta" and merged and merged[-1]["type"] == "text_delta":

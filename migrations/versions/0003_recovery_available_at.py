@@ -1,4 +1,4 @@
-"""jobs.available_at: when a job's next attempt may start (crash recovery, issue 4)
+"""jobs.available_at: when a job's next attempt may start (crash recovery)
 
 Revision ID: 0003_recovery
 Revises: 0002
