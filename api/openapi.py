@@ -37,6 +37,7 @@ from runstream.api.payloads import (
     ClearResult,
     Error,
     EventsPage,
+    StreamedEvent,
     Health,
     JobAnalytics,
     JobList,
@@ -120,7 +121,8 @@ ENDPOINTS: dict[Any, Operation] = {
         "The job's events: SSE, replay then live; a JSON page of them with Accept: application/json",
         {
             200: Answer(
-                "the stream (text/event-stream), or a page (application/json)",
+                "the stream (text/event-stream: each event as below), or a page (application/json)",
+                StreamedEvent,
                 media_type="text/event-stream",
                 also=(("application/json", EventsPage),),
             ),
@@ -176,10 +178,10 @@ def _methods(route: Route) -> list[str]:
 
 
 def _routes(routes: list[BaseRoute]) -> list[Route]:
-    """Every Route, mounted ones too (static files and other non-JSON mounts are not API)."""
+    """Every Route, mounted ones too, but the chat page and the static files: not API."""
     found: list[Route] = []
     for route in routes:
-        if isinstance(route, Route):
+        if isinstance(route, Route) and route.include_in_schema:
             found.append(route)
         elif isinstance(route, Mount) and route.routes:
             found.extend(
@@ -315,8 +317,8 @@ class Builder:
 
 
 def link_jobs(paths: dict[str, dict[str, Any]]) -> None:
-    """Links from a created job to every operation on it (its status, cancel,
-    events), so a client, or a stateful test, can follow them."""
+    """Links from a created job to every operation on a job (its status, cancel,
+    events, analytics), so a client, or a stateful test, can follow them."""
     for path, item in paths.items():
         created = item.get("post", {}).get("responses", {}).get("202")
         if created is None:
@@ -327,7 +329,7 @@ def link_jobs(paths: dict[str, dict[str, Any]]) -> None:
                 "parameters": {"job_id": "$response.body#/job_id"},
             }
             for other, other_item in paths.items()
-            if other.startswith(path + "/{job_id}")
+            if "{job_id}" in other
             for operation in other_item.values()
         }
 
@@ -339,3 +341,8 @@ def document(routes: list[BaseRoute], settings: Settings) -> dict[str, Any]:
 async def openapi_json(request: Request) -> JSONResponse:
     """This document."""
     return JSONResponse(document(request.app.routes, request.app.state.settings))
+
+
+ENDPOINTS[openapi_json] = Operation(
+    "This document", {200: Answer("the OpenAPI 3.1 document", media_type="application/json", schema={"type": "object"})}
+)

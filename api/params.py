@@ -19,11 +19,14 @@ from starlette.requests import Request
 
 from runstream.api.cursor import MAX_CURSOR_CHARS, decode_cursor
 from runstream.api.errors import ApiError, not_found
-from runstream.api.payloads import Status, problem
+from runstream.api.payloads import Status, Text, problem
 
 # Integers as query text: ASCII digits with an optional minus, nothing else
 # (no "+1", "1e3", "1.0", full-width digits, or 10 000 digits).
 INTEGER = re.compile(r"-?[0-9]{1,19}")
+# Instants as RFC 3339 date-times (the zone may be left out: UTC), nothing looser:
+# no bare dates, week dates or Unix times.
+DATE_TIME = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt ][0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]+)?([Zz]|[+-][0-9]{2}:[0-9]{2})?")
 MAX_SEQ = 2**63 - 1
 DEFAULT_LIMIT = 20
 MAX_LIMIT = 100
@@ -49,9 +52,14 @@ def _unset_if_blank(value: Any) -> Any:
     return None if value == "" else value
 
 
-def _utc(value: datetime | None) -> datetime | None:
+def _instant(value: Any) -> Any:
+    if not isinstance(value, str) or not value:
+        return value
+    if not DATE_TIME.fullmatch(value):
+        raise ValueError("must be an RFC 3339 date-time, such as 2026-01-02T03:04:05Z")
+    moment = datetime.fromisoformat(value.upper())
     # No zone: UTC.
-    return value.replace(tzinfo=UTC) if value and not value.tzinfo else value
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
 def _cursor(text: str) -> tuple[datetime, uuid.UUID]:
@@ -71,11 +79,12 @@ def _decodable_cursor(text: str | None) -> str | None:
 Blank = Literal[""]
 QueryInteger = Annotated[int, BeforeValidator(_integer_text)]
 EventId = Annotated[int, Field(ge=-1, le=MAX_SEQ), BeforeValidator(_integer_text)]
-QueryText = Annotated[str | None, AfterValidator(_unset_if_blank)]
+QueryText = Annotated[Text | None, AfterValidator(_unset_if_blank)]
 StatusFilter = Annotated[Status | Blank | None, AfterValidator(_unset_if_blank)]
 QueryInstant = Annotated[
     datetime | Blank | None,
-    AfterValidator(lambda value: _utc(value or None)),
+    BeforeValidator(_instant),
+    AfterValidator(_unset_if_blank),
     Field(description="an ISO 8601 instant (no zone: UTC); empty: unbounded"),
 ]
 Cursor = Annotated[
@@ -126,7 +135,7 @@ class SummaryQuery(Query):
 
 
 class StreamTokenQuery(Query):
-    token: str | None = Field(None, description="a stream token from the job's JSON, instead of a key")
+    token: Text | None = Field(None, description="a stream token from the job's JSON, instead of a key")
 
 
 QueryModel = TypeVar("QueryModel", bound=Query)

@@ -225,6 +225,17 @@ class LoggedEvent(BaseModel):
     data: dict[str, Any] = Field(description="the event, as the stream's data: line carries it")
 
 
+class StreamedEvent(BaseModel):
+    """One event of a job's SSE stream, as an SSE parser reads it (the bytes are
+    the stored event, framed by api.sse: ``id: <id>`` then ``data: <JSON>``)."""
+
+    id: str = Field(pattern=r"^[0-9]+$", description="the event id")
+    data: str = Field(
+        json_schema_extra={"contentMediaType": "application/json"},
+        description='the event as one line of JSON: {"type": ..., ...}',
+    )
+
+
 class EventsPage(Answer):
     job_id: uuid.UUID
     status: Status
