@@ -165,9 +165,11 @@ LAST_EVENT_ID_HEADER = TypeAdapter(EventId)
 def resume_point(request: Request, query: EventsQuery) -> int:
     """The last event the client has: ``Last-Event-ID`` header, else the
     ``last_event_id`` query parameter, else -1. The header wins because
-    EventSource reconnects to the original URL, query and all."""
-    header = request.headers.get("last-event-id", "").strip()
-    if header:
+    EventSource reconnects to the original URL, query and all. A header that is
+    sent must hold an event id: empty is a 400, as in the query (EventSource
+    sends none until it has an id)."""
+    header = request.headers.get("last-event-id")
+    if header is not None:
         try:
             return LAST_EVENT_ID_HEADER.validate_python(header)
         except ValidationError:
