@@ -28,7 +28,15 @@ from starlette.routing import BaseRoute, Mount, Route
 
 from runstream.api import analytics, deltakit, events, history, jobs, operations
 from runstream.api.auth import METRICS_PATH, OPEN_PATHS, STREAM_TOKEN_ATTR
-from runstream.api.params import EventId, EventsQuery, JobListQuery, MessagesQuery, Query, StreamTokenQuery, SummaryQuery
+from runstream.api.params import (
+    LAST_EVENT_ID_HEADER,
+    EventsQuery,
+    JobListQuery,
+    MessagesQuery,
+    Query,
+    StreamTokenQuery,
+    SummaryQuery,
+)
 from runstream.api.payloads import (
     NO_NUL,
     AgnoHistory,
@@ -54,7 +62,7 @@ SCHEMAS = "#/components/schemas/"
 
 
 @dataclass(frozen=True)
-class Answer:
+class Outcome:
     """One status of an operation: its description and, per media type, its model
     (None: the body is described by ``schema``)."""
 
@@ -66,17 +74,25 @@ class Answer:
 
 
 @dataclass(frozen=True)
+class Header:
+    name: str
+    # The adapter the server validates the header with.
+    adapter: TypeAdapter[Any]
+    description: str
+
+
+@dataclass(frozen=True)
 class Operation:
     summary: str
-    answers: dict[int, Answer]
+    answers: dict[int, Outcome]
     query: tuple[type[Query], ...] = ()
     # Takes the new-job body.
     new_job: bool = False
-    headers: tuple[dict[str, Any], ...] = ()
+    headers: tuple[Header, ...] = ()
 
 
-def error(description: str) -> Answer:
-    return Answer(description, Error)
+def error(description: str) -> Outcome:
+    return Outcome(description, Error)
 
 
 NOT_FOUND = {404: error("no such job for this tenant (another tenant's job too; a malformed id too)")}
@@ -84,7 +100,7 @@ BAD_QUERY = {400: error("a query parameter out of its schema: invalid_<parameter
 CREATE = Operation(
     "Create a job: the row is committed, then dispatched to the workers",
     {
-        202: Answer("the job, pending, with its stream token and URLs", JobWithStream),
+        202: Outcome("the job, pending, with its stream token and URLs", JobWithStream),
         400: error("the body is not JSON (invalid_json): empty, malformed, a lone surrogate, nested too deep"),
         413: error("the body is over RUNSTREAM_MAX_BODY_BYTES (body_too_large)"),
         422: error("JSON out of the NewJob schema (invalid_body), or a message over the limit (message_too_long)"),
@@ -95,32 +111,34 @@ CREATE = Operation(
 
 # What each endpoint takes and answers, beyond its path parameters.
 ENDPOINTS: dict[Any, Operation] = {
-    operations.healthz: Operation("The process is up", {200: Answer("up", Health)}),
+    operations.healthz: Operation("The process is up", {200: Outcome("up", Health)}),
     operations.readyz: Operation(
         "The process can serve: database, LISTEN connection, broker",
-        {200: Answer("ready", Readiness), 503: Answer("not ready: each failed check's reason code", Readiness)},
+        {200: Outcome("ready", Readiness), 503: Outcome("not ready: each failed check's reason code", Readiness)},
     ),
     operations.metrics: Operation(
         "Prometheus metrics",
-        {200: Answer("the metrics, in Prometheus' text format", media_type=CONTENT_TYPE_LATEST.split(";")[0])},
+        {200: Outcome("the metrics, in Prometheus' text format", media_type=CONTENT_TYPE_LATEST.split(";")[0])},
     ),
     jobs.list_jobs: Operation(
         "This tenant's jobs, newest first (keyset paging)",
-        {200: Answer("a page of jobs", JobList), **BAD_QUERY},
+        {200: Outcome("a page of jobs", JobList), **BAD_QUERY},
         query=(JobListQuery,),
     ),
     jobs.create_job: CREATE,
     deltakit.create_job: CREATE,
-    jobs.get_job: Operation("A job's status, with a fresh stream token", {200: Answer("the job", JobWithStream), **NOT_FOUND}),
+    jobs.get_job: Operation(
+        "A job's status, with a fresh stream token", {200: Outcome("the job", JobWithStream), **NOT_FOUND}
+    ),
     jobs.cancel_job: Operation(
         "Cancel a job (idempotent)",
-        {200: Answer("cancelled, or its worker asked to stop, or already ended", CancelResult), **NOT_FOUND},
+        {200: Outcome("cancelled, or its worker asked to stop, or already ended", CancelResult), **NOT_FOUND},
         query=(StreamTokenQuery,),
     ),
     events.stream_events: Operation(
         "The job's events: SSE, replay then live; a JSON page of them with Accept: application/json",
         {
-            200: Answer(
+            200: Outcome(
                 "the stream (text/event-stream: each event as below), or a page (application/json)",
                 StreamedEvent,
                 media_type="text/event-stream",
@@ -131,24 +149,30 @@ ENDPOINTS: dict[Any, Operation] = {
             429: error("this process's or this tenant's open-stream limit is reached; see Retry-After"),
         },
         query=(EventsQuery, StreamTokenQuery),
-        headers=({"name": "Last-Event-ID", "description": "resume after this event id (wins over last_event_id)"},),
+        headers=(
+            Header("Last-Event-ID", LAST_EVENT_ID_HEADER, "resume after this event id (wins over last_event_id)"),
+        ),
     ),
     history.session_messages: Operation(
         "A session's conversation (another tenant's session reads as empty)",
-        {200: Answer("the conversation", SessionMessages), **BAD_QUERY},
+        {200: Outcome("the conversation", SessionMessages), **BAD_QUERY},
         query=(MessagesQuery,),
     ),
     history.clear_session_route: Operation(
         "End a session's conversation (its runs stay readable by job id)",
-        {200: Answer("cleared", ClearResult)},
+        {200: Outcome("cleared", ClearResult)},
     ),
     analytics.analytics_summary: Operation(
-        "Counts and percentiles over this tenant's jobs", {200: Answer("the summary", AnalyticsSummary), **BAD_QUERY},
+        "Counts and percentiles over this tenant's jobs", {200: Outcome("the summary", AnalyticsSummary), **BAD_QUERY},
         query=(SummaryQuery,),
     ),
-    analytics.analytics_job: Operation("One job's timings and counts", {200: Answer("the job's analytics", JobAnalytics), **NOT_FOUND}),
-    deltakit.history: Operation("The recipe's history: a bare list of Agno messages", {200: Answer("the history", AgnoHistory)}),
-    deltakit.clear_history: Operation("The recipe's clear", {200: Answer("cleared", ClearResult)}),
+    analytics.analytics_job: Operation(
+        "One job's timings and counts", {200: Outcome("the job's analytics", JobAnalytics), **NOT_FOUND}
+    ),
+    deltakit.history: Operation(
+        "The recipe's history: a bare list of Agno messages", {200: Outcome("the history", AgnoHistory)}
+    ),
+    deltakit.clear_history: Operation("The recipe's clear", {200: Outcome("cleared", ClearResult)}),
 }
 # Every route, before any handler: the HTTP layer and the request guard.
 EVERY_ROUTE = {
@@ -211,7 +235,14 @@ def _query_parameters(model: type[Query]) -> list[dict[str, Any]]:
     return parameters
 
 
-def _content(answer: Answer) -> dict[str, Any]:
+def _path_schema(name: str) -> dict[str, Any]:
+    # A job id that is not a UUID names no job (a 404); NUL is refused in any path.
+    if name == "job_id":
+        return {"type": "string", "format": "uuid"}
+    return {"type": "string", "pattern": NO_NUL}
+
+
+def _content(answer: Outcome) -> dict[str, Any]:
     content = {
         answer.media_type: {"schema": {"$ref": SCHEMAS + answer.model.__name__} if answer.model else answer.schema}
     }
@@ -232,19 +263,20 @@ class Builder:
         described = ENDPOINTS.get(endpoint)
         doc = (endpoint.__doc__ or "").strip().splitlines()
         operation: dict[str, Any] = {
-            "operationId": f"{method}_{path.strip('/').replace('/', '_').replace('{', '').replace('}', '')}" or method,
+            "operationId": f"{method}_{path.strip('/').replace('/', '_').replace('{', '').replace('}', '')}",
             "summary": described.summary if described else (doc[0] if doc else path),
         }
         answers = dict(described.answers) if described else {}
         parameters: list[dict[str, Any]] = [
-            {"name": name, "in": "path", "required": True, "schema": self._path_schema(name)}
+            {"name": name, "in": "path", "required": True, "schema": _path_schema(name)}
             for name in route.param_convertors
         ]
         if described:
             for query in described.query:
                 parameters += _query_parameters(query)
             parameters += [
-                {"in": "header", "required": False, "schema": self._event_id_schema(), **header}
+                {"name": header.name, "in": "header", "required": False, "schema": header.adapter.json_schema()}
+                | {"description": header.description}
                 for header in described.headers
             ]
             if described.new_job:
@@ -277,14 +309,6 @@ class Builder:
         }
         return operation
 
-    def _path_schema(self, name: str) -> dict[str, Any]:
-        if name == "job_id":
-            return {"type": "string", "format": "uuid"}
-        return {"type": "string", "pattern": NO_NUL}
-
-    def _event_id_schema(self) -> dict[str, Any]:
-        return TypeAdapter(EventId).json_schema()
-
     def document(self, routes: list[BaseRoute]) -> dict[str, Any]:
         paths: dict[str, dict[str, Any]] = {}
         for route in _routes(routes):
@@ -308,7 +332,10 @@ class Builder:
             "paths": paths,
             "components": {
                 "schemas": json_schemas(
-                    [(model, "validation" if name == "NewJob" else "serialization") for name, model in self.models.items()]
+                    [
+                        (model, "validation" if name == "NewJob" else "serialization")
+                        for name, model in self.models.items()
+                    ]
                 ),
                 "securitySchemes": schemes,
             },
@@ -344,5 +371,5 @@ async def openapi_json(request: Request) -> JSONResponse:
 
 
 ENDPOINTS[openapi_json] = Operation(
-    "This document", {200: Answer("the OpenAPI 3.1 document", media_type="application/json", schema={"type": "object"})}
+    "This document", {200: Outcome("the OpenAPI 3.1 document", schema={"type": "object"})}
 )

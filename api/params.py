@@ -26,7 +26,9 @@ from runstream.api.payloads import Status, Text, problem
 INTEGER = re.compile(r"-?[0-9]{1,19}")
 # Instants as RFC 3339 date-times (the zone may be left out: UTC), nothing looser:
 # no bare dates, week dates or Unix times.
-DATE_TIME = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt ][0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]+)?([Zz]|[+-][0-9]{2}:[0-9]{2})?")
+DATE_TIME = re.compile(
+    r"[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt ][0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]+)?([Zz]|[+-][0-9]{2}:[0-9]{2})?"
+)
 MAX_SEQ = 2**63 - 1
 DEFAULT_LIMIT = 20
 MAX_LIMIT = 100
@@ -62,16 +64,12 @@ def _instant(value: Any) -> Any:
     return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
-def _cursor(text: str) -> tuple[datetime, uuid.UUID]:
-    try:
-        return decode_cursor(text)
-    except ApiError as exc:
-        raise ValueError(exc.message) from None
-
-
 def _decodable_cursor(text: str | None) -> str | None:
     if text:
-        _cursor(text)
+        try:
+            decode_cursor(text)
+        except ApiError as exc:
+            raise ValueError(exc.message) from None
     return text or None
 
 
@@ -85,7 +83,7 @@ QueryInstant = Annotated[
     datetime | Blank | None,
     BeforeValidator(_instant),
     AfterValidator(_unset_if_blank),
-    Field(description="an ISO 8601 instant (no zone: UTC); empty: unbounded"),
+    Field(description="an RFC 3339 date-time (no zone: UTC); empty: unbounded"),
 ]
 Cursor = Annotated[
     Annotated[str, Field(max_length=MAX_CURSOR_CHARS)] | None,
@@ -111,16 +109,21 @@ class JobListQuery(Query):
 
     @property
     def position(self) -> tuple[datetime, uuid.UUID] | None:
-        return _cursor(self.cursor) if self.cursor else None
+        """Where the page starts: the decoded cursor (checked when the query was read)."""
+        return decode_cursor(self.cursor) if self.cursor else None
 
 
 class EventsQuery(Query):
     """``last_event_id`` is the stream's resume point (the ``Last-Event-ID`` header
     wins); ``after`` and ``limit`` page the log as JSON (``Accept: application/json``)."""
 
-    last_event_id: EventId | None = Field(None, description="resume the stream after this event id (-1: from the start)")
+    last_event_id: EventId | None = Field(
+        None, description="resume the stream after this event id (-1: from the start)"
+    )
     after: EventId = Field(-1, description="JSON page: the events after this id")
-    limit: QueryInteger = Field(DEFAULT_PAGE_EVENTS, ge=1, le=MAX_PAGE_EVENTS, description="JSON page: at most this many events")
+    limit: QueryInteger = Field(
+        DEFAULT_PAGE_EVENTS, ge=1, le=MAX_PAGE_EVENTS, description="JSON page: at most this many events"
+    )
 
 
 class MessagesQuery(Query):

@@ -69,11 +69,17 @@ Metadata = Annotated[
 ]
 # Instants as Python writes them (2026-01-02T03:04:05.678901+00:00), as they always were.
 Instant = Annotated[
-    datetime, PlainSerializer(datetime.isoformat, return_type=str), WithJsonSchema({"type": "string", "format": "date-time"})
+    datetime,
+    PlainSerializer(datetime.isoformat, return_type=str),
+    WithJsonSchema({"type": "string", "format": "date-time"}),
 ]
 
 
 # --- requests ------------------------------------------------------------------
+
+
+def _message(max_chars: int | None = None) -> Any:
+    return Field(min_length=1, max_length=max_chars, pattern=MESSAGE_PATTERN, description="the user's message")
 
 
 class NewJob(BaseModel):
@@ -84,7 +90,7 @@ class NewJob(BaseModel):
     # Strict: a number is not a message.
     model_config = ConfigDict(strict=True, extra="ignore", title="NewJob")
 
-    message: str = Field(min_length=1, pattern=MESSAGE_PATTERN, description="the user's message")
+    message: str = _message()
     session_id: str | None = Field(default=None, max_length=MAX_SESSION_ID_CHARS, pattern=NO_NUL)
     metadata: Metadata | None = None
 
@@ -92,8 +98,7 @@ class NewJob(BaseModel):
 @lru_cache
 def new_job_model(max_message_chars: int) -> type[NewJob]:
     """NewJob with this deployment's message length limit (RUNSTREAM_MAX_MESSAGE_CHARS)."""
-    message = (str, Field(min_length=1, max_length=max_message_chars, pattern=MESSAGE_PATTERN, description="the user's message"))
-    return create_model("NewJob", __base__=NewJob, message=message)
+    return create_model("NewJob", __base__=NewJob, message=(str, _message(max_message_chars)))
 
 
 def problem(errors: list[ErrorDetails]) -> str:
@@ -130,14 +135,19 @@ def parse_new_job(body: bytes, max_message_chars: int) -> NewJob:
 # --- answers -------------------------------------------------------------------
 
 
-class Answer(BaseModel):
-    """A JSON answer. Built from database rows, which hold more than an answer
-    shows (the tenant, heartbeats): what the model does not name stays out."""
-
-    model_config = ConfigDict(extra="ignore")
+class JsonBody:
+    """A model that is an answer's body: the response is the model's own JSON."""
 
     def response(self, status_code: int = 200, headers: dict[str, str] | None = None) -> Response:
+        assert isinstance(self, BaseModel)
         return Response(self.model_dump_json(), status_code=status_code, headers=headers, media_type="application/json")
+
+
+class Answer(JsonBody, BaseModel):
+    """A JSON object answer. Built from database rows, which hold more than an
+    answer shows (the tenant, heartbeats): what the model does not name stays out."""
+
+    model_config = ConfigDict(extra="ignore")
 
 
 class ErrorDetail(BaseModel):
@@ -261,11 +271,8 @@ class SessionMessages(Answer):
     runs: list[Run]
 
 
-class AgnoHistory(RootModel[list[dict[str, Any]]]):
+class AgnoHistory(JsonBody, RootModel[list[dict[str, Any]]]):
     """The DeltaKit recipe's history: a bare list of Agno messages."""
-
-    def response(self) -> Response:
-        return Response(self.model_dump_json(), media_type="application/json")
 
 
 class Percentiles(BaseModel):
