@@ -58,7 +58,7 @@ def routes() -> list[Route | Mount]:
     ]
     # The chat page, when it is there (it ships in api/static/).
     if (STATIC_DIR / "index.html").is_file():
-        table.append(Route("/", index, methods=["GET"]))
+        table.append(Route("/", index, methods=["GET"], include_in_schema=False))
     if STATIC_DIR.is_dir():
         table.append(Mount("/static", StaticFiles(directory=STATIC_DIR), name="static"))
     return table

@@ -15,16 +15,16 @@ import math
 import uuid
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal, get_args
 
-from psycopg import AsyncConnection
 from psycopg.types.json import Jsonb
 
 from runstream.db import queries
-from runstream.db.connector import Pool, one_row
+from runstream.db.connector import Connection, Pool, one_row
 from runstream.db.events import AppendBatch, append_in
 
-STATUSES = ("pending", "running", "completed", "failed", "cancelled")
+Status = Literal["pending", "running", "completed", "failed", "cancelled"]
+STATUSES: tuple[Status, ...] = get_args(Status)
 TERMINAL_STATUSES = frozenset({"completed", "failed", "cancelled"})
 CANCELLED_EVENT = {"type": "done", "status": "cancelled"}
 # The error of a job handed back by a worker going down. Such an attempt did not
@@ -262,7 +262,7 @@ async def cancel_requests(pool: Pool, job_ids: list[uuid.UUID]) -> set[uuid.UUID
         return {r["id"] for r in await cur.fetchall()}
 
 
-async def cancel_job(pool: Pool, job_id: uuid.UUID, tenant: str) -> str | None:
+async def cancel_job(pool: Pool, job_id: uuid.UUID, tenant: str) -> Status | None:
     """Idempotent cancel. Answers the job's status afterwards, None if there is no such job.
 
     A pending job is cancelled at once: status and its ``done`` event in one
@@ -278,7 +278,7 @@ async def cancel_job(pool: Pool, job_id: uuid.UUID, tenant: str) -> str | None:
             return await _cancel_in(conn, job)
 
 
-async def _cancel_in(conn: AsyncConnection, job: dict[str, Any]) -> str:
+async def _cancel_in(conn: Connection, job: dict[str, Any]) -> Status:
     """Cancel ``job`` (its row locked by the caller's transaction); answers its status afterwards."""
     if job["status"] == "pending":
         [result] = await append_in(
