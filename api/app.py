@@ -22,7 +22,18 @@ from starlette.responses import FileResponse
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
-from runstream.api import analytics, deltakit, events, history, jobs, operations, webhooks
+from runstream.api import (
+    agents,
+    analytics,
+    continuation,
+    deltakit,
+    events,
+    history,
+    jobs,
+    operations,
+    transitions,
+    webhooks,
+)
 from runstream.api.dispatch import Dispatcher
 from runstream.api.errors import EXCEPTION_HANDLERS
 from runstream.api.hub import EventHub
@@ -38,27 +49,39 @@ async def index(request: Request) -> FileResponse:
     return FileResponse(STATIC_DIR / "index.html")
 
 
+async def console(request: Request) -> FileResponse:
+    return FileResponse(STATIC_DIR / "console.html")
+
+
 def routes() -> list[Route | Mount]:
     table: list[Route | Mount] = [
         Route("/healthz", operations.healthz, methods=["GET"]),
         Route("/readyz", operations.readyz, methods=["GET"]),
         Route("/metrics", operations.metrics, methods=["GET"]),
         Route("/api/openapi.json", openapi_json, methods=["GET"]),
+        Route("/api/agents", agents.list_agents, methods=["GET"]),
         Route("/api/jobs", jobs.JobCollection),
+        # Before /api/jobs/{job_id}, which would take "transitions" for a job id.
+        Route("/api/jobs/transitions", transitions.stream_transitions, methods=["GET"]),
         Route("/api/jobs/{job_id}", jobs.get_job, methods=["GET"]),
         Route("/api/jobs/{job_id}/cancel", jobs.cancel_job, methods=["POST"]),
+        Route("/api/jobs/{job_id}/continue", continuation.continue_job, methods=["POST"]),
         Route("/api/jobs/{job_id}/events", events.stream_events, methods=["GET"]),
         Route("/api/jobs/{job_id}/webhooks", webhooks.job_webhooks, methods=["GET"]),
         Route("/api/sessions/{session_id}/messages", history.session_messages, methods=["GET"]),
         Route("/api/sessions/{session_id}/clear", history.clear_session_route, methods=["POST"]),
         Route("/api/analytics/summary", analytics.analytics_summary, methods=["GET"]),
+        Route("/api/analytics/series", analytics.analytics_series, methods=["GET"]),
+        Route("/api/analytics/jobs", analytics.analytics_jobs, methods=["GET"]),
         Route("/api/analytics/jobs/{job_id}", analytics.analytics_job, methods=["GET"]),
         # The same routes at the URLs DeltaKit's recipe calls.
         *deltakit.routes(),
     ]
-    # The chat page, when it is there (it ships in api/static/).
+    # The chat page and the operator console, when they are there (they ship in api/static/).
     if (STATIC_DIR / "index.html").is_file():
         table.append(Route("/", index, methods=["GET"], include_in_schema=False))
+    if (STATIC_DIR / "console.html").is_file():
+        table.append(Route("/console", console, methods=["GET"], include_in_schema=False))
     if STATIC_DIR.is_dir():
         table.append(Mount("/static", StaticFiles(directory=STATIC_DIR), name="static"))
     return table

@@ -14,8 +14,8 @@ Credentials:
   authenticator ships in ``api.jwt_auth``);
 - ``?token=<stream token>``, on a request with no ``Authorization`` header, on
   the routes whose endpoint is marked with ``accepts_stream_token`` (a job's
-  events and cancel), for that job only: headers are what ``EventSource`` and
-  DeltaKit's ``stop()`` cannot send.
+  events, cancel and continue), for that job only: headers are what
+  ``EventSource`` and DeltaKit's ``stop()`` cannot send.
 
 With neither keys nor an authenticator configured the API is open: every request
 acts as tenant ``default`` (and says so loudly at start-up).
@@ -45,9 +45,10 @@ from runstream.settings import Settings, SettingsError
 
 log = logging.getLogger(__name__)
 
-# Served to anyone: liveness/readiness probes, the chat page, the API's own
-# description. None of them reads or reveals a tenant's data.
-OPEN_PATHS = frozenset({"/", "/healthz", "/readyz", "/favicon.ico", "/api/openapi.json"})
+# Served to anyone: liveness/readiness probes, the chat page, the operator
+# console, the API's own description. None of them reads or reveals a tenant's
+# data (the pages ask the API for it with the key typed into them).
+OPEN_PATHS = frozenset({"/", "/console", "/healthz", "/readyz", "/favicon.ico", "/api/openapi.json"})
 OPEN_PREFIXES = ("/static/",)
 METRICS_PATH = "/metrics"
 STREAM_TOKEN_ATTR = "_runstream_accepts_stream_token"
@@ -227,7 +228,7 @@ class AuthMiddleware:
     def _stream_token_tenant(self, scope: Scope, token: str) -> str:
         job_id = _token_job_id(scope["app"].routes, scope)
         if job_id is None:
-            raise Unauthorized("invalid_token", "a stream token opens only its job's events and cancel URLs")
+            raise Unauthorized("invalid_token", "a stream token opens only its job's events, cancel and continue URLs")
         try:
             tenant = self.signer.verify(token, job_id)
         except TokenError as exc:

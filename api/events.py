@@ -87,7 +87,9 @@ async def stream_events(request: Request) -> Response:
         return Response(b"", media_type=MEDIA_TYPE, headers=HEADERS)
     body = event_stream(state.hub, job_id, after)
     # Counted against the stream limits until it ends (429 when none is free).
-    return state.streams.hold(resolve_tenant(request), EventStreamResponse(body, media_type=MEDIA_TYPE, headers=HEADERS))
+    return state.streams.hold(
+        resolve_tenant(request), EventStreamResponse(body, media_type=MEDIA_TYPE, headers=HEADERS)
+    )
 
 
 async def event_stream(hub: EventHub, job_id: uuid.UUID, after: int) -> AsyncIterator[bytes]:
@@ -123,7 +125,7 @@ async def events_page(request: Request, query: params.EventsQuery) -> Response:
     """A page of the log as JSON, for clients that poll and for exports::
 
         GET /api/jobs/{id}/events?after=-1&limit=1000   (Accept: application/json)
-        {"job_id", "status", "events": [{"id": seq, "data": payload}, ...],
+        {"job_id", "status", "events": [{"id": seq, "data": payload, "at": appended at}, ...],
          "next": <the after of the next page>, "up_to_date": bool, "done": bool}
 
     ``up_to_date``: nothing after ``next`` had committed when the page was read
@@ -146,7 +148,7 @@ async def events_page(request: Request, query: params.EventsQuery) -> Response:
     return EventsPage(
         job_id=job_id,
         status=job["status"],
-        events=[LoggedEvent(id=row.seq, data=json.loads(row.data)) for row in page],
+        events=[LoggedEvent(id=row.seq, data=json.loads(row.data), at=row.created_at) for row in page],
         next=next_after,
         up_to_date=up_to_date,
         done=done,

@@ -44,7 +44,7 @@ from datetime import UTC, datetime
 import asyncpg
 
 from runstream.api.sse import Frame, event_frames
-from runstream.db import queries
+from runstream.db import queries, transitions
 from runstream.db.connector import Pool, plain_url
 from runstream.db.events import parse_notification, read_events, read_events_of_jobs
 from runstream.metrics import DELIVERY_LAG, HUB_READS
@@ -235,6 +235,9 @@ class EventHub:
         # Feeds woken since the last read began; one reader at a time serves them all.
         self._wanted: dict[uuid.UUID, JobFeed] = {}
         self._reader: asyncio.Task[None] | None = None
+        # The open transitions streams (api.transitions) of each tenant, each
+        # woken through its event when a transition of the tenant commits.
+        self.transition_watchers: dict[str, set[asyncio.Event]] = {}
 
     async def start(self) -> None:
         self._listener = asyncio.create_task(self._listen_forever(), name="runstream-listen")
@@ -266,10 +269,37 @@ class EventHub:
         for feed in self.feeds.values():
             for subscriber in feed.subscribers:
                 subscriber.wake()
+        self._wake_transition_watchers()
 
     @property
     def open_streams(self) -> int:
+        """Job streams: those a drain waits for. A transitions stream never ends by
+        itself, so it is not waited for; it is cut with the rest."""
         return sum(len(feed.subscribers) for feed in self.feeds.values())
+
+    @contextmanager
+    def watch_transitions(self, tenant: str) -> Iterator[asyncio.Event]:
+        """An event set whenever a transition of ``tenant`` may have committed
+        (and on every reconnect of the LISTEN connection). Freed on leaving the block."""
+        woken = asyncio.Event()
+        watchers = self.transition_watchers.setdefault(tenant, set())
+        watchers.add(woken)
+        try:
+            yield woken
+        finally:
+            watchers.discard(woken)
+            if not watchers and self.transition_watchers.get(tenant) is watchers:
+                del self.transition_watchers[tenant]
+
+    def _wake_transition_watchers(self) -> None:
+        for watchers in self.transition_watchers.values():
+            for woken in watchers:
+                woken.set()
+
+    def _on_transition(self, connection: object, pid: int, channel: str, payload: str) -> None:
+        _, tenant = transitions.parse_notification(payload)
+        for woken in self.transition_watchers.get(tenant, ()):
+            woken.set()
 
     async def read(self, job_id: uuid.UUID, after: int) -> list[Frame]:
         return event_frames(await read_events(self.pool, job_id, after, self.page_size))
@@ -330,6 +360,7 @@ class EventHub:
     def wake_all(self) -> None:
         for feed in list(self.feeds.values()):
             feed.wake()
+        self._wake_transition_watchers()
 
     def _on_notify(self, connection: object, pid: int, channel: str, payload: str) -> None:
         notification = parse_notification(payload)
@@ -371,10 +402,11 @@ class EventHub:
         lost = asyncio.Event()
         connection.add_termination_listener(lambda _: lost.set())
         await connection.add_listener(queries.NOTIFY_CHANNEL, self._on_notify)
+        await connection.add_listener(queries.TRANSITIONS_CHANNEL, self._on_transition)
         self.listening = True
         # NOTIFYs sent while no connection listened are gone: every feed re-reads.
         self.wake_all()
-        log.info("listening on %s", queries.NOTIFY_CHANNEL)
+        log.info("listening on %s and %s", queries.NOTIFY_CHANNEL, queries.TRANSITIONS_CHANNEL)
         while not lost.is_set():
             try:
                 await asyncio.wait_for(lost.wait(), self.ping_s)

@@ -25,7 +25,8 @@ log = logging.getLogger("runstream.api")
 
 async def create_job(request: Request, default_session_id: str | None = None) -> Response:
     state = request.app.state
-    new = parse_new_job(await request.body(), state.settings.max_message_chars)
+    settings = state.settings
+    new = parse_new_job(await request.body(), settings.max_message_chars, settings.agent_paths)
     principal = resolve_principal(request)
     tenant = principal.tenant
     if_busy = new.if_busy or state.settings.session_if_busy
@@ -35,12 +36,14 @@ async def create_job(request: Request, default_session_id: str | None = None) ->
             tenant=tenant,
             user_id=principal.user_id,
             message=new.message,
-            model=state.settings.model,
+            model=settings.model,
+            # Stored resolved, so the job list and analytics name the agent that ran.
+            agent=new.agent or settings.default_agent_name,
             session_id=new.session_id or default_session_id,
             metadata=new.metadata,
-            limits=creation_limits(state.settings),
+            limits=creation_limits(settings),
             if_busy=if_busy,
-            webhook_url=await webhook_url(new, tenant, state.settings),
+            webhook_url=await webhook_url(new, tenant, settings),
         )
     except jobs.LimitExceeded as exc:
         raise job_limit_error(exc) from None
@@ -110,6 +113,9 @@ async def list_jobs(request: Request) -> Response:
         user_id=query.user_id,
         session_id=query.session_id,
         status=query.status,
+        agent=query.agent,
+        created_after=query.created_after or None,
+        created_before=query.created_before or None,
         cursor=query.position,
     )
     page = rows[: query.limit]

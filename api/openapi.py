@@ -26,28 +26,47 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import BaseRoute, Mount, Route
 
-from runstream.api import analytics, deltakit, events, history, jobs, operations, webhooks
+from runstream.api import (
+    agents,
+    analytics,
+    continuation,
+    deltakit,
+    events,
+    history,
+    jobs,
+    operations,
+    transitions,
+    webhooks,
+)
 from runstream.api.auth import METRICS_PATH, OPEN_PATHS, STREAM_TOKEN_ATTR
 from runstream.api.params import (
     LAST_EVENT_ID_HEADER,
     EventsQuery,
+    JobIdsQuery,
     JobListQuery,
     MessagesQuery,
     Query,
+    SeriesQuery,
     StreamTokenQuery,
     SummaryQuery,
+    TransitionsQuery,
 )
 from runstream.api.payloads import (
     NO_NUL,
+    AgentList,
     AgnoHistory,
+    AnalyticsSeries,
     AnalyticsSummary,
     CancelResult,
     ClearResult,
+    ContinueBody,
     Error,
     EventsPage,
     Health,
+    Job,
     JobAnalytics,
     JobList,
+    JobsTimings,
     JobWithStream,
     Readiness,
     SessionBusy,
@@ -60,6 +79,8 @@ from runstream.api.payloads import (
 from runstream.settings import Settings
 
 HTTP_METHODS = ("get", "post", "put", "patch", "delete")
+# The models that are request bodies: their schemas say what is accepted.
+REQUEST_BODIES = ("NewJob", ContinueBody.__name__)
 SCHEMAS = "#/components/schemas/"
 
 
@@ -88,8 +109,10 @@ class Operation:
     summary: str
     answers: dict[int, Outcome]
     query: tuple[type[Query], ...] = ()
-    # Takes the new-job body.
+    # Takes the new-job body (its model depends on the settings).
     new_job: bool = False
+    # Takes this body.
+    body: type[BaseModel] | None = None
     headers: tuple[Header, ...] = ()
 
 
@@ -112,7 +135,7 @@ CREATE = Operation(
         413: error("the body is over RUNSTREAM_MAX_BODY_BYTES (body_too_large)"),
         422: error(
             "JSON out of the NewJob schema (invalid_body), a message over the limit (message_too_long), "
-            "a webhook URL that may not be sent to (webhook_refused), or a webhook for a tenant without a "
+            "an agent this deployment does not serve (unknown_agent: the message lists them), a webhook URL that may not be sent to (webhook_refused), or a webhook for a tenant without a "
             "signing secret (webhook_unavailable)"
         ),
         429: error("the tenant's job rate or active-job limit is reached; see Retry-After"),
@@ -136,6 +159,10 @@ ENDPOINTS: dict[Any, Operation] = {
         {200: Outcome("a page of jobs", JobList), **BAD_QUERY},
         query=(JobListQuery,),
     ),
+    agents.list_agents: Operation(
+        "The agents jobs may name (RUNSTREAM_AGENTS), with kind and description",
+        {200: Outcome("the agents, and the default one", AgentList)},
+    ),
     jobs.create_job: CREATE,
     deltakit.create_job: CREATE,
     jobs.get_job: Operation(
@@ -145,6 +172,39 @@ ENDPOINTS: dict[Any, Operation] = {
         "Cancel a job (idempotent)",
         {200: Outcome("cancelled, or its worker asked to stop, or already ended", CancelResult), **NOT_FOUND},
         query=(StreamTokenQuery,),
+    ),
+    continuation.continue_job: Operation(
+        "Answer a paused job's requirements (input_required); a worker continues the run",
+        {
+            202: Outcome("the answers are kept and the job is pending again", Job),
+            400: error("the body is not JSON (invalid_json)"),
+            409: error("the job is not paused (not_paused: already answered, finished, or not yet paused)"),
+            413: error("the body is over RUNSTREAM_MAX_BODY_BYTES (body_too_large)"),
+            422: error(
+                "JSON out of the ContinueBody schema (invalid_body), or answers that do not fit the outstanding "
+                "requirements (invalid_answers: the message says which and why); nothing changed"
+            ),
+            **NOT_FOUND,
+        },
+        query=(StreamTokenQuery,),
+        body=ContinueBody,
+    ),
+    transitions.stream_transitions: Operation(
+        "This tenant's job status transitions: SSE, replay then live; the stream never ends by itself",
+        {
+            200: Outcome(
+                "the stream (text/event-stream): an opening id-only block, then each transition as below, "
+                "its data one JSON line: type transition, job_id, session_id, agent, status, previous_status, attempt, at",
+                StreamedEvent,
+                media_type="text/event-stream",
+            ),
+            400: error("a parameter out of its schema, or a resume point beyond the newest transition"),
+            429: error("this process's or this tenant's open-stream limit is reached; see Retry-After"),
+        },
+        query=(TransitionsQuery,),
+        headers=(
+            Header("Last-Event-ID", LAST_EVENT_ID_HEADER, "resume after this transition id (wins over last_event_id)"),
+        ),
     ),
     webhooks.job_webhooks: Operation(
         "The job's webhook deliveries, each with every attempt",
@@ -181,6 +241,26 @@ ENDPOINTS: dict[Any, Operation] = {
         "Counts and percentiles over this tenant's jobs",
         {200: Outcome("the summary", AnalyticsSummary), **BAD_QUERY},
         query=(SummaryQuery,),
+    ),
+    analytics.analytics_series: Operation(
+        "This tenant's jobs per interval of [since, until): outcomes, retries, TTFT and duration p50/p95",
+        {
+            200: Outcome("the intervals, oldest first", AnalyticsSeries),
+            400: error(
+                "a query parameter out of its schema (invalid_<parameter>), since or interval_s missing "
+                "(missing_since, invalid_interval_s), until not after since (invalid_until), or over "
+                f"{analytics.MAX_SERIES_INTERVALS} intervals (too_many_intervals)"
+            ),
+        },
+        query=(SeriesQuery,),
+    ),
+    analytics.analytics_jobs: Operation(
+        f"Queue wait, time to first token and duration of up to {analytics.MAX_TIMING_IDS} of this tenant's jobs",
+        {
+            200: Outcome("the timings of the ids that name jobs", JobsTimings),
+            400: error(f"ids missing, over {analytics.MAX_TIMING_IDS}, or not UUIDs (invalid_ids)"),
+        },
+        query=(JobIdsQuery,),
     ),
     analytics.analytics_job: Operation(
         "One job's timings and counts", {200: Outcome("the job's analytics", JobAnalytics), **NOT_FOUND}
@@ -245,7 +325,10 @@ def _query_parameters(model: type[Query]) -> list[dict[str, Any]]:
     for name, schema in properties.items():
         schema = _without_null({key: value for key, value in schema.items() if key != "title"})
         description = schema.pop("description", None)
-        parameter = {"name": name, "in": "query", "required": False, "schema": schema}
+        parameter = {"name": name, "in": "query", "required": name in model.required, "schema": schema}
+        if schema.get("type") == "array":
+            # One parameter, its items separated by commas (ids=a,b), as the model reads it.
+            parameter |= {"style": "form", "explode": False}
         parameters.append(parameter | ({"description": description} if description else {}))
     return parameters
 
@@ -270,7 +353,7 @@ class Builder:
 
     def __init__(self, settings: Settings):
         self.settings = settings
-        self.new_job = new_job_model(settings.max_message_chars)
+        self.new_job = new_job_model(settings.max_message_chars, tuple(settings.agent_paths))
         self.models: dict[str, type[BaseModel]] = {"Error": Error}
 
     def operation(self, route: Route, path: str, method: str) -> dict[str, Any]:
@@ -294,11 +377,12 @@ class Builder:
                 | {"description": header.description}
                 for header in described.headers
             ]
-            if described.new_job:
-                self.models["NewJob"] = self.new_job
+            body = self.new_job if described.new_job else described.body
+            if body is not None:
+                self.models[body.__name__] = body
                 operation["requestBody"] = {
                     "required": True,
-                    "content": {"application/json": {"schema": {"$ref": SCHEMAS + "NewJob"}}},
+                    "content": {"application/json": {"schema": {"$ref": SCHEMAS + body.__name__}}},
                 }
         if parameters:
             operation["parameters"] = parameters
@@ -348,7 +432,7 @@ class Builder:
             "components": {
                 "schemas": json_schemas(
                     [
-                        (model, "validation" if name == "NewJob" else "serialization")
+                        (model, "validation" if name in REQUEST_BODIES else "serialization")
                         for name, model in self.models.items()
                     ]
                 ),

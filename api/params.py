@@ -4,7 +4,9 @@ Each route's query parameters are one pydantic model: ``parse_query`` reads the
 request with it, and /api/openapi.json lists each of its fields as a parameter
 with the field's schema, so the document states exactly what is accepted. A
 value the model refuses is a 400 ``invalid_<parameter>`` before any work starts.
-Every parameter is optional; parameters no model names are ignored.
+A parameter is optional unless its model lists it in ``required``, which its
+handler then checks itself (with the error code its endpoint documents);
+parameters no model names are ignored.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ from __future__ import annotations
 import re
 import uuid
 from datetime import UTC, datetime
-from typing import Annotated, Any, Literal, TypeVar
+from typing import Annotated, Any, ClassVar, Literal, TypeVar
 
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, TypeAdapter, ValidationError
 from starlette.requests import Request
@@ -73,6 +75,12 @@ def _decodable_cursor(text: str | None) -> str | None:
     return text or None
 
 
+def _comma_separated(value: Any) -> Any:
+    if isinstance(value, str):
+        return [item.strip() for item in value.split(",") if item.strip()]
+    return value
+
+
 # An empty value is the same as leaving the parameter out, where the schema says so.
 Blank = Literal[""]
 QueryInteger = Annotated[int, BeforeValidator(_integer_text)]
@@ -85,6 +93,8 @@ QueryInstant = Annotated[
     AfterValidator(_unset_if_blank),
     Field(description="an RFC 3339 date-time (no zone: UTC); empty: unbounded"),
 ]
+# A list as one parameter, its items separated by commas (OpenAPI's form style, not exploded).
+JobIds = Annotated[list[uuid.UUID], Field(min_length=1, max_length=MAX_LIMIT), BeforeValidator(_comma_separated)]
 Cursor = Annotated[
     Annotated[str, Field(max_length=MAX_CURSOR_CHARS)] | None,
     AfterValidator(_decodable_cursor),
@@ -99,12 +109,17 @@ class Query(BaseModel):
     """A route's query parameters. Strings as sent: query values are text."""
 
     model_config = ConfigDict(extra="ignore", frozen=True)
+    # Documented as required; the handler answers its own 400 when one is missing.
+    required: ClassVar[tuple[str, ...]] = ()
 
 
 class JobListQuery(Query):
     user_id: QueryText = Field(None, description="only this user's jobs (as the authenticator named them)")
     session_id: QueryText = Field(None, description="only this session's jobs")
     status: StatusFilter = Field(None, description="only jobs in this status (empty: any)")
+    agent: QueryText = Field(None, description="only jobs of this agent (GET /api/agents)")
+    created_after: QueryInstant = Field(None, description="only jobs created at or after this (no zone: UTC)")
+    created_before: QueryInstant = Field(None, description="only jobs created before this (no zone: UTC)")
     limit: QueryInteger = Field(DEFAULT_LIMIT, ge=1, le=MAX_LIMIT, description="page size")
     cursor: Cursor = None
 
@@ -114,13 +129,18 @@ class JobListQuery(Query):
         return decode_cursor(self.cursor) if self.cursor else None
 
 
-class EventsQuery(Query):
-    """``last_event_id`` is the stream's resume point (the ``Last-Event-ID`` header
-    wins); ``after`` and ``limit`` page the log as JSON (``Accept: application/json``)."""
+class ResumeQuery(Query):
+    """A stream's resume point (the ``Last-Event-ID`` header wins)."""
 
     last_event_id: EventId | None = Field(
         None, description="resume the stream after this event id (-1: from the start)"
     )
+
+
+class EventsQuery(ResumeQuery):
+    """``last_event_id`` is the stream's resume point (the ``Last-Event-ID`` header
+    wins); ``after`` and ``limit`` page the log as JSON (``Accept: application/json``)."""
+
     after: EventId = Field(-1, description="JSON page: the events after this id")
     limit: QueryInteger = Field(
         DEFAULT_PAGE_EVENTS, ge=1, le=MAX_PAGE_EVENTS, description="JSON page: at most this many events"
@@ -136,6 +156,28 @@ class SummaryQuery(Query):
     since: QueryInstant = None
     until: QueryInstant = None
     session_id: QueryText = Field(None, description="only this session's jobs")
+    agent: QueryText = Field(None, description="only jobs of this agent")
+
+
+class SeriesQuery(SummaryQuery):
+    """``since`` (a 400 ``missing_since`` without it: the series starts there) and ``interval_s``."""
+
+    required = ("since", "interval_s")
+    interval_s: QueryInteger | None = Field(
+        None, ge=1, description="required: the length of each interval, in whole seconds"
+    )
+
+
+class TransitionsQuery(ResumeQuery):
+    last_event_id: EventId | None = Field(
+        None, description="resume after this transition id (the Last-Event-ID header wins); unset: live only"
+    )
+
+
+class JobIdsQuery(Query):
+    required = ("ids",)
+
+    ids: JobIds | None = Field(None, description=f"1 to {MAX_LIMIT} job ids, comma-separated")
 
 
 class StreamTokenQuery(Query):
@@ -166,12 +208,18 @@ def job_id(request: Request) -> uuid.UUID:
 LAST_EVENT_ID_HEADER = TypeAdapter(EventId)
 
 
-def resume_point(request: Request, query: EventsQuery) -> int:
+def resume_point(request: Request, query: ResumeQuery) -> int:
     """The last event the client has: ``Last-Event-ID`` header, else the
-    ``last_event_id`` query parameter, else -1. The header wins because
-    EventSource reconnects to the original URL, query and all. A header that is
-    sent must hold an event id: empty is a 400, as in the query (EventSource
-    sends none until it has an id)."""
+    ``last_event_id`` query parameter, else -1."""
+    given = given_resume_point(request, query)
+    return -1 if given is None else given
+
+
+def given_resume_point(request: Request, query: ResumeQuery) -> int | None:
+    """``Last-Event-ID`` header, else the ``last_event_id`` query parameter, else
+    None. The header wins because EventSource reconnects to the original URL,
+    query and all. A header that is sent must hold an event id: empty is a 400,
+    as in the query (EventSource sends none until it has an id)."""
     header = request.headers.get("last-event-id")
     if header is not None:
         try:
@@ -180,4 +228,4 @@ def resume_point(request: Request, query: EventsQuery) -> int:
             raise ApiError(
                 400, "invalid_last_event_id", "Last-Event-ID must be an event id (an integer, -1 or more)"
             ) from None
-    return -1 if query.last_event_id is None else query.last_event_id
+    return query.last_event_id

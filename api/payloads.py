@@ -10,6 +10,7 @@ pattern, a range), and so is in the schema. Adding a field is one line here.
 from __future__ import annotations
 
 import uuid
+from collections.abc import Iterable
 from datetime import datetime
 from functools import lru_cache
 from typing import Annotated, Any, Literal
@@ -35,7 +36,11 @@ from runstream.db.jobs import Status
 
 # A session id is a key, not text: room for any id scheme, small enough to index.
 MAX_SESSION_ID_CHARS = 256
+# As long as an agent's name may be (runstream.settings).
+MAX_AGENT_NAME_CHARS = 64
 MAX_WEBHOOK_URL_CHARS = 2048
+# A person's note to a rejected confirmation.
+MAX_NOTE_CHARS = 2000
 # Postgres text and jsonb cannot hold NUL.
 NO_NUL = r"^[^\x00]*$"
 # Unicode's White_Space characters, spelled out, so that every regex engine reads
@@ -66,6 +71,7 @@ PATTERN_MEANINGS = {
 }
 # pydantic_core's JSON parser refuses deeper nesting (a 400, like any invalid JSON).
 MAX_JSON_DEPTH = 200
+AGENT_DESCRIPTION = "a name from RUNSTREAM_AGENTS (GET /api/agents); unset: the default agent"
 # What a new job does when its session has a run still active.
 IfBusy = Literal["enqueue", "reject", "interrupt", "rollback"]
 
@@ -120,6 +126,9 @@ class NewJob(BaseModel):
     message: str = _message()
     session_id: str | None = Field(default=None, max_length=MAX_SESSION_ID_CHARS, pattern=NO_NUL)
     metadata: Metadata | None = None
+    agent: str | None = Field(
+        default=None, max_length=MAX_AGENT_NAME_CHARS, pattern=NO_NUL, description=AGENT_DESCRIPTION
+    )
     if_busy: IfBusy | None = Field(
         default=None,
         description="when the session has a run still active; unset: the setting RUNSTREAM_SESSION_IF_BUSY",
@@ -130,31 +139,40 @@ class NewJob(BaseModel):
 
 
 @lru_cache
-def new_job_model(max_message_chars: int) -> type[NewJob]:
-    """NewJob with this deployment's message length limit (RUNSTREAM_MAX_MESSAGE_CHARS)."""
-    return create_model("NewJob", __base__=NewJob, message=(str, _message(max_message_chars)))
+def new_job_model(max_message_chars: int, agents: tuple[str, ...]) -> type[NewJob]:
+    """NewJob with this deployment's message length limit (RUNSTREAM_MAX_MESSAGE_CHARS)
+    and the names of the agents it serves (RUNSTREAM_AGENTS), so its schema states both."""
+    agent_name: Any = Literal.__getitem__(agents)
+    return create_model(
+        "NewJob",
+        __base__=NewJob,
+        message=(str, _message(max_message_chars)),
+        agent=(agent_name | None, Field(default=None, description=AGENT_DESCRIPTION)),
+    )
 
 
-def problem(errors: list[ErrorDetails]) -> str:
-    """The first validation error as a client reads it: where, and what is wrong.
-    A value that fits no member of a union fails each member; the error that is
-    not merely "not of this type" says what is wrong with it."""
+def problem(errors: list[ErrorDetails], depth: int = 1) -> str:
+    """The first validation error as a client reads it: where (the first ``depth``
+    steps of its path), and what is wrong. A value that fits no member of a union
+    fails each member; the error that is not merely "not of this type" says what
+    is wrong with it."""
     error = min(errors, key=lambda e: e["type"].endswith("_type"))
     # The field, not the path inside it: within metadata the path holds pydantic's
     # names of union members, which mean nothing to a client.
-    where = str(error["loc"][0]) if error["loc"] else "body"
+    where = ".".join(str(part) for part in error["loc"][:depth]) or "body"
     context: dict[str, Any] = error.get("ctx") or {}
     pattern = context.get("pattern", "")
     return f"{where}: {PATTERN_MEANINGS.get(pattern, error['msg'])}"
 
 
-def parse_new_job(body: bytes, max_message_chars: int) -> NewJob:
-    """Malformed JSON is a 400; well-formed JSON of the wrong shape, or a message
-    over ``max_message_chars``, is a 422."""
+def parse_new_job(body: bytes, max_message_chars: int, agents: Iterable[str]) -> NewJob:
+    """Malformed JSON is a 400; well-formed JSON of the wrong shape, a message
+    over ``max_message_chars``, or an agent not among ``agents``, is a 422."""
     if not body.strip():
         raise ApiError(400, "invalid_json", "the body must be a JSON object")
+    names = tuple(agents)
     try:
-        return new_job_model(max_message_chars).model_validate_json(body)
+        return new_job_model(max_message_chars, names).model_validate_json(body)
     except ValidationError as exc:
         errors = exc.errors(include_url=False)
         if any(e["type"] == "json_invalid" for e in errors):
@@ -164,7 +182,47 @@ def parse_new_job(body: bytes, max_message_chars: int) -> NewJob:
                 length = len(error["input"])
                 message = f"message has {length} characters, the most allowed is {max_message_chars}"
                 raise ApiError(422, "message_too_long", message) from None
+            if error["loc"] == ("agent",) and error["type"] == "literal_error" and isinstance(error["input"], str):
+                message = f"unknown agent {error['input']!r}: this deployment serves {', '.join(names)}"
+                raise ApiError(422, "unknown_agent", message) from None
         raise ApiError(422, "invalid_body", problem(errors)) from None
+
+
+class RequirementAnswer(BaseModel):
+    """The answer to one requirement of a paused job, by its id: ``confirmed``
+    (and a ``note``) for a confirmation, ``values`` for user input, ``result``
+    for an external execution."""
+
+    model_config = ConfigDict(strict=True, extra="forbid")
+
+    id: Text
+    confirmed: bool | None = None
+    note: Text | None = Field(default=None, max_length=MAX_NOTE_CHARS)
+    values: Metadata | None = None
+    result: Text | None = None
+
+
+class ContinueBody(BaseModel):
+    """The body of ``POST /api/jobs/{job_id}/continue``: an answer to every
+    outstanding requirement of the job's ``input_required`` event."""
+
+    model_config = ConfigDict(strict=True, extra="forbid")
+
+    answers: list[RequirementAnswer] = Field(min_length=1)
+
+
+def parse_continue(body: bytes) -> ContinueBody:
+    """Malformed JSON is a 400; JSON of the wrong shape a 422."""
+    if not body.strip():
+        raise ApiError(400, "invalid_json", "the body must be a JSON object")
+    try:
+        return ContinueBody.model_validate_json(body)
+    except ValidationError as exc:
+        errors = exc.errors(include_url=False)
+        if any(e["type"] == "json_invalid" for e in errors):
+            raise ApiError(400, "invalid_json", "the body is not valid JSON") from None
+        # answers.<index>.<field>: which answer, and which of its fields.
+        raise ApiError(422, "invalid_body", problem(errors, depth=3)) from None
 
 
 # --- answers -------------------------------------------------------------------
@@ -208,11 +266,16 @@ class Job(Answer):
     session_id: str | None
     message: str
     model: str
+    agent: str | None = Field(description="the agent that runs it (GET /api/agents)")
     metadata: dict[str, Any] | None
+    output: Any = Field(description="the run's structured answer (an agent with an output_schema), else null")
     attempt: int
     last_event_id: int = Field(validation_alias="last_seq", ge=-1)
     error: str | None
     cancel_requested: bool
+    requirements: list[dict[str, Any]] | None = Field(
+        description="a paused job's outstanding requirements (its input_required event's list), else null"
+    )
     created_at: Instant
     started_at: Instant | None
     finished_at: Instant | None
@@ -241,6 +304,7 @@ class StreamLinks(BaseModel):
     stream_token_expires_at: Instant
     events_url: str = Field(description="the absolute events URL, with ?token=")
     cancel_url: str = Field(description="the absolute cancel URL, with ?token=")
+    continue_url: str = Field(description="the absolute continue URL (a paused job's answers), with ?token=")
 
 
 class JobWithStream(StreamLinks, Job):
@@ -301,6 +365,7 @@ class Readiness(Answer):
 class LoggedEvent(BaseModel):
     id: int = Field(ge=0, description="the event's sequence number")
     data: dict[str, Any] = Field(description="the event, as the stream's data: line carries it")
+    at: Instant | None = Field(description="when the event was logged")
 
 
 class StreamedEvent(BaseModel):
@@ -385,33 +450,108 @@ class ToolStats(BaseModel):
     error_rate: float
 
 
+class AgentStats(BaseModel):
+    agent: str | None
+    jobs: int
+    completed: int
+    failed: int
+    cancelled: int
+    duration_p50_s: float | None
+
+
 class AnalyticsSummary(Answer):
     since: Instant | None
     until: Instant | None
     session_id: str | None
+    agent: str | None
     jobs: int
     by_status: dict[Status, int]
     queue_wait_s: Percentiles
     ttft_s: Percentiles
     duration_s: Percentiles
+    paused_s: Percentiles = Field(description="time spent paused, waiting for a person")
     retried_jobs: int
     retry_rate: float | None
     tools: list[ToolStats]
+    by_agent: list[AgentStats]
 
 
-class JobAnalytics(Answer):
+class SeriesInterval(BaseModel):
+    start: Instant
+    jobs: int
+    by_status: dict[Status, int]
+    retried_jobs: int
+    ttft_s: Percentiles
+    duration_s: Percentiles
+
+
+class AnalyticsSeries(Answer):
+    since: Instant
+    until: Instant
+    interval_s: int = Field(ge=1)
+    session_id: str | None
+    agent: str | None
+    intervals: list[SeriesInterval] = Field(description="oldest first")
+
+
+class JobTimings(BaseModel):
     job_id: uuid.UUID
     session_id: str | None
+    agent: str | None
     outcome: Status
     attempts: int
     queue_wait_s: float | None
     ttft_s: float | None
     duration_s: float | None
+
+
+class JobsTimings(Answer):
+    jobs: list[JobTimings] = Field(description="the ids that name jobs of this tenant; the others are left out")
+
+
+class JobAnalytics(Answer):
+    job_id: uuid.UUID
+    session_id: str | None
+    agent: str | None
+    outcome: Status
+    attempts: int
+    queue_wait_s: float | None
+    ttft_s: float | None
+    duration_s: float | None
+    paused_s: float | None
     events: int
     events_by_type: dict[str, int]
     text_chars: int
     tool_calls: int
     retries: int
+
+
+class AgentInfo(BaseModel):
+    name: str
+    kind: Literal["agent", "team", "workflow", "factory"] | None = Field(
+        description="null until a worker serving this import path has started"
+    )
+    description: str | None
+    default: bool
+
+
+class AgentList(Answer):
+    agents: list[AgentInfo]
+    default: str = Field(description="the agent of a job that names none")
+
+
+class Transition(BaseModel):
+    """One frame's data of the transitions stream: a job created (previous_status
+    null), a new status, or a new attempt."""
+
+    type: Literal["transition"] = "transition"
+    job_id: uuid.UUID
+    session_id: str | None
+    agent: str | None
+    status: Status
+    previous_status: Status | None
+    attempt: int
+    at: Instant
 
 
 class OpenApiJsonSchema(GenerateJsonSchema):

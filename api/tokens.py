@@ -79,6 +79,8 @@ class TokenSigner:
             "stream_token_expires_at": datetime.fromtimestamp(token.expires_at, UTC).isoformat(),
             "events_url": f"{base_url}/api/jobs/{job_id}/events?{query}",
             "cancel_url": f"{base_url}/api/jobs/{job_id}/cancel?{query}",
+            # A paused job's answers (input_required) go here.
+            "continue_url": f"{base_url}/api/jobs/{job_id}/continue?{query}",
         }
 
     def verify(self, token: str, job_id: uuid.UUID) -> str:

@@ -30,6 +30,7 @@ from starlette.routing import Route
 from runstream.bench.stamps import stamp_run
 from runstream.tasks.agent_events import run_payloads
 from runstream.tasks.offline_model import OfflineKnobs, OfflineModel
+from runstream.tasks.pauses import Pause
 from runstream.tasks.tools import TOOLS
 
 
@@ -89,6 +90,7 @@ async def run_agent(job: BackgroundJob, words: int) -> None:
     agent = Agent(model=model, tools=list(TOOLS), telemetry=False)
     job.status = "running"
     async for payload in run_payloads(agent, job.message):
+        assert not isinstance(payload, Pause), "the recipe's tools never wait for a person"
         if payload["type"] in ("done", "error"):
             await _finish(
                 job, "completed" if payload["type"] == "done" else "failed", payload

@@ -2,17 +2,21 @@
 
     pending ──claim──▶ running ──finish──▶ completed | failed | cancelled
        ▲                  │
-       └────release───────┘   (a transient failure hands the job back)
+       └────release───────┘   (a transient failure, or its worker shutting down, hands the job back)
     pending ──cancel──▶ cancelled          (at once, by the API)
     pending (queued) ──its session's active run ends──▶ pending   (the jobs_ended trigger)
     running ──claim (heartbeat stale)──▶ running, attempt + 1
     pending | running (stuck, out of attempts) ──reaper──▶ failed   (tasks.reaper)
+    running ──pause (a tool needs a person)──▶ paused ──continue (answers)──▶ pending
+    paused ──cancel──▶ cancelled          (at once, by the API)
+    paused (unanswered for pause_timeout_s) ──reaper──▶ failed "pause timed out"
 """
 
 from __future__ import annotations
 
 import math
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal, get_args
@@ -23,13 +27,14 @@ from runstream.db import queries
 from runstream.db.connector import Connection, Pool, one_row
 from runstream.db.events import AppendBatch, append_in
 
-Status = Literal["pending", "running", "completed", "failed", "cancelled"]
+Status = Literal["pending", "running", "paused", "completed", "failed", "cancelled"]
 STATUSES: tuple[Status, ...] = get_args(Status)
 TERMINAL_STATUSES = frozenset({"completed", "failed", "cancelled"})
 CANCELLED_EVENT = {"type": "done", "status": "cancelled"}
-# The error of a job handed back by a worker going down. Such an attempt did not
-# fail: the claim and the reaper do not count it against ``max_attempts``.
+# The error of a job handed back by a worker going down (the reason its next
+# attempt's ``retry`` event gives).
 SHUTDOWN_ERROR = "worker shut down"
+PAUSE_TIMED_OUT = "pause timed out"
 
 
 @dataclass(frozen=True)
@@ -39,6 +44,9 @@ class Claim:
     job: dict[str, Any]
     previous_status: str
     previous_error: str | None
+    # Attempts before this one handed back by a worker shutting down (since the
+    # latest continuation of a paused run, which starts the count afresh).
+    handbacks: int
 
     @property
     def id(self) -> uuid.UUID:
@@ -47,6 +55,11 @@ class Claim:
     @property
     def attempt(self) -> int:
         return self.job["attempt"]
+
+    @property
+    def counted_attempts(self) -> int:
+        """The attempts so far, this one included, that count against ``max_attempts``."""
+        return self.attempt - self.job["attempt_base"] - self.handbacks
 
 
 @dataclass(frozen=True)
@@ -98,6 +111,7 @@ async def create_job(
     user_id: str | None = None,
     session_id: str | None = None,
     metadata: dict[str, Any] | None = None,
+    agent: str | None = None,
     job_id: uuid.UUID | None = None,
     limits: CreationLimits | None = None,
     if_busy: str = "enqueue",
@@ -118,6 +132,7 @@ async def create_job(
         "session_id": session_id,
         "message": message,
         "model": model,
+        "agent": agent,
         "metadata": Jsonb(metadata or {}),
         "webhook_url": webhook_url,
         "queued": False,
@@ -200,13 +215,20 @@ async def list_jobs(
     user_id: str | None = None,
     session_id: str | None = None,
     status: str | None = None,
+    agent: str | None = None,
+    created_after: datetime | None = None,
+    created_before: datetime | None = None,
     cursor: tuple[datetime, uuid.UUID] | None = None,
 ) -> list[dict[str, Any]]:
+    """Newest first; ``created_after``/``created_before`` bound ``created_at`` as [after, before)."""
     params = {
         "tenant": tenant,
         "user_id": user_id,
         "session_id": session_id,
         "status": status,
+        "agent": agent,
+        "created_after": created_after,
+        "created_before": created_before,
         "cursor_created_at": cursor[0] if cursor else None,
         "cursor_id": cursor[1] if cursor else None,
         "limit": limit,
@@ -214,6 +236,12 @@ async def list_jobs(
     async with pool.connection() as conn:
         cur = await conn.execute(queries.LIST_JOBS, params)
         return await cur.fetchall()
+
+
+async def set_job_output(pool: Pool, job_id: uuid.UUID, *, attempt: int, output: Any) -> None:
+    """Keep a run's structured answer on its job (only while ``attempt`` runs it)."""
+    async with pool.connection() as conn:
+        await conn.execute(queries.SET_JOB_OUTPUT, {"id": job_id, "attempt": attempt, "output": Jsonb(output)})
 
 
 async def claim_job(
@@ -230,15 +258,14 @@ async def claim_job(
     async with pool.connection() as conn:
         cur = await conn.execute(
             queries.CLAIM_JOB,
-            {"id": job_id, "worker": worker, "stale_after_s": stale_after_s, "max_attempts": max_attempts,
-             "shutdown_error": SHUTDOWN_ERROR},
+            {"id": job_id, "worker": worker, "stale_after_s": stale_after_s, "max_attempts": max_attempts},
         )
         row = await cur.fetchone()
     if row is None:
         return None
     previous_status = row.pop("prev_status")
     previous_error = row.pop("prev_error")
-    return Claim(row, previous_status, previous_error)
+    return Claim(row, previous_status, previous_error, row.pop("handbacks"))
 
 
 async def heartbeat(
@@ -265,8 +292,8 @@ async def cancel_requests(pool: Pool, job_ids: list[uuid.UUID]) -> set[uuid.UUID
 async def cancel_job(pool: Pool, job_id: uuid.UUID, tenant: str) -> Status | None:
     """Idempotent cancel. Answers the job's status afterwards, None if there is no such job.
 
-    A pending job is cancelled at once: status and its ``done`` event in one
-    transaction. A running job gets ``cancel_requested_at``; its worker stops it and
+    A pending or paused job is cancelled at once: status and its ``done`` event
+    in one transaction. A running job gets ``cancel_requested_at``; its worker stops it and
     appends the terminal event. A finished job is left as it is.
     """
     async with pool.connection() as conn:
@@ -280,22 +307,24 @@ async def cancel_job(pool: Pool, job_id: uuid.UUID, tenant: str) -> Status | Non
 
 async def _cancel_in(conn: Connection, job: dict[str, Any]) -> Status:
     """Cancel ``job`` (its row locked by the caller's transaction); answers its status afterwards."""
-    if job["status"] == "pending":
+    if job["status"] in ("pending", "paused"):
         [result] = await append_in(
-            conn, [AppendBatch(job["id"], [CANCELLED_EVENT], from_statuses=("pending",), new_status="cancelled")]
+            conn, [AppendBatch(job["id"], [CANCELLED_EVENT], from_statuses=(job["status"],), new_status="cancelled")]
         )
-        return result.status
+        # The row is locked in this status, so the batch applies.
+        return "cancelled" if result.applied else job["status"]
     if job["status"] == "running":
         await conn.execute(queries.REQUEST_CANCEL, {"id": job["id"], "tenant": job["tenant"]})
     return job["status"]
 
 
 async def release_job(
-    pool: Pool, job_id: uuid.UUID, *, attempt: int, error: str, delay_s: float = 0.0
+    pool: Pool, job_id: uuid.UUID, *, attempt: int, error: str, delay_s: float = 0.0, handback: bool = False
 ) -> bool:
-    """Hand a running job back as pending, for a retry in ``delay_s`` seconds
-    (a transient failure, or its worker shutting down)."""
-    params = {"id": job_id, "attempt": attempt, "error": error, "delay_s": delay_s}
+    """Hand a running job back as pending, for a retry in ``delay_s`` seconds: a
+    transient failure, or (``handback``) its worker shutting down, an attempt that
+    did not fail and does not count against ``max_attempts``."""
+    params = {"id": job_id, "attempt": attempt, "error": error, "delay_s": delay_s, "handback": handback}
     async with pool.connection() as conn:
         cur = await conn.execute(queries.RELEASE_JOB, params)
         return await cur.fetchone() is not None
@@ -319,7 +348,6 @@ async def mark_stuck_for_dispatch(pool: Pool, limits: ReapLimits) -> list[uuid.U
         "pending_timeout_s": limits.pending_timeout_s,
         "stale_after_s": limits.stale_after_s,
         "max_attempts": limits.max_attempts,
-        "shutdown_error": SHUTDOWN_ERROR,
         "limit": limits.limit,
     }
     async with pool.connection() as conn:
@@ -332,7 +360,7 @@ def _reaped_terminal(job: dict[str, Any]) -> tuple[dict[str, Any], str, str | No
     if job["status"] == "running" and job["cancel_requested_at"] is not None:
         return CANCELLED_EVENT, "cancelled", None
     reason = "worker lost" if job["status"] == "running" else job["error"] or "not run"
-    message = f"gave up after {job['attempt']} attempts: {reason}"
+    message = f"gave up after {job['run_attempts']} attempts: {reason}"
     return {"type": "error", "message": message}, "failed", message
 
 
@@ -343,7 +371,6 @@ async def finish_stuck(pool: Pool, limits: ReapLimits) -> list[tuple[uuid.UUID, 
     params = {
         "stale_after_s": limits.stale_after_s,
         "max_attempts": limits.max_attempts,
-        "shutdown_error": SHUTDOWN_ERROR,
         "limit": limits.limit,
     }
     async with pool.connection() as conn, conn.transaction():
@@ -362,3 +389,88 @@ async def finish_stuck(pool: Pool, limits: ReapLimits) -> list[tuple[uuid.UUID, 
             )
         results = await append_in(conn, batches)
     return [(b.job_id, b.new_status) for b, r in zip(batches, results, strict=True) if r.applied and b.new_status]
+
+
+async def save_paused_run(
+    pool: Pool,
+    job_id: uuid.UUID,
+    *,
+    attempt: int,
+    paused_run: dict[str, Any],
+    requirements: list[dict[str, Any]],
+) -> bool:
+    """Keep a paused run on its job row (still running, this attempt's); False when
+    the job is no longer this attempt's."""
+    params = {
+        "id": job_id,
+        "attempt": attempt,
+        "paused_run": Jsonb(paused_run),
+        "requirements": Jsonb(requirements),
+    }
+    async with pool.connection() as conn:
+        cur = await conn.execute(queries.SAVE_PAUSED_RUN, params)
+        return await cur.fetchone() is not None
+
+
+async def paused_run(pool: Pool, job_id: uuid.UUID) -> dict[str, Any] | None:
+    """The run a paused job kept (save_paused_run), to continue it."""
+    async with pool.connection() as conn:
+        cur = await conn.execute(queries.PAUSED_RUN, {"id": job_id})
+        row = await cur.fetchone()
+    return row["paused_run"] if row else None
+
+
+class NotPaused(Exception):
+    """A continue for a job that is not waiting for a person; nothing was written."""
+
+    def __init__(self, status: str):
+        super().__init__(f"job is {status}, not paused")
+        self.status = status
+
+
+async def continue_job(
+    pool: Pool,
+    job_id: uuid.UUID,
+    tenant: str,
+    check: Callable[[list[dict[str, Any]]], list[dict[str, Any]]],
+    received: Callable[[list[dict[str, Any]]], dict[str, Any]],
+) -> dict[str, Any] | None:
+    """Answer a paused job: ``check(requirements)`` returns the answers (or raises,
+    and nothing is written); then, in one transaction under the row lock, the
+    ``received(answers)`` event is appended, the job moves to pending and keeps
+    the answers. Answers the job afterwards, None if there is no such job; raises
+    NotPaused when it is not paused (two continues of one pause: the second)."""
+    async with pool.connection() as conn, conn.transaction():
+        cur = await conn.execute(queries.GET_JOB + " FOR UPDATE", {"id": job_id, "tenant": tenant})
+        job = await cur.fetchone()
+        if job is None:
+            return None
+        if job["status"] != "paused":
+            raise NotPaused(job["status"])
+        answers = check(job["requirements"] or [])
+        [result] = await append_in(
+            conn, [AppendBatch(job_id, [received(answers)], from_statuses=("paused",), new_status="pending")]
+        )
+        assert result.applied, "the row lock holds the job paused"
+        await conn.execute(queries.ACCEPT_ANSWERS, {"id": job_id, "answers": Jsonb(answers)})
+        cur = await conn.execute(queries.GET_JOB, {"id": job_id, "tenant": tenant})
+        return await cur.fetchone()
+
+
+async def finish_timed_out_pauses(
+    pool: Pool, pause_timeout_s: float, limit: int = 500
+) -> list[uuid.UUID]:
+    """End the paused jobs nobody answered within ``pause_timeout_s``: each gets
+    the error event "pause timed out" and status failed, in one transaction."""
+    async with pool.connection() as conn, conn.transaction():
+        cur = await conn.execute(queries.REAP_PAUSED, {"pause_timeout_s": pause_timeout_s, "limit": limit})
+        ids = [row["id"] for row in await cur.fetchall()]
+        if not ids:
+            return []
+        payload = {"type": "error", "message": PAUSE_TIMED_OUT}
+        batches = [
+            AppendBatch(job_id, [payload], from_statuses=("paused",), new_status="failed", error=PAUSE_TIMED_OUT)
+            for job_id in ids
+        ]
+        results = await append_in(conn, batches)
+    return [b.job_id for b, r in zip(batches, results, strict=True) if r.applied]

@@ -6,15 +6,19 @@ that lost a race changes nothing and returns no row.
 """
 
 NOTIFY_CHANNEL = "runstream_events"
+# Job status transitions (migration 0010's trigger): the payload is ``<seq>:<tenant>``.
+TRANSITIONS_CHANNEL = "runstream_transitions"
 # A NOTIFY payload must be shorter than 8000 bytes; the rows of a commit ride in
 # it (APPEND_EVENTS) only up to this many bytes and this many rows.
 NOTIFY_ROWS_MAX_BYTES = 7800
 NOTIFY_ROWS_MAX = 64
 
+# New columns go last: some readers take a row by position.
 JOB_COLUMNS = """
     id, tenant, session_id, message, model, status, attempt, last_seq,
     cancel_requested_at, error, metadata, created_at, started_at, finished_at,
-    heartbeat_at, worker, queued_at, interrupted_at, webhook_url, user_id
+    heartbeat_at, worker, queued_at, interrupted_at, webhook_url, user_id, agent, output,
+    requirements, answers, paused_at, paused_s, attempt_base
 """
 
 # ``queued_at``: NULL for a job that may run now; for one waiting behind its
@@ -23,8 +27,8 @@ JOB_COLUMNS = """
 # first, so their created_at order is the order they got it in, which is the
 # order they run in and the order history sees them in.
 INSERT_JOB = f"""
-INSERT INTO jobs (id, tenant, user_id, session_id, message, model, metadata, webhook_url, created_at, queued_at)
-VALUES (%(id)s, %(tenant)s, %(user_id)s, %(session_id)s, %(message)s, %(model)s, %(metadata)s, %(webhook_url)s,
+INSERT INTO jobs (id, tenant, user_id, session_id, message, model, agent, metadata, webhook_url, created_at, queued_at)
+VALUES (%(id)s, %(tenant)s, %(user_id)s, %(session_id)s, %(message)s, %(model)s, %(agent)s, %(metadata)s, %(webhook_url)s,
         clock_timestamp(),
         CASE WHEN %(queued)s THEN coalesce(%(queued_at)s::timestamptz, clock_timestamp()) END)
 RETURNING {JOB_COLUMNS}
@@ -39,12 +43,12 @@ LOCK_SESSION = """
 SELECT pg_advisory_xact_lock(hashtextextended('runstream-session:' || %(tenant)s || ':' || %(session_id)s, 0))
 """
 
-# The session's active run, read after LOCK_SESSION in a statement of its own,
+# The session's active run (a paused one too: it keeps its session), read after LOCK_SESSION in a statement of its own,
 # so it sees every creation and every ending committed before the lock.
 SESSION_ACTIVE_JOB = f"""
 SELECT {JOB_COLUMNS} FROM jobs
 WHERE tenant = %(tenant)s AND session_id = %(session_id)s
-  AND queued_at IS NULL AND status IN ('pending', 'running')
+  AND queued_at IS NULL AND status IN ('pending', 'running', 'paused')
 """
 
 # A later job interrupts this run: marked, and with ``rollback`` left out of
@@ -52,7 +56,7 @@ WHERE tenant = %(tenant)s AND session_id = %(session_id)s
 MARK_INTERRUPTED = """
 UPDATE jobs SET interrupted_at = now(),
     cleared_at = CASE WHEN %(rollback)s THEN coalesce(cleared_at, now()) ELSE cleared_at END
-WHERE id = %(id)s AND status IN ('pending', 'running')
+WHERE id = %(id)s AND status IN ('pending', 'running', 'paused')
 """
 
 # What the end of these jobs set in motion, for the caller to send to the
@@ -65,6 +69,13 @@ WHERE e.id = ANY(%(ids)s::uuid[]) AND n.status = 'pending' AND n.queued_at IS NU
 UNION ALL
 SELECT 'webhook', d.webhook_id FROM webhook_deliveries d
 WHERE d.job_id = ANY(%(ids)s::uuid[]) AND d.status = 'pending'
+"""
+
+# A run's structured answer (its ``output`` event), kept on the job; only by the
+# attempt that runs it.
+SET_JOB_OUTPUT = """
+UPDATE jobs SET output = %(output)s
+WHERE id = %(id)s AND attempt = %(attempt)s AND status = 'running'
 """
 
 # Job creation under a tenant's limits. The advisory lock serializes one
@@ -97,6 +108,9 @@ WHERE tenant = %(tenant)s
   AND (%(user_id)s::text IS NULL OR user_id = %(user_id)s)
   AND (%(session_id)s::text IS NULL OR session_id = %(session_id)s)
   AND (%(status)s::text IS NULL OR status = %(status)s)
+  AND (%(agent)s::text IS NULL OR agent = %(agent)s)
+  AND (%(created_after)s::timestamptz IS NULL OR created_at >= %(created_after)s)
+  AND (%(created_before)s::timestamptz IS NULL OR created_at < %(created_before)s)
   AND (%(cursor_created_at)s::timestamptz IS NULL
        OR (created_at, id) < (%(cursor_created_at)s, %(cursor_id)s::uuid))
 ORDER BY created_at DESC, id DESC
@@ -138,7 +152,12 @@ WITH input AS MATERIALIZED (
             ELSE j.finished_at END,
         cancel_requested_at = CASE
             WHEN i.new_status = 'cancelled' THEN coalesce(j.cancel_requested_at, now())
-            ELSE j.cancel_requested_at END
+            ELSE j.cancel_requested_at END,
+        paused_at = CASE WHEN i.new_status = 'paused' THEN now() ELSE j.paused_at END,
+        paused_s = CASE
+            WHEN j.status = 'paused' AND i.new_status IS DISTINCT FROM 'paused'
+            THEN j.paused_s + extract(epoch FROM now() - j.paused_at)
+            ELSE j.paused_s END
     FROM input i
     WHERE j.id = i.job_id
       AND j.id IN (SELECT id FROM locked)
@@ -217,10 +236,12 @@ ORDER BY r.job_id, e.seq
 # stopped heart-beating, unless its cancel was requested (the reaper ends that
 # one: REAP_FINISH; a new attempt would only be stopped again). The previous
 # status and error say why a new attempt starts (the reason in its ``retry``
-# event). Never beyond ``max_attempts``: a job that used them all is the
-# reaper's to fail; an attempt handed back by a worker shutting down (its error
-# is ``shutdown_error``) did not fail, so it does not use one up. Two deliveries
-# of one job that claim at once serialize on the row lock, and the second one
+# event). Never beyond ``max_attempts`` failed attempts, counted from
+# ``attempt_base`` (the attempts used before the latest continuation of a
+# paused run): a job that used them all is the reaper's to fail; the attempts
+# handed back by a worker shutting down (``handbacks``, since that
+# continuation) did not fail, so they do not use one up. Two deliveries of one
+# job that claim at once serialize on the row lock, and the second one
 # re-checks the WHERE against the row the first one wrote (running, fresh
 # heartbeat), so it gets no row: one job never runs twice at once.
 CLAIM_JOB = f"""
@@ -228,8 +249,7 @@ WITH prev AS (
     SELECT id, status AS prev_status, error AS prev_error
     FROM jobs
     WHERE id = %(id)s
-      AND (%(max_attempts)s::int IS NULL OR attempt < %(max_attempts)s
-           OR (status = 'pending' AND error = %(shutdown_error)s))
+      AND (%(max_attempts)s::int IS NULL OR attempt - attempt_base - handbacks < %(max_attempts)s)
       AND queued_at IS NULL
       AND (status = 'pending'
            OR (status = 'running'
@@ -247,7 +267,7 @@ UPDATE jobs j SET
 FROM prev
 WHERE j.id = prev.id
 RETURNING {", ".join("j." + c.strip() for c in JOB_COLUMNS.split(","))},
-          prev.prev_status, prev.prev_error
+          j.handbacks, prev.prev_status, prev.prev_error
 """
 
 # Heartbeat every job a worker runs in one statement; answers which of them
@@ -272,14 +292,51 @@ RETURNING status
 """
 
 # Hand a job back for another attempt (a transient failure, or its worker
-# shutting down): it is pending again, and the error says why, for the retry
-# event. ``available_at`` is when the retry is due (after its backoff), so the
-# reaper does not take the wait for a lost message.
+# shutting down: ``handback``, counted in ``handbacks``, not a failure): it is
+# pending again, and the error says why, for the retry event. ``available_at``
+# is when the retry is due (after its backoff), so the reaper does not take the
+# wait for a lost message.
 RELEASE_JOB = """
 UPDATE jobs SET status = 'pending', error = %(error)s, worker = NULL,
+    handbacks = handbacks + %(handback)s::int,
     available_at = now() + make_interval(secs => %(delay_s)s)
 WHERE id = %(id)s AND status = 'running' AND attempt = %(attempt)s
 RETURNING id
+"""
+
+# --- paused runs (human in the loop) ------------------------------------------
+
+# A run that reached a tool needing a person keeps what it needs on the job row
+# first: the paused Agno run and the requirements clients answer. Its writer
+# then moves the job to paused with the ``input_required`` event (APPEND_EVENTS).
+SAVE_PAUSED_RUN = """
+UPDATE jobs SET paused_run = %(paused_run)s, requirements = %(requirements)s, answers = NULL
+WHERE id = %(id)s AND status = 'running' AND attempt = %(attempt)s
+RETURNING id
+"""
+
+PAUSED_RUN = """
+SELECT paused_run FROM jobs WHERE id = %(id)s
+"""
+
+# The person's answers, in the transaction that moved the job from paused to
+# pending (db.jobs.continue_job). The continuation's attempts count afresh
+# (``attempt_base``, ``handbacks``); ``available_at`` now, so the reaper sees a fresh pending job.
+ACCEPT_ANSWERS = """
+UPDATE jobs SET answers = %(answers)s, requirements = NULL, attempt_base = attempt, handbacks = 0,
+    available_at = now(), worker = NULL, error = NULL
+WHERE id = %(id)s AND status = 'pending'
+RETURNING id
+"""
+
+# Paused jobs nobody answered within ``pause_timeout_s``; locked until the
+# caller's transaction appends their terminal events.
+REAP_PAUSED = """
+SELECT id FROM jobs
+WHERE status = 'paused' AND paused_at < now() - make_interval(secs => %(pause_timeout_s)s)
+ORDER BY paused_at
+LIMIT %(limit)s
+FOR UPDATE SKIP LOCKED
 """
 
 # --- the reaper (tasks.reaper): the job row is the truth ----------------------
@@ -298,7 +355,7 @@ REAP_DISPATCH = """
 WITH stuck AS (
     SELECT id FROM jobs
     WHERE status IN ('pending', 'running')
-      AND (attempt < %(max_attempts)s OR (status = 'pending' AND error = %(shutdown_error)s))
+      AND attempt - attempt_base - handbacks < %(max_attempts)s
       AND queued_at IS NULL
       AND ((status = 'pending'
             AND available_at < now() - make_interval(secs => %(pending_timeout_s)s))
@@ -318,17 +375,16 @@ RETURNING j.id, j.status
 
 # Jobs the reaper ends instead of dispatching: a dead run whose cancel was
 # requested, or a job that used all its attempts (its last run died, or it was
-# handed back on its last attempt after a transient failure; one handed back by
-# a worker shutting down did not fail, and runs again). Locked until the
+# handed back on its last attempt after a transient failure; attempts handed
+# back by a worker shutting down did not fail and do not count). Locked until the
 # caller's transaction appends their terminal events.
 REAP_FINISH = """
-SELECT id, status, attempt, error, cancel_requested_at FROM jobs
+SELECT id, status, attempt, attempt - attempt_base AS run_attempts, error, cancel_requested_at FROM jobs
 WHERE status IN ('pending', 'running')
   AND ((status = 'running'
         AND heartbeat_at < now() - make_interval(secs => %(stale_after_s)s)
-        AND (attempt >= %(max_attempts)s OR cancel_requested_at IS NOT NULL))
-    OR (status = 'pending' AND attempt >= %(max_attempts)s AND available_at <= now()
-        AND error IS DISTINCT FROM %(shutdown_error)s))
+        AND (attempt - attempt_base - handbacks >= %(max_attempts)s OR cancel_requested_at IS NOT NULL))
+    OR (status = 'pending' AND attempt - attempt_base - handbacks >= %(max_attempts)s AND available_at <= now()))
 ORDER BY id
 LIMIT %(limit)s
 FOR UPDATE SKIP LOCKED
@@ -377,12 +433,14 @@ WHERE tenant = %(tenant)s AND session_id = %(session_id)s AND cleared_at IS NULL
 
 # --- analytics (views from migration 0002) -----------------------------------
 
-# The jobs an analytics question is about: a tenant, a created_at window, maybe a session.
+# The jobs an analytics question is about: a tenant, a created_at window, maybe
+# a session, maybe an agent.
 ANALYTICS_SCOPE = """
 tenant = %(tenant)s
 AND (%(since)s::timestamptz IS NULL OR created_at >= %(since)s)
 AND (%(until)s::timestamptz IS NULL OR created_at < %(until)s)
 AND (%(session_id)s::text IS NULL OR session_id = %(session_id)s)
+AND (%(agent)s::text IS NULL OR agent = %(agent)s)
 """
 
 # Percentiles interpolate (percentile_cont): the p50 of 1, 2, 3, 4 is 2.5.
@@ -390,6 +448,7 @@ ANALYTICS_TIMINGS = f"""
 SELECT count(*) AS jobs,
        count(*) FILTER (WHERE outcome = 'pending') AS pending,
        count(*) FILTER (WHERE outcome = 'running') AS running,
+       count(*) FILTER (WHERE outcome = 'paused') AS paused,
        count(*) FILTER (WHERE outcome = 'completed') AS completed,
        count(*) FILTER (WHERE outcome = 'failed') AS failed,
        count(*) FILTER (WHERE outcome = 'cancelled') AS cancelled,
@@ -399,9 +458,25 @@ SELECT count(*) AS jobs,
        count(ttft_s) AS ttft_n,
        percentile_cont(ARRAY[0.5, 0.95]) WITHIN GROUP (ORDER BY ttft_s) AS ttft_s,
        count(duration_s) AS duration_n,
-       percentile_cont(ARRAY[0.5, 0.95]) WITHIN GROUP (ORDER BY duration_s) AS duration_s
+       percentile_cont(ARRAY[0.5, 0.95]) WITHIN GROUP (ORDER BY duration_s) AS duration_s,
+       -- Time waiting for a person, over the jobs that paused.
+       count(*) FILTER (WHERE paused_s > 0) AS paused_n,
+       percentile_cont(ARRAY[0.5, 0.95]) WITHIN GROUP (ORDER BY paused_s) FILTER (WHERE paused_s > 0) AS paused_s
 FROM job_timings
 WHERE {ANALYTICS_SCOPE}
+"""
+
+# Jobs of the scope per agent (NULL: jobs from before agents were recorded).
+ANALYTICS_BY_AGENT = f"""
+SELECT agent, count(*) AS jobs,
+       count(*) FILTER (WHERE outcome = 'completed') AS completed,
+       count(*) FILTER (WHERE outcome = 'failed') AS failed,
+       count(*) FILTER (WHERE outcome = 'cancelled') AS cancelled,
+       percentile_cont(0.5) WITHIN GROUP (ORDER BY duration_s) AS duration_p50_s
+FROM job_timings
+WHERE {ANALYTICS_SCOPE}
+GROUP BY agent
+ORDER BY jobs DESC, agent NULLS LAST
 """
 
 ANALYTICS_TOOLS = f"""
@@ -415,6 +490,48 @@ LIMIT %(top)s
 
 JOB_METRICS = """
 SELECT * FROM job_metrics WHERE job_id = %(id)s AND tenant = %(tenant)s
+"""
+
+# The timings of many jobs at once (a page of the job list): no event counts, so
+# each job costs one index probe for its first text_delta.
+JOBS_TIMINGS = """
+SELECT job_id, session_id, agent, outcome, attempts, queue_wait_s, ttft_s, duration_s
+FROM job_timings WHERE job_id = ANY(%(ids)s::uuid[]) AND tenant = %(tenant)s
+"""
+
+# The scope's jobs per interval of ``created_at``, every interval of [since,
+# until) present (empty ones as zeros): outcomes, retried jobs, and p50/p95 of
+# time to first token and duration.
+ANALYTICS_SERIES = f"""
+WITH buckets AS (
+    -- The last one may end after ``until`` (a partial interval).
+    SELECT start FROM generate_series(%(since)s::timestamptz, %(until)s::timestamptz,
+                                      make_interval(secs => %(interval_s)s)) AS start
+    WHERE start < %(until)s::timestamptz
+), per_bucket AS (
+    SELECT date_bin(make_interval(secs => %(interval_s)s), created_at, %(since)s::timestamptz) AS start,
+           count(*) AS jobs,
+           count(*) FILTER (WHERE outcome = 'pending') AS pending,
+           count(*) FILTER (WHERE outcome = 'running') AS running,
+           count(*) FILTER (WHERE outcome = 'completed') AS completed,
+           count(*) FILTER (WHERE outcome = 'failed') AS failed,
+           count(*) FILTER (WHERE outcome = 'cancelled') AS cancelled,
+           count(*) FILTER (WHERE attempts > 1) AS retried,
+           count(ttft_s) AS ttft_n,
+           percentile_cont(ARRAY[0.5, 0.95]) WITHIN GROUP (ORDER BY ttft_s) AS ttft_s,
+           count(duration_s) AS duration_n,
+           percentile_cont(ARRAY[0.5, 0.95]) WITHIN GROUP (ORDER BY duration_s) AS duration_s
+    FROM job_timings
+    WHERE {ANALYTICS_SCOPE}
+    GROUP BY 1
+)
+SELECT b.start, coalesce(p.jobs, 0) AS jobs, coalesce(p.pending, 0) AS pending,
+       coalesce(p.running, 0) AS running, coalesce(p.completed, 0) AS completed,
+       coalesce(p.failed, 0) AS failed, coalesce(p.cancelled, 0) AS cancelled,
+       coalesce(p.retried, 0) AS retried, coalesce(p.ttft_n, 0) AS ttft_n, p.ttft_s,
+       coalesce(p.duration_n, 0) AS duration_n, p.duration_s
+FROM buckets b LEFT JOIN per_bucket p ON p.start = b.start
+ORDER BY b.start
 """
 
 # For /metrics: bounded by retention, which keeps the jobs table to its window.
@@ -455,6 +572,38 @@ WHERE ctid = ANY(ARRAY(
 PRUNE_JOBS = """
 DELETE FROM jobs
 WHERE id = ANY(%(ids)s::uuid[]) AND status IN ('completed', 'failed', 'cancelled')
+"""
+
+# --- the agent registry (db/agents.py) ---------------------------------------
+
+# A worker records what each entry of its registry resolved to; the newest
+# record of a name wins (a deploy that changes an agent rewrites it).
+RECORD_AGENT = """
+INSERT INTO agents (name, import_path, kind, description, recorded_at)
+VALUES (%(name)s, %(import_path)s, %(kind)s, %(description)s, now())
+ON CONFLICT (name) DO UPDATE SET
+    import_path = excluded.import_path, kind = excluded.kind,
+    description = excluded.description, recorded_at = excluded.recorded_at
+"""
+
+RECORDED_AGENTS = """
+SELECT name, import_path, kind, description FROM agents WHERE name = ANY(%(names)s::text[])
+"""
+
+# --- job transitions (migration 0010: a trigger on jobs writes them) ---------
+
+# A tenant's transitions after a seq, oldest first: the transitions stream.
+READ_TRANSITIONS = """
+SELECT seq, job_id, session_id, agent, status, previous_status, attempt, at
+FROM job_transitions
+WHERE tenant = %(tenant)s AND seq > %(after_seq)s
+ORDER BY seq
+LIMIT %(limit)s
+"""
+
+# The newest seq of any tenant: where a stream that asks for no earlier point starts.
+LAST_TRANSITION_SEQ = """
+SELECT last_seq FROM job_transition_counter
 """
 
 PING = "SELECT 1"

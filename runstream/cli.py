@@ -62,6 +62,13 @@ def cmd_worker(args: argparse.Namespace) -> None:
     if args.pool not in SUPPORTED_POOLS:
         sys.exit(f"runstream: worker pool {args.pool!r} is not supported: use threads (the default) or solo")
     require_database_url(get_settings())
+    from runstream.tasks.registry import RegistryError, get_registry
+
+    # Every agent resolves before the worker takes a job, or it does not start.
+    try:
+        get_registry()
+    except RegistryError as exc:
+        sys.exit(f"runstream: RUNSTREAM_AGENTS: {exc}")
     from runstream.tasks.celery_app import celery_app
 
     celery_app.worker_main(["worker", "--loglevel=INFO", f"--pool={args.pool}", *args.celery_args])
@@ -83,6 +90,7 @@ def cmd_stats(args: argparse.Namespace) -> None:
         since=now - args.since if args.since else None,
         until=now - args.until if args.until else None,
         session_id=args.session_id,
+        agent=args.agent,
     )
     run_stats(require_database_url(get_settings()), scope)
 
@@ -164,6 +172,7 @@ def build_parser() -> argparse.ArgumentParser:
     stats.add_argument("--since", type=parse_duration, help="jobs created at most this long ago (e.g. 24h)")
     stats.add_argument("--until", type=parse_duration, help="jobs created at least this long ago")
     stats.add_argument("--session-id")
+    stats.add_argument("--agent", help="only this agent's jobs")
     stats.add_argument("--tenant", default="default")
     stats.set_defaults(func=cmd_stats)
 

@@ -9,11 +9,22 @@ from __future__ import annotations
 
 import base64
 import os
+import re
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import AliasChoices, Field, PositiveInt, SecretStr, ValidationError, field_validator, model_validator
+from pydantic import (
+    AliasChoices,
+    Field,
+    PositiveFloat,
+    PositiveInt,
+    SecretStr,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -27,6 +38,31 @@ def _key_entries(api_keys: SecretStr | str) -> list[tuple[str, str] | None]:
         tenant, sep, key = (part.strip() for part in item.partition("="))
         if item.strip():
             entries.append((tenant, key) if sep and tenant and key else None)
+    return entries
+
+
+# The offline assistant Runstream ships: the registry's entry when none is configured.
+BUILTIN_AGENT = "assistant"
+BUILTIN_AGENT_PATH = "runstream.tasks.assistant:build_assistant"
+# An agent's name is a URL- and log-safe key.
+_AGENT_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
+# ``package.module:attribute`` (dotted on both sides), as ``uvicorn app:app`` takes it.
+_IMPORT_PATH = re.compile(r"[A-Za-z_][\w]*(\.[A-Za-z_][\w]*)*:[A-Za-z_][\w]*(\.[A-Za-z_][\w]*)*")
+
+
+def _agent_entries(agents: str) -> dict[str, str]:
+    """``name=module:attr,...`` → {name: "module:attr"}, in order. Raises ValueError
+    naming the first entry that is malformed or repeats a name."""
+    entries: dict[str, str] = {}
+    for position, item in enumerate((i for i in agents.split(",") if i.strip()), start=1):
+        name, sep, path = (part.strip() for part in item.partition("="))
+        if not sep or not _AGENT_NAME.fullmatch(name) or not _IMPORT_PATH.fullmatch(path):
+            raise ValueError(f"entry {position} ({item.strip()!r}) is not name=module:attribute")
+        if name in entries:
+            raise ValueError(f"agent {name!r} is listed twice")
+        entries[name] = path
+    if not entries:
+        raise ValueError("lists no agent")
     return entries
 
 
@@ -49,6 +85,14 @@ class Settings(BaseSettings):
     # --- model ----------------------------------------------------------------
     model: str = "offline"
     offline_delay_ms: float = 30.0
+
+    # --- agents (docs/agents.md) ----------------------------------------------
+    # The agents this deployment serves: ``name=module:attribute,...``, where the
+    # attribute is an Agno Agent, Team or Workflow, or a factory ``(ctx) -> one``.
+    # Replacing the list drops the built-in assistant unless it is listed again.
+    agents: str = f"{BUILTIN_AGENT}={BUILTIN_AGENT_PATH}"
+    # The agent of jobs that name none; empty: the first one listed.
+    default_agent: str = ""
 
     # --- API ------------------------------------------------------------------
     # --- security (docs/security.md) -----------------------------------------
@@ -152,6 +196,10 @@ class Settings(BaseSettings):
     # which the claim guard turns away while the first one's heartbeat is alive.
     redis_visibility_timeout_s: int = 300
     run_timeout_s: float = 600.0
+    # A run paused for a person (a tool needing confirmation, input or external
+    # execution) that nobody answers within this long fails with the error
+    # "pause timed out" (the reaper ends it). Time paused is not run time.
+    pause_timeout_s: PositiveFloat = 86400.0
 
     # Earlier runs of its session the agent sees as context (0: none).
     history_runs: int = 20
@@ -224,6 +272,30 @@ class Settings(BaseSettings):
                 raise ValueError("must be module:callable, e.g. runstream.api.jwt_auth:JwtAuthenticator")
             return f"{module}:{attribute}"
         return value
+
+
+    @field_validator("agents")
+    @classmethod
+    def _agents_are_entries(cls, value: str) -> str:
+        _agent_entries(value)
+        return value
+
+    @field_validator("default_agent")
+    @classmethod
+    def _default_agent_is_listed(cls, value: str, info: ValidationInfo) -> str:
+        listed = info.data.get("agents")
+        if value and listed is not None and value not in _agent_entries(listed):
+            raise ValueError(f"{value!r} is not in RUNSTREAM_AGENTS")
+        return value
+
+    @property
+    def agent_paths(self) -> dict[str, str]:
+        """The registry as configured: {agent name: "module:attribute"}, in the listed order."""
+        return _agent_entries(self.agents)
+
+    @property
+    def default_agent_name(self) -> str:
+        return self.default_agent or next(iter(self.agent_paths))
 
     @model_validator(mode="after")
     def _consistent(self) -> Settings:

@@ -37,6 +37,7 @@ def render(scope: Scope, result: dict[str, Any], console: Console) -> None:
     console.print(
         f"tenant {scope.tenant}, jobs created from {_when(scope.since)} until {_when(scope.until)}"
         + (f", session {scope.session_id}" if scope.session_id else "")
+        + (f", agent {scope.agent}" if scope.agent else "")
     )
     statuses = Table(title="jobs by status")
     for name in (*result["by_status"], "total", "retried", "retry rate"):
@@ -52,7 +53,12 @@ def render(scope: Scope, result: dict[str, Any], console: Console) -> None:
     timings = Table(title="timings (seconds)")
     for name, justify in (("measure", "left"), ("jobs", "right"), ("p50", "right"), ("p95", "right")):
         timings.add_column(name, justify=justify)  # type: ignore[arg-type]
-    for label, key in (("queue wait", "queue_wait_s"), ("time to first token", "ttft_s"), ("duration", "duration_s")):
+    for label, key in (
+        ("queue wait", "queue_wait_s"),
+        ("time to first token", "ttft_s"),
+        ("duration", "duration_s"),
+        ("paused for a person", "paused_s"),
+    ):
         figures = result[key]
         timings.add_row(label, str(figures["count"]), _seconds(figures["p50"]), _seconds(figures["p95"]))
     console.print(timings)
@@ -63,6 +69,19 @@ def render(scope: Scope, result: dict[str, Any], console: Console) -> None:
     for tool in result["tools"]:
         tools.add_row(tool["tool_name"], str(tool["calls"]), str(tool["errors"]), _rate(tool["error_rate"]))
     console.print(tools)
+
+    agents = Table(title="jobs by agent")
+    for name, justify in (
+        ("agent", "left"), ("jobs", "right"), ("completed", "right"), ("failed", "right"),
+        ("cancelled", "right"), ("duration p50", "right"),
+    ):  # fmt: skip
+        agents.add_column(name, justify=justify)  # type: ignore[arg-type]
+    for row in result["by_agent"]:
+        agents.add_row(
+            row["agent"] or "(none recorded)", str(row["jobs"]), str(row["completed"]), str(row["failed"]),
+            str(row["cancelled"]), _seconds(row["duration_p50_s"]),
+        )  # fmt: skip
+    console.print(agents)
 
 
 def run_stats(database_url: str, scope: Scope, console: Console | None = None) -> None:

@@ -16,6 +16,9 @@ on its event loop (tasks.runtime), every ``reaper_interval_s``:
    are dispatched again, by job id, like the API does. The claim then
    decides: a stale run becomes attempt + 1 with a ``retry`` event; a message
    that does arrive after all finds the job taken.
+3. paused jobs (waiting for a person) are never taken over: no worker holds
+   them and none should. One that nobody answered within ``pause_timeout_s``
+   fails with the ``error`` event "pause timed out".
 
 Several workers run it at once safely: each statement picks its jobs with
 ``FOR UPDATE SKIP LOCKED`` and, in the same statement, marks them (the terminal
@@ -39,7 +42,14 @@ from celery import Celery
 
 from runstream.broker import TASK_NAME, WEBHOOK_TASK_NAME, celery_config
 from runstream.db.connector import Pool
-from runstream.db.jobs import Followups, ReapLimits, after_jobs_ended, finish_stuck, mark_stuck_for_dispatch
+from runstream.db.jobs import (
+    Followups,
+    ReapLimits,
+    after_jobs_ended,
+    finish_stuck,
+    finish_timed_out_pauses,
+    mark_stuck_for_dispatch,
+)
 from runstream.db.webhooks import mark_overdue_for_dispatch
 from runstream.settings import Settings
 from runstream.tasks.side_tasks import keep_running
@@ -62,6 +72,7 @@ class Reaper:
             stale_after_s=settings.stale_after_s,
             max_attempts=settings.max_attempts,
         )
+        self._pause_timeout_s = settings.pause_timeout_s
         # A producer of its own, as the API has (api.dispatch): the worker's
         # consumer connection is Celery's business, and may be down.
         self._celery = Celery("runstream-reaper", set_as_current=False)
@@ -86,6 +97,9 @@ class Reaper:
         ended = await finish_stuck(self._pool, self.limits)
         for job_id, status in ended:
             log.warning("reaper: job %s %s: no attempt left for it", job_id, status)
+        for job_id in await finish_timed_out_pauses(self._pool, self._pause_timeout_s, self.limits.limit):
+            log.warning("reaper: job %s failed: nobody answered it within %.0fs", job_id, self._pause_timeout_s)
+            ended.append((job_id, "failed"))
         if ended:
             await self.send_followups(await after_jobs_ended(self._pool, [job_id for job_id, _ in ended]))
         stuck = await mark_stuck_for_dispatch(self._pool, self.limits)

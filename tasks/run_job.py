@@ -1,12 +1,18 @@
-"""One attempt of one job: claim it, run its agent, write the events, end the job.
+"""One attempt of one job: claim it, build its agent (tasks.registry), run it,
+write the events, end the job.
 
-    claim ──▶ [retry event] ──▶ agent payloads ... ──▶ terminal event + final status
+    claim ──▶ [retry event] ──▶ build ──▶ agent payloads ... ──▶ terminal event + final status
                                       │
                                       ├─ transient model error ──▶ release (pending) → Celery retries
                                       ├─ worker shutting down ──▶ release (pending) → dispatched at once
                                       ├─ cancel requested ──▶ done/cancelled
+                                      ├─ a tool needs a person ──▶ input_required, paused (run kept on the row)
                                       ├─ time limit ──▶ error "run exceeded time limit"
                                       └─ fenced (taken over) ──▶ stop, write nothing more
+
+A paused job that was answered (POST /api/jobs/{id}/continue) comes back as
+pending with its answers: the attempt that claims it rebuilds the paused run
+from the row and continues it instead of starting the agent afresh.
 """
 
 from __future__ import annotations
@@ -16,19 +22,34 @@ import logging
 import random
 import uuid
 from dataclasses import dataclass
+from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
-from agno.agent import Agent
-from agno.models.base import Model
+from agno.exceptions import redact_secrets
+from agno.models.message import Message
+from agno.workflow import Workflow
 
+from runstream.db.connector import Pool
 from runstream.db.conversation import agno_messages
-from runstream.db.jobs import SHUTDOWN_ERROR, TERMINAL_STATUSES, Claim, after_jobs_ended, claim_job, release_job
+from runstream.db.jobs import (
+    SHUTDOWN_ERROR,
+    TERMINAL_STATUSES,
+    Claim,
+    after_jobs_ended,
+    cancel_job,
+    claim_job,
+    paused_run,
+    release_job,
+    save_paused_run,
+    set_job_output,
+)
 from runstream.db.sessions import turns_before
 from runstream.logs import job_fields
 from runstream.settings import Settings
 from runstream.tasks.agent_events import (
     CANCELLED,
     Payload,
+    Runnable,
     error_payload,
     final_status,
     is_terminal,
@@ -36,9 +57,9 @@ from runstream.tasks.agent_events import (
 )
 from runstream.tasks.event_writer import EventWriter, WriterError
 from runstream.tasks.model_errors import PermanentModelError, is_transient
-from runstream.tasks.models import build_model
+from runstream.tasks.pauses import Pause, answer_run, restore_run
+from runstream.tasks.registry import AgentBuildError, AgentContext, RegisteredAgent, models_of
 from runstream.tasks.supervisor import RunHandle
-from runstream.tasks.tools import TOOLS
 
 if TYPE_CHECKING:
     from runstream.tasks.runtime import Runtime
@@ -66,23 +87,62 @@ class RunOutcome:
         return self.status == "released"
 
 
-def build_agent(
-    job: dict[str, Any], settings: Settings, history: list[dict[str, Any]] | None = None
-) -> tuple[Agent, Model]:
-    """The agent for one attempt of ``job``, with the earlier turns of its session
-    (Agno messages) as context. Raises PermanentModelError for a model it cannot build."""
-    model = build_model(
-        job["model"], attempt=job["attempt"], metadata=job["metadata"], offline_delay_ms=settings.offline_delay_ms
+def agent_context(job: dict[str, Any], history: list[dict[str, Any]]) -> AgentContext:
+    return AgentContext(
+        job_id=job["id"],
+        attempt=job["attempt"],
+        tenant=job["tenant"],
+        # The authenticated principal's user, never one the request body names:
+        # an agent with its own memory keys it by this id.
+        user=job["user_id"],
+        session_id=job["session_id"],
+        message=job["message"],
+        metadata=MappingProxyType(dict(job["metadata"] or {})),
+        model=job["model"],
+        history=tuple(Message.from_dict(dict(message)) for message in history),
     )
-    # telemetry=False: Agno would otherwise report every run to its own API.
-    # additional_input goes between the system message and this run's message:
-    # the place of history (rebuilt from the event log, see db.conversation).
-    return Agent(model=model, tools=list(TOOLS), telemetry=False, additional_input=list(history) if history else None), model
+
+
+@dataclass(frozen=True)
+class PreparedRun:
+    """What one attempt runs, and how: the runnable, its input and ``arun`` options."""
+
+    runnable: Runnable
+    input: Any
+    options: dict[str, Any]
+    # A paused run, answered, to continue instead of starting one.
+    resume: Any = None
+
+
+async def prepare_run(
+    job: dict[str, Any], settings: Settings, registry: dict[str, RegisteredAgent], history: list[dict[str, Any]]
+) -> PreparedRun:
+    """The job's agent (its own, or the default), built for this attempt. Raises
+    AgentBuildError or PermanentModelError when no attempt could run it."""
+    name = job.get("agent") or settings.default_agent_name
+    entry = registry.get(name)
+    if entry is None:
+        raise AgentBuildError(f"agent {name!r} is not served by this worker (RUNSTREAM_AGENTS)")
+    ctx = agent_context(job, history)
+    runnable = await entry.build(ctx)
+    # History goes before this run's message, unless the agent keeps its own
+    # (Agno's ``db``: its session, under the same session id, is its history).
+    # A workflow takes the message alone; its factory sees the history in ctx.
+    run_input: Any = ctx.message
+    if not isinstance(runnable, Workflow) and runnable.db is None and ctx.history:
+        run_input = [*ctx.history, Message(role="user", content=ctx.message)]
+    return PreparedRun(runnable, run_input, {"session_id": ctx.session_id, "user_id": ctx.user})
 
 
 async def session_context(runtime: Runtime, job: dict[str, Any]) -> list[dict[str, Any]]:
     turns = await turns_before(runtime.pool, job, runtime.settings.history_runs)
     return [message for turn in turns for message in agno_messages(turn, for_model=True)]
+
+
+def model_failure(runnable: Runnable) -> BaseException | None:
+    """The exception that ended a model call of the run (see tasks.model_errors), if any."""
+    failures = (getattr(model, "failure", None) for model in models_of(runnable))
+    return next((failure for failure in failures if failure is not None), None)
 
 
 def retry_countdown(attempt: int, settings: Settings) -> float:
@@ -126,8 +186,10 @@ async def run_job(runtime: Runtime, job_id: uuid.UUID, *, worker: str) -> RunOut
     finally:
         runtime.supervisor.unregister(handle)
         runtime.writer.close(claim.id, attempt=claim.attempt)
-    if outcome.status in TERMINAL_STATUSES and (claim.job["session_id"] or claim.job["webhook_url"]):
-        # The next run of the session (promoted by the job's end), the webhook.
+    if (outcome.status in TERMINAL_STATUSES or outcome.status == "paused") and (
+        claim.job["session_id"] or claim.job["webhook_url"]
+    ):
+        # The next run of the session (promoted by the job's end), the webhook (a pause has one too).
         await runtime.reaper.send_followups(await after_jobs_ended(runtime.pool, [claim.id]))
     log.info(
         "job %s: %s (attempt %d)", job_id, outcome.status, claim.attempt,
@@ -138,17 +200,21 @@ async def run_job(runtime: Runtime, job_id: uuid.UUID, *, worker: str) -> RunOut
 
 async def _run_attempt(runtime: Runtime, claim: Claim, handle: RunHandle) -> RunOutcome:
     writer = runtime.writer
-    if claim.attempt > 1:
+    # The first attempt of a run, or of a paused run's continuation, is no retry.
+    if claim.attempt - claim.job["attempt_base"] > 1:
         await writer.emit(claim.id, retry_payload(claim))
     history = await session_context(runtime, claim.job)
     try:
-        agent, model = build_agent(claim.job, runtime.settings, history)
-    except PermanentModelError as exc:
-        return await _end(writer, claim, error_payload(str(exc)))
+        run = await prepare_run(claim.job, runtime.settings, runtime.registry, history)
+        if claim.job["answers"] is not None:
+            run = await _continuation(runtime, claim, run)
+    except (AgentBuildError, PermanentModelError) as exc:
+        log.warning("job %s: %s", claim.id, exc)
+        return await _end(writer, claim, error_payload(redact_secrets(str(exc))))
 
-    runner = asyncio.get_running_loop().create_task(_stream(agent, claim, writer))
+    runner = asyncio.get_running_loop().create_task(_stream(run, claim, writer, runtime.pool))
     handle.attach(runner)
-    terminal: Payload | None
+    terminal: Payload | Pause | None
     try:
         terminal = await runner
     except asyncio.CancelledError:
@@ -160,26 +226,42 @@ async def _run_attempt(runtime: Runtime, claim: Claim, handle: RunHandle) -> Run
     if terminal is None:
         assert handle.stop_reason is not None
         if handle.stop_reason == "shutdown":
-            return await _release(runtime, claim, SHUTDOWN_ERROR, countdown=0.0)
+            return await _release(runtime, claim, SHUTDOWN_ERROR, countdown=0.0, handback=True)
         if handle.stop_reason not in STOPPED:
             return RunOutcome(handle.stop_reason, claim.attempt)  # fenced or lost: not ours to end
         return await _end(writer, claim, STOPPED[handle.stop_reason])
+    if isinstance(terminal, Pause):
+        return await _pause(runtime, claim, terminal)
 
-    failure = getattr(model, "failure", None)
+    failure = model_failure(run.runnable)
     if terminal["type"] == "error" and failure is not None and is_transient(failure):
-        if claim.attempt < runtime.settings.max_attempts:
+        if claim.counted_attempts < runtime.settings.max_attempts:
             countdown = retry_countdown(claim.attempt, runtime.settings)
             return await _release(runtime, claim, terminal["message"], countdown=countdown)
         log.info("job %s: transient failure on the last attempt (%d): %s", claim.id, claim.attempt, failure)
     return await _end(writer, claim, terminal)
 
 
-async def _stream(agent: Agent, claim: Claim, writer: EventWriter) -> Payload:
-    """Write the run's payloads as they come; return the terminal one (not yet written)."""
-    async for payload in run_payloads(agent, claim.job["message"]):
-        if is_terminal(payload):
+async def _continuation(runtime: Runtime, claim: Claim, run: PreparedRun) -> PreparedRun:
+    """The attempt continues the job's paused run with the person's answers."""
+    stored = await paused_run(runtime.pool, claim.id)
+    if stored is None:
+        raise AgentBuildError("the paused run was not kept; it cannot be continued")
+    resume = restore_run(run.runnable, stored)
+    answer_run(resume, claim.job["answers"])
+    return PreparedRun(run.runnable, None, run.options, resume)
+
+
+async def _stream(run: PreparedRun, claim: Claim, writer: EventWriter, pool: Pool) -> Payload | Pause:
+    """Write the run's payloads as they come; return the terminal one (not yet
+    written), or the run's Pause."""
+    async for payload in run_payloads(run.runnable, run.input, resume=run.resume, **run.options):
+        if isinstance(payload, Pause) or is_terminal(payload):
             return payload
         await writer.emit(claim.id, payload)
+        if payload["type"] == "output":
+            # Kept on the job too, so a client reads the structured answer without the stream.
+            await set_job_output(pool, claim.id, attempt=claim.attempt, output=payload["content"])
     raise AssertionError("run_payloads ends with a terminal payload")
 
 
@@ -190,11 +272,33 @@ async def _end(writer: EventWriter, claim: Claim, terminal: Payload) -> RunOutco
     return RunOutcome(status if result.applied else "fenced", claim.attempt)
 
 
-async def _release(runtime: Runtime, claim: Claim, message: str, *, countdown: float) -> RunOutcome:
+async def _pause(runtime: Runtime, claim: Claim, pause: Pause) -> RunOutcome:
+    """Keep the paused run on the job row, then append ``input_required`` with
+    everything buffered before it and move the job to paused in one transaction.
+    The attempt ends here: the worker slot is free while a person decides."""
+    kept = await save_paused_run(
+        runtime.pool, claim.id, attempt=claim.attempt, paused_run=pause.run,
+        requirements=pause.payload["requirements"],
+    )
+    if not kept:
+        return RunOutcome("fenced", claim.attempt)
+    result = await runtime.writer.finish(claim.id, pause.payload, status="paused")
+    if not result.applied:
+        return RunOutcome("fenced", claim.attempt)
+    if result.cancel_requested:
+        # Asked to stop while it ran: it ends now, as a paused job's cancel does.
+        return RunOutcome(await cancel_job(runtime.pool, claim.id, claim.job["tenant"]) or "fenced", claim.attempt)
+    return RunOutcome("paused", claim.attempt)
+
+
+async def _release(
+    runtime: Runtime, claim: Claim, message: str, *, countdown: float, handback: bool = False
+) -> RunOutcome:
     """Hand the job back for another attempt in ``countdown`` seconds, keeping what
-    this one wrote (the next attempt's ``retry`` event tells readers to discard it)."""
+    this one wrote (the next attempt's ``retry`` event tells readers to discard it).
+    ``handback``: the worker is shutting down, this attempt did not fail."""
     await runtime.writer.drain(claim.id)
     released = await release_job(
-        runtime.pool, claim.id, attempt=claim.attempt, error=message, delay_s=countdown
+        runtime.pool, claim.id, attempt=claim.attempt, error=message, delay_s=countdown, handback=handback
     )
     return RunOutcome("released" if released else "fenced", claim.attempt, countdown)

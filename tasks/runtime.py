@@ -19,10 +19,12 @@ from typing import Any, TypeVar
 import httpx
 import uvloop
 
+from runstream.db.agents import record_agents
 from runstream.db.connector import Pool, open_pool
 from runstream.settings import Settings, get_settings
 from runstream.tasks.event_writer import EventWriter
 from runstream.tasks.reaper import Reaper
+from runstream.tasks.registry import get_registry
 from runstream.tasks.supervisor import Supervisor
 
 log = logging.getLogger("runstream.worker")
@@ -41,6 +43,7 @@ class Runtime:
         if not settings.database_url:
             raise RuntimeError("DATABASE_URL is not set: the worker needs the database")
         self.settings = settings
+        self.registry = get_registry()
         self.loop = new_loop()
         self._thread = threading.Thread(target=self.loop.run_forever, name="runstream-loop", daemon=True)
         self._thread.start()
@@ -69,6 +72,14 @@ class Runtime:
         self.supervisor.start()
         self.reaper = Reaper(self.pool, settings)
         self.reaper.start()
+        # What each agent resolved to, for the API's agent list (db.agents).
+        await record_agents(
+            self.pool,
+            [
+                {"name": a.name, "import_path": a.path, "kind": a.kind, "description": a.description}
+                for a in self.registry.values()
+            ],
+        )
         # One client for every webhook attempt: its TLS context is built once
         # (building one blocks the loop), and connections to a receiver are reused.
         self.webhook_http = httpx.AsyncClient(follow_redirects=False, timeout=settings.webhook_timeout_s)

@@ -101,7 +101,7 @@ async def test_summary_equals_the_hand_computed_figures(
     assert response.status_code == 200
     body = response.json()
     assert body["jobs"] == 5
-    assert body["by_status"] == {"pending": 1, "running": 0, "completed": 2, "failed": 1, "cancelled": 1}
+    assert body["by_status"] == {"pending": 1, "running": 0, "paused": 0, "completed": 2, "failed": 1, "cancelled": 1}
     assert (body["retried_jobs"], body["retry_rate"]) == (1, 0.2)
     # Queue waits 1, 3, 2, 5 → sorted 1 2 3 5: p50 = 2.5; p95 at rank 2.85 = 3 + 0.85·2.
     assert body["queue_wait_s"] == {"count": 4, "p50": 2.5, "p95": pytest.approx(4.7, abs=1e-9)}
@@ -125,7 +125,7 @@ async def test_the_time_window_bounds_jobs_by_creation(
     )
     body = response.json()
     assert (body["since"], body["until"]) == ("2001-01-01T00:01:00+00:00", "2001-01-01T00:03:00+00:00")
-    assert body["by_status"] == {"pending": 0, "running": 0, "completed": 0, "failed": 1, "cancelled": 1}
+    assert body["by_status"] == {"pending": 0, "running": 0, "paused": 0, "completed": 0, "failed": 1, "cancelled": 1}
     assert body["duration_s"] == {"count": 2, "p50": 7.0, "p95": pytest.approx(9.7, abs=1e-9)}
     assert [(t["tool_name"], t["calls"], t["errors"]) for t in body["tools"]] == [("calculate", 1, 1), ("sleep", 1, 1)]
     bad = await http.get("/api/analytics/summary", params={"since": "yesterday"})
@@ -139,8 +139,8 @@ async def test_the_time_window_bounds_jobs_by_creation(
 async def test_per_job_metrics(http: httpx.AsyncClient, seeded: dict[str, uuid.UUID]) -> None:
     a = (await http.get(f"/api/analytics/jobs/{seeded['A']}")).json()
     assert a == {
-        "job_id": str(seeded["A"]), "session_id": a["session_id"], "outcome": "completed", "attempts": 1,
-        "queue_wait_s": 1.0, "ttft_s": 2.0, "duration_s": 4.0, "events": 7,
+        "job_id": str(seeded["A"]), "session_id": a["session_id"], "agent": None, "outcome": "completed", "attempts": 1,
+        "queue_wait_s": 1.0, "ttft_s": 2.0, "duration_s": 4.0, "paused_s": 0.0, "events": 7,
         "events_by_type": {"reasoning": 1, "text_delta": 3, "tool_call": 1, "tool_result": 1, "done": 1},
         "text_chars": 12, "tool_calls": 1, "retries": 0,
     }
@@ -165,10 +165,12 @@ async def test_runstream_stats_prints_the_same_figures(
     )
     assert result.returncode == 0, result.stderr
     lines = [" ".join(line.replace("│", " ").replace("┃", " ").split()) for line in result.stdout.splitlines()]
-    # pending running completed failed cancelled total retried "retry rate"
-    assert "1 0 2 1 1 5 1 20.0%" in lines
+    # pending running paused completed failed cancelled total retried "retry rate"
+    assert "1 0 0 2 1 1 5 1 20.0%" in lines
     assert "queue wait 4 2.500 4.700" in lines
     assert "time to first token 3 4.000 5.800" in lines
     assert "duration 4 4.000 9.100" in lines
     assert "calculate 2 1 50.0%" in lines
     assert "sleep 1 1 100.0%" in lines
+    # The seeded jobs name no agent (as jobs from before agents were recorded).
+    assert "(none recorded) 5 2 1 1 4.000" in lines

@@ -31,8 +31,18 @@ WAIT_MS = 30_000
 
 @pytest.fixture(scope="module")
 def paced(service_env: dict[str, str], log_dir: Path) -> Iterator[ApiServer]:
-    """A slow worker and an API of their own, on a queue no other worker consumes."""
-    env = dict(service_env, RUNSTREAM_OFFLINE_DELAY_MS=DELAY_MS, RUNSTREAM_QUEUE=f"{service_env['RUNSTREAM_QUEUE']}-browser")
+    """A slow worker and an API of their own, on a queue no other worker consumes;
+    the built-in assistant (the default), a team of the test agents module, and the
+    example desk's agent whose refunds wait for approval."""
+    env = dict(
+        service_env,
+        RUNSTREAM_OFFLINE_DELAY_MS=DELAY_MS,
+        RUNSTREAM_QUEUE=f"{service_env['RUNSTREAM_QUEUE']}-browser",
+        RUNSTREAM_AGENTS=(
+            "assistant=runstream.tasks.assistant:build_assistant,desk=tests.agents_fixture:desk,"
+            "refunds=examples.support_desk.approvals:refunds_agent"
+        ),
+    )
     worker = start_worker(env, log_dir, "browser-worker")
     api = start_api(env, log_dir, "browser-api")
     yield api
@@ -171,6 +181,28 @@ def test_a_prompt_streams_with_reasoning_and_tool_calls(page: Page, paced: ApiSe
     assert page.locator("[data-role=tool-call]").count() == 0
 
 
+def test_a_team_run_shows_its_delegations_and_members(page: Page, paced: ApiServer) -> None:
+    page.goto("/")
+    picker = page.locator("[data-role=agent]")
+    picker.wait_for()
+    assert [o.get_attribute("value") for o in picker.locator("option").all()] == ["", "desk", "refunds"]
+    picker.select_option("desk")
+    job_id = send(page, "lookup_order 7")
+    wait_status(page, "completed")
+    assert answer(page) == stored_answer(paced, job_id)
+    assert answer(page).startswith("Let me ask billing.Let me ask shipping.billing answered:")
+    notes = page.locator("[data-role=note]")
+    labels = [notes.nth(i).locator("[data-role=note-label]").text_content() for i in range(notes.count())]
+    assert labels == ["Delegated to billing", "Billing", "Delegated to shipping", "Shipping"]
+    assert {notes.nth(i).get_attribute("data-state") for i in range(notes.count())} == {"done"}
+    billing = notes.nth(1).locator("[data-role=note-text]").text_content()
+    assert billing == "Let me use lookup_order.The lookup_order tool answered: order 7 shipped on Monday."
+    tool = page.locator("[data-role=tool-call]")
+    assert tool.locator("[data-role=tool-name]").text_content() == "Billing · lookup_order"
+    assert tool.locator("[data-role=tool-result]").text_content().strip() == "order 7 shipped on Monday"
+    assert httpx.get(f"{paced.url}/api/jobs/{job_id}").json()["agent"] == "desk"
+
+
 def test_a_reload_mid_stream_resumes_without_gaps_or_duplicates(page: Page, paced: ApiServer) -> None:
     resumes: list[str | None] = []
 
@@ -201,6 +233,49 @@ def test_a_reload_mid_stream_resumes_without_gaps_or_duplicates(page: Page, pace
     assert resumes[0] is None
     assert len(resumes) >= 3 and all(r is not None and int(r) > 0 for r in resumes[1:])
     assert [int(r) for r in resumes[1:]] == sorted(int(r) for r in resumes[1:])
+
+
+def test_a_paused_run_asks_for_approval_survives_a_reload_and_continues_in_place(
+    page: Page, paced: ApiServer
+) -> None:
+    streams: list[str | None] = []
+    page.on("request", lambda r: streams.append(r.headers.get("last-event-id")) if r.url.endswith("/events") else None)
+    page.goto("/")
+    picker = page.locator("[data-role=agent]")
+    picker.wait_for()
+    picker.select_option("refunds")
+    job_id = send(page, "please issue_refund 1001")
+    wait_status(page, "paused")
+    request = page.locator("[data-role=input-request]")
+    assert request.get_attribute("data-state") == "waiting"
+    assert "Needs your approval: issue_refund" in request.text_content()
+    assert '"order_number": "1001"' in request.locator(".tool-args").text_content()
+    asked = answer(page)
+    assert asked == "Let me use issue_refund."
+
+    # A reload while paused: the request is back, the stream open again (and kept open).
+    page.reload()
+    wait_status(page, "paused")
+    page.wait_for_selector("#run[data-stream=live]")
+    assert page.locator("[data-role=input-request]").get_attribute("data-state") == "waiting"
+    assert answer(page) == asked
+    connections = len(streams)
+
+    page.click("[data-role=approve]")
+    wait_status(page, "completed")
+    # The answer went on under the question, on the same connection.
+    final = answer(page)
+    assert final == stored_answer(paced, job_id)
+    assert final == asked + "The issue_refund tool answered: refunded order 1001 (espresso machine)."
+    assert len(streams) == connections
+    assert page.locator("[data-role=input-request]").get_attribute("data-state") == "answered"
+    assert page.locator("[data-role=requirement-outcome]").text_content() == "Approved"
+    assert page.locator("[data-role=approve]").is_hidden()
+    tool = page.locator("[data-role=tool-call]")
+    assert tool.locator("[data-role=tool-result]").text_content().strip() == "refunded order 1001 (espresso machine)"
+    events = stored_events(paced, job_id)
+    assert [e["type"] for e in events].count("input_required") == 1
+    assert events[-1] == {"type": "done", "status": "completed"}
 
 
 def test_stop_cancels_the_run(page: Page, paced: ApiServer) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import time
+import uuid
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -15,7 +16,8 @@ from runstream.tasks.agent_events import COMPLETED, run_payloads
 from runstream.tasks.model_errors import PermanentModelError, TransientModelError, UnknownModelError, is_transient
 from runstream.tasks.models import build_model
 from runstream.tasks.offline_model import OfflineKnobs, OfflineModel, find_expression, plain_answer
-from runstream.tasks.run_job import build_agent
+from runstream.tasks.registry import load_registry
+from runstream.tasks.run_job import prepare_run
 from runstream.tasks.tools import TOOLS, calculate, evaluate
 
 
@@ -195,11 +197,15 @@ def test_provider_errors_are_classified():
     assert not is_transient(ValueError("bug"))
 
 
-async def test_build_agent_uses_the_job_row():
+async def test_the_builtin_assistant_is_built_from_the_job_row():
     from runstream.settings import Settings
 
-    job = {"model": "offline", "attempt": 1, "metadata": {"offline": {"words": 3}}, "message": "hi"}
-    agent, model = build_agent(job, Settings(offline_delay_ms=0))
-    payloads = await payloads_of(agent, job["message"])
+    settings = Settings(offline_delay_ms=0)
+    job = {
+        "id": uuid.uuid4(), "tenant": "t", "user_id": None, "session_id": None, "agent": None, "model": "offline",
+        "attempt": 1, "metadata": {"offline": {"words": 3}}, "message": "hi",
+    }
+    run = await prepare_run(job, settings, load_registry(settings.agent_paths), [])
+    payloads = await payloads_of(run.runnable, run.input)
     assert [p["type"] for p in payloads] == ["reasoning", "text_delta", "text_delta", "text_delta", "done"]
     assert json.dumps(payloads[1:4]) == json.dumps(words("You said: hi"))

@@ -128,7 +128,8 @@ def test_the_enforced_limits_are_stated(guarded_api: ApiServer) -> None:
     assert {"202", "400", "413", "422", "429"} <= set(post)
 
 
-NEW_JOB_DOC = document(routes(), Settings(database_url="postgresql://unused", max_message_chars=40))
+NEW_JOB_SETTINGS = Settings(database_url="postgresql://unused", max_message_chars=40)
+NEW_JOB_DOC = document(routes(), NEW_JOB_SETTINGS)
 NEW_JOB = validator(NEW_JOB_DOC, {"$ref": "#/components/schemas/NewJob"})
 # JSON as it travels: no lone surrogates (not UTF-8), no NaN (not JSON).
 text = st.one_of(
@@ -149,6 +150,7 @@ bodies = st.one_of(
         optional={
             "session_id": st.one_of(text, st.none()),
             "metadata": values,
+            "agent": st.one_of(st.sampled_from([*NEW_JOB_SETTINGS.agent_paths, "nobody"]), text, values),
             "if_busy": st.one_of(st.sampled_from(["enqueue", "reject", "interrupt", "rollback", "queue"]), values),
             "webhook": st.one_of(st.fixed_dictionaries({"url": st.one_of(webhook_urls, text, values)}), values),
         },
@@ -162,7 +164,7 @@ bodies = st.one_of(
 @given(body=bodies)
 def test_the_document_and_the_server_agree_on_every_body(body: Any) -> None:
     try:
-        parse_new_job(json.dumps(body).encode(), 40)
+        parse_new_job(json.dumps(body).encode(), 40, NEW_JOB_SETTINGS.agent_paths)
         accepted = True
     except ApiError as exc:
         assert exc.status == 422, exc.message  # well-formed JSON: never a 400 here

@@ -33,6 +33,10 @@ WEBHOOK_SECRET = "whsec_" + base64.b64encode(os.urandom(32)).decode()
 # few enough that the whole run stays within about a minute on a loaded machine.
 MAX_EXAMPLES = 15
 SEED = 21
+# Documented, but not run: the tenant's transitions stream never ends by itself, so
+# every request to it would only end at the request timeout, and its answer could
+# not be read whole to check. tests/test_transitions.py reads it frame by frame.
+UNENDING_PATH = "/api/jobs/transitions"
 
 
 @pytest.fixture(scope="module")
@@ -74,6 +78,7 @@ def test_schemathesis_finds_no_failure(schemathesis_api: ApiServer, tmp_path: Pa
     command = [
         SCHEMATHESIS, "--config-file", str(CONFIG), "run", str(tmp_path / "openapi.json"),
         "--url", schemathesis_api.url,
+        "--exclude-path", UNENDING_PATH,
         "--checks", "all",
         "--phases", "examples,coverage,fuzzing,stateful",
         "--max-examples", str(MAX_EXAMPLES),
@@ -92,7 +97,8 @@ def test_schemathesis_finds_no_failure(schemathesis_api: ApiServer, tmp_path: Pa
         f"\nschemathesis: {operations['tested']} operations, {cases['generated']} test cases "
         f"({cases['with_failures']} with failures, {cases['errored']} errored) in {summary['running_time']:.1f}s"
     )
-    assert operations["tested"] == sum(len(item) for item in document["paths"].values())
+    assert list(document["paths"][UNENDING_PATH]) == ["get"]
+    assert operations["tested"] == sum(len(item) for item in document["paths"].values()) - 1
     assert (cases["with_failures"], cases["errored"], summary["failures"], summary["errors"]) == (0, 0, [], [])
     assert {name: phase["status"] for name, phase in summary["phases"].items()} == {
         "examples": "skip",  # the document has no examples

@@ -187,7 +187,7 @@ async def test_a_delivery_is_signed_and_carries_the_job(hooks: httpx.AsyncClient
     # The job's JSON, as GET /api/jobs/{id} answers it (less the stream links it adds).
     assert sent["data"] == {k: v for k, v in status.items() if k in sent["data"]}
     assert sent["data"]["status"] == "completed" and sent["data"]["job_id"] == job["job_id"]
-    assert set(status) - set(sent["data"]) == {"stream_token", "stream_token_expires_at", "events_url", "cancel_url"}
+    assert set(status) - set(sent["data"]) == {"stream_token", "stream_token_expires_at", "events_url", "cancel_url", "continue_url"}
 
 
 async def test_receiver_down_then_up_is_delivered_once_with_one_webhook_id(hooks: httpx.AsyncClient) -> None:

@@ -18,7 +18,7 @@ from psycopg_pool import AsyncConnectionPool
 
 from runstream.broker import TASK_NAME, celery_config
 from runstream.db.events import read_events
-from runstream.db.jobs import cancel_job, claim_job, create_job, get_job
+from runstream.db.jobs import SHUTDOWN_ERROR, cancel_job, claim_job, create_job, get_job, release_job
 from runstream.settings import Settings
 from runstream.tasks.event_writer import EventWriter
 from tests.support.processes import ServiceProcess, start_worker
@@ -179,6 +179,27 @@ async def test_transient_errors_give_up_after_max_attempts(pool, send_strict):
         {"type": "error", "message": last_error},
     ]
     assert (job["status"], job["error"], job["attempt"]) == ("failed", last_error, 2)
+
+
+async def test_hand_backs_on_shutdown_leave_every_attempt_to_failures(pool, send_strict):
+    # Two attempts handed back by workers going down (their row as such a release
+    # leaves it), then transient failures: attempt 3 is retried, attempt 4 is the
+    # last of the strict worker's 2.
+    job = await create_job(
+        pool, tenant=TENANT, message="hi", model="offline", metadata={"offline": {"fail_attempts": 5}}
+    )
+    for attempt in (1, 2):
+        assert await claim_job(pool, job["id"], worker="going-down", stale_after_s=60)
+        assert await release_job(pool, job["id"], attempt=attempt, error=SHUTDOWN_ERROR, handback=True)
+    send_strict.send_task(TASK_NAME, args=[str(job["id"])], task_id=str(job["id"]))
+    done = await wait_for(pool, job["id"])
+    last_error = "offline model: simulated transient failure (attempt 4 of 5)"
+    assert await events(pool, job["id"]) == [
+        {"type": "retry", "attempt": 3, "reason": "worker shut down"},
+        {"type": "retry", "attempt": 4, "reason": "offline model: simulated transient failure (attempt 3 of 5)"},
+        {"type": "error", "message": last_error},
+    ]
+    assert (done["status"], done["error"], done["attempt"]) == ("failed", last_error, 4)
 
 
 async def test_run_time_limit(pool, send_strict):

@@ -20,7 +20,7 @@
   };
   const TERMINAL = new Set(["completed", "failed", "cancelled"]);
   const STATUS_LABEL = {
-    idle: "idle", pending: "queued", running: "running",
+    idle: "idle", pending: "queued", running: "running", paused: "waiting for you",
     completed: "completed", failed: "failed", cancelled: "cancelled",
   };
 
@@ -32,7 +32,7 @@
     message: $("message"), notice: $("notice"), activity: $("activity"), answer: $("answer"),
     outcome: $("outcome"), composer: $("composer"), prompt: $("prompt"), send: $("send"),
     composerError: $("composer-error"), keyForm: $("key-form"), apiKey: $("api-key"),
-    keySet: $("key-set"), forgetKey: $("forget-key"),
+    keySet: $("key-set"), forgetKey: $("forget-key"), agent: $("agent"),
   };
 
   // ---- identity and auth ---------------------------------------------------------
@@ -142,6 +142,36 @@
     else sessionStorage.removeItem(STORE.run);
   }
 
+  function note(role, label, text, done) {
+    return { kind: "note", role, label, text, done };
+  }
+
+  function memberLabel(ev) {
+    return ev.step ? `${ev.member ?? "member"} · ${ev.step}` : ev.member ?? "member";
+  }
+
+  // A member run's note, by run id (created if its start was not seen).
+  function memberNote(v, ev) {
+    let n = v.items.find((it) => it.kind === "note" && it.role === "member" && it.runId === (ev.run_id ?? null));
+    if (!n) {
+      n = { ...note("member", memberLabel(ev), "", false), runId: ev.run_id ?? null };
+      v.items.push(n);
+    }
+    return n;
+  }
+
+  function addToolCall(v, ev, name) {
+    v.items.push({ kind: "tool", callId: ev.call_id ?? null, name, argument: ev.argument ?? "", output: null });
+  }
+
+  function addToolResult(v, ev) {
+    // Paired by call_id; a result without one goes to the newest open call.
+    const open = v.items.filter((it) => it.kind === "tool" && it.output === null);
+    const call = open.reverse().find((it) => ev.call_id == null || it.callId === ev.call_id);
+    if (call) call.output = ev.output ?? "";
+    else v.items.push({ kind: "tool", callId: ev.call_id ?? null, name: "tool", argument: "", output: ev.output ?? "" });
+  }
+
   function applyEvent(v, id, ev) {
     switch (ev.type) {
       case "text_delta":
@@ -155,17 +185,63 @@
         break;
       }
       case "tool_call":
-        v.items.push({
-          kind: "tool", callId: ev.call_id ?? null, name: ev.tool_name ?? "tool",
-          argument: ev.argument ?? "", output: null,
-        });
+        addToolCall(v, ev, ev.tool_name ?? "tool");
         break;
-      case "tool_result": {
-        // Paired by call_id; a result without one goes to the newest open call.
-        const open = v.items.filter((it) => it.kind === "tool" && it.output === null);
-        const call = open.reverse().find((it) => ev.call_id == null || it.callId === ev.call_id);
-        if (call) call.output = ev.output ?? "";
-        else v.items.push({ kind: "tool", callId: ev.call_id ?? null, name: "tool", argument: "", output: ev.output ?? "" });
+      case "tool_result":
+        addToolResult(v, ev);
+        break;
+      // Additive types (docs/events.md): what a team's members and a workflow's
+      // steps do, and a structured answer. Shown as notes beside the answer.
+      case "delegation":
+        v.items.push(note("delegation", `Delegated to ${ev.member ?? "the team"}`, ev.task ?? "", true));
+        break;
+      case "member_started":
+        v.items.push({ ...note("member", memberLabel(ev), "", false), runId: ev.run_id ?? null });
+        break;
+      case "member_delta":
+        memberNote(v, ev).text += ev.delta ?? "";
+        break;
+      case "member_completed": {
+        const n = memberNote(v, ev);
+        n.text = ev.content || n.text;
+        n.done = true;
+        break;
+      }
+      case "member_error": {
+        const n = memberNote(v, ev);
+        n.text += `\n${ev.message ?? "failed"}`;
+        n.done = true;
+        break;
+      }
+      case "member_tool_call":
+        addToolCall(v, ev, `${ev.member ?? "member"} · ${ev.tool_name ?? "tool"}`);
+        break;
+      case "member_tool_result":
+        addToolResult(v, ev);
+        break;
+      case "step_started":
+        v.items.push({ ...note("step", `Step ${(ev.index ?? 0) + 1} · ${ev.step ?? ""}`, "", false), step: ev.step });
+        break;
+      case "step_completed": {
+        const n = v.items.find((it) => it.kind === "note" && it.role === "step" && it.step === ev.step && !it.done);
+        if (n) {
+          n.text = ev.content ?? "";
+          n.done = true;
+        }
+        break;
+      }
+      case "output":
+        v.items.push(note("output", "Structured output", JSON.stringify(ev.content, null, 2), true));
+        break;
+      // Human in the loop: the run waits for answers (POST /jobs/{id}/continue).
+      case "input_required":
+        v.items.push({ kind: "request", eventId: id, requirements: ev.requirements ?? [], answers: null });
+        v.status = "paused";
+        break;
+      case "input_received": {
+        const open = v.items.filter((it) => it.kind === "request" && it.answers === null).pop();
+        if (open) open.answers = ev.answers ?? [];
+        v.status = "running";
         break;
       }
       case "retry":
@@ -357,7 +433,9 @@
     showError(null);
     el.send.disabled = true;
     try {
-      const job = await api("/jobs", { method: "POST", body: { message, session_id: sessionId } });
+      const body = { message, session_id: sessionId };
+      if (el.agent.value) body.agent = el.agent.value;
+      const job = await api("/jobs", { method: "POST", body });
       sessionStorage.removeItem(STORE.run);
       el.prompt.value = "";
       autosize();
@@ -533,13 +611,25 @@
     items.forEach((item, i) => {
       let node = box.children[i];
       if (!node || node.dataset.kind !== item.kind) {
-        const fresh = item.kind === "reasoning" ? reasoningNode() : toolNode();
+        const fresh =
+          item.kind === "reasoning" ? reasoningNode()
+          : item.kind === "note" ? noteNode()
+          : item.kind === "request" ? requestNode(item)
+          : toolNode();
         if (node) box.replaceChild(fresh, node);
         else box.append(fresh);
         node = fresh;
       }
       if (item.kind === "reasoning") {
         node.querySelector(".reasoning-text").textContent = item.text;
+      } else if (item.kind === "request") {
+        updateRequest(node, item);
+      } else if (item.kind === "note") {
+        node.dataset.note = item.role;
+        node.dataset.state = item.done ? "done" : "running";
+        node.querySelector("[data-role=note-label]").textContent = item.label;
+        node.querySelector("[data-role=note-state]").textContent = item.done ? "" : "running…";
+        node.querySelector("[data-role=note-text]").textContent = item.text;
       } else {
         updateTool(node, item);
       }
@@ -558,6 +648,19 @@
     const t = document.createElement("div");
     t.className = "reasoning-text";
     d.append(s, t);
+    return d;
+  }
+
+  function noteNode() {
+    const d = document.createElement("details");
+    d.className = "tool note";
+    d.dataset.kind = "note";
+    d.dataset.role = "note";
+    d.open = true;
+    d.innerHTML =
+      '<summary><span class="tool-name" data-role="note-label"></span>' +
+      '<span class="tool-state" data-role="note-state"></span></summary>' +
+      '<pre class="tool-result" data-role="note-text"></pre>';
     return d;
   }
 
@@ -589,6 +692,134 @@
     const result = node.querySelector("[data-role=tool-result]");
     result.hidden = !done;
     result.textContent = done ? prettyJson(item.output) : "";
+  }
+
+  // A paused run's requirements: Approve / Reject for a confirmation, a form for
+  // user input, a result box for an external execution. The answers go out
+  // together once every requirement has one.
+  const KIND_LABEL = {
+    confirmation: "Needs your approval",
+    user_input: "Needs your input",
+    external_execution: "Needs a result from you",
+  };
+
+  function requestNode(item) {
+    const box = document.createElement("section");
+    box.className = "request";
+    box.dataset.kind = "request";
+    box.dataset.role = "input-request";
+    box.dataset.eventId = String(item.eventId);
+    const chosen = {}; // requirement id → answer, until all are given
+    for (const req of item.requirements) {
+      const part = document.createElement("div");
+      part.className = "requirement";
+      part.dataset.role = "requirement";
+      part.dataset.requirementId = req.id;
+      part.dataset.requirementKind = req.kind;
+      const head = document.createElement("div");
+      head.className = "requirement-head";
+      head.textContent = `${KIND_LABEL[req.kind] ?? "Needs you"}: ${req.tool_name ?? "tool"}`;
+      const args = document.createElement("pre");
+      args.className = "tool-args";
+      args.textContent = JSON.stringify(req.tool_args ?? {}, null, 2);
+      const controls = document.createElement("div");
+      controls.className = "requirement-controls";
+      const give = (answer) => {
+        chosen[req.id] = { id: req.id, ...answer };
+        part.dataset.state = "chosen";
+        if (item.requirements.every((r) => chosen[r.id])) answerRun(box, item, Object.values(chosen));
+      };
+      if (req.kind === "confirmation") {
+        const noteInput = input("note", "Note (optional)");
+        const approve = button("Approve", "approve", () => give({ confirmed: true }));
+        const reject = button("Reject", "reject", () => give({ confirmed: false, note: noteInput.value || null }));
+        controls.append(approve, reject, noteInput);
+      } else if (req.kind === "user_input") {
+        const inputs = (req.fields ?? []).map((f) => {
+          const field = input(`field-${f.name}`, f.description ? `${f.name}: ${f.description}` : f.name);
+          field.dataset.field = f.name;
+          field.dataset.type = f.type;
+          return field;
+        });
+        const submit = button("Send", "send-input", () => {
+          const values = {};
+          for (const field of inputs) values[field.dataset.field] = typed(field.value, field.dataset.type);
+          give({ values });
+        });
+        controls.append(...inputs, submit);
+      } else {
+        const result = document.createElement("textarea");
+        result.dataset.role = "external-result";
+        result.placeholder = "What came of it";
+        const submit = button("Send result", "send-result", () => give({ result: result.value }));
+        controls.append(result, submit);
+      }
+      const outcome = document.createElement("div");
+      outcome.className = "requirement-outcome";
+      outcome.dataset.role = "requirement-outcome";
+      part.append(head, args, controls, outcome);
+      box.append(part);
+    }
+    const error = document.createElement("div");
+    error.className = "request-error";
+    error.dataset.role = "request-error";
+    error.hidden = true;
+    box.append(error);
+    return box;
+  }
+
+  function input(role, placeholder) {
+    const field = document.createElement("input");
+    field.type = "text";
+    field.dataset.role = role;
+    field.placeholder = placeholder;
+    return field;
+  }
+
+  function button(label, role, onClick) {
+    const b = document.createElement("button");
+    b.type = "button";
+    b.textContent = label;
+    b.dataset.role = role;
+    b.addEventListener("click", onClick);
+    return b;
+  }
+
+  // A field's text as the JSON value its declared type takes.
+  function typed(text, type) {
+    if (type === "int") return Number.parseInt(text, 10);
+    if (type === "float") return Number.parseFloat(text);
+    if (type === "bool") return text === "true" || text === "yes";
+    return text;
+  }
+
+  async function answerRun(box, item, answers) {
+    const error = box.querySelector("[data-role=request-error]");
+    for (const b of box.querySelectorAll("button")) b.disabled = true;
+    try {
+      await api(`/jobs/${encodeURIComponent(view.jobId)}/continue`, { method: "POST", body: { answers } });
+      error.hidden = true;
+      // The stream, still open, brings input_received and the rest of the answer.
+    } catch (err) {
+      error.hidden = false;
+      error.textContent = `Could not send the answer: ${err.message}`;
+      for (const b of box.querySelectorAll("button")) b.disabled = false;
+      for (const part of box.querySelectorAll("[data-role=requirement]")) delete part.dataset.state;
+    }
+  }
+
+  function updateRequest(node, item) {
+    const answered = item.answers !== null;
+    node.dataset.state = answered ? "answered" : view?.ended ? "closed" : "waiting";
+    for (const part of node.querySelectorAll("[data-role=requirement]")) {
+      const answer = (item.answers ?? []).find((a) => a.id === part.dataset.requirementId);
+      part.querySelector(".requirement-controls").hidden = answered || !!view?.ended;
+      const outcome = part.querySelector("[data-role=requirement-outcome]");
+      outcome.textContent = !answer ? (view?.ended ? "Not answered." : "")
+        : answer.kind === "confirmation" ? (answer.confirmed ? "Approved" : `Rejected${answer.note ? `: ${answer.note}` : ""}`)
+        : answer.kind === "user_input" ? `Answered: ${JSON.stringify(answer.values)}`
+        : `Result: ${answer.result}`;
+    }
   }
 
   function prettyJson(text) {
@@ -659,10 +890,32 @@
     });
   }
 
+  // The agents this deployment serves (GET /api/agents); the picker stays hidden
+  // when there is only one, and an empty value means the default agent.
+  async function loadAgents() {
+    try {
+      const { agents } = await api("/agents");
+      if (agents.length < 2) return;
+      for (const a of agents) {
+        const option = document.createElement("option");
+        option.value = a.default ? "" : a.name;
+        option.textContent = a.kind ? `${a.name} (${a.kind})` : a.name;
+        if (a.description) option.title = a.description;
+        if (a.default) el.agent.prepend(option);
+        else el.agent.append(option);
+      }
+      el.agent.value = "";
+      el.agent.hidden = false;
+    } catch (err) {
+      console.warn("runstream: no agent list", err);
+    }
+  }
+
   // ---- start ---------------------------------------------------------------------
 
   showSession();
   showKeyState();
+  loadAgents();
   const linked = url.searchParams.get("job");
   const saved = loadSaved();
   if (linked) openRun(linked);

@@ -43,9 +43,13 @@ FAST_RECOVERY = {
 }
 
 
-async def submit(client: httpx.AsyncClient, message: str, **offline: Any) -> uuid.UUID:
-    """POST a job through the API (``offline``: its metadata.offline knobs)."""
-    response = await client.post("/api/jobs", json={"message": message, "metadata": {"offline": offline}})
+async def submit(client: httpx.AsyncClient, message: str, agent: str | None = None, **offline: Any) -> uuid.UUID:
+    """POST a job through the API (``offline``: its metadata.offline knobs; ``agent``:
+    the registry entry that runs it, else the default)."""
+    body: dict[str, Any] = {"message": message, "metadata": {"offline": offline}}
+    if agent is not None:
+        body["agent"] = agent
+    response = await client.post("/api/jobs", json=body)
     assert response.status_code == 202, response.text
     return uuid.UUID(response.json()["job_id"])
 

@@ -24,6 +24,7 @@ from runstream.db.jobs import (
     claim_job,
     create_job,
     finish_stuck,
+    get_job,
     mark_stuck_for_dispatch,
     release_job,
 )
@@ -152,14 +153,47 @@ async def test_a_hand_back_on_shutdown_does_not_use_up_the_last_attempt():
             limits = ReapLimits(pending_timeout_s=0, stale_after_s=3600, max_attempts=1)
             failed, handed_back = [await create_job(pool, tenant=TENANT, message="hi", model="offline")
                                    for _ in range(2)]
-            for job, error in ((failed, "model overloaded"), (handed_back, SHUTDOWN_ERROR)):
+            for job, error, handback in ((failed, "model overloaded", False), (handed_back, SHUTDOWN_ERROR, True)):
                 assert await claim_job(pool, job["id"], worker="w", stale_after_s=3600, max_attempts=1)
-                assert await release_job(pool, job["id"], attempt=1, error=error)
+                assert await release_job(pool, job["id"], attempt=1, error=error, handback=handback)
             assert await finish_stuck(pool, limits) == [(failed["id"], "failed")]
             assert await mark_stuck_for_dispatch(pool, limits) == [handed_back["id"]]
             claim = await claim_job(pool, handed_back["id"], worker="next", stale_after_s=3600, max_attempts=1)
             assert claim is not None and claim.attempt == 2
             assert (claim.previous_status, claim.previous_error) == ("pending", SHUTDOWN_ERROR)
+        finally:
+            await pool.close()
+    finally:
+        drop_database(url)
+
+
+async def test_hand_backs_on_shutdown_never_cost_a_failing_attempt():
+    # Handed back twice, then failing: still max_attempts (2) failing attempts, by
+    # the claim, the reaper and a run's last-attempt check (counted_attempts) alike.
+    url = create_database("rs_reap")
+    try:
+        pool = await open_pool(url, 2, name="rs-reap-test")
+        try:
+            limits = ReapLimits(pending_timeout_s=0, stale_after_s=3600, max_attempts=2)
+            job = await create_job(pool, tenant=TENANT, message="hi", model="offline")
+            releases = [(SHUTDOWN_ERROR, True), (SHUTDOWN_ERROR, True), ("model overloaded", False)]
+            for attempt, (error, handback) in enumerate(releases, start=1):
+                claim = await claim_job(pool, job["id"], worker="w", stale_after_s=3600, max_attempts=2)
+                assert claim is not None and claim.attempt == attempt
+                assert await release_job(pool, job["id"], attempt=attempt, error=error, handback=handback)
+            # One failure so far: the reaper dispatches it rather than failing it.
+            assert await finish_stuck(pool, limits) == []
+            assert await mark_stuck_for_dispatch(pool, limits) == [job["id"]]
+            claim = await claim_job(pool, job["id"], worker="w", stale_after_s=3600, max_attempts=2)
+            assert claim is not None and (claim.attempt, claim.counted_attempts) == (4, 2)
+            assert (claim.previous_status, claim.previous_error) == ("pending", "model overloaded")
+            assert await release_job(pool, job["id"], attempt=4, error="model overloaded")
+            # Two failures: no third claim, and the reaper ends it.
+            assert await claim_job(pool, job["id"], worker="w", stale_after_s=3600, max_attempts=2) is None
+            assert await mark_stuck_for_dispatch(pool, limits) == []
+            assert await finish_stuck(pool, limits) == [(job["id"], "failed")]
+            row = await get_job(pool, job["id"], TENANT)
+            assert (row["attempt"], row["error"]) == (4, "gave up after 4 attempts: model overloaded")
         finally:
             await pool.close()
     finally:
@@ -214,7 +248,7 @@ async def test_concurrent_claims_of_one_job_let_exactly_one_through(fault_databa
 async def _claim_on(conn: psycopg.AsyncConnection, job_id: uuid.UUID, worker: str):
     cur = await conn.execute(
         queries.CLAIM_JOB,
-        {"id": job_id, "worker": worker, "stale_after_s": 30, "max_attempts": None, "shutdown_error": None},
+        {"id": job_id, "worker": worker, "stale_after_s": 30, "max_attempts": None},
     )
     row = await cur.fetchone()
     return None if row is None else (row[0], row[6])  # id, attempt
