@@ -79,9 +79,9 @@ def routes() -> list[Route | Mount]:
     ]
     # The chat page and the operator console, when they are there (they ship in api/static/).
     if (STATIC_DIR / "index.html").is_file():
-        table.append(Route("/", index, methods=["GET"]))
+        table.append(Route("/", index, methods=["GET"], include_in_schema=False))
     if (STATIC_DIR / "console.html").is_file():
-        table.append(Route("/console", console, methods=["GET"]))
+        table.append(Route("/console", console, methods=["GET"], include_in_schema=False))
     if STATIC_DIR.is_dir():
         table.append(Mount("/static", StaticFiles(directory=STATIC_DIR), name="static"))
     return table

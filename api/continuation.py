@@ -20,14 +20,13 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.requests import Request
-from starlette.responses import JSONResponse
+from starlette.responses import Response
 
 from runstream.api import params
 from runstream.api.auth import accepts_stream_token
 from runstream.api.errors import ApiError, not_found
-from runstream.api.payloads import check_storable, job_json
+from runstream.api.payloads import ContinueBody, Job, RequirementAnswer, parse_continue
 from runstream.api.tenancy import resolve_tenant
 from runstream.db import jobs
 from runstream.logs import job_fields
@@ -43,50 +42,13 @@ FIELD_TYPES: dict[str, tuple[type, ...]] = {
     "list": (list,),
     "dict": (dict,),
 }
-MAX_NOTE_CHARS = 2000
-
-
-class Answer(BaseModel):
-    model_config = ConfigDict(strict=True, extra="forbid")
-
-    id: str
-    confirmed: bool | None = None
-    note: str | None = Field(default=None, max_length=MAX_NOTE_CHARS)
-    values: dict[str, Any] | None = None
-    result: str | None = None
-
-
-class ContinueBody(BaseModel):
-    model_config = ConfigDict(strict=True, extra="forbid")
-
-    answers: list[Answer] = Field(min_length=1)
-
-
-def parse_continue(body: bytes) -> ContinueBody:
-    """Malformed JSON is a 400; JSON of the wrong shape a 422."""
-    if not body.strip():
-        raise ApiError(400, "invalid_json", "the body must be a JSON object")
-    try:
-        parsed = ContinueBody.model_validate_json(body)
-    except ValidationError as exc:
-        errors = exc.errors(include_url=False)
-        if any(e["type"] == "json_invalid" for e in errors):
-            raise ApiError(400, "invalid_json", "the body is not valid JSON") from None
-        first = errors[0]
-        where = ".".join(str(part) for part in first["loc"]) or "body"
-        raise ApiError(422, "invalid_body", f"{where}: {first['msg']}") from None
-    try:
-        check_storable([answer.model_dump() for answer in parsed.answers])
-    except ValueError as exc:
-        raise ApiError(422, "invalid_body", f"answers: {exc}") from None
-    return parsed
 
 
 def invalid(message: str) -> ApiError:
     return ApiError(422, "invalid_answers", message)
 
 
-def _answer(requirement: dict[str, Any], answer: Answer) -> dict[str, Any]:
+def _answer(requirement: dict[str, Any], answer: RequirementAnswer) -> dict[str, Any]:
     """One answer checked against its requirement, as the worker applies it."""
     kind = requirement["kind"]
     rid = requirement["id"]
@@ -152,7 +114,7 @@ def received_payload(answers: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 @accepts_stream_token
-async def continue_job(request: Request) -> JSONResponse:
+async def continue_job(request: Request) -> Response:
     job_id = params.job_id(request)
     body = parse_continue(await request.body())
     state = request.app.state
@@ -167,4 +129,4 @@ async def continue_job(request: Request) -> JSONResponse:
     # Committed first: a dispatch that fails loses nothing (the reaper sends the pending job).
     dispatched = await state.dispatcher.dispatch(job_id)
     log.info("job continued", extra=job_fields(job_id, "pending", dispatched=dispatched))
-    return JSONResponse(job_json(job), status_code=202)
+    return Job.model_validate(job).response(status_code=202)

@@ -15,28 +15,29 @@ The recipe's frontend names no session, so jobs started here without a
 from __future__ import annotations
 
 from starlette.requests import Request
-from starlette.responses import JSONResponse
+from starlette.responses import Response
 from starlette.routing import Route
 
 from runstream.api import events, jobs
 from runstream.api.history import DELTAKIT_SESSION_ID, agno_history, clear
+from runstream.api.payloads import AgnoHistory, ClearResult
 from runstream.api.tenancy import resolve_tenant
 
 PREFIX = "/api/chat-agno-background-task"
 
 
-async def create_job(request: Request) -> JSONResponse:
+async def create_job(request: Request) -> Response:
     return await jobs.create_job(request, default_session_id=DELTAKIT_SESSION_ID)
 
 
-async def history(request: Request) -> JSONResponse:
+async def history(request: Request) -> Response:
     messages = await agno_history(request.app.state.pool, resolve_tenant(request), DELTAKIT_SESSION_ID)
-    return JSONResponse(messages)
+    return AgnoHistory(messages).response()
 
 
-async def clear_history(request: Request) -> JSONResponse:
+async def clear_history(request: Request) -> Response:
     cleared = await clear(request.app.state.pool, resolve_tenant(request), DELTAKIT_SESSION_ID)
-    return JSONResponse({"status": "ok", "cleared_runs": cleared})
+    return ClearResult(status="ok", cleared_runs=cleared).response()
 
 
 def routes() -> list[Route]:

@@ -10,13 +10,14 @@ from collections.abc import AsyncIterator
 
 import psycopg
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.responses import Response, StreamingResponse
 from starlette.types import Send
 
 from runstream.api import params
 from runstream.api.auth import accepts_stream_token
 from runstream.api.errors import ApiError, not_found
 from runstream.api.hub import EventHub
+from runstream.api.payloads import EventsPage, LoggedEvent
 from runstream.api.sse import HEADERS, KEEPALIVE, MEDIA_TYPE
 from runstream.api.tenancy import resolve_tenant
 from runstream.db.events import read_events
@@ -73,10 +74,12 @@ async def job_read_after(request: Request, job_id: uuid.UUID, after: int, code: 
 
 @accepts_stream_token
 async def stream_events(request: Request) -> Response:
+    # Every documented parameter is checked, whichever answer is asked for.
+    query = params.parse_query(params.EventsQuery, request)
     if wants_json(request):
-        return await events_page(request)
+        return await events_page(request, query)
     job_id = params.job_id(request)
-    after = params.resume_point(request)
+    after = params.resume_point(request, query)
     state = request.app.state
     job = await job_read_after(request, job_id, after, "invalid_last_event_id", "last event id")
     if job["status"] in TERMINAL_STATUSES and after == job["last_seq"]:
@@ -84,7 +87,9 @@ async def stream_events(request: Request) -> Response:
         return Response(b"", media_type=MEDIA_TYPE, headers=HEADERS)
     body = event_stream(state.hub, job_id, after)
     # Counted against the stream limits until it ends (429 when none is free).
-    return state.streams.hold(resolve_tenant(request), EventStreamResponse(body, media_type=MEDIA_TYPE, headers=HEADERS))
+    return state.streams.hold(
+        resolve_tenant(request), EventStreamResponse(body, media_type=MEDIA_TYPE, headers=HEADERS)
+    )
 
 
 async def event_stream(hub: EventHub, job_id: uuid.UUID, after: int) -> AsyncIterator[bytes]:
@@ -116,7 +121,7 @@ async def event_stream(hub: EventHub, job_id: uuid.UUID, after: int) -> AsyncIte
                 return
 
 
-async def events_page(request: Request) -> JSONResponse:
+async def events_page(request: Request, query: params.EventsQuery) -> Response:
     """A page of the log as JSON, for clients that poll and for exports::
 
         GET /api/jobs/{id}/events?after=-1&limit=1000   (Accept: application/json)
@@ -128,8 +133,7 @@ async def events_page(request: Request) -> JSONResponse:
     nothing will ever follow.
     """
     job_id = params.job_id(request)
-    after = params.page_after(request)
-    limit = params.page_limit(request)
+    after, limit = query.after, query.limit
     state = request.app.state
     job = await job_read_after(request, job_id, after, "invalid_after", "after")
     # One row more than the page tells whether more had committed.
@@ -141,17 +145,11 @@ async def events_page(request: Request) -> JSONResponse:
         (bool(page) and page[-1].terminal)
         or (not page and job["status"] in TERMINAL_STATUSES and after == job["last_seq"])
     )
-    return JSONResponse(
-        {
-            "job_id": str(job_id),
-            "status": job["status"],
-            "events": [
-                {"id": row.seq, "data": json.loads(row.data), "at": row.created_at and row.created_at.isoformat()}
-                for row in page
-            ],
-            "next": next_after,
-            "up_to_date": up_to_date,
-            "done": done,
-        },
-        headers={"Vary": "Accept"},
-    )
+    return EventsPage(
+        job_id=job_id,
+        status=job["status"],
+        events=[LoggedEvent(id=row.seq, data=json.loads(row.data), at=row.created_at) for row in page],
+        next=next_after,
+        up_to_date=up_to_date,
+        done=done,
+    ).response(headers={"Vary": "Accept"})

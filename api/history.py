@@ -29,18 +29,14 @@ from __future__ import annotations
 from typing import Any
 
 from starlette.requests import Request
-from starlette.responses import JSONResponse
+from starlette.responses import Response
 
-from runstream.api.errors import ApiError
-from runstream.api.params import INTEGER
+from runstream.api.params import MAX_RUNS, MessagesQuery, parse_query
+from runstream.api.payloads import ClearResult, Run, SessionMessages
 from runstream.api.tenancy import resolve_tenant
 from runstream.db.connector import Pool
 from runstream.db.conversation import Turn, agno_messages, deltakit_messages
 from runstream.db.sessions import clear_session, conversation
-
-FORMATS = ("agno", "deltakit")
-DEFAULT_RUNS = 100
-MAX_RUNS = 1000
 
 
 def _messages(turns: list[Turn], format: str) -> list[dict[str, Any]]:
@@ -53,42 +49,35 @@ def _messages(turns: list[Turn], format: str) -> list[dict[str, Any]]:
     return out
 
 
-def _run(turn: Turn) -> dict[str, Any]:
-    return {
-        "job_id": str(turn.job_id),
-        "status": turn.status,
-        "error": turn.error,
-        "in_progress": turn.in_progress,
-        "last_event_id": turn.last_event_id,
-        "interrupted": turn.interrupted,
-    }
+def _run(turn: Turn) -> Run:
+    return Run(
+        job_id=turn.job_id,
+        status=turn.status,
+        error=turn.error,
+        in_progress=turn.in_progress,
+        last_event_id=turn.last_event_id,
+        interrupted=turn.interrupted,
+    )
 
 
-async def session_messages(request: Request) -> JSONResponse:
+async def session_messages(request: Request) -> Response:
     session_id = request.path_params["session_id"]
-    format = request.query_params.get("format", "agno")
-    if format not in FORMATS:
-        raise ApiError(400, "invalid_format", f"format must be one of {', '.join(FORMATS)}")
-    limit_text = request.query_params.get("limit", str(DEFAULT_RUNS))
-    if not (INTEGER.fullmatch(limit_text) and 1 <= int(limit_text) <= MAX_RUNS):
-        raise ApiError(400, "invalid_limit", f"limit must be an integer from 1 to {MAX_RUNS}")
+    query = parse_query(MessagesQuery, request)
     turns, has_more = await conversation(
-        request.app.state.pool, tenant=resolve_tenant(request), session_id=session_id, limit=int(limit_text)
+        request.app.state.pool, tenant=resolve_tenant(request), session_id=session_id, limit=query.limit
     )
-    return JSONResponse(
-        {
-            "session_id": session_id,
-            "format": format,
-            "messages": _messages(turns, format),
-            "has_more": has_more,
-            "runs": [_run(turn) for turn in turns],
-        }
-    )
+    return SessionMessages(
+        session_id=session_id,
+        format=query.format,
+        messages=_messages(turns, query.format),
+        has_more=has_more,
+        runs=[_run(turn) for turn in turns],
+    ).response()
 
 
-async def clear_session_route(request: Request) -> JSONResponse:
+async def clear_session_route(request: Request) -> Response:
     cleared = await clear(request.app.state.pool, resolve_tenant(request), request.path_params["session_id"])
-    return JSONResponse({"status": "ok", "cleared_runs": cleared})
+    return ClearResult(status="ok", cleared_runs=cleared).response()
 
 
 # --- for the DeltaKit alias ------------------------------------------------------

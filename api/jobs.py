@@ -6,14 +6,14 @@ import logging
 
 from starlette.endpoints import HTTPEndpoint
 from starlette.requests import Request
-from starlette.responses import JSONResponse
+from starlette.responses import Response
 
 from runstream.api import params
 from runstream.api.auth import accepts_stream_token
 from runstream.api.cursor import encode_cursor
 from runstream.api.errors import ApiError, not_found
 from runstream.api.limits import creation_limits, job_limit_error
-from runstream.api.payloads import job_json, parse_new_job
+from runstream.api.payloads import ActiveJob, CancelResult, Job, JobList, JobWithStream, parse_new_job
 from runstream.api.tenancy import resolve_principal, resolve_tenant
 from runstream.api.urls import public_base_url
 from runstream.api.webhooks import webhook_url
@@ -23,7 +23,7 @@ from runstream.logs import job_fields
 log = logging.getLogger("runstream.api")
 
 
-async def create_job(request: Request, default_session_id: str | None = None) -> JSONResponse:
+async def create_job(request: Request, default_session_id: str | None = None) -> Response:
     state = request.app.state
     settings = state.settings
     new = parse_new_job(await request.body(), settings.max_message_chars, settings.agent_paths)
@@ -64,7 +64,8 @@ async def create_job(request: Request, default_session_id: str | None = None) ->
         "job created",
         extra=job_fields(job["id"], "pending", dispatched=dispatched, queued=queued, session_id=job["session_id"]),
     )
-    return JSONResponse(job_json(job) | state.signer.links(job["id"], tenant, public_base_url(request)), status_code=202)
+    links = state.signer.links(job["id"], tenant, public_base_url(request))
+    return JobWithStream.model_validate(job | links).response(status_code=202)
 
 
 def session_busy_error(request: Request, active: dict) -> ApiError:
@@ -74,21 +75,22 @@ def session_busy_error(request: Request, active: dict) -> ApiError:
         409,
         "session_busy",
         f"session {active['session_id']!r} has a run in progress (job {active['id']}); nothing was created",
-        details={"active_job": {"job_id": str(active["id"]), "status": active["status"]} | links},
+        details={"active_job": ActiveJob.model_validate(active | links).model_dump(mode="json")},
     )
 
 
-async def get_job(request: Request) -> JSONResponse:
+async def get_job(request: Request) -> Response:
     tenant = resolve_tenant(request)
     job = await jobs.get_job(request.app.state.pool, params.job_id(request), tenant)
     if job is None:
         raise not_found()
     # A fresh stream token, for a client whose first one expired.
-    return JSONResponse(job_json(job) | request.app.state.signer.links(job["id"], tenant, public_base_url(request)))
+    links = request.app.state.signer.links(job["id"], tenant, public_base_url(request))
+    return JobWithStream.model_validate(job | links).response()
 
 
 @accepts_stream_token
-async def cancel_job(request: Request) -> JSONResponse:
+async def cancel_job(request: Request) -> Response:
     job_id = params.job_id(request)
     pool = request.app.state.pool
     status = await jobs.cancel_job(pool, job_id, resolve_tenant(request))
@@ -98,11 +100,11 @@ async def cancel_job(request: Request) -> JSONResponse:
         await request.app.state.dispatcher.send_followups(await jobs.after_jobs_ended(pool, [job_id]))
     # "cancelled" when a pending job was cancelled here; "running" when its worker was asked to stop.
     log.info("job cancel requested", extra=job_fields(job_id, status))
-    return JSONResponse({"status": "ok", "job_status": status})
+    return CancelResult(status="ok", job_status=status).response()
 
 
-async def list_jobs(request: Request) -> JSONResponse:
-    query = params.list_query(request)
+async def list_jobs(request: Request) -> Response:
+    query = params.parse_query(params.JobListQuery, request)
     # One row more than the page tells whether another page follows.
     rows = await jobs.list_jobs(
         request.app.state.pool,
@@ -112,13 +114,13 @@ async def list_jobs(request: Request) -> JSONResponse:
         session_id=query.session_id,
         status=query.status,
         agent=query.agent,
-        created_after=query.created_after,
-        created_before=query.created_before,
-        cursor=query.cursor,
+        created_after=query.created_after or None,
+        created_before=query.created_before or None,
+        cursor=query.position,
     )
     page = rows[: query.limit]
     next_cursor = encode_cursor(page[-1]) if len(rows) > query.limit else None
-    return JSONResponse({"jobs": [job_json(job) for job in page], "next_cursor": next_cursor})
+    return JobList(jobs=[Job.model_validate(job) for job in page], next_cursor=next_cursor).response()
 
 
 class JobCollection(HTTPEndpoint):

@@ -1,291 +1,291 @@
 """The OpenAPI 3.1 document of the API, served at ``/api/openapi.json``.
 
-It is built from the live route table, so it lists exactly the routes the app
-serves: a route without an entry in ``OPERATIONS`` still appears, with its path
-parameters, its methods, its docstring and the error form. The new-job body is
-the JSON Schema of the pydantic model the handler validates with.
+It is generated, never written: the paths from the live route table (so it lists
+exactly the routes the app serves), and every schema from the pydantic models
+the handlers validate with and answer with (api.payloads, api.params), so the
+document cannot disagree with the server. Each endpoint's entry in ``ENDPOINTS``
+names those models and the statuses it answers; an endpoint without one still
+appears, with its path parameters and the error form. The DeltaKit alias routes
+share their endpoints, so they are described alike.
+
+What the document states beyond the models: the limits of the HTTP layer (414,
+431) and of the body (413), which apply to every route, and the settings this
+process runs with (the message length limit; whether /metrics needs a token).
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from importlib.metadata import version
 from typing import Any
 
+from prometheus_client import CONTENT_TYPE_LATEST
+from pydantic import BaseModel, TypeAdapter
 from starlette.endpoints import HTTPEndpoint
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import BaseRoute, Mount, Route
 
-from runstream.api.auth import OPEN_PATHS, STREAM_TOKEN_ATTR
-from runstream.api.continuation import ContinueBody
-from runstream.api.params import MAX_LIMIT
-from runstream.api.payloads import NewJob
-from runstream.db.jobs import STATUSES
+from runstream.api import (
+    agents,
+    analytics,
+    continuation,
+    deltakit,
+    events,
+    history,
+    jobs,
+    operations,
+    transitions,
+    webhooks,
+)
+from runstream.api.auth import METRICS_PATH, OPEN_PATHS, STREAM_TOKEN_ATTR
+from runstream.api.params import (
+    LAST_EVENT_ID_HEADER,
+    EventsQuery,
+    JobIdsQuery,
+    JobListQuery,
+    MessagesQuery,
+    Query,
+    SeriesQuery,
+    StreamTokenQuery,
+    SummaryQuery,
+    TransitionsQuery,
+)
+from runstream.api.payloads import (
+    NO_NUL,
+    AgentList,
+    AgnoHistory,
+    AnalyticsSeries,
+    AnalyticsSummary,
+    CancelResult,
+    ClearResult,
+    ContinueBody,
+    Error,
+    EventsPage,
+    Health,
+    Job,
+    JobAnalytics,
+    JobList,
+    JobsTimings,
+    JobWithStream,
+    Readiness,
+    SessionBusy,
+    SessionMessages,
+    StreamedEvent,
+    WebhookDeliveries,
+    json_schemas,
+    new_job_model,
+)
+from runstream.settings import Settings
 
 HTTP_METHODS = ("get", "post", "put", "patch", "delete")
+# The models that are request bodies: their schemas say what is accepted.
+REQUEST_BODIES = ("NewJob", ContinueBody.__name__)
+SCHEMAS = "#/components/schemas/"
 
 
-def _ref(name: str) -> dict[str, str]:
-    return {"$ref": f"#/components/schemas/{name}"}
+@dataclass(frozen=True)
+class Outcome:
+    """One status of an operation: its description and, per media type, its model
+    (None: the body is described by ``schema``)."""
+
+    description: str
+    model: type[BaseModel] | None = None
+    media_type: str = "application/json"
+    schema: dict[str, Any] = field(default_factory=lambda: {"type": "string"})
+    also: tuple[tuple[str, type[BaseModel]], ...] = ()
 
 
-def _json(schema: dict[str, Any], description: str) -> dict[str, Any]:
-    return {"description": description, "content": {"application/json": {"schema": schema}}}
+@dataclass(frozen=True)
+class Header:
+    name: str
+    # The adapter the server validates the header with.
+    adapter: TypeAdapter[Any]
+    description: str
 
 
-def _error(description: str) -> dict[str, Any]:
-    return _json(_ref("Error"), description)
+@dataclass(frozen=True)
+class Operation:
+    summary: str
+    answers: dict[int, Outcome]
+    query: tuple[type[Query], ...] = ()
+    # Takes the new-job body (its model depends on the settings).
+    new_job: bool = False
+    # Takes this body.
+    body: type[BaseModel] | None = None
+    headers: tuple[Header, ...] = ()
 
 
-def _query(name: str, schema: dict[str, Any], description: str) -> dict[str, Any]:
-    return {"name": name, "in": "query", "required": False, "schema": schema, "description": description}
+def error(description: str) -> Outcome:
+    return Outcome(description, Error)
 
 
-EVENT_ID = {"type": "integer", "minimum": -1, "maximum": 2**63 - 1}
-TOKEN_PARAM = _query("token", {"type": "string"}, "a stream token from POST /api/jobs, instead of a key")
+NOT_FOUND = {404: error("no such job for this tenant (another tenant's job too; a malformed id too)")}
+BAD_QUERY = {400: error("a query parameter out of its schema: invalid_<parameter>")}
+CREATE = Operation(
+    "Create a job: the row is committed, then dispatched to the workers",
+    {
+        202: Outcome("the job, pending, with its stream token and URLs", JobWithStream),
+        400: error("the body is not JSON (invalid_json): empty, malformed, a lone surrogate, nested too deep"),
+        409: Outcome(
+            "if_busy reject, and the session has a run in progress (session_busy): error.active_job names it; "
+            "nothing was created",
+            SessionBusy,
+        ),
+        413: error("the body is over RUNSTREAM_MAX_BODY_BYTES (body_too_large)"),
+        422: error(
+            "JSON out of the NewJob schema (invalid_body), a message over the limit (message_too_long), "
+            "an agent this deployment does not serve (unknown_agent: the message lists them), a webhook URL that may not be sent to (webhook_refused), or a webhook for a tenant without a "
+            "signing secret (webhook_unavailable)"
+        ),
+        429: error("the tenant's job rate or active-job limit is reached; see Retry-After"),
+    },
+    new_job=True,
+)
 
-JOB = {
-    "type": "object",
-    "required": ["job_id", "status", "created_at", "last_event_id"],
-    "properties": {
-        "job_id": {"type": "string", "format": "uuid"},
-        "status": {"type": "string", "enum": list(STATUSES)},
-        "user_id": {"type": ["string", "null"], "description": "the user the authenticator named; null: none"},
-        "session_id": {"type": ["string", "null"]},
-        "message": {"type": "string"},
-        "model": {"type": "string"},
-        "agent": {"type": ["string", "null"], "description": "the agent that runs the job (GET /api/agents)"},
-        "metadata": {"type": "object"},
-        "output": {"description": "the run's structured answer (an agent with an output_schema), else null"},
-        "attempt": {"type": "integer"},
-        "last_event_id": {"type": "integer"},
-        "error": {"type": ["string", "null"]},
-        "cancel_requested": {"type": "boolean"},
-        "requirements": {
-            "type": ["array", "null"],
-            "description": "a paused job's outstanding requirements (its input_required event's list), else null",
-        },
-        "created_at": {"type": "string", "format": "date-time"},
-        "started_at": {"type": ["string", "null"], "format": "date-time"},
-        "finished_at": {"type": ["string", "null"], "format": "date-time"},
-        "queued": {"type": "boolean", "description": "waiting behind its session's active run"},
-        "interrupted": {"type": "boolean", "description": "cancelled by a later job of its session"},
-        "webhook": {"type": ["object", "null"], "properties": {"url": {"type": "string"}}},
-    },
-}
-WEBHOOK_DELIVERIES = {
-    "type": "object",
-    "required": ["job_id", "webhook", "deliveries"],
-    "properties": {
-        "job_id": {"type": "string", "format": "uuid"},
-        "webhook": {"type": ["object", "null"], "properties": {"url": {"type": "string"}}},
-        "deliveries": {
-            "type": "array",
-            "items": {
-                "type": "object",
-                "properties": {
-                    "webhook_id": {"type": "string", "description": "the webhook-id header of every attempt"},
-                    "url": {"type": "string"},
-                    "job_status": {"type": "string", "enum": list(STATUSES)},
-                    "status": {"type": "string", "enum": ["pending", "delivered", "failed"]},
-                    "attempts": {
-                        "type": "array",
-                        "items": {
-                            "type": "object",
-                            "properties": {
-                                "attempt": {"type": "integer"},
-                                "outcome": {"type": "string", "enum": ["delivered", "failed", "refused"]},
-                                "response_status": {"type": ["integer", "null"]},
-                                "duration_ms": {"type": "number"},
-                                "error": {"type": ["string", "null"]},
-                                "at": {"type": "string", "format": "date-time"},
-                            },
-                        },
-                    },
-                    "created_at": {"type": "string", "format": "date-time"},
-                    "finished_at": {"type": ["string", "null"], "format": "date-time"},
-                },
-            },
-        },
-    },
-}
-STREAM_LINKS = {
-    "type": "object",
-    "properties": {
-        "stream_token": {"type": "string"},
-        "stream_token_expires_at": {"type": "string", "format": "date-time"},
-        "events_url": {"type": "string", "description": "the absolute events URL with ?token="},
-        "cancel_url": {"type": "string", "description": "the absolute cancel URL with ?token="},
-        "continue_url": {"type": "string", "description": "the absolute continue URL with ?token="},
-    },
-}
-
-# The request bodies' own schemas; the models they nest ($defs) become components of their own.
-NEW_JOB = NewJob.model_json_schema(ref_template="#/components/schemas/{model}")
-NEW_JOB_PARTS = NEW_JOB.pop("$defs", {})
-CONTINUE_BODY = ContinueBody.model_json_schema(ref_template="#/components/schemas/{model}")
-CONTINUE_BODY_PARTS = CONTINUE_BODY.pop("$defs", {})
-
-SCHEMAS: dict[str, Any] = {
-    "Error": {
-        "type": "object",
-        "required": ["error"],
-        "properties": {
-            "error": {
-                "type": "object",
-                "required": ["code", "message"],
-                "properties": {"code": {"type": "string"}, "message": {"type": "string"}},
-            }
-        },
-    },
-    "NewJob": NEW_JOB,
-    **NEW_JOB_PARTS,
-    "ContinueBody": CONTINUE_BODY,
-    **CONTINUE_BODY_PARTS,
-    "Job": JOB,
-    "JobWithStream": {"allOf": [_ref("Job"), STREAM_LINKS]},
-    "WebhookDeliveries": WEBHOOK_DELIVERIES,
-    "JobList": {
-        "type": "object",
-        "required": ["jobs", "next_cursor"],
-        "properties": {"jobs": {"type": "array", "items": _ref("Job")}, "next_cursor": {"type": ["string", "null"]}},
-    },
-    "AgentList": {
-        "type": "object",
-        "required": ["agents", "default"],
-        "properties": {
-            "agents": {
-                "type": "array",
-                "items": {
-                    "type": "object",
-                    "required": ["name", "kind", "description", "default"],
-                    "properties": {
-                        "name": {"type": "string"},
-                        "kind": {
-                            "type": ["string", "null"],
-                            "enum": ["agent", "team", "workflow", "factory", None],
-                            "description": "null until a worker serving this import path has started",
-                        },
-                        "description": {"type": ["string", "null"]},
-                        "default": {"type": "boolean"},
-                    },
-                },
-            },
-            "default": {"type": "string"},
-        },
-    },
-    "CancelResult": {
-        "type": "object",
-        "required": ["status", "job_status"],
-        "properties": {"status": {"const": "ok"}, "job_status": {"type": "string", "enum": list(STATUSES)}},
-    },
-}
-
-NOT_FOUND = {"404": _error("no such job for this tenant (another tenant's job too)")}
-TOO_MANY = {"429": _error("a limit is reached; see the Retry-After header")}
-
-# What the generic entry cannot say. Keyed by (path, method).
-OPERATIONS: dict[tuple[str, str], dict[str, Any]] = {
-    ("/api/jobs", "post"): {
-        "summary": "Create a job: the row is committed, then dispatched to the workers",
-        "requestBody": {"required": True, "content": {"application/json": {"schema": _ref("NewJob")}}},
-        "responses": {
-            "202": _json(_ref("JobWithStream"), "the job, pending, with its stream token and URLs"),
-            "400": _error("the body is not JSON"),
-            "413": _error("the body is over the size limit"),
-            "409": _error("if_busy reject and the session has a run in progress: error.active_job names it"),
-            "422": _error("the body is JSON of the wrong shape, the message is too long, the webhook URL is refused, or the agent is unknown"),
-            **TOO_MANY,
-        },
-    },
-    ("/api/jobs/{job_id}/webhooks", "get"): {
-        "summary": "The job's webhook deliveries, each with every attempt",
-        "responses": {"200": _json(_ref("WebhookDeliveries"), "the deliveries"), **NOT_FOUND},
-    },
-    ("/api/jobs", "get"): {
-        "summary": "This tenant's jobs, newest first (keyset paging)",
-        "parameters": [
-            _query("user_id", {"type": "string"}, "only this user's jobs"),
-            _query("session_id", {"type": "string"}, "only this session's jobs"),
-            _query("status", {"type": "string", "enum": list(STATUSES)}, "only jobs in this status"),
-            _query("agent", {"type": "string"}, "only jobs of this agent"),
-            _query("created_after", {"type": "string", "format": "date-time"}, "only jobs created at or after this"),
-            _query("created_before", {"type": "string", "format": "date-time"}, "only jobs created before this"),
-            _query("limit", {"type": "integer", "minimum": 1, "maximum": MAX_LIMIT}, "page size"),
-            _query("cursor", {"type": "string"}, "next_cursor of the previous page"),
-        ],
-        "responses": {"200": _json(_ref("JobList"), "a page of jobs"), "400": _error("a bad filter or cursor")},
-    },
-    ("/api/agents", "get"): {
-        "summary": "The agents jobs may name (RUNSTREAM_AGENTS), with kind and description",
-        "responses": {"200": _json(_ref("AgentList"), "the agents")},
-    },
-    ("/api/jobs/{job_id}", "get"): {
-        "summary": "A job's status, with a fresh stream token",
-        "responses": {"200": _json(_ref("JobWithStream"), "the job"), **NOT_FOUND},
-    },
-    ("/api/jobs/{job_id}/cancel", "post"): {
-        "summary": "Cancel a job (idempotent)",
-        "parameters": [TOKEN_PARAM],
-        "responses": {"200": _json(_ref("CancelResult"), "cancelled, or asked to stop"), **NOT_FOUND},
-    },
-    ("/api/jobs/transitions", "get"): {
-        "summary": "This tenant's job status transitions: SSE, replay then live, never ending",
-        "parameters": [
-            {"name": "Last-Event-ID", "in": "header", "required": False, "schema": EVENT_ID},
-            _query("last_event_id", EVENT_ID, "resume after this transition (the header wins); none: live only"),
-        ],
-        "responses": {
-            "200": {"description": "the stream", "content": {"text/event-stream": {"schema": {"type": "string"}}}},
-            "400": _error("a bad or future transition id"),
-            **TOO_MANY,
-        },
-    },
-    ("/api/analytics/series", "get"): {
-        "summary": "This tenant's jobs per interval of [since, until): outcomes, retries, TTFT and duration p50/p95",
-        "parameters": [
-            _query("since", {"type": "string", "format": "date-time"}, "required: the first interval starts here"),
-            _query("until", {"type": "string", "format": "date-time"}, "the end (default: now)"),
-            _query("interval_s", {"type": "integer", "minimum": 1}, "required: the interval, in seconds"),
-            _query("session_id", {"type": "string"}, "only this session's jobs"),
-            _query("agent", {"type": "string"}, "only jobs of this agent"),
-        ],
-        "responses": {"200": {"description": "the intervals, oldest first"}, "400": _error("a bad window or interval")},
-    },
-    ("/api/analytics/jobs", "get"): {
-        "summary": "Queue wait, time to first token and duration of up to 100 of this tenant's jobs",
-        "parameters": [_query("ids", {"type": "string"}, "required: job ids, comma-separated")],
-        "responses": {"200": {"description": "the timings of the ids that name jobs"}, "400": _error("bad ids")},
-    },
-    ("/api/jobs/{job_id}/continue", "post"): {
-        "summary": "Answer a paused job's requirements (input_required); a worker continues the run",
-        "parameters": [TOKEN_PARAM],
-        "requestBody": {"required": True, "content": {"application/json": {"schema": _ref("ContinueBody")}}},
-        "responses": {
-            "202": _json(_ref("Job"), "the answers are kept and the job is pending again"),
-            "400": _error("the body is not JSON"),
-            "409": _error("the job is not paused (already answered, finished, or not yet paused): nothing changed"),
-            "422": _error("the answers do not fit the outstanding requirements (the message says which and why)"),
+# What each endpoint takes and answers, beyond its path parameters.
+ENDPOINTS: dict[Any, Operation] = {
+    operations.healthz: Operation("The process is up", {200: Outcome("up", Health)}),
+    operations.readyz: Operation(
+        "The process can serve: database, LISTEN connection, broker",
+        {200: Outcome("ready", Readiness), 503: Outcome("not ready: each failed check's reason code", Readiness)},
+    ),
+    operations.metrics: Operation(
+        "Prometheus metrics",
+        {200: Outcome("the metrics, in Prometheus' text format", media_type=CONTENT_TYPE_LATEST.split(";")[0])},
+    ),
+    jobs.list_jobs: Operation(
+        "This tenant's jobs, newest first (keyset paging)",
+        {200: Outcome("a page of jobs", JobList), **BAD_QUERY},
+        query=(JobListQuery,),
+    ),
+    agents.list_agents: Operation(
+        "The agents jobs may name (RUNSTREAM_AGENTS), with kind and description",
+        {200: Outcome("the agents, and the default one", AgentList)},
+    ),
+    jobs.create_job: CREATE,
+    deltakit.create_job: CREATE,
+    jobs.get_job: Operation(
+        "A job's status, with a fresh stream token", {200: Outcome("the job", JobWithStream), **NOT_FOUND}
+    ),
+    jobs.cancel_job: Operation(
+        "Cancel a job (idempotent)",
+        {200: Outcome("cancelled, or its worker asked to stop, or already ended", CancelResult), **NOT_FOUND},
+        query=(StreamTokenQuery,),
+    ),
+    continuation.continue_job: Operation(
+        "Answer a paused job's requirements (input_required); a worker continues the run",
+        {
+            202: Outcome("the answers are kept and the job is pending again", Job),
+            400: error("the body is not JSON (invalid_json)"),
+            409: error("the job is not paused (not_paused: already answered, finished, or not yet paused)"),
+            413: error("the body is over RUNSTREAM_MAX_BODY_BYTES (body_too_large)"),
+            422: error(
+                "JSON out of the ContinueBody schema (invalid_body), or answers that do not fit the outstanding "
+                "requirements (invalid_answers: the message says which and why); nothing changed"
+            ),
             **NOT_FOUND,
         },
-    },
-    ("/api/jobs/{job_id}/events", "get"): {
-        "summary": "The job's events: SSE, replay then live (or a JSON page with Accept: application/json)",
-        "parameters": [
-            TOKEN_PARAM,
-            {"name": "Last-Event-ID", "in": "header", "required": False, "schema": EVENT_ID},
-            _query("last_event_id", EVENT_ID, "resume after this event (the header wins)"),
-            _query("after", EVENT_ID, "JSON page: events after this id"),
-            _query("limit", {"type": "integer", "minimum": 1}, "JSON page size"),
-        ],
-        "responses": {
-            "200": {"description": "the stream", "content": {"text/event-stream": {"schema": {"type": "string"}}}},
-            "400": _error("a bad event id"),
-            **NOT_FOUND,
-            **TOO_MANY,
+        query=(StreamTokenQuery,),
+        body=ContinueBody,
+    ),
+    transitions.stream_transitions: Operation(
+        "This tenant's job status transitions: SSE, replay then live; the stream never ends by itself",
+        {
+            200: Outcome(
+                "the stream (text/event-stream): an opening id-only block, then each transition as below, "
+                "its data one JSON line: type transition, job_id, session_id, agent, status, previous_status, attempt, at",
+                StreamedEvent,
+                media_type="text/event-stream",
+            ),
+            400: error("a parameter out of its schema, or a resume point beyond the newest transition"),
+            429: error("this process's or this tenant's open-stream limit is reached; see Retry-After"),
         },
-    },
+        query=(TransitionsQuery,),
+        headers=(
+            Header("Last-Event-ID", LAST_EVENT_ID_HEADER, "resume after this transition id (wins over last_event_id)"),
+        ),
+    ),
+    webhooks.job_webhooks: Operation(
+        "The job's webhook deliveries, each with every attempt",
+        {200: Outcome("the deliveries", WebhookDeliveries), **NOT_FOUND},
+    ),
+    events.stream_events: Operation(
+        "The job's events: SSE, replay then live; a JSON page of them with Accept: application/json",
+        {
+            200: Outcome(
+                "the stream (text/event-stream: each event as below), or a page (application/json)",
+                StreamedEvent,
+                media_type="text/event-stream",
+                also=(("application/json", EventsPage),),
+            ),
+            400: error("a parameter out of its schema, or a resume point beyond the job's newest event"),
+            **NOT_FOUND,
+            429: error("this process's or this tenant's open-stream limit is reached; see Retry-After"),
+        },
+        query=(EventsQuery, StreamTokenQuery),
+        headers=(
+            Header("Last-Event-ID", LAST_EVENT_ID_HEADER, "resume after this event id (wins over last_event_id)"),
+        ),
+    ),
+    history.session_messages: Operation(
+        "A session's conversation (another tenant's session reads as empty)",
+        {200: Outcome("the conversation", SessionMessages), **BAD_QUERY},
+        query=(MessagesQuery,),
+    ),
+    history.clear_session_route: Operation(
+        "End a session's conversation (its runs stay readable by job id)",
+        {200: Outcome("cleared", ClearResult)},
+    ),
+    analytics.analytics_summary: Operation(
+        "Counts and percentiles over this tenant's jobs",
+        {200: Outcome("the summary", AnalyticsSummary), **BAD_QUERY},
+        query=(SummaryQuery,),
+    ),
+    analytics.analytics_series: Operation(
+        "This tenant's jobs per interval of [since, until): outcomes, retries, TTFT and duration p50/p95",
+        {
+            200: Outcome("the intervals, oldest first", AnalyticsSeries),
+            400: error(
+                "a query parameter out of its schema (invalid_<parameter>), since or interval_s missing "
+                "(missing_since, invalid_interval_s), until not after since (invalid_until), or over "
+                f"{analytics.MAX_SERIES_INTERVALS} intervals (too_many_intervals)"
+            ),
+        },
+        query=(SeriesQuery,),
+    ),
+    analytics.analytics_jobs: Operation(
+        f"Queue wait, time to first token and duration of up to {analytics.MAX_TIMING_IDS} of this tenant's jobs",
+        {
+            200: Outcome("the timings of the ids that name jobs", JobsTimings),
+            400: error(f"ids missing, over {analytics.MAX_TIMING_IDS}, or not UUIDs (invalid_ids)"),
+        },
+        query=(JobIdsQuery,),
+    ),
+    analytics.analytics_job: Operation(
+        "One job's timings and counts", {200: Outcome("the job's analytics", JobAnalytics), **NOT_FOUND}
+    ),
+    deltakit.history: Operation(
+        "The recipe's history: a bare list of Agno messages", {200: Outcome("the history", AgnoHistory)}
+    ),
+    deltakit.clear_history: Operation("The recipe's clear", {200: Outcome("cleared", ClearResult)}),
 }
+# Every route, before any handler: the HTTP layer and the request guard.
+EVERY_ROUTE = {
+    400: error("a NUL character in the path or query (invalid_url)"),
+    414: error("the request target is over RUNSTREAM_MAX_URL_BYTES (uri_too_long)"),
+    431: error("the request head is over RUNSTREAM_MAX_HEADER_BYTES, or has over RUNSTREAM_MAX_HEADERS fields"),
+    500: error("an unexpected failure (internal): never a stack trace"),
+}
+UNAUTHORIZED = error("no valid key or token")
+DATABASE_UNAVAILABLE = error("the database is unreachable (database_unavailable); see Retry-After")
+
+
+def _endpoint(route: Route, method: str) -> Any:
+    endpoint = route.endpoint
+    if isinstance(endpoint, type) and issubclass(endpoint, HTTPEndpoint):
+        return getattr(endpoint, method)
+    return endpoint
 
 
 def _methods(route: Route) -> list[str]:
@@ -298,67 +298,177 @@ def _methods(route: Route) -> list[str]:
 
 
 def _routes(routes: list[BaseRoute]) -> list[Route]:
-    """Every Route, mounted ones too (static files and other non-JSON mounts are not API)."""
+    """Every Route, mounted ones too, but the chat page and the static files: not API."""
     found: list[Route] = []
     for route in routes:
-        if isinstance(route, Route):
+        if isinstance(route, Route) and route.include_in_schema:
             found.append(route)
         elif isinstance(route, Mount) and route.routes:
             found.extend(
-                Route(route.path + sub.path, sub.endpoint, methods=sub.methods)
-                for sub in _routes(route.routes)
+                Route(route.path + sub.path, sub.endpoint, methods=sub.methods) for sub in _routes(route.routes)
             )
     return found
 
 
-def _operation(route: Route, path: str, method: str) -> dict[str, Any]:
-    doc = (route.endpoint.__doc__ or "").strip().splitlines()
-    operation: dict[str, Any] = {
-        "operationId": f"{method}_{path.strip('/').replace('/', '_').replace('{', '').replace('}', '')}",
-        "summary": doc[0] if doc else path,
-        "responses": {"default": _error("an error")},
+def _without_null(schema: dict[str, Any]) -> dict[str, Any]:
+    """A query parameter's schema: leaving it out, not null, is how it is unset."""
+    members = [member for member in schema.get("anyOf", []) if member != {"type": "null"}]
+    if not members:
+        return schema
+    rest = {key: value for key, value in schema.items() if key not in ("anyOf", "default", "title")}
+    return {**members[0], **rest} if len(members) == 1 else {"anyOf": members, **rest}
+
+
+def _query_parameters(model: type[Query]) -> list[dict[str, Any]]:
+    properties = model.model_json_schema(ref_template=SCHEMAS + "{model}")["properties"]
+    parameters = []
+    for name, schema in properties.items():
+        schema = _without_null({key: value for key, value in schema.items() if key != "title"})
+        description = schema.pop("description", None)
+        parameter = {"name": name, "in": "query", "required": name in model.required, "schema": schema}
+        if schema.get("type") == "array":
+            # One parameter, its items separated by commas (ids=a,b), as the model reads it.
+            parameter |= {"style": "form", "explode": False}
+        parameters.append(parameter | ({"description": description} if description else {}))
+    return parameters
+
+
+def _path_schema(name: str) -> dict[str, Any]:
+    # A job id that is not a UUID names no job (a 404); NUL is refused in any path.
+    if name == "job_id":
+        return {"type": "string", "format": "uuid"}
+    return {"type": "string", "pattern": NO_NUL}
+
+
+def _content(answer: Outcome) -> dict[str, Any]:
+    content = {
+        answer.media_type: {"schema": {"$ref": SCHEMAS + answer.model.__name__} if answer.model else answer.schema}
     }
-    operation.update(OPERATIONS.get((path, method), {}))
-    operation["responses"] = {"401": _error("no valid key or token"), **operation["responses"]}
-    parameters = [
-        {"name": name, "in": "path", "required": True, "schema": {"type": "string"}}
-        for name in route.param_convertors
-    ] + operation.get("parameters", [])
-    if parameters:
-        operation["parameters"] = parameters
-    if path in OPEN_PATHS:
-        operation["security"] = []
-        del operation["responses"]["401"]
-    elif getattr(route.endpoint, STREAM_TOKEN_ATTR, False):
-        operation["security"] = [{"apiKey": []}, {"streamToken": []}]
-    return operation
+    content.update((media_type, {"schema": {"$ref": SCHEMAS + model.__name__}}) for media_type, model in answer.also)
+    return content
 
 
-def document(routes: list[BaseRoute]) -> dict[str, Any]:
-    paths: dict[str, dict[str, Any]] = {}
-    for route in _routes(routes):
-        path = route.path_format
-        for method in _methods(route):
-            paths.setdefault(path, {})[method] = _operation(route, path, method)
-    return {
-        "openapi": "3.1.0",
-        "info": {
-            "title": "Runstream",
-            "version": version("runstream"),
-            "description": "Durable, resumable AI-agent runs streamed over SSE. Security: docs/security.md.",
-        },
-        "paths": paths,
-        "components": {
-            "schemas": SCHEMAS,
-            "securitySchemes": {
-                "apiKey": {"type": "http", "scheme": "bearer", "description": "a key from RUNSTREAM_API_KEYS"},
-                "streamToken": {"type": "apiKey", "in": "query", "name": "token"},
+class Builder:
+    """Builds the document of one app, with the settings it runs with."""
+
+    def __init__(self, settings: Settings):
+        self.settings = settings
+        self.new_job = new_job_model(settings.max_message_chars, tuple(settings.agent_paths))
+        self.models: dict[str, type[BaseModel]] = {"Error": Error}
+
+    def operation(self, route: Route, path: str, method: str) -> dict[str, Any]:
+        endpoint = _endpoint(route, method)
+        described = ENDPOINTS.get(endpoint)
+        doc = (endpoint.__doc__ or "").strip().splitlines()
+        operation: dict[str, Any] = {
+            "operationId": f"{method}_{path.strip('/').replace('/', '_').replace('{', '').replace('}', '')}",
+            "summary": described.summary if described else (doc[0] if doc else path),
+        }
+        answers = dict(described.answers) if described else {}
+        parameters: list[dict[str, Any]] = [
+            {"name": name, "in": "path", "required": True, "schema": _path_schema(name)}
+            for name in route.param_convertors
+        ]
+        if described:
+            for query in described.query:
+                parameters += _query_parameters(query)
+            parameters += [
+                {"name": header.name, "in": "header", "required": False, "schema": header.adapter.json_schema()}
+                | {"description": header.description}
+                for header in described.headers
+            ]
+            body = self.new_job if described.new_job else described.body
+            if body is not None:
+                self.models[body.__name__] = body
+                operation["requestBody"] = {
+                    "required": True,
+                    "content": {"application/json": {"schema": {"$ref": SCHEMAS + body.__name__}}},
+                }
+        if parameters:
+            operation["parameters"] = parameters
+        if path == METRICS_PATH:
+            operation["security"] = [{"metricsToken": []}] if self.settings.metrics_token else []
+            if self.settings.metrics_token:
+                answers[401] = error("no valid metrics token")
+        elif path in OPEN_PATHS:
+            operation["security"] = []
+        else:
+            answers[401] = UNAUTHORIZED
+            answers[503] = DATABASE_UNAVAILABLE
+            if getattr(endpoint, STREAM_TOKEN_ATTR, False):
+                operation["security"] = [{"apiKey": []}, {"streamToken": []}]
+        for answer in answers.values():
+            for model in [answer.model, *(model for _, model in answer.also)]:
+                if model is not None:
+                    self.models[model.__name__] = model
+        answers = {**answers, **{status: answer for status, answer in EVERY_ROUTE.items() if status not in answers}}
+        operation["responses"] = {
+            str(status): {"description": answer.description, "content": _content(answer)}
+            for status, answer in sorted(answers.items())
+        }
+        return operation
+
+    def document(self, routes: list[BaseRoute]) -> dict[str, Any]:
+        paths: dict[str, dict[str, Any]] = {}
+        for route in _routes(routes):
+            path = route.path_format
+            for method in _methods(route):
+                paths.setdefault(path, {})[method] = self.operation(route, path, method)
+        link_jobs(paths)
+        schemes = {
+            "apiKey": {"type": "http", "scheme": "bearer", "description": "a key from RUNSTREAM_API_KEYS"},
+            "streamToken": {"type": "apiKey", "in": "query", "name": "token", "description": "a job's stream token"},
+        }
+        if self.settings.metrics_token:
+            schemes["metricsToken"] = {"type": "http", "scheme": "bearer", "description": "RUNSTREAM_METRICS_TOKEN"}
+        return {
+            "openapi": "3.1.0",
+            "info": {
+                "title": "Runstream",
+                "version": version("runstream"),
+                "description": "Durable, resumable AI-agent runs streamed over SSE. Security: docs/security.md.",
             },
-        },
-        "security": [{"apiKey": []}],
-    }
+            "paths": paths,
+            "components": {
+                "schemas": json_schemas(
+                    [
+                        (model, "validation" if name in REQUEST_BODIES else "serialization")
+                        for name, model in self.models.items()
+                    ]
+                ),
+                "securitySchemes": schemes,
+            },
+            "security": [{"apiKey": []}],
+        }
+
+
+def link_jobs(paths: dict[str, dict[str, Any]]) -> None:
+    """Links from a created job to every operation on a job (its status, cancel,
+    events, analytics), so a client, or a stateful test, can follow them."""
+    for item in paths.values():
+        created = item.get("post", {}).get("responses", {}).get("202")
+        if created is None:
+            continue
+        created["links"] = {
+            operation["operationId"]: {
+                "operationId": operation["operationId"],
+                "parameters": {"job_id": "$response.body#/job_id"},
+            }
+            for other, other_item in paths.items()
+            if "{job_id}" in other
+            for operation in other_item.values()
+        }
+
+
+def document(routes: list[BaseRoute], settings: Settings) -> dict[str, Any]:
+    return Builder(settings).document(routes)
 
 
 async def openapi_json(request: Request) -> JSONResponse:
     """This document."""
-    return JSONResponse(document(request.app.routes))
+    return JSONResponse(document(request.app.routes, request.app.state.settings))
+
+
+ENDPOINTS[openapi_json] = Operation(
+    "This document", {200: Outcome("the OpenAPI 3.1 document", schema={"type": "object"})}
+)

@@ -17,8 +17,9 @@ from collections.abc import Awaitable
 
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import Response
 
+from runstream.api.payloads import CheckOutcome, Health, Readiness, ReadinessChecks
 from runstream.db.analytics import jobs_by_status
 from runstream.db.health import ping
 from runstream.db.jobs import STATUSES
@@ -27,11 +28,11 @@ from runstream.metrics import JOBS, OPEN_STREAMS
 log = logging.getLogger(__name__)
 
 
-async def healthz(request: Request) -> JSONResponse:
-    return JSONResponse({"status": "ok"})
+async def healthz(request: Request) -> Response:
+    return Health(status="ok").response()
 
 
-async def _check(name: str, probe: Awaitable[object], timeout: float) -> str:
+async def _check(name: str, probe: Awaitable[object], timeout: float) -> CheckOutcome:
     """``ok``, ``timeout`` or ``unreachable``. The route is open to anyone, so the
     reason is a code; the exception itself goes to the log, for the operator."""
     try:
@@ -45,20 +46,16 @@ async def _check(name: str, probe: Awaitable[object], timeout: float) -> str:
     return "ok"
 
 
-async def readyz(request: Request) -> JSONResponse:
+async def readyz(request: Request) -> Response:
     state = request.app.state
     timeout = state.settings.readiness_timeout_s
     database, broker = await asyncio.gather(
         _check("database", ping(state.pool, timeout), timeout),
         _check("broker", state.dispatcher.check_broker(), timeout),
     )
-    checks = {
-        "database": database,
-        "listen": "ok" if state.hub.listening else "reconnecting",
-        "broker": broker,
-    }
-    ready = all(result == "ok" for result in checks.values())
-    return JSONResponse({"status": "ready" if ready else "unavailable", "checks": checks}, status_code=200 if ready else 503)
+    checks = ReadinessChecks(database=database, listen="ok" if state.hub.listening else "reconnecting", broker=broker)
+    ready = all(result == "ok" for result in checks.model_dump().values())
+    return Readiness(status="ready" if ready else "unavailable", checks=checks).response(200 if ready else 503)
 
 
 async def metrics(request: Request) -> Response:

@@ -18,6 +18,8 @@ import socket
 import uvicorn
 from starlette.applications import Starlette
 
+from runstream.api.protocol import HeadLimits, bounded_head_protocol
+
 # What is left of the graceful timeout for ordinary requests in flight.
 GRACEFUL_SHUTDOWN_S = 5
 # Allocations between young-generation collections (CPython's default: 700).
@@ -52,12 +54,21 @@ def tune_garbage_collector() -> None:
 
 
 def serve(
-    app: Starlette, *, host: str, port: int, log_level: str, trust_proxy_headers: bool, shutdown_grace_s: float
+    app: Starlette,
+    *,
+    host: str,
+    port: int,
+    log_level: str,
+    trust_proxy_headers: bool,
+    shutdown_grace_s: float,
+    head_limits: HeadLimits,
 ) -> None:
     config = uvicorn.Config(
         app,
         host=host,
         port=port,
+        # httptools with a bound on every request head (uvicorn sets none).
+        http=bounded_head_protocol(head_limits),
         # uvicorn would take X-Forwarded-Proto/-For from any loopback peer; here
         # proxy headers count only when the operator says a proxy sets them, and
         # then from whoever reaches the port (the proxy is the only way in).

@@ -16,7 +16,6 @@ connection; each stream reads its own rows through the API's pool.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 from collections.abc import AsyncIterator
 from contextlib import suppress
@@ -30,6 +29,7 @@ from runstream.api import params
 from runstream.api.errors import ApiError
 from runstream.api.events import DB_RETRY_S, EventStreamResponse, StreamCut
 from runstream.api.hub import EventHub
+from runstream.api.payloads import Transition
 from runstream.api.sse import HEADERS, KEEPALIVE, MEDIA_TYPE
 from runstream.api.tenancy import resolve_tenant
 from runstream.db.connector import Pool
@@ -39,23 +39,14 @@ log = logging.getLogger(__name__)
 
 
 def transition_frame(row: dict[str, Any]) -> bytes:
-    data = {
-        "type": "transition",
-        "job_id": str(row["job_id"]),
-        "session_id": row["session_id"],
-        "agent": row["agent"],
-        "status": row["status"],
-        "previous_status": row["previous_status"],
-        "attempt": row["attempt"],
-        "at": row["at"].isoformat(),
-    }
-    return f"id: {row['seq']}\ndata: {json.dumps(data, separators=(',', ':'))}\n\n".encode()
+    data = Transition.model_validate(row).model_dump_json()
+    return f"id: {row['seq']}\ndata: {data}\n\n".encode()
 
 
 async def stream_transitions(request: Request) -> Response:
     tenant = resolve_tenant(request)
     state = request.app.state
-    given = params.given_resume_point(request)
+    given = params.given_resume_point(request, params.parse_query(params.TransitionsQuery, request))
     newest = await last_transition_seq(state.pool)
     if given is not None and given > newest:
         raise ApiError(400, "invalid_last_event_id", "last event id is beyond the newest transition")

@@ -6,14 +6,12 @@ The sending is the worker's (tasks/webhooks.py).
 
 from __future__ import annotations
 
-from typing import Any
-
 from starlette.requests import Request
-from starlette.responses import JSONResponse
+from starlette.responses import Response
 
 from runstream.api import params
 from runstream.api.errors import ApiError, not_found
-from runstream.api.payloads import NewJob
+from runstream.api.payloads import Job, NewJob, WebhookDeliveries, WebhookDelivery
 from runstream.api.tenancy import resolve_tenant
 from runstream.db import jobs, webhooks
 from runstream.destinations import DestinationRefused, check_destination
@@ -32,33 +30,21 @@ async def webhook_url(new: NewJob, tenant: str, settings: Settings) -> str | Non
     except DestinationRefused as exc:
         raise ApiError(422, "webhook_refused", f"webhook.url: {exc}") from None
     if settings.webhook_secret(tenant) is None:
-        raise ApiError(422, "webhook_unavailable", "webhook: webhooks are not configured for this tenant (no signing secret)")
+        raise ApiError(
+            422, "webhook_unavailable", "webhook: webhooks are not configured for this tenant (no signing secret)"
+        )
     return new.webhook.url
 
 
-def _delivery(row: dict[str, Any]) -> dict[str, Any]:
-    return {
-        "webhook_id": row["webhook_id"],
-        "url": row["url"],
-        "job_status": row["job_status"],
-        "status": row["status"],
-        "attempts": row["attempt_log"],
-        "created_at": row["created_at"].isoformat(),
-        "finished_at": row["finished_at"].isoformat() if row["finished_at"] else None,
-    }
-
-
-async def job_webhooks(request: Request) -> JSONResponse:
+async def job_webhooks(request: Request) -> Response:
     """The job's webhook deliveries, each with every attempt."""
     pool = request.app.state.pool
     job = await jobs.get_job(pool, params.job_id(request), resolve_tenant(request))
     if job is None:
         raise not_found()
     deliveries = await webhooks.job_deliveries(pool, job["id"])
-    return JSONResponse(
-        {
-            "job_id": str(job["id"]),
-            "webhook": {"url": job["webhook_url"]} if job["webhook_url"] else None,
-            "deliveries": [_delivery(row) for row in deliveries],
-        }
-    )
+    return WebhookDeliveries(
+        job_id=job["id"],
+        webhook=Job.model_validate(job).webhook,
+        deliveries=[WebhookDelivery.model_validate(row) for row in deliveries],
+    ).response()

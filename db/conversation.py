@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from runstream.db.jobs import TERMINAL_STATUSES
+from runstream.db.jobs import TERMINAL_STATUSES, Status
 
 Message = dict[str, Any]
 
@@ -45,7 +45,7 @@ class Turn:
     """One run of a session: the job, and its events as read."""
 
     job_id: uuid.UUID
-    status: str
+    status: Status
     message: str
     error: str | None
     created_at: datetime

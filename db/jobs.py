@@ -19,7 +19,7 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal, get_args
 
 from psycopg.types.json import Jsonb
 
@@ -28,7 +28,8 @@ from runstream.db.connector import Connection, Pool, one_row
 from runstream.db.events import AppendBatch, append_in
 from runstream.db.partitions import new_job_id
 
-STATUSES = ("pending", "running", "paused", "completed", "failed", "cancelled")
+Status = Literal["pending", "running", "paused", "completed", "failed", "cancelled"]
+STATUSES: tuple[Status, ...] = get_args(Status)
 TERMINAL_STATUSES = frozenset({"completed", "failed", "cancelled"})
 CANCELLED_EVENT = {"type": "done", "status": "cancelled"}
 # The error of a job handed back by a worker going down (the reason its next
@@ -289,7 +290,7 @@ async def cancel_requests(pool: Pool, job_ids: list[uuid.UUID]) -> set[uuid.UUID
         return {r["id"] for r in await cur.fetchall()}
 
 
-async def cancel_job(pool: Pool, job_id: uuid.UUID, tenant: str) -> str | None:
+async def cancel_job(pool: Pool, job_id: uuid.UUID, tenant: str) -> Status | None:
     """Idempotent cancel. Answers the job's status afterwards, None if there is no such job.
 
     A pending or paused job is cancelled at once: status and its ``done`` event
@@ -305,13 +306,14 @@ async def cancel_job(pool: Pool, job_id: uuid.UUID, tenant: str) -> str | None:
             return await _cancel_in(conn, job)
 
 
-async def _cancel_in(conn: Connection, job: dict[str, Any]) -> str:
+async def _cancel_in(conn: Connection, job: dict[str, Any]) -> Status:
     """Cancel ``job`` (its row locked by the caller's transaction); answers its status afterwards."""
     if job["status"] in ("pending", "paused"):
         [result] = await append_in(
             conn, [AppendBatch(job["id"], [CANCELLED_EVENT], from_statuses=(job["status"],), new_status="cancelled")]
         )
-        return result.status or job["status"]  # the row is locked: the guard holds
+        # The row is locked in this status, so the batch applies.
+        return "cancelled" if result.applied else job["status"]
     if job["status"] == "running":
         await conn.execute(queries.REQUEST_CANCEL, {"id": job["id"], "tenant": job["tenant"]})
     return job["status"]

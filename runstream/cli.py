@@ -32,6 +32,7 @@ def cmd_api(args: argparse.Namespace) -> None:
     if refusal:
         sys.exit(refusal)
     from runstream.api.app import create_app
+    from runstream.api.protocol import HeadLimits
     from runstream.api.server import serve
     from runstream.logs import configure_logging
 
@@ -45,6 +46,7 @@ def cmd_api(args: argparse.Namespace) -> None:
         log_level=settings.log_level.lower(),
         trust_proxy_headers=settings.trust_proxy_headers,
         shutdown_grace_s=settings.shutdown_grace_s,
+        head_limits=HeadLimits(settings.max_url_bytes, settings.max_header_bytes, settings.max_headers),
     )
 
 

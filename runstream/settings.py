@@ -142,6 +142,12 @@ class Settings(BaseSettings):
     # Also allow any http://localhost / 127.0.0.1 / [::1] origin, any port (dev mode).
     cors_allow_localhost: bool = False
     max_body_bytes: int = 1_048_576
+    # A request's head, bounded before any of it reaches the app (api/protocol.py):
+    # its target (path and query; beyond: 414), the whole head (request line and
+    # headers; beyond: 431) and its number of header fields (beyond: 431).
+    max_url_bytes: PositiveInt = 8192
+    max_header_bytes: PositiveInt = 32_768
+    max_headers: PositiveInt = 100
     max_message_chars: int = 100_000
     # Open SSE streams one API process serves, in all and per tenant; beyond: 429.
     max_streams: int = 5000

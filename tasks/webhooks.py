@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING
 import httpx
 from standardwebhooks.webhooks import Webhook
 
-from runstream.api.payloads import job_json
+from runstream.api.payloads import Job
 from runstream.broker import WEBHOOK_TASK_NAME
 from runstream.db.webhooks import Delivery, claim_delivery, record_attempt
 from runstream.destinations import DestinationRefused, check_destination
@@ -50,8 +50,9 @@ def backoff_s(attempt: int, settings: Settings) -> float:
 
 
 def signed_request(delivery: Delivery, secret: str, now: datetime) -> tuple[bytes, dict[str, str]]:
+    job = Job.model_validate(delivery.job).model_dump(mode="json")
     body = json.dumps(
-        {"type": f"job.{delivery.job_status}", "timestamp": delivery.created_at.isoformat(), "data": job_json(delivery.job)},
+        {"type": f"job.{delivery.job_status}", "timestamp": delivery.created_at.isoformat(), "data": job},
         separators=(",", ":"),
     ).encode()
     headers = {

@@ -221,6 +221,8 @@ async def test_resume_mid_stream_of_a_running_job(http: httpx.AsyncClient, pool)
         ({}, "?last_event_id=99999999999999999999"),
         ({"Last-Event-ID": "abc"}, "?last_event_id=3"),
         ({}, "?last_event_id=5"),  # beyond the job's newest event (4)
+        ({"Last-Event-ID": ""}, ""),  # sent, so it must be an id: the document says integer
+        ({"Last-Event-ID": ""}, "?last_event_id=3"),
     ],
 )
 async def test_bad_resume_point_is_400_json(http: httpx.AsyncClient, pool, headers, query) -> None:
@@ -228,6 +230,14 @@ async def test_bad_resume_point_is_400_json(http: httpx.AsyncClient, pool, heade
     response = await http.get(url(job_id, query), headers=headers)
     assert response.status_code == 400
     assert response.json()["error"]["code"] == "invalid_last_event_id"
+
+
+@pytest.mark.parametrize(("query", "code"), [("?after=x", "invalid_after"), ("?limit=0", "invalid_limit")])
+async def test_every_documented_parameter_is_checked_on_a_stream_too(http: httpx.AsyncClient, pool, query, code) -> None:
+    # after and limit page the JSON answer; a stream checks them all the same.
+    job_id = await finished_job(pool, 5)
+    response = await http.get(url(job_id, query))
+    assert (response.status_code, response.json()["error"]["code"]) == (400, code)
 
 
 async def test_unknown_and_malformed_jobs_are_404(http: httpx.AsyncClient) -> None:

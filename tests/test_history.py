@@ -272,7 +272,7 @@ async def test_json_pages_of_a_2500_event_log(http: httpx.AsyncClient, pool: Asy
     end = (await http.get(url, params={"after": 2499}, headers=accept)).json()
     assert (end["events"], end["next"], end["up_to_date"], end["done"]) == ([], 2499, True, True)
     # Errors, as JSON.
-    for query, code in (({"after": 2500}, "invalid_after"), ({"after": "x"}, "invalid_last_event_id"),
+    for query, code in (({"after": 2500}, "invalid_after"), ({"after": "x"}, "invalid_after"),
                         ({"limit": 0}, "invalid_limit"), ({"limit": 1001}, "invalid_limit")):
         response = await http.get(url, params=query, headers=accept)
         assert (response.status_code, response.json()["error"]["code"]) == (400, code)

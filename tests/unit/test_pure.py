@@ -15,13 +15,17 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from pydantic import TypeAdapter, ValidationError
 
 from runstream.api.cursor import MAX_CURSOR_CHARS, decode_cursor, encode_cursor
 from runstream.api.errors import ApiError
-from runstream.api.payloads import check_storable
+from runstream.api.payloads import StorableJson
 from runstream.db.events import parse_notification
 from runstream.durations import parse_duration
 from runstream.tasks.event_writer import merge_text_deltas
+
+# What a job's metadata may hold, validated as the new-job body validates it (strict).
+STORABLE = TypeAdapter(StorableJson)
 
 payloads = st.lists(
     st.one_of(
@@ -109,13 +113,13 @@ def test_a_cursor_we_did_not_issue_is_a_400(cursor: str) -> None:
     ["a\x00b", {"k\x00": 1}, {"k": ["x", {"y": "\x00"}]}, float("nan"), [float("inf")], {"n": -float("inf")}],
 )
 def test_what_postgres_cannot_store_is_refused(value: object) -> None:
-    with pytest.raises(ValueError):
-        check_storable(value)
+    with pytest.raises(ValidationError):
+        STORABLE.validate_python(value, strict=True)
 
 
 @pytest.mark.parametrize("value", ["plain", {"k": [1, 2.5, None, True, "\u00e9"]}, [], {}, 0.0])
 def test_what_postgres_can_store_passes(value: object) -> None:
-    check_storable(value)
+    assert STORABLE.validate_python(value, strict=True) == value
 
 
 def test_a_notification_names_its_job_and_last_seq_and_may_carry_rows() -> None:
