@@ -167,7 +167,9 @@ def load_authenticator(spec: str, settings: Settings) -> Authenticator:
         target = target(settings)
     # A coroutine function, or an object whose class defines ``async def __call__``.
     if not (inspect.iscoroutinefunction(target) or inspect.iscoroutinefunction(type(target).__call__)):
-        raise SettingsError(f"RUNSTREAM_AUTH={spec} must name an async callable (request) -> Principal, or a class of one")
+        raise SettingsError(
+            f"RUNSTREAM_AUTH={spec} must name an async callable (request) -> Principal, or a class of one"
+        )
     authenticator: Authenticator = target
     return authenticator
 

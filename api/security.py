@@ -49,7 +49,9 @@ def announce(settings: Settings, keys: KeyRing) -> None:
         return
     if keys:
         # How many tenants, never which keys.
-        log.info("API keys configured for %d tenant(s): every /api route needs a key or a stream token", len(keys.tenants))
+        log.info(
+            "API keys configured for %d tenant(s): every /api route needs a key or a stream token", len(keys.tenants)
+        )
         return
     log.warning(
         "\n" + "!" * 78 + "\n"

@@ -35,4 +35,6 @@ class Frame(NamedTuple):
 def event_frames(rows: list[EventRow]) -> list[Frame]:
     # The payload is jsonb rendered by Postgres: one line, since JSON escapes
     # every newline and carriage return inside strings.
-    return [Frame(row.seq, row.terminal, row.created_at, f"id: {row.seq}\ndata: {row.data}\n\n".encode()) for row in rows]
+    return [
+        Frame(row.seq, row.terminal, row.created_at, f"id: {row.seq}\ndata: {row.data}\n\n".encode()) for row in rows
+    ]

@@ -102,7 +102,9 @@ class TokenSigner:
         # this server really issued.
         presented = token.encode()
         # Every key is tried (no early exit), so timing tells nothing of which matched.
-        matches = [hmac.compare_digest(presented, self._token(key, job_id, tenant, expires_at).encode()) for key in self.keys]
+        matches = [
+            hmac.compare_digest(presented, self._token(key, job_id, tenant, expires_at).encode()) for key in self.keys
+        ]
         if not any(matches):
             raise TokenError("invalid")
         if expires_at < time.time():

@@ -69,9 +69,7 @@ async def _finish(job: BackgroundJob, status: str, payload: dict[str, Any]) -> N
     await _publish(job, payload)
 
 
-async def run_stamps(
-    job: BackgroundJob, spec: dict[str, Any], start: asyncio.Event | None
-) -> None:
+async def run_stamps(job: BackgroundJob, spec: dict[str, Any], start: asyncio.Event | None) -> None:
     if start is not None:
         await start.wait()
     job.status = "running"
@@ -92,9 +90,7 @@ async def run_agent(job: BackgroundJob, words: int) -> None:
     async for payload in run_payloads(agent, job.message):
         assert not isinstance(payload, Pause), "the recipe's tools never wait for a person"
         if payload["type"] in ("done", "error"):
-            await _finish(
-                job, "completed" if payload["type"] == "done" else "failed", payload
-            )
+            await _finish(job, "completed" if payload["type"] == "done" else "failed", payload)
             return
         await _publish(job, payload)
 
@@ -106,9 +102,7 @@ async def create_job(request: Request) -> JSONResponse:
     if "agent_words" in spec:
         job.task = asyncio.create_task(run_agent(job, spec["agent_words"]))
     else:
-        job.task = asyncio.create_task(
-            run_stamps(job, spec, go if spec.get("hold") else None)
-        )
+        job.task = asyncio.create_task(run_stamps(job, spec, go if spec.get("hold") else None))
     return JSONResponse({"job_id": job.job_id, "status": job.status})
 
 
@@ -131,9 +125,7 @@ async def get_job(request: Request) -> JSONResponse:
     job = jobs.get(request.path_params["job_id"])
     if job is None:
         return JSONResponse({"error": "not found"}, status_code=404)
-    return JSONResponse(
-        {"job_id": job.job_id, "status": job.status, "events": len(job.events)}
-    )
+    return JSONResponse({"job_id": job.job_id, "status": job.status, "events": len(job.events)})
 
 
 async def stream_job_events(request: Request) -> StreamingResponse | JSONResponse:

@@ -85,9 +85,7 @@ def target(
     """One target of the issue; ``op`` says which side of ``limit`` passes. A figure
     that could not be measured (NaN) fails. ``note``: what else the run measured
     that bears on it (printed under it)."""
-    passed = not math.isnan(value) and (
-        value <= limit if op == "<=" else value >= limit
-    )
+    passed = not math.isnan(value) and (value <= limit if op == "<=" else value >= limit)
     return {
         "group": group,
         "name": name,

@@ -55,9 +55,7 @@ async def write(events: int, rate: float) -> None:
     await pool.close()
 
 
-async def floor_round(
-    database_url: str, *, events: int, rate: float, timeout: float
-) -> list[float]:
+async def floor_round(database_url: str, *, events: int, rate: float, timeout: float) -> list[float]:
     """Latencies (s) of ``events`` stamped events at ``rate``, written by a floor
     process and heard on a LISTEN connection of this one."""
     listener = await asyncpg.connect(plain_url(database_url))

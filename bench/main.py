@@ -62,13 +62,16 @@ def run(settings: Settings, *, quick: bool) -> dict[str, Any]:
     database_url = create_database(settings.database_url)
     with tempfile.TemporaryDirectory(prefix="runstream-bench-") as work:
         work_dir = Path(work)
-        env = child_environment(
-            DATABASE_URL=database_url,
-            # The streaming scenarios never dispatch; the API still needs a broker to talk to.
-            CELERY_BROKER_URL=settings.bench_redis_url,
-            RUNSTREAM_QUEUE=f"rs-bench-{uuid.uuid4().hex[:12]}",
-            RUNSTREAM_DATA_DIR=str(work_dir),
-        ) | NO_LIMITS
+        env = (
+            child_environment(
+                DATABASE_URL=database_url,
+                # The streaming scenarios never dispatch; the API still needs a broker to talk to.
+                CELERY_BROKER_URL=settings.bench_redis_url,
+                RUNSTREAM_QUEUE=f"rs-bench-{uuid.uuid4().hex[:12]}",
+                RUNSTREAM_DATA_DIR=str(work_dir),
+            )
+            | NO_LIMITS
+        )
         api = baseline = None
         try:
             api = start_api(env, work_dir)
@@ -89,9 +92,7 @@ def run(settings: Settings, *, quick: bool) -> dict[str, Any]:
     }
 
 
-def main(
-    settings: Settings, *, quick: bool, json_path: Path, plot_path: Path | None
-) -> None:
+def main(settings: Settings, *, quick: bool, json_path: Path, plot_path: Path | None) -> None:
     # SIGTERM (a CI timeout) unwinds like Ctrl-C: processes stopped, database dropped.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     results = run(settings, quick=quick)

@@ -18,9 +18,7 @@ def _by_name(results: dict[str, Any]) -> dict[str, list[dict[str, Any]]]:
     return {s["name"]: s["results"] for s in results["scenarios"]}
 
 
-def _bars(
-    ax: Any, labels: list[str], ours: list[float], theirs: list[float], baseline: str
-) -> None:
+def _bars(ax: Any, labels: list[str], ours: list[float], theirs: list[float], baseline: str) -> None:
     xs = range(len(labels))
     ax.bar([x - 0.2 for x in xs], ours, 0.4, color=OURS, label="Runstream")
     ax.bar([x + 0.2 for x in xs], theirs, 0.4, color=THEIRS, label=baseline)
@@ -50,9 +48,7 @@ def plot(results: dict[str, Any], path: Path) -> None:
     for side, style, color, label in p50_lines:
         p50s = [r[side]["p50_ms"] for r in rows]
         delivery.plot(labels, p50s, style, color=color, label=label)
-    floors = [
-        (lab, r["floor"]["p50_ms"]) for lab, r in zip(labels, rows, strict=True) if "floor" in r
-    ]
+    floors = [(lab, r["floor"]["p50_ms"]) for lab, r in zip(labels, rows, strict=True) if "floor" in r]
     if floors:
         delivery.plot(*zip(*floors, strict=True), "D", color="darkred", label="durable floor p50")
     # Log scale: sub-millisecond figures at 1 job beside tens of ms at 200.
@@ -95,9 +91,7 @@ def plot(results: dict[str, Any], path: Path) -> None:
     retention.set_yscale("log")
     retention.set_title("retention: a month of events, seconds, log scale")
 
-    fig.suptitle(
-        f"runstream bench ({results['mode']}): {results['machine']}", fontsize=9
-    )
+    fig.suptitle(f"runstream bench ({results['mode']}): {results['machine']}", fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)

@@ -41,9 +41,7 @@ async def produce(jobs: int, events: int, rate: float) -> None:
     stopped: list[str] = []
     claims: list[Claim] = []
     for _ in range(jobs):
-        job = await create_job(
-            pool, tenant=DEFAULT_TENANT, message="bench", model="offline"
-        )
+        job = await create_job(pool, tenant=DEFAULT_TENANT, message="bench", model="offline")
         claim = await claim_job(
             pool,
             job["id"],
@@ -65,9 +63,7 @@ async def produce(jobs: int, events: int, rate: float) -> None:
         async def emit(payload: dict) -> None:
             await writer.emit(claim.id, payload)
 
-        await stamp_run(
-            emit, events=events, rate=rate, offset=stagger(index, jobs, rate)
-        )
+        await stamp_run(emit, events=events, rate=rate, offset=stagger(index, jobs, rate))
         await writer.finish(claim.id, COMPLETED, status="completed")
         writer.close(claim.id, attempt=claim.attempt)
 

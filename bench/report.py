@@ -21,9 +21,7 @@ def _n(value: Any) -> str:
 
 
 def _latencies(figures: dict[str, Any]) -> str:
-    return " / ".join(
-        _n(figures[k]) for k in ("p50_ms", "p95_ms", "p99_ms") if k in figures
-    )
+    return " / ".join(_n(figures[k]) for k in ("p50_ms", "p95_ms", "p99_ms") if k in figures)
 
 
 def _rows(scenario: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
@@ -99,13 +97,8 @@ def _rows(scenario: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
 
 
 def _table(head: list[str], rows: list[list[str]]) -> str:
-    widths = [
-        max(len(cell) for cell in column) for column in zip(head, *rows, strict=True)
-    ]
-    lines = [
-        "  ".join(cell.ljust(w) for cell, w in zip(line, widths, strict=True))
-        for line in [head, *rows]
-    ]
+    widths = [max(len(cell) for cell in column) for column in zip(head, *rows, strict=True)]
+    lines = ["  ".join(cell.ljust(w) for cell, w in zip(line, widths, strict=True)) for line in [head, *rows]]
     lines.insert(1, "  ".join("-" * w for w in widths))
     return "\n".join(lines)
 
@@ -121,9 +114,7 @@ def render(results: dict[str, Any]) -> str:
     out += ["", "targets"]
     for t in results["targets"]:
         verdict = "PASS" if t["pass"] else "FAIL"
-        out.append(
-            f"  {verdict}  {t['name']}: {_n(t['value'])} {t['unit']} (target {t['op']} {_n(t['limit'])})"
-        )
+        out.append(f"  {verdict}  {t['name']}: {_n(t['value'])} {t['unit']} (target {t['op']} {_n(t['limit'])})")
         if "note" in t:
             out.append(f"        {t['note']}")
     return "\n".join(out)

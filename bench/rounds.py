@@ -68,11 +68,7 @@ class RunstreamSide:
         assert producer.stdin is not None and producer.stdout is not None
         try:
             job_ids = json.loads(await producer.stdout.readline())["jobs"]
-            paths = [
-                f"/api/jobs/{job_id}/events"
-                for job_id in job_ids
-                for _ in range(subscribers)
-            ]
+            paths = [f"/api/jobs/{job_id}/events" for job_id in job_ids for _ in range(subscribers)]
             streams = await open_streams("127.0.0.1", self.api.http_port, paths)
             await asyncio.sleep(SETTLE_S)
             if on_connected is not None:
@@ -118,11 +114,7 @@ class BaselineSide:
                     "hold": True,
                 }
                 job_ids.append((await http.post("/jobs", json=spec)).json()["job_id"])
-            paths = [
-                f"/jobs/{job_id}/events"
-                for job_id in job_ids
-                for _ in range(subscribers)
-            ]
+            paths = [f"/jobs/{job_id}/events" for job_id in job_ids for _ in range(subscribers)]
             streams = await open_streams("127.0.0.1", self.app.http_port, paths)
             await asyncio.sleep(SETTLE_S)
             if on_connected is not None:

@@ -104,20 +104,14 @@ def seconds_since(start: float) -> str:
     return f"{time.perf_counter() - start:.1f} s"
 
 
-def load(
-    conn: psycopg.Connection[DictRow], events: int, per_job: int, now: datetime, log: list[str]
-) -> None:
+def load(conn: psycopg.Connection[DictRow], events: int, per_job: int, now: datetime, log: list[str]) -> None:
     jobs = events // per_job
     conn.execute("SET maintenance_work_mem = '512MB'")
     conn.execute("SET synchronous_commit = off")
     definitions = conn.execute(TABLE_DEFINITIONS).fetchall()
     for row in definitions:
         if row["kind"] == "constraint":
-            conn.execute(
-                sql.SQL("ALTER TABLE job_events DROP CONSTRAINT {}").format(
-                    sql.Identifier(row["name"])
-                )
-            )
+            conn.execute(sql.SQL("ALTER TABLE job_events DROP CONSTRAINT {}").format(sql.Identifier(row["name"])))
         else:
             conn.execute(sql.SQL("DROP INDEX {}").format(sql.Identifier(row["name"])))
 
@@ -126,9 +120,7 @@ def load(
     log.append(f"- {jobs:,} jobs inserted in {seconds_since(start)}")
     start = time.perf_counter()
     inserted = conn.execute(SEED_EVENTS, {"per_job": per_job}).rowcount
-    log.append(
-        f"- {inserted:,} events inserted in {seconds_since(start)} (no index, no constraint)"
-    )
+    log.append(f"- {inserted:,} events inserted in {seconds_since(start)} (no index, no constraint)")
     # Retried jobs: their events are attempt 2's, after a retry event at seq 1.
     conn.execute(
         "UPDATE job_events e SET attempt = 2, type = 'retry',"
@@ -188,9 +180,7 @@ def record_plans(conn: psycopg.Connection[DictRow], now: datetime) -> list[str]:
     }
     month = {**day, "since": None}
     session = {**month, "session_id": "session-42"}
-    latest = conn.execute(
-        "SELECT id FROM jobs WHERE status = 'completed' ORDER BY created_at DESC LIMIT 1"
-    ).fetchone()
+    latest = conn.execute("SELECT id FROM jobs WHERE status = 'completed' ORDER BY created_at DESC LIMIT 1").fetchone()
     assert latest is not None, "the seeded log has completed jobs"
     job_id = latest["id"]
     explain(conn, "Summary timings, last 24 hours", queries.ANALYTICS_TIMINGS, day, out)
@@ -201,9 +191,7 @@ def record_plans(conn: psycopg.Connection[DictRow], now: datetime) -> list[str]:
         month,
         out,
     )
-    explain(
-        conn, "Summary timings, one session", queries.ANALYTICS_TIMINGS, session, out
-    )
+    explain(conn, "Summary timings, one session", queries.ANALYTICS_TIMINGS, session, out)
     explain(
         conn,
         "Top tools, last 24 hours",
@@ -264,12 +252,7 @@ def record_plans(conn: psycopg.Connection[DictRow], now: datetime) -> list[str]:
         {**cutoff, "limit": 500},
         out,
     )
-    batch = [
-        r["id"]
-        for r in conn.execute(
-            queries.PRUNE_NEXT_JOBS, {**cutoff, "limit": 500}
-        ).fetchall()
-    ]
+    batch = [r["id"] for r in conn.execute(queries.PRUNE_NEXT_JOBS, {**cutoff, "limit": 500}).fetchall()]
     explain(
         conn,
         "Retention: one slice of events (rolled back)",
@@ -281,26 +264,16 @@ def record_plans(conn: psycopg.Connection[DictRow], now: datetime) -> list[str]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument(
-        "--admin-url", default="postgresql://postgres@127.0.0.1:5432/postgres"
-    )
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--admin-url", default="postgresql://postgres@127.0.0.1:5432/postgres")
     parser.add_argument("--events", type=int, default=10_000_000)
     parser.add_argument("--events-per-job", type=int, default=100)
     parser.add_argument("--plans", type=Path, help="write the plans (markdown) here")
-    parser.add_argument(
-        "--keep", action="store_true", help="keep the database (its URL is printed)"
-    )
+    parser.add_argument("--keep", action="store_true", help="keep the database (its URL is printed)")
     args = parser.parse_args()
 
     name = f"rs_bench_{uuid.uuid4().hex[:8]}"
-    url = (
-        make_url(args.admin_url)
-        .set(database=name)
-        .render_as_string(hide_password=False)
-    )
+    url = make_url(args.admin_url).set(database=name).render_as_string(hide_password=False)
     with psycopg.connect(args.admin_url, autocommit=True) as admin:
         admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
     try:
@@ -311,9 +284,7 @@ def main() -> None:
             start = time.perf_counter()
             load(conn, args.events, args.events_per_job, now, log)
             log.append(f"- whole load: {seconds_since(start)}")
-            sizes = [
-                f"| {r['name']} | {r['size']} |" for r in conn.execute(SIZES).fetchall()
-            ]
+            sizes = [f"| {r['name']} | {r['size']} |" for r in conn.execute(SIZES).fetchall()]
             server = conn.execute("SELECT version()").fetchone()
             assert server is not None
             version = server["version"]
@@ -340,11 +311,7 @@ def main() -> None:
     finally:
         if not args.keep:
             with psycopg.connect(args.admin_url, autocommit=True) as admin:
-                admin.execute(
-                    sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(
-                        sql.Identifier(name)
-                    )
-                )
+                admin.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
 
 
 if __name__ == "__main__":

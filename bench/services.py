@@ -42,15 +42,9 @@ NO_LIMITS = {
 def create_database(server_url: str) -> str:
     """A new, migrated database on the server of ``server_url``; returns its URL."""
     name = f"rs_bench_{uuid.uuid4().hex[:12]}"
-    with psycopg.connect(
-        plain_url(server_url), autocommit=True, connect_timeout=5
-    ) as conn:
+    with psycopg.connect(plain_url(server_url), autocommit=True, connect_timeout=5) as conn:
         conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-    url = (
-        make_url(plain_url(server_url))
-        .set(database=name)
-        .render_as_string(hide_password=False)
-    )
+    url = make_url(plain_url(server_url)).set(database=name).render_as_string(hide_password=False)
     upgrade_to_head(url)
     return url
 
@@ -59,14 +53,8 @@ def drop_database(server_url: str, database_url: str) -> None:
     name = make_url(database_url).database
     if name is None:
         raise ValueError("the database URL names no database")
-    with psycopg.connect(
-        plain_url(server_url), autocommit=True, connect_timeout=5
-    ) as conn:
-        conn.execute(
-            sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(
-                sql.Identifier(name)
-            )
-        )
+    with psycopg.connect(plain_url(server_url), autocommit=True, connect_timeout=5) as conn:
+        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
 
 
 def api_connection_count(database_url: str, pid: int) -> int:
@@ -136,15 +124,11 @@ class Service:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
-                raise RuntimeError(
-                    f"{self.name} exited with {self.proc.returncode}:\n{self.log()[-3000:]}"
-                )
+                raise RuntimeError(f"{self.name} exited with {self.proc.returncode}:\n{self.log()[-3000:]}")
             if ready():
                 return
             time.sleep(0.05)
-        raise TimeoutError(
-            f"{self.name} not ready after {timeout}s:\n{self.log()[-3000:]}"
-        )
+        raise TimeoutError(f"{self.name} not ready after {timeout}s:\n{self.log()[-3000:]}")
 
     def wait_healthy(self, path: str) -> None:
         url = f"http://127.0.0.1:{self.port}{path}"
@@ -176,9 +160,7 @@ def start_api(env: dict[str, str], log_dir: Path, name: str = "api") -> Service:
 
 
 def start_worker(env: dict[str, str], log_dir: Path, name: str = "worker") -> Service:
-    worker = Service(
-        name, [RUNSTREAM, "worker", "-n", f"{name}-{os.getpid()}@%h"], env, log_dir
-    )
+    worker = Service(name, [RUNSTREAM, "worker", "-n", f"{name}-{os.getpid()}@%h"], env, log_dir)
     worker.wait_until(lambda: "ready." in worker.log())
     return worker
 

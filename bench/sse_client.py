@@ -32,9 +32,7 @@ class SseStream(asyncio.Protocol):
     """One ``GET`` of an event stream and what arrived on it."""
 
     def __init__(self, host: str, port: int, path: str, *, stamped: bool):
-        self.request = (
-            f"GET {path} HTTP/1.1\r\nHost: {host}:{port}\r\nAccept: text/event-stream\r\n\r\n"
-        ).encode()
+        self.request = (f"GET {path} HTTP/1.1\r\nHost: {host}:{port}\r\nAccept: text/event-stream\r\n\r\n").encode()
         self.stamped = stamped
         loop = asyncio.get_running_loop()
         # The status code, once the response headers are in.
@@ -53,9 +51,7 @@ class SseStream(asyncio.Protocol):
         self._transport: Any = None
 
     # --- asyncio.Protocol --------------------------------------------------
-    def connection_made(
-        self, transport: Any
-    ) -> None:  # uvloop's transports are not asyncio.Transport
+    def connection_made(self, transport: Any) -> None:  # uvloop's transports are not asyncio.Transport
         self._transport = transport
         transport.write(self.request)
 
@@ -67,9 +63,7 @@ class SseStream(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         if not self.opened.done():
-            self.opened.set_exception(
-                StreamError(f"connection lost before the response: {exc}")
-            )
+            self.opened.set_exception(StreamError(f"connection lost before the response: {exc}"))
         self._end(None)
 
     # --- httptools callbacks -----------------------------------------------
@@ -126,14 +120,10 @@ class SseStream(asyncio.Protocol):
             self.closed.set_exception(error)
 
 
-async def open_stream(
-    host: str, port: int, path: str, *, stamped: bool = True
-) -> SseStream:
+async def open_stream(host: str, port: int, path: str, *, stamped: bool = True) -> SseStream:
     """Connect and wait for the response headers; raises unless the answer is 200."""
     loop = asyncio.get_running_loop()
-    _, stream = await loop.create_connection(
-        lambda: SseStream(host, port, path, stamped=stamped), host, port
-    )
+    _, stream = await loop.create_connection(lambda: SseStream(host, port, path, stamped=stamped), host, port)
     status = await asyncio.wait_for(stream.opened, OPEN_TIMEOUT_S)
     if status != 200:
         stream.close()

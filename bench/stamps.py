@@ -20,9 +20,7 @@ def stamped_delta() -> dict[str, Any]:
     return {"type": "text_delta", "delta": f"{time.time():.6f} "}
 
 
-async def stamp_run(
-    emit: Emit, *, events: int, rate: float, offset: float = 0.0
-) -> None:
+async def stamp_run(emit: Emit, *, events: int, rate: float, offset: float = 0.0) -> None:
     """Yield ``events`` stamped deltas, ``rate`` a second (0: as fast as possible),
     starting ``offset`` seconds from now (jobs are staggered, not in lockstep)."""
     loop = asyncio.get_running_loop()

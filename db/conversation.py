@@ -106,7 +106,11 @@ def agno_messages(turn: Turn, *, for_model: bool = False) -> list[Message]:
         nonlocal current, responses
         if current is None:
             responses += 1
-            current = {"id": f"{key}-assistant-{responses}", "role": "assistant", "created_at": _epoch(event.created_at)}
+            current = {
+                "id": f"{key}-assistant-{responses}",
+                "role": "assistant",
+                "created_at": _epoch(event.created_at),
+            }
             messages.append(current)
         return current
 
@@ -125,7 +129,11 @@ def agno_messages(turn: Turn, *, for_model: bool = False) -> list[Message]:
             name = payload.get("tool_name", "")
             calls[call_id] = {"name": name, "args": _arguments(payload.get("argument", ""))}
             assistant(event).setdefault("tool_calls", []).append(
-                {"id": call_id, "type": "function", "function": {"name": name, "arguments": payload.get("argument", "")}}
+                {
+                    "id": call_id,
+                    "type": "function",
+                    "function": {"name": name, "arguments": payload.get("argument", "")},
+                }
             )
         elif event.type == "tool_result":
             call_id = payload.get("call_id")
@@ -169,7 +177,11 @@ def deltakit_messages(turn: Turn) -> list[Message]:
             else:
                 parts.append({"type": kind, "text": text})
         elif event.type == "tool_call":
-            part = {"type": "tool_call", "tool_name": payload.get("tool_name", ""), "argument": payload.get("argument", "")}
+            part = {
+                "type": "tool_call",
+                "tool_name": payload.get("tool_name", ""),
+                "argument": payload.get("argument", ""),
+            }
             if payload.get("call_id") is not None:
                 part["callId"] = payload["call_id"]
             parts.append(part)

@@ -115,13 +115,9 @@ async def append_events(
     return result
 
 
-async def read_events(
-    pool: Pool, job_id: uuid.UUID, after_seq: int, limit: int
-) -> list[EventRow]:
+async def read_events(pool: Pool, job_id: uuid.UUID, after_seq: int, limit: int) -> list[EventRow]:
     async with pool.connection() as conn:
-        cur = await conn.execute(
-            queries.READ_EVENTS, {"job_id": job_id, "after_seq": after_seq, "limit": limit}
-        )
+        cur = await conn.execute(queries.READ_EVENTS, {"job_id": job_id, "after_seq": after_seq, "limit": limit})
         return [EventRow(r["seq"], r["type"], r["data"], r["created_at"]) for r in await cur.fetchall()]
 
 

@@ -1,15 +1,15 @@
 """Job rows: the state machine. Every transition is one guarded UPDATE.
 
-    pending ──claim──▶ running ──finish──▶ completed | failed | cancelled
-       ▲                  │
-       └────release───────┘   (a transient failure, or its worker shutting down, hands the job back)
-    pending ──cancel──▶ cancelled          (at once, by the API)
-    pending (queued) ──its session's active run ends──▶ pending   (the jobs_ended trigger)
-    running ──claim (heartbeat stale)──▶ running, attempt + 1
-    pending | running (stuck, out of attempts) ──reaper──▶ failed   (tasks.reaper)
-    running ──pause (a tool needs a person)──▶ paused ──continue (answers)──▶ pending
-    paused ──cancel──▶ cancelled          (at once, by the API)
-    paused (unanswered for pause_timeout_s) ──reaper──▶ failed "pause timed out"
+pending ──claim──▶ running ──finish──▶ completed | failed | cancelled
+   ▲                  │
+   └────release───────┘   (a transient failure, or its worker shutting down, hands the job back)
+pending ──cancel──▶ cancelled          (at once, by the API)
+pending (queued) ──its session's active run ends──▶ pending   (the jobs_ended trigger)
+running ──claim (heartbeat stale)──▶ running, attempt + 1
+pending | running (stuck, out of attempts) ──reaper──▶ failed   (tasks.reaper)
+running ──pause (a tool needs a person)──▶ paused ──continue (answers)──▶ pending
+paused ──cancel──▶ cancelled          (at once, by the API)
+paused (unanswered for pause_timeout_s) ──reaper──▶ failed "pause timed out"
 """
 
 from __future__ import annotations
@@ -165,9 +165,7 @@ async def create_job(
             return await one_row(cur)
 
 
-async def interrupt_active_run(
-    pool: Pool, job: dict[str, Any], *, rollback: bool
-) -> uuid.UUID | None:
+async def interrupt_active_run(pool: Pool, job: dict[str, Any], *, rollback: bool) -> uuid.UUID | None:
     """Cancel the run active in ``job``'s session (``job`` waits behind it), marked
     interrupted, and with ``rollback`` left out of the conversation. Answers its
     id, None when it had ended already (``job`` then is the active one, or next)."""
@@ -269,9 +267,7 @@ async def claim_job(
     return Claim(row, previous_status, previous_error, row.pop("handbacks"))
 
 
-async def heartbeat(
-    pool: Pool, running: dict[uuid.UUID, int]
-) -> dict[uuid.UUID, datetime | None]:
+async def heartbeat(pool: Pool, running: dict[uuid.UUID, int]) -> dict[uuid.UUID, datetime | None]:
     """Touch every (job, attempt) this worker runs. Answers {job_id: cancel_requested_at}
     for the jobs still ours; a job missing from the answer was taken from us."""
     if not running:
@@ -384,8 +380,12 @@ async def finish_stuck(pool: Pool, limits: ReapLimits) -> list[tuple[uuid.UUID, 
             payload, status, error = _reaped_terminal(job)
             batches.append(
                 AppendBatch(
-                    job["id"], [payload], from_statuses=(job["status"],), attempt=job["attempt"],
-                    new_status=status, error=error,
+                    job["id"],
+                    [payload],
+                    from_statuses=(job["status"],),
+                    attempt=job["attempt"],
+                    new_status=status,
+                    error=error,
                 )
             )
         results = await append_in(conn, batches)
@@ -458,9 +458,7 @@ async def continue_job(
         return await cur.fetchone()
 
 
-async def finish_timed_out_pauses(
-    pool: Pool, pause_timeout_s: float, limit: int = 500
-) -> list[uuid.UUID]:
+async def finish_timed_out_pauses(pool: Pool, pause_timeout_s: float, limit: int = 500) -> list[uuid.UUID]:
     """End the paused jobs nobody answered within ``pause_timeout_s``: each gets
     the error event "pause timed out" and status failed, in one transaction."""
     async with pool.connection() as conn, conn.transaction():

@@ -134,9 +134,7 @@ def partitions_of_rows(rows: Iterable[Mapping[str, Any]]) -> list[Partition]:
     return sorted(found, key=lambda p: p.start)
 
 
-async def ensure_partitions(
-    pool: Pool, now: datetime, ahead: int = MONTHS_AHEAD
-) -> list[Partition]:
+async def ensure_partitions(pool: Pool, now: datetime, ahead: int = MONTHS_AHEAD) -> list[Partition]:
     """Create this month's partition and ``ahead`` more where missing; answers those created."""
     created = []
     async with pool.connection() as conn:

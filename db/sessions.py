@@ -27,16 +27,19 @@ async def _turns(pool: Pool, params: dict[str, Any]) -> list[Turn]:
             )
     return [
         Turn(
-            job["id"], job["status"], job["message"], job["error"], job["created_at"], events[job["id"]],
+            job["id"],
+            job["status"],
+            job["message"],
+            job["error"],
+            job["created_at"],
+            events[job["id"]],
             interrupted=job["interrupted_at"] is not None,
         )
         for job in jobs
     ]
 
 
-async def conversation(
-    pool: Pool, *, tenant: str, session_id: str, limit: int
-) -> tuple[list[Turn], bool]:
+async def conversation(pool: Pool, *, tenant: str, session_id: str, limit: int) -> tuple[list[Turn], bool]:
     """The newest ``limit`` runs of the session, oldest first, and whether older ones exist."""
     turns = await _turns(
         pool,

@@ -25,9 +25,7 @@ class Delivery:
     created_at: datetime
 
 
-async def claim_delivery(
-    pool: Pool, webhook_id: str, *, max_attempts: int, lease_s: float
-) -> Delivery | None:
+async def claim_delivery(pool: Pool, webhook_id: str, *, max_attempts: int, lease_s: float) -> Delivery | None:
     """The delivery, for its next attempt; None when it is done, out of attempts,
     not due yet, or being tried elsewhere."""
     async with pool.connection() as conn:

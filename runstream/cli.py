@@ -186,9 +186,7 @@ def build_parser() -> argparse.ArgumentParser:
     api.set_defaults(func=cmd_api)
 
     # Options after `worker` are Celery's own (-n, --concurrency, -Q, ...).
-    worker = commands.add_parser(
-        "worker", help="run a Celery worker (extra options go to Celery)", allow_abbrev=False
-    )
+    worker = commands.add_parser("worker", help="run a Celery worker (extra options go to Celery)", allow_abbrev=False)
     # Read here, not left to Celery: it would take an unsupported pool, or quietly ignore one.
     worker.add_argument("-P", "--pool", default="threads", help=f"one of {', '.join(SUPPORTED_POOLS)}")
     worker.set_defaults(func=cmd_worker, passes_options_through=True)
@@ -196,7 +194,9 @@ def build_parser() -> argparse.ArgumentParser:
     migrate = commands.add_parser("migrate", help="upgrade the database to the newest schema")
     migrate.set_defaults(func=cmd_migrate)
 
-    bench = commands.add_parser("bench", help="measure Runstream against its baselines (own database on DATABASE_URL's server)")
+    bench = commands.add_parser(
+        "bench", help="measure Runstream against its baselines (own database on DATABASE_URL's server)"
+    )
     bench.add_argument("--quick", action="store_true", help="the short run (under 2 minutes)")
     bench.add_argument("--json", default="bench-results.json", metavar="PATH", help="where the results go")
     bench.add_argument("--plot", metavar="PATH", help="also draw the results as a PNG chart")

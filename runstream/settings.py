@@ -70,12 +70,8 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="RUNSTREAM_", extra="ignore")
 
     # --- services -------------------------------------------------------------
-    database_url: str | None = Field(
-        default=None, validation_alias=AliasChoices("DATABASE_URL")
-    )
-    celery_broker_url: str | None = Field(
-        default=None, validation_alias=AliasChoices("CELERY_BROKER_URL")
-    )
+    database_url: str | None = Field(default=None, validation_alias=AliasChoices("DATABASE_URL"))
+    celery_broker_url: str | None = Field(default=None, validation_alias=AliasChoices("CELERY_BROKER_URL"))
     # Behind a pooler in transaction mode (PgBouncer's pool_mode=transaction),
     # server-side prepared statements outlive the transaction that made them on
     # a server connection the next transaction may not get: set this to false
@@ -290,7 +286,6 @@ class Settings(BaseSettings):
             return f"{module}:{attribute}"
         return value
 
-
     @field_validator("agents")
     @classmethod
     def _agents_are_entries(cls, value: str) -> str:
@@ -318,24 +313,39 @@ class Settings(BaseSettings):
     def _consistent(self) -> Settings:
         # Rules between settings, each a misconfiguration that would otherwise
         # show up only under load or after a failure.
-        broken = [message for holds, message in (
-            (self.worker_flush_lanes < self.worker_db_pool_size,
-             f"{_variable('worker_flush_lanes')} must be less than {_variable('worker_db_pool_size')}"
-             " (one connection stays free for heartbeats and the reaper)"),
-            (self.stale_after_s > self.heartbeat_s + self.cancel_poll_s,
-             f"{_variable('stale_after_s')} must be more than {_variable('heartbeat_s')}"
-             f" + {_variable('cancel_poll_s')} (the longest gap between two heartbeats of a live run)"),
-            (self.retry_backoff_max_s >= self.retry_backoff_s,
-             f"{_variable('retry_backoff_max_s')} must be at least {_variable('retry_backoff_s')}"),
-            (self.max_streams_per_tenant <= self.max_streams,
-             f"{_variable('max_streams_per_tenant')} must be at most {_variable('max_streams')}"),
-            # Both set would leave one of them silently unused.
-            (not (self.auth and self.api_key_map),
-             f"{_variable('auth')} and {_variable('api_keys')} are both set: choose one authenticator"),
-        ) if not holds]
+        broken = [
+            message
+            for holds, message in (
+                (
+                    self.worker_flush_lanes < self.worker_db_pool_size,
+                    f"{_variable('worker_flush_lanes')} must be less than {_variable('worker_db_pool_size')}"
+                    " (one connection stays free for heartbeats and the reaper)",
+                ),
+                (
+                    self.stale_after_s > self.heartbeat_s + self.cancel_poll_s,
+                    f"{_variable('stale_after_s')} must be more than {_variable('heartbeat_s')}"
+                    f" + {_variable('cancel_poll_s')} (the longest gap between two heartbeats of a live run)",
+                ),
+                (
+                    self.retry_backoff_max_s >= self.retry_backoff_s,
+                    f"{_variable('retry_backoff_max_s')} must be at least {_variable('retry_backoff_s')}",
+                ),
+                (
+                    self.max_streams_per_tenant <= self.max_streams,
+                    f"{_variable('max_streams_per_tenant')} must be at most {_variable('max_streams')}",
+                ),
+                # Both set would leave one of them silently unused.
+                (
+                    not (self.auth and self.api_key_map),
+                    f"{_variable('auth')} and {_variable('api_keys')} are both set: choose one authenticator",
+                ),
+            )
+            if not holds
+        ]
         if broken:
             raise ValueError("; ".join(broken))
         return self
+
     @field_validator("webhook_secrets")
     @classmethod
     def _secrets_are_keys(cls, value: SecretStr) -> SecretStr:
@@ -357,7 +367,9 @@ class Settings(BaseSettings):
         # A default webhook nobody could verify would be refused at every send.
         unsigned = sorted(set(self.webhook_url_map) - {t for t, _ in filter(None, _key_entries(self.webhook_secrets))})
         if unsigned:
-            raise ValueError(f"RUNSTREAM_WEBHOOK_URLS names tenants with no secret in RUNSTREAM_WEBHOOK_SECRETS: {', '.join(unsigned)}")
+            raise ValueError(
+                f"RUNSTREAM_WEBHOOK_URLS names tenants with no secret in RUNSTREAM_WEBHOOK_SECRETS: {', '.join(unsigned)}"
+            )
         return self
 
     @property

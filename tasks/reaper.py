@@ -142,12 +142,15 @@ class Reaper:
         sent = []
         for ref in refs:
             try:
-                await asyncio.wait_for(
-                    asyncio.to_thread(self._publish, task_name, ref), self._publish_timeout_s * 2
-                )
+                await asyncio.wait_for(asyncio.to_thread(self._publish, task_name, ref), self._publish_timeout_s * 2)
             except Exception as exc:  # noqa: BLE001 - any broker failure means the same: try later
-                log.warning("reaper: dispatch of %s %s failed (%r); next try in %.0fs", task_name, ref, exc,
-                            self.limits.pending_timeout_s)
+                log.warning(
+                    "reaper: dispatch of %s %s failed (%r); next try in %.0fs",
+                    task_name,
+                    ref,
+                    exc,
+                    self.limits.pending_timeout_s,
+                )
                 break  # the rest are marked too, and come back a threshold later
             sent.append(ref)
         return sent

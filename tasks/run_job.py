@@ -173,7 +173,10 @@ async def run_job(runtime: Runtime, job_id: uuid.UUID, *, worker: str) -> RunOut
         log.info("job %s: skipped (finished, cancelled, running elsewhere, or out of attempts)", job_id)
         return RunOutcome("skipped")
     log.info(
-        "job %s: running (attempt %d, worker %s)", job_id, claim.attempt, worker,
+        "job %s: running (attempt %d, worker %s)",
+        job_id,
+        claim.attempt,
+        worker,
         extra=job_fields(job_id, "running", attempt=claim.attempt, worker=worker),
     )
     handle = runtime.supervisor.register(claim.id, claim.attempt)
@@ -192,7 +195,10 @@ async def run_job(runtime: Runtime, job_id: uuid.UUID, *, worker: str) -> RunOut
         # The next run of the session (promoted by the job's end), the webhook (a pause has one too).
         await runtime.reaper.send_followups(await after_jobs_ended(runtime.pool, [claim.id]))
     log.info(
-        "job %s: %s (attempt %d)", job_id, outcome.status, claim.attempt,
+        "job %s: %s (attempt %d)",
+        job_id,
+        outcome.status,
+        claim.attempt,
         extra=job_fields(job_id, outcome.status, attempt=claim.attempt, worker=worker),
     )
     return outcome
@@ -277,7 +283,10 @@ async def _pause(runtime: Runtime, claim: Claim, pause: Pause) -> RunOutcome:
     everything buffered before it and move the job to paused in one transaction.
     The attempt ends here: the worker slot is free while a person decides."""
     kept = await save_paused_run(
-        runtime.pool, claim.id, attempt=claim.attempt, paused_run=pause.run,
+        runtime.pool,
+        claim.id,
+        attempt=claim.attempt,
+        paused_run=pause.run,
         requirements=pause.payload["requirements"],
     )
     if not kept:

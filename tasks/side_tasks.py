@@ -38,7 +38,11 @@ async def keep_running(name: str, tick: Callable[[], Awaitable[object]], interva
             log.warning("%s: database unavailable: %s", name, exc)
         except Exception:
             failures += 1
-            log.exception("%s: tick failed unexpectedly (%d in a row); next in %.1fs",
-                          name, failures, backoff_s(interval_s, failures))
+            log.exception(
+                "%s: tick failed unexpectedly (%d in a row); next in %.1fs",
+                name,
+                failures,
+                backoff_s(interval_s, failures),
+            )
         else:
             failures = 0

@@ -52,9 +52,7 @@ class RunHandle:
 
 
 class Supervisor:
-    def __init__(
-        self, pool: Pool, *, poll_s: float, heartbeat_s: float, run_timeout_s: float
-    ):
+    def __init__(self, pool: Pool, *, poll_s: float, heartbeat_s: float, run_timeout_s: float):
         self._pool = pool
         self._poll_s = poll_s
         self._heartbeat_s = heartbeat_s

@@ -113,8 +113,12 @@ async def deliver(runtime: Runtime, webhook_id: str) -> float | None:
     duration_ms = (time.monotonic() - started) * 1000
     if response_status is not None and 200 <= response_status < 300:
         await record_attempt(
-            runtime.pool, delivery, outcome="delivered", status="delivered",
-            duration_ms=duration_ms, response_status=response_status,
+            runtime.pool,
+            delivery,
+            outcome="delivered",
+            status="delivered",
+            duration_ms=duration_ms,
+            response_status=response_status,
         )
         log.info("webhook %s delivered (attempt %d, %d)", webhook_id, delivery.attempt, response_status)
         return None
@@ -123,11 +127,20 @@ async def deliver(runtime: Runtime, webhook_id: str) -> float | None:
     last = delivery.attempt >= settings.webhook_max_attempts
     retry_in_s = 0.0 if last else backoff_s(delivery.attempt, settings)
     await record_attempt(
-        runtime.pool, delivery, outcome="failed", status="failed" if last else "pending",
-        duration_ms=duration_ms, response_status=response_status, error=error, retry_in_s=retry_in_s,
+        runtime.pool,
+        delivery,
+        outcome="failed",
+        status="failed" if last else "pending",
+        duration_ms=duration_ms,
+        response_status=response_status,
+        error=error,
+        retry_in_s=retry_in_s,
     )
     log.warning(
-        "webhook %s attempt %d failed (%s)%s", webhook_id, delivery.attempt, error,
+        "webhook %s attempt %d failed (%s)%s",
+        webhook_id,
+        delivery.attempt,
+        error,
         "; giving up" if last else f"; next in {retry_in_s:g}s",
     )
     return None if last else retry_in_s
@@ -135,7 +148,11 @@ async def deliver(runtime: Runtime, webhook_id: str) -> float | None:
 
 async def _refused(runtime: Runtime, delivery: Delivery, reason: str, started: float) -> None:
     await record_attempt(
-        runtime.pool, delivery, outcome="refused", status="failed",
-        duration_ms=(time.monotonic() - started) * 1000, error=reason,
+        runtime.pool,
+        delivery,
+        outcome="refused",
+        status="failed",
+        duration_ms=(time.monotonic() - started) * 1000,
+        error=reason,
     )
     log.warning("webhook %s refused: %s", delivery.webhook_id, reason)

@@ -31,36 +31,82 @@ def at(minute: int, second: float) -> datetime:
 # (status, attempt, created, started, finished, [(attempt, at-second, payload), ...]); times are seconds after `created`.
 JOBS: dict[str, tuple[str, int, int, float | None, float | None, list[tuple[int, float, dict[str, Any]]]]] = {
     # queue 1, ttft 2, duration 4; one good calculate call; 12 text characters.
-    "A": ("completed", 1, 0, 1, 5, [
-        (1, 1.5, {"type": "reasoning", "text": "hmm"}),
-        (1, 2.0, {"type": "text_delta", "delta": "Hello "}),
-        (1, 2.5, {"type": "text_delta", "delta": "world"}),
-        (1, 3.0, {"type": "tool_call", "tool_name": "calculate", "argument": "{\"expression\": \"2+3\"}", "call_id": "call_1"}),
-        (1, 3.5, {"type": "tool_result", "call_id": "call_1", "output": "5"}),
-        (1, 4.0, {"type": "text_delta", "delta": "!"}),
-        (1, 5.0, {"type": "done", "status": "completed"}),
-    ]),
+    "A": (
+        "completed",
+        1,
+        0,
+        1,
+        5,
+        [
+            (1, 1.5, {"type": "reasoning", "text": "hmm"}),
+            (1, 2.0, {"type": "text_delta", "delta": "Hello "}),
+            (1, 2.5, {"type": "text_delta", "delta": "world"}),
+            (
+                1,
+                3.0,
+                {
+                    "type": "tool_call",
+                    "tool_name": "calculate",
+                    "argument": '{"expression": "2+3"}',
+                    "call_id": "call_1",
+                },
+            ),
+            (1, 3.5, {"type": "tool_result", "call_id": "call_1", "output": "5"}),
+            (1, 4.0, {"type": "text_delta", "delta": "!"}),
+            (1, 5.0, {"type": "done", "status": "completed"}),
+        ],
+    ),
     # Retried: queue 3, ttft 4 (attempt 1's text counts: the user saw it), duration 10.
     # Attempt 2's call_1 answers "error: ...": a tool error. Attempt 1's call_1 is another call.
-    "B": ("failed", 2, 1, 3, 13, [
-        (1, 4.0, {"type": "text_delta", "delta": "x"}),
-        (2, 10.0, {"type": "retry", "attempt": 2, "reason": "model timeout"}),
-        (2, 11.0, {"type": "tool_call", "tool_name": "calculate", "argument": "{\"expression\": \"1/0\"}", "call_id": "call_1"}),
-        (2, 12.0, {"type": "tool_result", "call_id": "call_1", "output": "error: division by zero"}),
-        (2, 13.0, {"type": "error", "message": "gave up"}),
-    ]),
+    "B": (
+        "failed",
+        2,
+        1,
+        3,
+        13,
+        [
+            (1, 4.0, {"type": "text_delta", "delta": "x"}),
+            (2, 10.0, {"type": "retry", "attempt": 2, "reason": "model timeout"}),
+            (
+                2,
+                11.0,
+                {
+                    "type": "tool_call",
+                    "tool_name": "calculate",
+                    "argument": '{"expression": "1/0"}',
+                    "call_id": "call_1",
+                },
+            ),
+            (2, 12.0, {"type": "tool_result", "call_id": "call_1", "output": "error: division by zero"}),
+            (2, 13.0, {"type": "error", "message": "gave up"}),
+        ],
+    ),
     # Cancelled inside its sleep tool: the call never answered, so it is an error. No text: no ttft.
-    "C": ("cancelled", 1, 2, 2, 6, [
-        (1, 3.0, {"type": "tool_call", "tool_name": "sleep", "argument": "{\"seconds\": 30}", "call_id": "call_1"}),
-        (1, 6.0, {"type": "done", "status": "cancelled"}),
-    ]),
+    "C": (
+        "cancelled",
+        1,
+        2,
+        2,
+        6,
+        [
+            (1, 3.0, {"type": "tool_call", "tool_name": "sleep", "argument": '{"seconds": 30}', "call_id": "call_1"}),
+            (1, 6.0, {"type": "done", "status": "cancelled"}),
+        ],
+    ),
     # Never started.
     "D": ("pending", 0, 3, None, None, []),
     # queue 5, ttft 6, duration 3.
-    "E": ("completed", 1, 4, 5, 8, [
-        (1, 6.0, {"type": "text_delta", "delta": "ok"}),
-        (1, 7.0, {"type": "done", "status": "completed"}),
-    ]),
+    "E": (
+        "completed",
+        1,
+        4,
+        5,
+        8,
+        [
+            (1, 6.0, {"type": "text_delta", "delta": "ok"}),
+            (1, 7.0, {"type": "done", "status": "completed"}),
+        ],
+    ),
 }
 
 
@@ -72,8 +118,17 @@ async def seed(pool: AsyncConnectionPool, session_id: str) -> dict[str, uuid.UUI
             await conn.execute(
                 "INSERT INTO jobs (id, tenant, session_id, message, model, status, attempt, last_seq,"
                 " created_at, started_at, finished_at) VALUES (%s, 'default', %s, %s, 'offline', %s, %s, %s, %s, %s, %s)",
-                (job_id, session_id, f"job {name}", status, attempt, len(events) - 1, at(minute, 0),
-                 None if started is None else at(minute, started), None if finished is None else at(minute, finished)),
+                (
+                    job_id,
+                    session_id,
+                    f"job {name}",
+                    status,
+                    attempt,
+                    len(events) - 1,
+                    at(minute, 0),
+                    None if started is None else at(minute, started),
+                    None if finished is None else at(minute, finished),
+                ),
             )
             for seq, (event_attempt, second, payload) in enumerate(events):
                 await conn.execute(
@@ -132,26 +187,48 @@ async def test_the_time_window_bounds_jobs_by_creation(
     assert (bad.status_code, bad.json()["error"]["code"]) == (400, "invalid_since")
     empty = (await http.get("/api/analytics/summary", params={"session_id": "no-such-session"})).json()
     assert (empty["jobs"], empty["retry_rate"], empty["ttft_s"], empty["tools"]) == (
-        0, None, {"count": 0, "p50": None, "p95": None}, []
+        0,
+        None,
+        {"count": 0, "p50": None, "p95": None},
+        [],
     )
 
 
 async def test_per_job_metrics(http: httpx.AsyncClient, seeded: dict[str, uuid.UUID]) -> None:
     a = (await http.get(f"/api/analytics/jobs/{seeded['A']}")).json()
     assert a == {
-        "job_id": str(seeded["A"]), "session_id": a["session_id"], "agent": None, "outcome": "completed", "attempts": 1,
-        "queue_wait_s": 1.0, "ttft_s": 2.0, "duration_s": 4.0, "paused_s": 0.0, "events": 7,
+        "job_id": str(seeded["A"]),
+        "session_id": a["session_id"],
+        "agent": None,
+        "outcome": "completed",
+        "attempts": 1,
+        "queue_wait_s": 1.0,
+        "ttft_s": 2.0,
+        "duration_s": 4.0,
+        "paused_s": 0.0,
+        "events": 7,
         "events_by_type": {"reasoning": 1, "text_delta": 3, "tool_call": 1, "tool_result": 1, "done": 1},
-        "text_chars": 12, "tool_calls": 1, "retries": 0,
+        "text_chars": 12,
+        "tool_calls": 1,
+        "retries": 0,
     }
     b = (await http.get(f"/api/analytics/jobs/{seeded['B']}")).json()
     assert (b["outcome"], b["attempts"], b["retries"], b["ttft_s"], b["duration_s"], b["text_chars"]) == (
-        "failed", 2, 1, 4.0, 10.0, 1
+        "failed",
+        2,
+        1,
+        4.0,
+        10.0,
+        1,
     )
     assert b["events_by_type"] == {"text_delta": 1, "retry": 1, "tool_call": 1, "tool_result": 1, "error": 1}
     d = (await http.get(f"/api/analytics/jobs/{seeded['D']}")).json()
     assert (d["queue_wait_s"], d["ttft_s"], d["duration_s"], d["events"], d["events_by_type"]) == (
-        None, None, None, 0, {}
+        None,
+        None,
+        None,
+        0,
+        {},
     )
     assert (await http.get(f"/api/analytics/jobs/{uuid.uuid4()}")).status_code == 404
 
@@ -161,7 +238,10 @@ async def test_runstream_stats_prints_the_same_figures(
 ) -> None:
     result = subprocess.run(
         [RUNSTREAM, "stats", "--session-id", session_id],
-        env={**service_env, "COLUMNS": "160"}, capture_output=True, text=True, timeout=60,
+        env={**service_env, "COLUMNS": "160"},
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert result.returncode == 0, result.stderr
     lines = [" ".join(line.replace("│", " ").replace("┃", " ").split()) for line in result.stdout.splitlines()]

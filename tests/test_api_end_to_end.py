@@ -78,7 +78,12 @@ async def test_a_tool_prompt_streams_its_exact_events(client: httpx.AsyncClient,
     assert text_joined(received) == [
         {"type": "reasoning", "text": "The user wants 2+3*4 computed; I will call the calculate tool."},
         {"type": "text_delta", "delta": "Let me calculate 2+3*4."},
-        {"type": "tool_call", "tool_name": "calculate", "argument": '{"expression": "2+3*4"}', "call_id": call["call_id"]},
+        {
+            "type": "tool_call",
+            "tool_name": "calculate",
+            "argument": '{"expression": "2+3*4"}',
+            "call_id": call["call_id"],
+        },
         # The tool's real output: Agno ran the Python tool.
         {"type": "tool_result", "call_id": call["call_id"], "output": "14"},
         {"type": "reasoning", "text": "The calculate tool returned 14; I can answer now."},

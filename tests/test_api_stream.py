@@ -47,9 +47,7 @@ async def append(pool: AsyncConnectionPool, job_id: uuid.UUID, payloads: list[di
 
 
 async def finish(pool: AsyncConnectionPool, job_id: uuid.UUID) -> None:
-    result = await events.append_events(
-        pool, job_id, [{"type": "done", "status": "completed"}], new_status="completed"
-    )
+    result = await events.append_events(pool, job_id, [{"type": "done", "status": "completed"}], new_status="completed")
     assert result.applied
 
 
@@ -79,9 +77,9 @@ def url(job_id: uuid.UUID | str, query: str = "") -> str:
 async def test_stream_is_the_stored_log_byte_for_byte(http: httpx.AsyncClient, pool: AsyncConnectionPool) -> None:
     job_id = await running_job(pool)
     # Payloads whose text would break a naive framer: newlines, CR, quotes, non-ASCII.
-    await append(pool, job_id, [{"type": "text_delta", "delta": "line\nbreak\r\n \"q\" é 🙂"}])
+    await append(pool, job_id, [{"type": "text_delta", "delta": 'line\nbreak\r\n "q" é 🙂'}])
     await append(pool, job_id, [{"type": "reasoning", "text": "hmm"}, *deltas(0, 20)])
-    await append(pool, job_id, [{"type": "tool_call", "tool_name": "t", "argument": "{\"a\": 1}", "call_id": "c1"}])
+    await append(pool, job_id, [{"type": "tool_call", "tool_name": "t", "argument": '{"a": 1}', "call_id": "c1"}])
     await finish(pool, job_id)
 
     async with http.stream("GET", url(job_id)) as response:
@@ -100,7 +98,7 @@ async def test_stream_is_the_stored_log_byte_for_byte(http: httpx.AsyncClient, p
     # DeltaKit's reading: split on blank lines, JSON.parse each data: line.
     assert deltakit_events(body) == [json.loads(r.data) for r in rows]
     assert ids(body) == list(range(24))
-    assert deltakit_events(body)[0]["delta"] == "line\nbreak\r\n \"q\" é 🙂"
+    assert deltakit_events(body)[0]["delta"] == 'line\nbreak\r\n "q" é 🙂'
 
 
 async def test_keepalive_comment_while_silent(service_env: dict[str, str], log_dir: Path, pool) -> None:
@@ -233,7 +231,9 @@ async def test_bad_resume_point_is_400_json(http: httpx.AsyncClient, pool, heade
 
 
 @pytest.mark.parametrize(("query", "code"), [("?after=x", "invalid_after"), ("?limit=0", "invalid_limit")])
-async def test_every_documented_parameter_is_checked_on_a_stream_too(http: httpx.AsyncClient, pool, query, code) -> None:
+async def test_every_documented_parameter_is_checked_on_a_stream_too(
+    http: httpx.AsyncClient, pool, query, code
+) -> None:
     # after and limit page the JSON answer; a stream checks them all the same.
     job_id = await finished_job(pool, 5)
     response = await http.get(url(job_id, query))
@@ -270,9 +270,7 @@ async def test_live_appends_during_a_long_replay_leave_no_gap_or_duplicate(
 
     starts = [-1, -1, 0, 999, 5_000, 19_990]
     writer = asyncio.create_task(work())
-    bodies = await asyncio.gather(
-        *(read_stream(http, url(job_id), headers={"Last-Event-ID": str(k)}) for k in starts)
-    )
+    bodies = await asyncio.gather(*(read_stream(http, url(job_id), headers={"Last-Event-ID": str(k)}) for k in starts))
     await writer
     last = (await stored_rows(pool, job_id))[-1].seq
     for k, body in zip(starts, bodies, strict=True):
@@ -328,7 +326,9 @@ async def test_postgres_connections_do_not_grow_with_streams(idle_api: ApiServer
     assert with_one == with_fifty == Settings.model_fields["api_db_pool_size"].default + 1
 
 
-async def test_stream_survives_the_listen_connection_dropping(http: httpx.AsyncClient, idle_api: ApiServer, pool) -> None:
+async def test_stream_survives_the_listen_connection_dropping(
+    http: httpx.AsyncClient, idle_api: ApiServer, pool
+) -> None:
     job_id = await running_job(pool)
     await append(pool, job_id, deltas(0, 2))
 
@@ -489,9 +489,7 @@ async def notifications_of(database_url: str, pool, job_id: uuid.UUID, append_th
     got: list[events.Notification] = []
     listener = await asyncpg.connect(database_url)
     try:
-        await listener.add_listener(
-            NOTIFY_CHANNEL, lambda *args: got.append(events.parse_notification(args[-1]))
-        )
+        await listener.add_listener(NOTIFY_CHANNEL, lambda *args: got.append(events.parse_notification(args[-1])))
         await append_them()
         last_seq = (await stored_rows(pool, job_id))[-1].seq
         async with asyncio.timeout(10):

@@ -30,12 +30,7 @@ FIGURES = {
 
 
 def positive(value: Any) -> bool:
-    return (
-        isinstance(value, int | float)
-        and not isinstance(value, bool)
-        and math.isfinite(value)
-        and value > 0
-    )
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value) and value > 0
 
 
 def test_quick_bench_reports_every_scenario_against_its_baseline(
@@ -94,11 +89,7 @@ def test_quick_bench_reports_every_scenario_against_its_baseline(
         assert positive(one_job["floor"][key]), (key, one_job["floor"])
     assert one_job["floor"]["samples"] == one_job["runstream"]["samples"] // 2
     assert positive(one_job["floor_ratio"]["p50_ms"]), one_job
-    [one_job_target] = [
-        t
-        for t in results["targets"]
-        if t["name"] == "delivery p50 at 1 job / in-memory p50"
-    ]
+    [one_job_target] = [t for t in results["targets"] if t["name"] == "delivery p50 at 1 job / in-memory p50"]
     assert "durable floor" in one_job_target["note"], one_job_target
 
     [month] = scenarios["retention"]["results"]

@@ -234,9 +234,7 @@ def test_a_reload_mid_stream_resumes_without_gaps_or_duplicates(page: Page, pace
     assert [int(r) for r in resumes[1:]] == sorted(int(r) for r in resumes[1:])
 
 
-def test_a_paused_run_asks_for_approval_survives_a_reload_and_continues_in_place(
-    page: Page, paced: ApiServer
-) -> None:
+def test_a_paused_run_asks_for_approval_survives_a_reload_and_continues_in_place(page: Page, paced: ApiServer) -> None:
     streams: list[str | None] = []
     page.on("request", lambda r: streams.append(r.headers.get("last-event-id")) if r.url.endswith("/events") else None)
     page.goto("/")

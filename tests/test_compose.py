@@ -94,7 +94,9 @@ def test_our_services_pass_only_settings_runstream_reads(name: str) -> None:
 
 def test_urls_point_at_the_compose_services() -> None:
     env = SERVICES["api"]["environment"]
-    assert re.fullmatch(r"postgresql://runstream:\$\{POSTGRES_PASSWORD:-\w+\}@postgres:5432/runstream", env["DATABASE_URL"])
+    assert re.fullmatch(
+        r"postgresql://runstream:\$\{POSTGRES_PASSWORD:-\w+\}@postgres:5432/runstream", env["DATABASE_URL"]
+    )
     assert env["CELERY_BROKER_URL"].startswith("amqp://") and "@rabbitmq:5672/" in env["CELERY_BROKER_URL"]
 
 

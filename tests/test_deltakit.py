@@ -41,7 +41,11 @@ async def test_a_run_through_the_recipe_urls(client: httpx.AsyncClient) -> None:
     events = deltakit_events(await read_stream(client, f"{API_URL}jobs/{job_id}/events"))
 
     assert [e["type"] for e in events if e["type"] != "text_delta"] == [
-        "reasoning", "tool_call", "tool_result", "reasoning", "done",
+        "reasoning",
+        "tool_call",
+        "tool_result",
+        "reasoning",
+        "done",
     ]
     call = next(e for e in events if e["type"] == "tool_call")
     result = next(e for e in events if e["type"] == "tool_result")

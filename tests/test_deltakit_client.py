@@ -46,17 +46,21 @@ ANSWER_TIMEOUT_S = 60
 def harness(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The page, bundled by esbuild from chat.tsx, harness.tsx and the fetched DeltaKit."""
     if not vendored.fetched():
-        pytest.skip("DeltaKit's client source is not fetched (it is never committed): "
-                    "run `python -m tests.deltakit.vendored fetch` where GitHub is in reach")
+        pytest.skip(
+            "DeltaKit's client source is not fetched (it is never committed): "
+            "run `python -m tests.deltakit.vendored fetch` where GitHub is in reach"
+        )
     vendored.verify()
     esbuild = CLIENT_DIR / "node_modules" / ".bin" / "esbuild"
     if shutil.which("node") is None or not esbuild.exists():
-        pytest.fail("node and tests/deltakit/node_modules are required: run `make test` (it runs npm ci)",
-                    pytrace=False)
+        pytest.fail(
+            "node and tests/deltakit/node_modules are required: run `make test` (it runs npm ci)", pytrace=False
+        )
     bundle = tmp_path_factory.mktemp("deltakit") / "harness.cjs"
     subprocess.run(
         [str(esbuild), "harness.tsx", "--bundle", "--platform=node", f"--outfile={bundle}", "--log-level=warning"],
-        cwd=CLIENT_DIR, check=True,
+        cwd=CLIENT_DIR,
+        check=True,
     )
     return bundle
 
@@ -100,7 +104,10 @@ class Page:
         with open(self.log_path, "wb") as log:
             self.proc = subprocess.Popen(
                 ["node", str(bundle)],
-                stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log, text=True,
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=log,
+                text=True,
                 env=child_environment(
                     RUNSTREAM_DELTAKIT_API_URL=f"{api.url}{ALIAS}",
                     RUNSTREAM_DELTAKIT_API_KEY=api_key,

@@ -77,9 +77,7 @@ def run_job(base_url: str, message: str) -> tuple[str, list[dict]]:
         return job_id, events
 
 
-def test_dev_runs_the_stack_embedded_stops_clean_on_ctrl_c_and_keeps_its_data(
-    tmp_path: Path, data_dir: Path
-) -> None:
+def test_dev_runs_the_stack_embedded_stops_clean_on_ctrl_c_and_keeps_its_data(tmp_path: Path, data_dir: Path) -> None:
     dev = Dev(dev_environment(data_dir), tmp_path, "dev-first").start_and_wait()
     try:
         children = dev.tree()
@@ -163,9 +161,7 @@ def test_an_unreachable_data_dir_is_a_clear_error(tmp_path: Path) -> None:
     assert private.stat().st_mode & 0o777 == 0o700
 
 
-def test_dev_uses_the_configured_database_and_broker(
-    tmp_path: Path, service_env: dict[str, str]
-) -> None:
+def test_dev_uses_the_configured_database_and_broker(tmp_path: Path, service_env: dict[str, str]) -> None:
     # The session's database and Redis, on a queue of this test's own.
     env = dev_environment(
         tmp_path / "data",

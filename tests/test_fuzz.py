@@ -32,9 +32,34 @@ EXAMPLES = 2200
 KEYS = {"alpha": "fz-alpha-" + uuid.uuid4().hex, "beta": "fz-beta-" + uuid.uuid4().hex}
 LEAKS = ("Traceback", 'File "', "psycopg", "asyncpg", "sqlalchemy", "SELECT ", "INSERT INTO", "UPDATE jobs")
 SPECIAL = [
-    "", " ", "\x00", "a\x00b", "%00", "-1", "0", "-0", "1e3", "9" * 40, "-9" * 20, "NaN", "Infinity",
-    "null", "{}", "[]", "%", "%ZZ", "../../etc/passwd", "' OR 1=1 --", "<script>alert(1)</script>",
-    "\u202e", "\ufeff", "ｆｕｌｌ", "\U0001f600", "a" * 5000, str(uuid.uuid4()), "2024-01-01T00:00:00Z",
+    "",
+    " ",
+    "\x00",
+    "a\x00b",
+    "%00",
+    "-1",
+    "0",
+    "-0",
+    "1e3",
+    "9" * 40,
+    "-9" * 20,
+    "NaN",
+    "Infinity",
+    "null",
+    "{}",
+    "[]",
+    "%",
+    "%ZZ",
+    "../../etc/passwd",
+    "' OR 1=1 --",
+    "<script>alert(1)</script>",
+    "\u202e",
+    "\ufeff",
+    "ｆｕｌｌ",
+    "\U0001f600",
+    "a" * 5000,
+    str(uuid.uuid4()),
+    "2024-01-01T00:00:00Z",
 ]
 
 text = st.one_of(st.text(max_size=40), st.sampled_from(SPECIAL))
@@ -89,9 +114,7 @@ def world(fuzz_api: ApiServer) -> World:
         session = "fz-" + uuid.uuid4().hex
 
         def create(tenant: str) -> dict[str, Any]:
-            response = client.post(
-                "/api/jobs", json={"message": "seed", "session_id": session}, headers=bearer(tenant)
-            )
+            response = client.post("/api/jobs", json={"message": "seed", "session_id": session}, headers=bearer(tenant))
             assert response.status_code == 202
             return response.json()
 

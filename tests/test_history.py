@@ -72,8 +72,14 @@ def from_agno_agents(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
             if msg.get("reasoning_content"):
                 parts.append({"type": "reasoning", "text": msg["reasoning_content"]})
             for call in msg.get("tool_calls") or []:
-                parts.append({"type": "tool_call", "tool_name": call["function"]["name"],
-                              "argument": call["function"]["arguments"], "callId": call["id"]})
+                parts.append(
+                    {
+                        "type": "tool_call",
+                        "tool_name": call["function"]["name"],
+                        "argument": call["function"]["arguments"],
+                        "callId": call["id"],
+                    }
+                )
             if msg.get("content"):
                 parts.append({"type": "text", "text": msg["content"]})
             if parts:
@@ -101,43 +107,79 @@ async def test_messages_in_agno_and_deltakit_formats_pair_tool_calls_with_result
     body = response.json()
     [run] = body["runs"]
     job = run["job_id"]
-    assert run == {"job_id": job, "status": "completed", "error": None, "in_progress": False,
-                   "last_event_id": run["last_event_id"], "interrupted": False}
+    assert run == {
+        "job_id": job,
+        "status": "completed",
+        "error": None,
+        "in_progress": False,
+        "last_event_id": run["last_event_id"],
+        "interrupted": False,
+    }
     assert body["has_more"] is False
     call_id = "call_1"
     arguments = json.dumps({"expression": "2+3*4"})
     assert without_times(body["messages"]) == [
         {"id": f"{job}-user", "role": "user", "content": "what is 2+3*4?", "job_id": job},
-        {"id": f"{job}-assistant-1", "role": "assistant", "job_id": job,
-         "reasoning_content": "The user wants 2+3*4 computed; I will call the calculate tool.",
-         "content": "Let me calculate 2+3*4.",
-         "tool_calls": [{"id": call_id, "type": "function",
-                         "function": {"name": "calculate", "arguments": arguments}}]},
-        {"id": f"{job}-tool-{call_id}", "role": "tool", "content": "14", "tool_call_id": call_id,
-         "tool_name": "calculate", "tool_args": {"expression": "2+3*4"}, "job_id": job},
-        {"id": f"{job}-assistant-2", "role": "assistant", "job_id": job,
-         "reasoning_content": "The calculate tool returned 14; I can answer now.",
-         "content": "The result of 2+3*4 is 14."},
+        {
+            "id": f"{job}-assistant-1",
+            "role": "assistant",
+            "job_id": job,
+            "reasoning_content": "The user wants 2+3*4 computed; I will call the calculate tool.",
+            "content": "Let me calculate 2+3*4.",
+            "tool_calls": [
+                {"id": call_id, "type": "function", "function": {"name": "calculate", "arguments": arguments}}
+            ],
+        },
+        {
+            "id": f"{job}-tool-{call_id}",
+            "role": "tool",
+            "content": "14",
+            "tool_call_id": call_id,
+            "tool_name": "calculate",
+            "tool_args": {"expression": "2+3*4"},
+            "job_id": job,
+        },
+        {
+            "id": f"{job}-assistant-2",
+            "role": "assistant",
+            "job_id": job,
+            "reasoning_content": "The calculate tool returned 14; I can answer now.",
+            "content": "The result of 2+3*4 is 14.",
+        },
     ]
     # What DeltaKit's converter makes of it: the call carries its result.
     converted = from_agno_agents(body["messages"])
     [call] = [p for p in converted[1]["parts"] if p["type"] == "tool_call"]
-    assert call == {"type": "tool_call", "tool_name": "calculate", "argument": arguments,
-                    "callId": call_id, "result": "14"}
+    assert call == {
+        "type": "tool_call",
+        "tool_name": "calculate",
+        "argument": arguments,
+        "callId": call_id,
+        "result": "14",
+    }
 
     response = await client.get(f"/api/sessions/{session}/messages", params={"format": "deltakit"})
     assert response.status_code == 200
     assert response.json()["messages"] == [
-        {"id": f"{job}-user", "role": "user", "job_id": job,
-         "parts": [{"type": "text", "text": "what is 2+3*4?"}]},
-        {"id": f"{job}-assistant", "role": "assistant", "job_id": job, "parts": [
-            {"type": "reasoning", "text": "The user wants 2+3*4 computed; I will call the calculate tool."},
-            {"type": "text", "text": "Let me calculate 2+3*4."},
-            {"type": "tool_call", "tool_name": "calculate", "argument": arguments, "callId": call_id,
-             "result": "14"},
-            {"type": "reasoning", "text": "The calculate tool returned 14; I can answer now."},
-            {"type": "text", "text": "The result of 2+3*4 is 14."},
-        ]},
+        {"id": f"{job}-user", "role": "user", "job_id": job, "parts": [{"type": "text", "text": "what is 2+3*4?"}]},
+        {
+            "id": f"{job}-assistant",
+            "role": "assistant",
+            "job_id": job,
+            "parts": [
+                {"type": "reasoning", "text": "The user wants 2+3*4 computed; I will call the calculate tool."},
+                {"type": "text", "text": "Let me calculate 2+3*4."},
+                {
+                    "type": "tool_call",
+                    "tool_name": "calculate",
+                    "argument": arguments,
+                    "callId": call_id,
+                    "result": "14",
+                },
+                {"type": "reasoning", "text": "The calculate tool returned 14; I can answer now."},
+                {"type": "text", "text": "The result of 2+3*4 is 14."},
+            ],
+        },
     ]
     bad = await client.get(f"/api/sessions/{session}/messages", params={"format": "xml"})
     assert bad.status_code == 400
@@ -173,29 +215,53 @@ async def test_a_run_in_progress_is_marked_with_its_resume_point(
     await append(pool, job_id, [{"type": "text_delta", "delta": "discarded"}])
     assert await jobs.release_job(pool, job_id, attempt=1, error="model timeout")
     assert await jobs.claim_job(pool, job_id, worker="test", stale_after_s=3600) is not None
-    await append(pool, job_id, [
-        {"type": "retry", "attempt": 2, "reason": "model timeout"},
-        {"type": "reasoning", "text": "Think"},
-        {"type": "reasoning", "text": "ing"},
-        {"type": "text_delta", "delta": "Hel"},
-        {"type": "text_delta", "delta": "lo"},
-    ])
+    await append(
+        pool,
+        job_id,
+        [
+            {"type": "retry", "attempt": 2, "reason": "model timeout"},
+            {"type": "reasoning", "text": "Think"},
+            {"type": "reasoning", "text": "ing"},
+            {"type": "text_delta", "delta": "Hel"},
+            {"type": "text_delta", "delta": "lo"},
+        ],
+    )
 
     body = (await http.get(f"/api/sessions/{session}/messages", params={"format": "deltakit"})).json()
     assert body["runs"] == [
-        {"job_id": str(done_id), "status": "completed", "error": None, "in_progress": False, "last_event_id": 1,
-         "interrupted": False},
-        {"job_id": str(job_id), "status": "running", "error": None, "in_progress": True, "last_event_id": 5,
-         "interrupted": False},
+        {
+            "job_id": str(done_id),
+            "status": "completed",
+            "error": None,
+            "in_progress": False,
+            "last_event_id": 1,
+            "interrupted": False,
+        },
+        {
+            "job_id": str(job_id),
+            "status": "running",
+            "error": None,
+            "in_progress": True,
+            "last_event_id": 5,
+            "interrupted": False,
+        },
     ]
     assert body["messages"][2:] == [
         {"id": f"{job_id}-user", "role": "user", "job_id": str(job_id), "parts": [{"type": "text", "text": "second"}]},
-        {"id": f"{job_id}-assistant", "role": "assistant", "job_id": str(job_id),
-         "parts": [{"type": "reasoning", "text": "Thinking"}, {"type": "text", "text": "Hello"}]},
+        {
+            "id": f"{job_id}-assistant",
+            "role": "assistant",
+            "job_id": str(job_id),
+            "parts": [{"type": "reasoning", "text": "Thinking"}, {"type": "text", "text": "Hello"}],
+        },
     ]
     # Resuming after last_event_id yields exactly what the history does not hold yet.
-    await append(pool, job_id, [{"type": "text_delta", "delta": "!"}, {"type": "done", "status": "completed"}],
-                 new_status="completed")
+    await append(
+        pool,
+        job_id,
+        [{"type": "text_delta", "delta": "!"}, {"type": "done", "status": "completed"}],
+        new_status="completed",
+    )
     rest = await read_stream(http, f"/api/jobs/{job_id}/events", headers={"Last-Event-ID": "5"})
     assert deltakit_events(rest) == [{"type": "text_delta", "delta": "!"}, {"type": "done", "status": "completed"}]
 
@@ -206,7 +272,10 @@ async def test_a_run_in_progress_is_marked_with_its_resume_point(
     await append(pool, job2, [{"type": "text_delta", "delta": "partial"}])
     alias = await agno_history(pool, TENANT, session)
     assert [(m["role"], m.get("content")) for m in alias] == [
-        ("user", "first"), ("assistant", "one"), ("user", "second"), ("assistant", "Hello!"),
+        ("user", "first"),
+        ("assistant", "one"),
+        ("user", "second"),
+        ("assistant", "Hello!"),
         ("user", "third, still running"),
     ]
     assert alias[-1]["in_progress"] is True and alias[-1]["job_id"] == str(job2)
@@ -225,14 +294,16 @@ async def test_clear_empties_the_conversation_and_keeps_the_log(
     # The audit log is still there, by job id.
     page = (await http.get(f"/api/jobs/{old}/events", headers={"Accept": "application/json"})).json()
     assert [e["data"] for e in page["events"]] == [
-        {"type": "text_delta", "delta": "ok"}, {"type": "done", "status": "completed"}
+        {"type": "text_delta", "delta": "ok"},
+        {"type": "done", "status": "completed"},
     ]
     # A new turn starts a fresh conversation: the agent's context is empty.
     new = await finished_turn(pool, session, "what did i say", "nothing")
     new_job = await jobs.get_job(pool, new, TENANT)
     assert await turns_before(pool, new_job, 20) == []
     assert [m["id"] for m in (await http.get(f"/api/sessions/{session}/messages")).json()["messages"]] == [
-        f"{new}-user", f"{new}-assistant-1"
+        f"{new}-user",
+        f"{new}-assistant-1",
     ]
     assert await clear(pool, TENANT, session) == 1
 
@@ -261,7 +332,9 @@ async def test_json_pages_of_a_2500_event_log(http: httpx.AsyncClient, pool: Asy
         if page["done"]:
             break
     assert [(len(p["events"]), p["next"], p["up_to_date"], p["done"]) for p in pages] == [
-        (1000, 999, False, False), (1000, 1999, False, False), (500, 2499, True, True),
+        (1000, 999, False, False),
+        (1000, 1999, False, False),
+        (500, 2499, True, True),
     ]
     received = [e for p in pages for e in p["events"]]
     assert [e["id"] for e in received] == list(range(2500))
@@ -272,8 +345,12 @@ async def test_json_pages_of_a_2500_event_log(http: httpx.AsyncClient, pool: Asy
     end = (await http.get(url, params={"after": 2499}, headers=accept)).json()
     assert (end["events"], end["next"], end["up_to_date"], end["done"]) == ([], 2499, True, True)
     # Errors, as JSON.
-    for query, code in (({"after": 2500}, "invalid_after"), ({"after": "x"}, "invalid_after"),
-                        ({"limit": 0}, "invalid_limit"), ({"limit": 1001}, "invalid_limit")):
+    for query, code in (
+        ({"after": 2500}, "invalid_after"),
+        ({"after": "x"}, "invalid_after"),
+        ({"limit": 0}, "invalid_limit"),
+        ({"limit": 1001}, "invalid_limit"),
+    ):
         response = await http.get(url, params=query, headers=accept)
         assert (response.status_code, response.json()["error"]["code"]) == (400, code)
     missing = await http.get(f"/api/jobs/{uuid.uuid4()}/events", headers=accept)

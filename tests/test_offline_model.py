@@ -60,7 +60,13 @@ async def test_time_prompt_calls_the_clock_and_quotes_it():
     before = datetime.now(UTC).replace(microsecond=0)
     payloads = await payloads_of(offline_agent()[0], "What time is it?")
     assert [p["type"] for p in payloads] == [
-        "reasoning", *["text_delta"] * 5, "tool_call", "tool_result", "reasoning", *["text_delta"] * 6, "done",
+        "reasoning",
+        *["text_delta"] * 5,
+        "tool_call",
+        "tool_result",
+        "reasoning",
+        *["text_delta"] * 6,
+        "done",
     ]
     call, result = payloads[6], payloads[7]
     assert call == {"type": "tool_call", "tool_name": "current_utc_time", "argument": "{}", "call_id": "call_1"}
@@ -202,8 +208,15 @@ async def test_the_builtin_assistant_is_built_from_the_job_row():
 
     settings = Settings(offline_delay_ms=0)
     job = {
-        "id": uuid.uuid4(), "tenant": "t", "user_id": None, "session_id": None, "agent": None, "model": "offline",
-        "attempt": 1, "metadata": {"offline": {"words": 3}}, "message": "hi",
+        "id": uuid.uuid4(),
+        "tenant": "t",
+        "user_id": None,
+        "session_id": None,
+        "agent": None,
+        "model": "offline",
+        "attempt": 1,
+        "metadata": {"offline": {"words": 3}},
+        "message": "hi",
     }
     run = await prepare_run(job, settings, load_registry(settings.agent_paths), [])
     payloads = await payloads_of(run.runnable, run.input)

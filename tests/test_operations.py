@@ -94,7 +94,11 @@ def test_readiness_fails_when_the_broker_is_unreachable(service_env: dict[str, s
 def metered(service_env: dict[str, str], log_dir: Path) -> Iterator[tuple[ApiServer, ServiceProcess, int]]:
     """An API and a worker of their own (their own queue), the worker exporting metrics."""
     port = free_port()
-    env = {**service_env, "RUNSTREAM_QUEUE": f"rs-metrics-{uuid.uuid4().hex[:8]}", "RUNSTREAM_WORKER_METRICS_PORT": str(port)}
+    env = {
+        **service_env,
+        "RUNSTREAM_QUEUE": f"rs-metrics-{uuid.uuid4().hex[:8]}",
+        "RUNSTREAM_WORKER_METRICS_PORT": str(port),
+    }
     worker = start_worker(env, log_dir, "metrics-worker")
     api = start_api(env, log_dir, name="metrics-api")
     yield api, worker, port
@@ -111,12 +115,12 @@ def json_lines(log: str) -> list[dict[str, Any]]:
 
 
 @ASYNC
-async def test_metrics_and_job_logs(
-    metered: tuple[ApiServer, ServiceProcess, int], pool: AsyncConnectionPool
-) -> None:
+async def test_metrics_and_job_logs(metered: tuple[ApiServer, ServiceProcess, int], pool: AsyncConnectionPool) -> None:
     api, worker, port = metered
     async with httpx.AsyncClient(base_url=api.url, timeout=30) as client:
-        response = await client.post("/api/jobs", json={"message": "wait", "metadata": {"offline": {"tool_sleep_s": 2}}})
+        response = await client.post(
+            "/api/jobs", json={"message": "wait", "metadata": {"offline": {"tool_sleep_s": 2}}}
+        )
         job_id = response.json()["job_id"]
         stream = asyncio.create_task(read_stream(client, f"/api/jobs/{job_id}/events"))
         # While the tool sleeps, the stream is open.
@@ -134,7 +138,9 @@ async def test_metrics_and_job_logs(
     async with pool.connection() as conn:
         rows = await (await conn.execute("SELECT status, count(*) AS n FROM jobs GROUP BY status")).fetchall()
         counts = {r["status"]: r["n"] for r in rows}
-        last_seq = (await (await conn.execute("SELECT last_seq FROM jobs WHERE id = %s", (job_id,))).fetchone())["last_seq"]
+        last_seq = (await (await conn.execute("SELECT last_seq FROM jobs WHERE id = %s", (job_id,))).fetchone())[
+            "last_seq"
+        ]
     for status in ("pending", "running", "completed", "failed", "cancelled"):
         assert metrics[("runstream_jobs", (("status", status),))] == counts.get(status, 0)
     assert metrics[("runstream_open_streams", ())] == 0.0

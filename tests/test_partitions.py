@@ -40,8 +40,13 @@ NOW = datetime.now(UTC)
 BEFORE_PARTITIONS = "0010_handbacks"
 
 
-def insert_job(conn: psycopg.Connection, job_id: uuid.UUID, status: str, finished_at: datetime | None,
-               payloads: list[dict[str, Any]]) -> None:
+def insert_job(
+    conn: psycopg.Connection,
+    job_id: uuid.UUID,
+    status: str,
+    finished_at: datetime | None,
+    payloads: list[dict[str, Any]],
+) -> None:
     conn.execute(
         "INSERT INTO jobs (id, message, model, status, attempt, last_seq, created_at, started_at, finished_at)"
         " VALUES (%s, 'x', 'offline', %s, 1, %s, %s, %s, %s)",
@@ -124,8 +129,13 @@ def test_migration_keeps_every_row_and_the_views() -> None:
                 current: {this_month.name},
                 in_next_range: {next_month.name},
             }
-            names = {r[0] for r in conn.execute("SELECT c.relname FROM pg_inherits i JOIN pg_class c"
-                                                " ON c.oid = i.inhrelid WHERE i.inhparent = 'job_events'::regclass")}
+            names = {
+                r[0]
+                for r in conn.execute(
+                    "SELECT c.relname FROM pg_inherits i JOIN pg_class c"
+                    " ON c.oid = i.inhrelid WHERE i.inhparent = 'job_events'::regclass"
+                )
+            }
             assert names == {"job_events_default", *(p.name for p in months_ahead(NOW, MONTHS_AHEAD))}
 
         # And back, and forward again: still every row.
@@ -159,14 +169,22 @@ async def test_new_job_ids_are_time_ordered_and_reads_touch_one_partition(fresh_
     ids = [job["id"] for job in jobs]
     assert all(job_id.version == 7 for job_id in ids)
     assert ids == sorted(ids)
-    [plan] = (await fetch_all(fresh_pool, "EXPLAIN (FORMAT JSON) " + queries.READ_EVENTS,
-                              {"job_id": ids[0], "after_seq": -1, "limit": 10}))[0].values()
+    [plan] = (
+        await fetch_all(
+            fresh_pool, "EXPLAIN (FORMAT JSON) " + queries.READ_EVENTS, {"job_id": ids[0], "after_seq": -1, "limit": 10}
+        )
+    )[0].values()
     scanned = [node["Relation Name"] for node in walk(plan[0]["Plan"]) if "Relation Name" in node]
     assert scanned == [Partition.of_month(NOW).name]
     assert {node["Node Type"] for node in walk(plan[0]["Plan"])} <= {"Limit", "Index Scan"}
     # Several jobs in one read: every partition but the job's is removed at run time.
-    [plan] = (await fetch_all(fresh_pool, "EXPLAIN (ANALYZE, FORMAT JSON) " + queries.READ_EVENTS_OF_JOBS,
-                              {"job_ids": ids[:1], "after_seqs": [-1], "limit": 10}))[0].values()
+    [plan] = (
+        await fetch_all(
+            fresh_pool,
+            "EXPLAIN (ANALYZE, FORMAT JSON) " + queries.READ_EVENTS_OF_JOBS,
+            {"job_ids": ids[:1], "after_seqs": [-1], "limit": 10},
+        )
+    )[0].values()
     executed = [n["Relation Name"] for n in walk(plan[0]["Plan"]) if "Relation Name" in n and n["Actual Loops"]]
     assert executed == [Partition.of_month(NOW).name]
 

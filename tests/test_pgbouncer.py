@@ -55,8 +55,9 @@ async def test_api_and_worker_through_pgbouncer_listen_direct_or_poll(
     }
     worker = start_worker(env, tmp_path, "pgb-worker")
     listening = start_api({**env, "RUNSTREAM_LISTEN_DATABASE_URL": direct_url}, tmp_path, "pgb-api-listen")
-    polling = start_api({**env, "RUNSTREAM_LIVE_UPDATES": "poll", "RUNSTREAM_POLL_INTERVAL_S": "0.05"},
-                        tmp_path, "pgb-api-poll")
+    polling = start_api(
+        {**env, "RUNSTREAM_LIVE_UPDATES": "poll", "RUNSTREAM_POLL_INTERVAL_S": "0.05"}, tmp_path, "pgb-api-poll"
+    )
     try:
         async with httpx.AsyncClient(timeout=30) as client:
             for api in (listening, polling):
@@ -79,7 +80,10 @@ async def test_api_and_worker_through_pgbouncer_listen_direct_or_poll(
                 first, second = (complete_body(body) for body in streams)
                 assert first == second
                 ids = [frame.id for frame in frames(first)]
-                assert ids == list(range(len(ids))) and frames(first)[-1].data == {"type": "done", "status": "completed"}
+                assert ids == list(range(len(ids))) and frames(first)[-1].data == {
+                    "type": "done",
+                    "status": "completed",
+                }
                 # Resume on the polling one, from the middle.
                 middle = len(ids) // 2
                 resumed = await read_stream(
@@ -138,8 +142,10 @@ async def test_polling_fallback_no_gap_no_duplicate_under_concurrent_writers(
     pool = await open_pool(url, 4, name="poll-test", prepared_statements=False)
     hub = EventHub(settings, pool, application_name="poll-test")
     rng = random.Random(7)
-    plans = {uuid.uuid4(): [[rng.randint(1, 6) for _ in range(BATCHES_PER_WRITER)] for _ in range(WRITERS_PER_JOB)]
-             for _ in range(4)}
+    plans = {
+        uuid.uuid4(): [[rng.randint(1, 6) for _ in range(BATCHES_PER_WRITER)] for _ in range(WRITERS_PER_JOB)]
+        for _ in range(4)
+    }
     totals = {job_id: sum(map(sum, plan)) for job_id, plan in plans.items()}
     try:
         async with pool.connection() as conn:
@@ -168,7 +174,8 @@ async def test_polling_fallback_no_gap_no_duplicate_under_concurrent_writers(
         followers = [
             # All join while the writers still write (they write for about a second).
             (job_id, asyncio.create_task(follow(job_id, rng.random() * 0.3)))
-            for job_id in plans for _ in range(SUBSCRIBERS_PER_JOB)
+            for job_id in plans
+            for _ in range(SUBSCRIBERS_PER_JOB)
         ]
         await asyncio.gather(*(write(job_id, sizes) for job_id, plan in plans.items() for sizes in plan))
         for job_id, task in followers:

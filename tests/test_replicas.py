@@ -64,9 +64,7 @@ class Follower:
 
 
 @ASYNC
-async def test_three_replicas_two_workers_and_a_replica_killed_mid_stream(
-    database_url: str, tmp_path: Path
-) -> None:
+async def test_three_replicas_two_workers_and_a_replica_killed_mid_stream(database_url: str, tmp_path: Path) -> None:
     queue = f"rs-test-replicas-{uuid.uuid4().hex[:12]}"
     env = {
         **service_environment(database_url, services.redis_url, queue, tmp_path),

@@ -397,7 +397,9 @@ async def test_without_a_secret_every_process_and_a_restart_accept_the_token(
 # --- limits -----------------------------------------------------------------------------
 
 
-async def test_a_body_over_the_limit_is_413_declared_or_not(keyed: httpx.AsyncClient, pool: AsyncConnectionPool) -> None:
+async def test_a_body_over_the_limit_is_413_declared_or_not(
+    keyed: httpx.AsyncClient, pool: AsyncConnectionPool
+) -> None:
     before = await rows(pool, "alpha")
     big = b'{"message": "' + b"x" * 1_100_000 + b'"}'
     assert_error(await keyed.post("/api/jobs", content=big, headers=ALPHA), 413, "body_too_large")
@@ -479,7 +481,10 @@ async def test_open_streams_are_limited_per_tenant_and_per_process(limited: http
 
 
 async def test_cors_answers_only_configured_origins(limited: httpx.AsyncClient, keyed: httpx.AsyncClient) -> None:
-    preflight = {"Access-Control-Request-Method": "POST", "Access-Control-Request-Headers": "authorization,content-type"}
+    preflight = {
+        "Access-Control-Request-Method": "POST",
+        "Access-Control-Request-Headers": "authorization,content-type",
+    }
     allowed = await limited.options("/api/jobs", headers={"Origin": ORIGIN, **preflight})
     assert allowed.status_code == 200
     assert allowed.headers["access-control-allow-origin"] == ORIGIN
@@ -572,7 +577,7 @@ async def test_hostile_bodies_are_4xx_and_write_nothing(
 
 
 async def test_a_megabyte_of_odd_text_is_stored_as_sent(keyed: httpx.AsyncClient, pool: AsyncConnectionPool) -> None:
-    odd = "ü\u2028\u2029\U0001f600\"\\</script>\r\n" * 20_000  # about 1 MB of UTF-8
+    odd = 'ü\u2028\u2029\U0001f600"\\</script>\r\n' * 20_000  # about 1 MB of UTF-8
     response = await keyed.post("/api/jobs", json={"message": "m", "metadata": {"note": odd}}, headers=ALPHA)
     assert response.status_code == 202
     job = (await keyed.get(f"/api/jobs/{response.json()['job_id']}", headers=ALPHA)).json()

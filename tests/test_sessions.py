@@ -180,7 +180,8 @@ async def test_interrupt_cancels_the_active_run_and_keeps_its_partial_answer(
 
     history = (await client.get(f"/api/sessions/{session}/messages", params={"format": "deltakit"})).json()
     assert [(r["job_id"], r["status"], r["interrupted"]) for r in history["runs"]] == [
-        (first["job_id"], "cancelled", True), (second["job_id"], "completed", False)
+        (first["job_id"], "cancelled", True),
+        (second["job_id"], "completed", False),
     ]
     partial = next(m for m in history["messages"] if m["id"] == f"{first['job_id']}-assistant")
     assert partial["interrupted"] is True

@@ -76,7 +76,10 @@ def test_after_a_rotation_the_new_key_signs_and_the_old_one_still_verifies(signe
     [
         ("GET /api/jobs/x/events?token=abc.def HTTP/1.1", "GET /api/jobs/x/events?token=REDACTED HTTP/1.1"),
         ("GET /api/jobs/x/events?%74oken=abc.def HTTP/1.1", "GET /api/jobs/x/events?%74oken=REDACTED HTTP/1.1"),
-        ("POST /api/jobs/x/cancel?a=1&t%6Fk%65n=abc HTTP/1.1", "POST /api/jobs/x/cancel?a=1&t%6Fk%65n=REDACTED HTTP/1.1"),
+        (
+            "POST /api/jobs/x/cancel?a=1&t%6Fk%65n=abc HTTP/1.1",
+            "POST /api/jobs/x/cancel?a=1&t%6Fk%65n=REDACTED HTTP/1.1",
+        ),
         ("GET /api/jobs?notoken=abc&status=running HTTP/1.1", "GET /api/jobs?notoken=abc&status=running HTTP/1.1"),
     ],
 )

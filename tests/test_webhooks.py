@@ -144,9 +144,7 @@ async def run_job(client: httpx.AsyncClient, url: str, **body: Any) -> dict[str,
     return job
 
 
-async def deliveries_when(
-    client: httpx.AsyncClient, job_id: str, done: Any, timeout: float = 60
-) -> dict[str, Any]:
+async def deliveries_when(client: httpx.AsyncClient, job_id: str, done: Any, timeout: float = 60) -> dict[str, Any]:
     """Poll GET /api/jobs/{id}/webhooks until ``done(body)``."""
     async with asyncio.timeout(timeout):
         while True:
@@ -186,7 +184,13 @@ async def test_a_delivery_is_signed_and_carries_the_job(hooks: httpx.AsyncClient
     # The job's JSON, as GET /api/jobs/{id} answers it (less the stream links it adds).
     assert sent["data"] == {k: v for k, v in status.items() if k in sent["data"]}
     assert sent["data"]["status"] == "completed" and sent["data"]["job_id"] == job["job_id"]
-    assert set(status) - set(sent["data"]) == {"stream_token", "stream_token_expires_at", "events_url", "cancel_url", "continue_url"}
+    assert set(status) - set(sent["data"]) == {
+        "stream_token",
+        "stream_token_expires_at",
+        "events_url",
+        "cancel_url",
+        "continue_url",
+    }
 
 
 async def test_receiver_down_then_up_is_delivered_once_with_one_webhook_id(hooks: httpx.AsyncClient) -> None:
@@ -237,8 +241,9 @@ async def test_a_failed_run_and_a_cancelled_one_are_announced(hooks: httpx.Async
     receiver.start()
     try:
         failed = await run_job(hooks, receiver.url, metadata={"offline": {"fail": "model refused"}})
-        sleeper = await run_job(hooks, receiver.url, session_id=f"s-{uuid.uuid4().hex}",
-                                metadata={"offline": {"tool_sleep_s": 30}})
+        sleeper = await run_job(
+            hooks, receiver.url, session_id=f"s-{uuid.uuid4().hex}", metadata={"offline": {"tool_sleep_s": 30}}
+        )
         await hooks.post(f"/api/jobs/{sleeper['job_id']}/cancel")
         one = await deliveries_when(hooks, failed["job_id"], settled)
         two = await deliveries_when(hooks, sleeper["job_id"], settled)
@@ -264,7 +269,8 @@ async def test_webhooks_of_a_job_are_the_tenants_own(hooks: httpx.AsyncClient) -
     assert (await hooks.get(f"/api/jobs/{uuid.uuid4()}/webhooks")).status_code == 404
     # A tenant with no signing secret cannot ask for webhooks.
     refused = await hooks.post(
-        "/api/jobs", json={"message": "x", "webhook": {"url": receiver.url}},
+        "/api/jobs",
+        json={"message": "x", "webhook": {"url": receiver.url}},
         headers={"Authorization": f"Bearer {OTHER_KEY}"},
     )
     assert refused.status_code == 422
@@ -308,7 +314,9 @@ async def test_a_job_without_a_webhook_has_no_deliveries(hooks: httpx.AsyncClien
     async with hooks.stream("GET", f"/api/jobs/{job['job_id']}/events") as stream:
         await stream.aread()
     assert (await hooks.get(f"/api/jobs/{job['job_id']}/webhooks")).json() == {
-        "job_id": job["job_id"], "webhook": None, "deliveries": []
+        "job_id": job["job_id"],
+        "webhook": None,
+        "deliveries": [],
     }
 
 

@@ -213,9 +213,7 @@ async def test_run_time_limit(pool, send_strict):
     assert (job["finished_at"] - job["started_at"]).total_seconds() < 3
 
 
-async def test_a_job_whose_worker_died_is_taken_over_with_a_retry_event(
-    pool, send_strict, service_env, log_dir
-):
+async def test_a_job_whose_worker_died_is_taken_over_with_a_retry_event(pool, send_strict, service_env, log_dir):
     doomed_env = {**service_env, "RUNSTREAM_QUEUE": f"{service_env['RUNSTREAM_QUEUE']}-doomed"}
     doomed = start_worker(doomed_env, log_dir, "doomed-worker")
     try:
@@ -270,7 +268,10 @@ async def test_a_duplicate_delivery_runs_the_job_once(pool, send):
     send.send_task(TASK_NAME, args=[str(job_id)], task_id=str(job_id))
     job = await wait_for(pool, job_id)
     await asyncio.sleep(0.5)  # room for the second delivery to do anything it would
-    assert text_joined(await events(pool, job_id)) == [*calculator_run("6*7", "42"), {"type": "done", "status": "completed"}]
+    assert text_joined(await events(pool, job_id)) == [
+        *calculator_run("6*7", "42"),
+        {"type": "done", "status": "completed"},
+    ]
     assert (job["status"], job["attempt"]) == ("completed", 1)
 
 
@@ -296,8 +297,7 @@ async def test_writer_group_commits_and_merges_text(pool):
         for word in ("a ", "b ", "c"):
             await writer.emit(claim.id, {"type": "text_delta", "delta": word})
     results = [
-        await writer.finish(claim.id, {"type": "done", "status": "completed"}, status="completed")
-        for claim in claims
+        await writer.finish(claim.id, {"type": "done", "status": "completed"}, status="completed") for claim in claims
     ]
     assert [r.applied for r in results] == [True] * 3
     for claim in claims:

@@ -45,9 +45,7 @@ async def run(bench: Bench) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     profile = bench.profile
     sides = (RunstreamSide(bench.api, bench.database_url), BaselineSide(bench.baseline))
     for side in sides:  # warm-up: connections, caches
-        await side.round(
-            jobs=1, subscribers=1, events=10, rate=profile.delivery_rate, timeout=30
-        )
+        await side.round(jobs=1, subscribers=1, events=10, rate=profile.delivery_rate, timeout=30)
     events = int(profile.delivery_rate * profile.delivery_seconds)
     timeout = profile.delivery_seconds + 60
     results: list[dict[str, Any]] = []
@@ -68,9 +66,7 @@ async def run(bench: Bench) -> tuple[dict[str, Any], list[dict[str, Any]]]:
                 "events_per_s": jobs * profile.delivery_rate,
                 "runstream": ours,
                 "baseline": theirs,
-                "ratio": {
-                    k: ratio(ours[k], theirs[k]) for k in ("p50_ms", "p95_ms", "p99_ms")
-                },
+                "ratio": {k: ratio(ours[k], theirs[k]) for k in ("p50_ms", "p95_ms", "p99_ms")},
             }
         )
     at = {row["jobs"]: row for row in results}

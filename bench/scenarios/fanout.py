@@ -16,9 +16,7 @@ from runstream.bench.services import Service, api_connection_count
 from runstream.bench.stats import latency_summary, ratio
 
 
-async def _measure(
-    side: RunstreamSide | BaselineSide, process: Service, n: int, bench: Bench
-) -> dict[str, Any]:
+async def _measure(side: RunstreamSide | BaselineSide, process: Service, n: int, bench: Bench) -> dict[str, Any]:
     profile = bench.profile
     seen: dict[str, float] = {}
     rss_before = process.rss_bytes()
@@ -40,10 +38,7 @@ async def _measure(
     cpu_s = process.cpu_seconds() - seen["cpu"]
     figures: dict[str, Any] = {
         **latency_summary(result.latencies),
-        "delivered_fraction": sum(
-            s.stamps == result.events_per_job and s.in_order for s in result.streams
-        )
-        / n,
+        "delivered_fraction": sum(s.stamps == result.events_per_job and s.in_order for s in result.streams) / n,
         "rss_per_subscriber_kb": round((seen["rss"] - rss_before) / n / 1024, 1),
         # The web process's CPU per (subscriber, event) sent: the fan-out cost curve.
         "cpu_us_per_delivery": round(cpu_s * 1e6 / (n * profile.fanout_events), 2),
@@ -68,10 +63,7 @@ async def run(bench: Bench) -> tuple[dict[str, Any], list[dict[str, Any]]]:
                 "subscribers": n,
                 "runstream": ours,
                 "baseline": theirs,
-                "ratio": {
-                    k: ratio(ours[k], theirs[k])
-                    for k in ("p50_ms", "p99_ms", "rss_per_subscriber_kb")
-                },
+                "ratio": {k: ratio(ours[k], theirs[k]) for k in ("p50_ms", "p99_ms", "rss_per_subscriber_kb")},
             }
         )
     at = {row["subscribers"]: row["runstream"] for row in results}

@@ -34,9 +34,7 @@ PAYLOAD = {
 async def _new_job(pool: Pool, claimed: bool) -> uuid.UUID:
     job = await create_job(pool, tenant="bench", message="ingest", model="offline")
     if claimed:
-        claim = await claim_job(
-            pool, job["id"], worker="bench-ingest", stale_after_s=3600
-        )
+        claim = await claim_job(pool, job["id"], worker="bench-ingest", stale_after_s=3600)
         assert claim is not None
     return job["id"]
 
@@ -80,9 +78,7 @@ async def raw_insert(pool: Pool, jobs: int, seconds: float) -> float:
             params = {
                 "job_id": job_id,
                 "first_seq": written,
-                "payloads": json.dumps(
-                    [PAYLOAD] * MAX_BUFFERED_EVENTS, ensure_ascii=False
-                ),
+                "payloads": json.dumps([PAYLOAD] * MAX_BUFFERED_EVENTS, ensure_ascii=False),
             }
             async with pool.connection() as conn:
                 await conn.execute(queries.RAW_INSERT_EVENTS, params)
@@ -95,9 +91,7 @@ async def raw_insert(pool: Pool, jobs: int, seconds: float) -> float:
 
 async def run(bench: Bench) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     settings = bench.settings
-    pool = await open_pool(
-        bench.database_url, settings.worker_db_pool_size, name="runstream-bench-ingest"
-    )
+    pool = await open_pool(bench.database_url, settings.worker_db_pool_size, name="runstream-bench-ingest")
     try:
         await through_writer(pool, 8, 0.3)  # warm-up
         await raw_insert(pool, 8, 0.3)
@@ -118,9 +112,7 @@ async def run(bench: Bench) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     at_64 = next((row for row in results if row["jobs"] == 64), None)
     value = at_64["ratio"]["events_per_s"] if at_64 else float("nan")
     targets = [
-        target(
-            "ingest", "ingest at 64 jobs / raw-insert limit", value, "ratio", ">=", 0.70
-        ),
+        target("ingest", "ingest at 64 jobs / raw-insert limit", value, "ratio", ">=", 0.70),
         target("ingest", "ingest at 64 jobs / raw-insert limit (scale target)", value, "ratio", ">=", 0.9),
     ]
     scenario = {

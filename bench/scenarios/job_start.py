@@ -41,9 +41,7 @@ ANSWER_WORDS = 5
 JOB = {"message": "bench", "metadata": {"offline": {"words": ANSWER_WORDS}}}
 
 
-async def _time_jobs(
-    count: int, start_one: Callable[[httpx.AsyncClient], Awaitable[float]], base: str
-) -> list[float]:
+async def _time_jobs(count: int, start_one: Callable[[httpx.AsyncClient], Awaitable[float]], base: str) -> list[float]:
     async with httpx.AsyncClient(base_url=base, timeout=30) as http:
         for _ in range(WARMUP_JOBS):
             await start_one(http)
@@ -53,13 +51,9 @@ async def _time_jobs(
 async def _first_event(port: int, path: str, started: float) -> float:
     stream = await open_stream("127.0.0.1", port, path, stamped=False)
     try:
-        await asyncio.wait_for(
-            stream.closed, JOB_TIMEOUT_S
-        )  # one job at a time: wait for its end
+        await asyncio.wait_for(stream.closed, JOB_TIMEOUT_S)  # one job at a time: wait for its end
     except TimeoutError:
-        raise RuntimeError(
-            f"{path}: not ended after {JOB_TIMEOUT_S}s ({stream.events} events)"
-        ) from None
+        raise RuntimeError(f"{path}: not ended after {JOB_TIMEOUT_S}s ({stream.events} events)") from None
     if stream.first_event_at is None:
         raise RuntimeError(f"{path}: the stream ended without an event")
     return stream.first_event_at - started
@@ -77,11 +71,9 @@ def _runstream_job(api: Service) -> Callable[[httpx.AsyncClient], Awaitable[floa
 def _baseline_job(app: Service) -> Callable[[httpx.AsyncClient], Awaitable[float]]:
     async def start_one(http: httpx.AsyncClient) -> float:
         started = time.time()
-        job_id = (
-            await http.post(
-                "/jobs", json={"message": JOB["message"], "agent_words": ANSWER_WORDS}
-            )
-        ).json()["job_id"]
+        job_id = (await http.post("/jobs", json={"message": JOB["message"], "agent_words": ANSWER_WORDS})).json()[
+            "job_id"
+        ]
         return await _first_event(app.http_port, f"/jobs/{job_id}/events", started)
 
     return start_one
@@ -97,17 +89,18 @@ def _forget_queue(broker_url: str, queue: str) -> None:
             conn.default_channel.queue_delete(queue)
 
 
-async def _broker_round(
-    bench: Bench, database_url: str, broker: str, broker_url: str
-) -> list[float]:
+async def _broker_round(bench: Bench, database_url: str, broker: str, broker_url: str) -> list[float]:
     queue = f"rs-bench-{uuid.uuid4().hex[:12]}"
-    env = child_environment(
-        DATABASE_URL=database_url,
-        CELERY_BROKER_URL=broker_url,
-        RUNSTREAM_QUEUE=queue,
-        RUNSTREAM_DATA_DIR=str(bench.work_dir / broker),
-        RUNSTREAM_OFFLINE_DELAY_MS="0",
-    ) | NO_LIMITS
+    env = (
+        child_environment(
+            DATABASE_URL=database_url,
+            CELERY_BROKER_URL=broker_url,
+            RUNSTREAM_QUEUE=queue,
+            RUNSTREAM_DATA_DIR=str(bench.work_dir / broker),
+            RUNSTREAM_OFFLINE_DELAY_MS="0",
+        )
+        | NO_LIMITS
+    )
     log_dir = bench.work_dir
     api, worker = await asyncio.gather(
         asyncio.to_thread(start_api, env, log_dir, f"api-{broker}"),
@@ -120,13 +113,9 @@ async def _broker_round(
             f"http://127.0.0.1:{api.port}",
         )
     except RuntimeError as exc:
-        raise RuntimeError(
-            f"job start with {broker}: {exc}\nworker log:\n{worker.log()[-3000:]}"
-        ) from exc
+        raise RuntimeError(f"job start with {broker}: {exc}\nworker log:\n{worker.log()[-3000:]}") from exc
     finally:
-        await asyncio.gather(
-            asyncio.to_thread(api.stop), asyncio.to_thread(worker.stop)
-        )
+        await asyncio.gather(asyncio.to_thread(api.stop), asyncio.to_thread(worker.stop))
         if broker_url != "filesystem://":
             _forget_queue(broker_url, queue)
 
@@ -139,9 +128,7 @@ async def run(bench: Bench) -> tuple[dict[str, Any], list[dict[str, Any]]]:
         "filesystem": "filesystem://",
     }
     base = f"http://127.0.0.1:{bench.baseline.port}"
-    theirs = latency_summary(
-        await _time_jobs(bench.profile.job_starts, _baseline_job(bench.baseline), base)
-    )
+    theirs = latency_summary(await _time_jobs(bench.profile.job_starts, _baseline_job(bench.baseline), base))
     # A database of its own: the workers' reaper must not find the other scenarios'
     # jobs (the raw-insert baseline leaves its jobs pending) and run them.
     assert settings.database_url is not None
@@ -151,9 +138,7 @@ async def run(bench: Bench) -> tuple[dict[str, Any], list[dict[str, Any]]]:
         for broker, url in brokers.items():
             row: dict[str, Any] = {"broker": broker}
             try:
-                ours = latency_summary(
-                    await _broker_round(bench, database_url, broker, url)
-                )
+                ours = latency_summary(await _broker_round(bench, database_url, broker, url))
             except RuntimeError as exc:
                 # One broker failing (its worker lost the consumer, say) must not
                 # cost the whole run: the row says why, its figures are missing.
@@ -174,6 +159,4 @@ async def run(bench: Bench) -> tuple[dict[str, Any], list[dict[str, Any]]]:
         "baseline": "in-memory recipe: asyncio task in the web process, the same agent and offline model",
         "results": results,
     }
-    return scenario, [
-        target("job_start", "job start p50 with Redis", redis_p50, "ms", "<=", 40)
-    ]
+    return scenario, [target("job_start", "job start p50 with Redis", redis_p50, "ms", "<=", 40)]

@@ -29,29 +29,18 @@ async def _seed_job(bench: Bench, events: int) -> uuid.UUID:
     """A completed job of ``events`` events: text deltas, then ``done``."""
     pool = await open_pool(bench.database_url, 1, name="runstream-bench-seed")
     try:
-        job = await create_job(
-            pool, tenant=DEFAULT_TENANT, message="replay", model="offline"
-        )
-        claim = await claim_job(
-            pool, job["id"], worker="bench-seed", stale_after_s=3600
-        )
+        job = await create_job(pool, tenant=DEFAULT_TENANT, message="replay", model="offline")
+        claim = await claim_job(pool, job["id"], worker="bench-seed", stale_after_s=3600)
         assert claim is not None
         words = events - 1
         for start in range(0, words, SEED_BATCH):
             payloads = [
-                {"type": "text_delta", "delta": f"word{i} "}
-                for i in range(start, min(words, start + SEED_BATCH))
+                {"type": "text_delta", "delta": f"word{i} "} for i in range(start, min(words, start + SEED_BATCH))
             ]
-            await append_many(
-                pool, [AppendBatch(claim.id, payloads, attempt=claim.attempt)]
-            )
+            await append_many(pool, [AppendBatch(claim.id, payloads, attempt=claim.attempt)])
         await append_many(
             pool,
-            [
-                AppendBatch(
-                    claim.id, [COMPLETED], attempt=claim.attempt, new_status="completed"
-                )
-            ],
+            [AppendBatch(claim.id, [COMPLETED], attempt=claim.attempt, new_status="completed")],
         )
         return claim.id
     finally:
@@ -64,22 +53,14 @@ async def _replay(port: int, path: str, events: int) -> float:
     await asyncio.wait_for(stream.closed, 120)
     elapsed = time.perf_counter() - started
     if stream.events != events or not stream.in_order:
-        raise RuntimeError(
-            f"replay of {path}: {stream.events} of {events} events (in order: {stream.in_order})"
-        )
+        raise RuntimeError(f"replay of {path}: {stream.events} of {events} events (in order: {stream.in_order})")
     return events / elapsed
 
 
 async def _baseline_job(bench: Bench, events: int) -> str:
-    async with httpx.AsyncClient(
-        base_url=f"http://127.0.0.1:{bench.baseline.port}", timeout=30
-    ) as http:
+    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{bench.baseline.port}", timeout=30) as http:
         await http.post("/reset")
-        job_id = (
-            await http.post(
-                "/jobs", json={"events": events - 1, "rate": 0, "offset": 0}
-            )
-        ).json()["job_id"]
+        job_id = (await http.post("/jobs", json={"events": events - 1, "rate": 0, "offset": 0})).json()["job_id"]
         while (await http.get(f"/jobs/{job_id}")).json()["status"] != "completed":
             await asyncio.sleep(0.1)
         return job_id
@@ -89,12 +70,8 @@ async def run(bench: Bench) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     events = bench.profile.replay_events
     job_id = await _seed_job(bench, events)
     baseline_id = await _baseline_job(bench, events)
-    ours = await _replay(
-        bench.api.http_port, f"/api/jobs/{job_id}/events?last_event_id=-1", events
-    )
-    theirs = await _replay(
-        bench.baseline.http_port, f"/jobs/{baseline_id}/events?last_event_id=-1", events
-    )
+    ours = await _replay(bench.api.http_port, f"/api/jobs/{job_id}/events?last_event_id=-1", events)
+    theirs = await _replay(bench.baseline.http_port, f"/jobs/{baseline_id}/events?last_event_id=-1", events)
     scenario = {
         "name": "replay",
         "unit": "events/s",

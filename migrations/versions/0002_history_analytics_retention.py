@@ -94,9 +94,7 @@ def upgrade() -> None:
     op.add_column("jobs", sa.Column("cleared_at", TS))
     # Retention finds finished jobs by age; analytics' time windows use created_at
     # (jobs_tenant_created, from 0001).
-    op.create_index(
-        "jobs_finished_at", "jobs", ["finished_at"], postgresql_where=sa.text("finished_at IS NOT NULL")
-    )
+    op.create_index("jobs_finished_at", "jobs", ["finished_at"], postgresql_where=sa.text("finished_at IS NOT NULL"))
     # Tool events are a small fraction of the log: a partial index lets the tool
     # statistics read only them, however many text deltas surround them.
     op.create_index(

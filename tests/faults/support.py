@@ -116,7 +116,11 @@ class Stream:
 
 
 async def follow(
-    client: httpx.AsyncClient, job_id: uuid.UUID, *, reconnect: bool, timeout: float = 60.0,
+    client: httpx.AsyncClient,
+    job_id: uuid.UUID,
+    *,
+    reconnect: bool,
+    timeout: float = 60.0,
     stream: Stream | None = None,
 ) -> Stream:
     """Read a job's stream to its terminal event. With ``reconnect``, a stream that
@@ -173,8 +177,14 @@ async def job_row(conn: psycopg.AsyncConnection, job_id: uuid.UUID) -> dict[str,
         "SELECT status, attempt, error, worker, last_seq, available_at FROM jobs WHERE id = %s", [job_id]
     )
     status, attempt, error, worker, last_seq, available_at = await cur.fetchone()
-    return {"status": status, "attempt": attempt, "error": error, "worker": worker, "last_seq": last_seq,
-            "available_at": available_at}
+    return {
+        "status": status,
+        "attempt": attempt,
+        "error": error,
+        "worker": worker,
+        "last_seq": last_seq,
+        "available_at": available_at,
+    }
 
 
 def dumps(value: Any) -> str:

@@ -45,6 +45,7 @@ async def mid_stream(db, job_id):
     async def check():
         job = await job_row(db, job_id)
         return job["last_seq"] >= 20
+
     await await_condition(check, 20, f"job {job_id} mid-run", interval=0.01)
 
 
@@ -131,6 +132,7 @@ async def test_cancel_during_a_long_silent_tool_call_stops_within_2s(env, worker
 
             async def in_tool():
                 return any(p["type"] == "tool_call" for _, _, p in await logged_events(db, job_id))
+
             await await_condition(in_tool, 20, "the sleep tool call")
             requested = time.monotonic()
             response = await client.post(f"/api/jobs/{job_id}/cancel")

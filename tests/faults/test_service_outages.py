@@ -48,6 +48,7 @@ async def test_postgres_restart_mid_run(tmp_path, log_dir):
             async def mid_run():
                 async with await psycopg.AsyncConnection.connect(database_url, autocommit=True) as conn:
                     return all([(await job_row(conn, job_id))["last_seq"] >= 20 for job_id in ids])
+
             await await_condition(mid_run, 20, "every job mid-run", interval=0.02)
             # A crash and a restart: every connection of the API and the worker is cut.
             await asyncio.to_thread(postgres.stop, "immediate")
@@ -96,6 +97,7 @@ async def test_broker_stopped_with_jobs_queued_then_started_empty(tmp_path, log_
 
             async def both_running():
                 return all([(await job_row(conn, job_id))["status"] == "running" for job_id in running])
+
             await await_condition(both_running, 20, "two runs taking both slots")
             queued = [await submit(client, f"queued {i}", words=5) for i in range(3)]
             await asyncio.sleep(0.3)
@@ -111,6 +113,7 @@ async def test_broker_stopped_with_jobs_queued_then_started_empty(tmp_path, log_
             async def all_finished():
                 rows = [await job_row(conn, job_id) for job_id in [*running, *queued, *while_down]]
                 return rows if all(r["status"] in ("completed", "failed", "cancelled") for r in rows) else None
+
             rows = await await_condition(all_finished, 60, "every job finished", interval=0.2)
             assert [(r["status"], r["attempt"]) for r in rows] == [("completed", 1)] * 7
             for job_id in [*queued, *while_down]:

@@ -30,9 +30,16 @@ async def test_queued_job_survives_kill_9_of_the_run_before_it(fault_database, d
         wait(lambda: worker_ready(worker), 60, "worker ready")
         session = f"s-{uuid.uuid4().hex}"
         async with httpx.AsyncClient(base_url=api.url, timeout=30) as client:
-            first = (await client.post("/api/jobs", json={
-                "message": FIRST, "session_id": session, "metadata": {"offline": {"words": 150}},
-            })).json()
+            first = (
+                await client.post(
+                    "/api/jobs",
+                    json={
+                        "message": FIRST,
+                        "session_id": session,
+                        "metadata": {"offline": {"words": 150}},
+                    },
+                )
+            ).json()
             second = (await client.post("/api/jobs", json={"message": RECALL, "session_id": session})).json()
             assert (first["queued"], second["queued"]) == (False, True)
 
@@ -41,8 +48,13 @@ async def test_queued_job_survives_kill_9_of_the_run_before_it(fault_database, d
                     "SELECT status, attempt, queued_at, started_at, finished_at FROM jobs WHERE id = %s", [job_id]
                 )
                 status, attempt, queued_at, started_at, finished_at = await cur.fetchone()
-                return {"status": status, "attempt": attempt, "queued": queued_at is not None,
-                        "started_at": started_at, "finished_at": finished_at}
+                return {
+                    "status": status,
+                    "attempt": attempt,
+                    "queued": queued_at is not None,
+                    "started_at": started_at,
+                    "finished_at": finished_at,
+                }
 
             async def mid_run() -> bool:
                 cur = await db.execute("SELECT status, last_seq FROM jobs WHERE id = %s", [first["job_id"]])
@@ -57,6 +69,7 @@ async def test_queued_job_survives_kill_9_of_the_run_before_it(fault_database, d
             # the queued job is still waiting, never dispatched.
             async def retried() -> bool:
                 return (await row(first["job_id"]))["attempt"] == 2
+
             await await_condition(retried, 60, "first run on its second attempt")
             assert (await row(second["job_id"]))["status"] == "pending"
             assert (await row(second["job_id"]))["queued"] is True

@@ -38,11 +38,13 @@ class Defect(Exception):
 
 def failing_once(real: Callable[..., Awaitable[Any]], calls: list[float]) -> Callable[..., Awaitable[Any]]:
     """``real``, except that its first call raises Defect; ``calls`` gets the time of each call."""
+
     async def wrapped(*args: Any, **kwargs: Any) -> Any:
         calls.append(time.monotonic())
         if len(calls) == 1:
             raise Defect("injected")
         return await real(*args, **kwargs)
+
     return wrapped
 
 
@@ -75,8 +77,10 @@ async def test_the_supervisor_heartbeats_again_after_a_defect(pool, db, monkeypa
     with caplog.at_level(logging.WARNING, logger="runstream.worker"):
         supervisor.start()
         try:
+
             async def beat_after_the_defect():
                 return len(calls) >= 2 and await heartbeat_at(db, job["id"]) > claimed_beat
+
             await await_condition(beat_after_the_defect, 20, "a heartbeat after the defect")
         finally:
             await supervisor.stop()
@@ -84,7 +88,10 @@ async def test_the_supervisor_heartbeats_again_after_a_defect(pool, db, monkeypa
     [failure] = unexpected_failures(caplog, "supervisor")
     assert failure.levelno == logging.ERROR
     assert failure.exc_info is not None and failure.exc_info[0] is Defect
-    assert failure.getMessage() == f"supervisor: tick failed unexpectedly (1 in a row); next in {backoff_s(INTERVAL_S, 1):.1f}s"
+    assert (
+        failure.getMessage()
+        == f"supervisor: tick failed unexpectedly (1 in a row); next in {backoff_s(INTERVAL_S, 1):.1f}s"
+    )
     # Restarted after the backoff, not at once.
     assert calls[1] - calls[0] >= backoff_s(INTERVAL_S, 1)
     assert (await job_row(db, job["id"]))["status"] == "running"
@@ -97,15 +104,21 @@ async def test_the_reaper_ends_stuck_jobs_again_after_a_defect(pool, db, monkeyp
     job = await jobs.create_job(pool, tenant="default", message="hi", model="offline")
     assert await jobs.claim_job(pool, job["id"], worker="dead", stale_after_s=30)
     settings = Settings(
-        CELERY_BROKER_URL=services.redis_url, reaper_interval_s=INTERVAL_S, stale_after_s=0.5,
-        heartbeat_s=0.1, cancel_poll_s=0.1, max_attempts=1,
+        CELERY_BROKER_URL=services.redis_url,
+        reaper_interval_s=INTERVAL_S,
+        stale_after_s=0.5,
+        heartbeat_s=0.1,
+        cancel_poll_s=0.1,
+        max_attempts=1,
     )
     reaper = Reaper(pool, settings)
     with caplog.at_level(logging.WARNING, logger="runstream.worker"):
         reaper.start()
         try:
+
             async def failed():
                 return (await job_row(db, job["id"]))["status"] == "failed"
+
             await await_condition(failed, 20, "the dead run failed by the reaper")
         finally:
             await reaper.stop()

@@ -20,8 +20,11 @@ pytestmark = pytest.mark.faults
 
 async def test_a_lost_delivery_is_sent_by_the_reaper(fault_database, db, tmp_path, log_dir):
     env = fault_env(
-        fault_database, services.redis_url, tmp_path,
-        RUNSTREAM_WEBHOOK_SECRETS=f"default={SECRET}", RUNSTREAM_WEBHOOK_ALLOW_PRIVATE="true",
+        fault_database,
+        services.redis_url,
+        tmp_path,
+        RUNSTREAM_WEBHOOK_SECRETS=f"default={SECRET}",
+        RUNSTREAM_WEBHOOK_ALLOW_PRIVATE="true",
     )
     worker = spawn_worker(env, log_dir, "hooks-reaper")
     api = start_api(env, log_dir, "hooks-reaper-api")

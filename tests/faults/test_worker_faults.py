@@ -54,8 +54,11 @@ FINISHED = ("completed", "failed", "cancelled")
 
 def sender(env: dict[str, str]) -> Celery:
     """Publishes as the API does, to the queue ``env`` names."""
-    settings = Settings(CELERY_BROKER_URL=env["CELERY_BROKER_URL"], queue=env["RUNSTREAM_QUEUE"],
-                        data_dir=Path(env["RUNSTREAM_DATA_DIR"]))
+    settings = Settings(
+        CELERY_BROKER_URL=env["CELERY_BROKER_URL"],
+        queue=env["RUNSTREAM_QUEUE"],
+        data_dir=Path(env["RUNSTREAM_DATA_DIR"]),
+    )
     app = Celery("runstream-fault-tests", set_as_current=False)
     app.conf.update(celery_config(settings))
     return app
@@ -72,6 +75,7 @@ async def finished(db, job_id, timeout=30.0):
     async def done():
         job = await job_row(db, job_id)
         return job if job["status"] in FINISHED else None
+
     return await await_condition(done, timeout, f"job {job_id} finished")
 
 
@@ -81,8 +85,14 @@ async def finished(db, job_id, timeout=30.0):
 @pytest.fixture(scope="module")
 def reaper_env(fault_database, tmp_path_factory):
     # Two attempts, and a long backoff (2-4 s) to tell a due retry from an early one.
-    return fault_env(fault_database, services.redis_url, tmp_path_factory.mktemp("reaper"),
-                     RUNSTREAM_MAX_ATTEMPTS="2", RUNSTREAM_RETRY_BACKOFF_S="4", RUNSTREAM_PENDING_TIMEOUT_S="0.5")
+    return fault_env(
+        fault_database,
+        services.redis_url,
+        tmp_path_factory.mktemp("reaper"),
+        RUNSTREAM_MAX_ATTEMPTS="2",
+        RUNSTREAM_RETRY_BACKOFF_S="4",
+        RUNSTREAM_PENDING_TIMEOUT_S="0.5",
+    )
 
 
 @pytest.fixture(scope="module")
@@ -151,8 +161,9 @@ async def test_a_hand_back_on_shutdown_does_not_use_up_the_last_attempt():
         pool = await open_pool(url, 2, name="rs-reap-test")
         try:
             limits = ReapLimits(pending_timeout_s=0, stale_after_s=3600, max_attempts=1)
-            failed, handed_back = [await create_job(pool, tenant=TENANT, message="hi", model="offline")
-                                   for _ in range(2)]
+            failed, handed_back = [
+                await create_job(pool, tenant=TENANT, message="hi", model="offline") for _ in range(2)
+            ]
             for job, error, handback in ((failed, "model overloaded", False), (handed_back, SHUTDOWN_ERROR, True)):
                 assert await claim_job(pool, job["id"], worker="w", stale_after_s=3600, max_attempts=1)
                 assert await release_job(pool, job["id"], attempt=1, error=error, handback=handback)
@@ -201,13 +212,15 @@ async def test_hand_backs_on_shutdown_never_cost_a_failing_attempt():
 
 
 async def test_a_retry_waiting_out_its_backoff_is_not_dispatched_early(pool, db, reaper_env, reaper_worker):
-    job = await create_job(pool, tenant=TENANT, message="hi", model="offline",
-                           metadata={"offline": {"fail_attempts": 1, "words": 4}})
+    job = await create_job(
+        pool, tenant=TENANT, message="hi", model="offline", metadata={"offline": {"fail_attempts": 1, "words": 4}}
+    )
     sender(reaper_env).send_task(TASK_NAME, args=[str(job["id"])], task_id=str(job["id"]))
 
     async def released():
         row = await job_row(db, job["id"])
         return row if row["status"] == "pending" and row["attempt"] == 1 and row["error"] else None
+
     row = await await_condition(released, 15, "attempt 1 released", interval=0.01)
     cur = await db.execute("SELECT now()")
     [released_at] = await cur.fetchone()
@@ -215,9 +228,7 @@ async def test_a_retry_waiting_out_its_backoff_is_not_dispatched_early(pool, db,
     assert 1.9 <= (row["available_at"] - released_at).total_seconds() <= 4.1
     done = await finished(db, job["id"], timeout=15)
     assert (done["status"], done["attempt"]) == ("completed", 2)
-    cur = await db.execute(
-        "SELECT created_at FROM job_events WHERE job_id = %s AND type = 'retry'", [job["id"]]
-    )
+    cur = await db.execute("SELECT created_at FROM job_events WHERE job_id = %s AND type = 'retry'", [job["id"]])
     [[retried_at]] = await cur.fetchall()
     # The reaper (0.5 s pending timeout, 0.3 s interval) would have sent it 1 s after the release.
     assert retried_at >= row["available_at"]
@@ -233,11 +244,11 @@ async def test_concurrent_claims_of_one_job_let_exactly_one_through(fault_databa
             job = await create_job(pool, tenant=TENANT, message="hi", model="offline")
             if stale:  # a dead run: its heartbeat is a minute old
                 assert await claim_job(pool, job["id"], worker="dead", stale_after_s=0)
-                await db.execute("UPDATE jobs SET heartbeat_at = now() - interval '1 minute' WHERE id = %s", [job["id"]])
+                await db.execute(
+                    "UPDATE jobs SET heartbeat_at = now() - interval '1 minute' WHERE id = %s", [job["id"]]
+                )
             # Each claim on a connection of its own, all at once.
-            claims = await asyncio.gather(*(
-                _claim_on(conn, job["id"], f"w{i}") for i, conn in enumerate(connections)
-            ))
+            claims = await asyncio.gather(*(_claim_on(conn, job["id"], f"w{i}") for i, conn in enumerate(connections)))
             winners = [c for c in claims if c is not None]
             assert winners == [(job["id"], 2 if stale else 1)], (stale, claims)
     finally:
@@ -262,18 +273,22 @@ async def test_two_workers_receive_the_same_job_at_once(pool, db, fault_database
     try:
         for worker in workers:
             wait(lambda w=worker: worker_ready(w), 60, f"{worker.name} ready")
-        job = await create_job(pool, tenant=TENANT, message="hi", model="offline",
-                               metadata={"offline": {"tool_sleep_s": 1}})
+        job = await create_job(
+            pool, tenant=TENANT, message="hi", model="offline", metadata={"offline": {"tool_sleep_s": 1}}
+        )
         senders = [sender(env) for env in envs]
-        await asyncio.gather(*(
-            asyncio.to_thread(s.send_task, TASK_NAME, args=[str(job["id"])], task_id=str(job["id"]))
-            for s in senders
-        ))
+        await asyncio.gather(
+            *(asyncio.to_thread(s.send_task, TASK_NAME, args=[str(job["id"])], task_id=str(job["id"])) for s in senders)
+        )
         done = await finished(db, job["id"])
         assert (done["status"], done["attempt"]) == ("completed", 1)
         payloads = [p for _, _, p in await logged_events(db, job["id"])]
         assert [p["type"] for p in payloads if p["type"] != "text_delta"] == [
-            "reasoning", "tool_call", "tool_result", "reasoning", "done"
+            "reasoning",
+            "tool_call",
+            "tool_result",
+            "reasoning",
+            "done",
         ]
         logs = [w.log() for w in workers]
         ran = [f"job {job['id']}: running" in log for log in logs]
@@ -289,8 +304,9 @@ async def test_two_workers_receive_the_same_job_at_once(pool, db, fault_database
 
 async def test_sigterm_to_a_worker_hands_its_run_to_another_at_once(fault_database, db, tmp_path, log_dir):
     # No help from the reaper here: it would take a minute to notice anything.
-    env = fault_env(fault_database, services.redis_url, tmp_path,
-                    RUNSTREAM_STALE_AFTER_S="60", RUNSTREAM_PENDING_TIMEOUT_S="60")
+    env = fault_env(
+        fault_database, services.redis_url, tmp_path, RUNSTREAM_STALE_AFTER_S="60", RUNSTREAM_PENDING_TIMEOUT_S="60"
+    )
     workers = {slot: spawn_worker(env, log_dir, f"term-{slot}") for slot in ("a", "b")}
     api = start_api(env, log_dir, "term-api")
     try:
@@ -304,6 +320,7 @@ async def test_sigterm_to_a_worker_hands_its_run_to_another_at_once(fault_databa
             async def mid_run():
                 job = await job_row(db, job_id)
                 return job if job["status"] == "running" and job["last_seq"] >= 20 else None
+
             job = await await_condition(mid_run, 20, "mid-run", interval=0.01)
             [slot] = [s for s, w in workers.items() if job["worker"].startswith(f"{w.name}@")]
             stopped = time.monotonic()
@@ -335,20 +352,29 @@ async def test_a_worker_shutting_down_claims_nothing(pool, broker, tmp_path, log
     # database of its own: no other test's reaper may run the job meanwhile.
     url = create_database("rs_alone")
     broker_url = services.rabbitmq_url if broker == "rabbitmq" else services.redis_url
-    env = fault_env(url, broker_url, tmp_path,
-                    RUNSTREAM_STALE_AFTER_S="60", RUNSTREAM_PENDING_TIMEOUT_S="60", RUNSTREAM_MAX_ATTEMPTS="1")
+    env = fault_env(
+        url,
+        broker_url,
+        tmp_path,
+        RUNSTREAM_STALE_AFTER_S="60",
+        RUNSTREAM_PENDING_TIMEOUT_S="60",
+        RUNSTREAM_MAX_ATTEMPTS="1",
+    )
     first = spawn_worker(env, log_dir, f"alone-{pool}-1", "--pool", pool)
     api = start_api(env, log_dir, "alone-api")
     second = None
     try:
-        async with (httpx.AsyncClient(base_url=api.url, timeout=30) as client,
-                    await psycopg.AsyncConnection.connect(url, autocommit=True) as db):
+        async with (
+            httpx.AsyncClient(base_url=api.url, timeout=30) as client,
+            await psycopg.AsyncConnection.connect(url, autocommit=True) as db,
+        ):
             wait(lambda: worker_ready(first), 60, "first worker ready")
             job_id = await submit(client, "a long answer", words=300)
 
             async def mid_run():
                 job = await job_row(db, job_id)
                 return job if job["status"] == "running" and job["last_seq"] >= 20 else None
+
             await await_condition(mid_run, 20, "mid-run", interval=0.01)
             first.signal(signal.SIGTERM)
             assert first.proc.wait(20) == 0

@@ -53,9 +53,24 @@ class PgBouncer:
         """The application names of the clients connected to ``database`` (SHOW CLIENTS)."""
         # The admin console speaks only the simple query protocol: psql does.
         out = subprocess.run(
-            ["psql", "-h", "127.0.0.1", "-p", str(self.port), "-U", "postgres", "-AtF", "|", "-c", "SHOW CLIENTS",
-             "pgbouncer"],
-            capture_output=True, text=True, check=True, timeout=10,
+            [
+                "psql",
+                "-h",
+                "127.0.0.1",
+                "-p",
+                str(self.port),
+                "-U",
+                "postgres",
+                "-AtF",
+                "|",
+                "-c",
+                "SHOW CLIENTS",
+                "pgbouncer",
+            ],
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=10,
         ).stdout
         rows = [line.split("|") for line in out.splitlines() if line]
         # Columns: type, user, database, ..., application_name (the last one).
@@ -72,10 +87,16 @@ def running_pgbouncer(admin_database_url: str) -> Iterator[PgBouncer]:
     workdir.chmod(0o777)
     port = free_port()
     config = workdir / "pgbouncer.ini"
-    config.write_text(CONFIG.format(
-        host=target.host or "127.0.0.1", port=target.port or 5432, user=target.username or "postgres",
-        listen_port=port, pool_size=SERVER_POOL_SIZE, logfile=workdir / "pgbouncer.log",
-    ))
+    config.write_text(
+        CONFIG.format(
+            host=target.host or "127.0.0.1",
+            port=target.port or 5432,
+            user=target.username or "postgres",
+            listen_port=port,
+            pool_size=SERVER_POOL_SIZE,
+            logfile=workdir / "pgbouncer.log",
+        )
+    )
     as_user = ["-u", "postgres"] if os.geteuid() == 0 else []
     proc = subprocess.Popen([PGBOUNCER, *as_user, str(config)], stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
     bouncer = PgBouncer(port, workdir, proc)
