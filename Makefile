@@ -11,7 +11,7 @@ BIN := $(VENV)/bin
 # Rebuilt only when the dependencies change: a second `make install` is instant.
 INSTALLED := $(VENV)/.installed
 
-.PHONY: install dev test lint dist bench chromium node
+.PHONY: install dev test lint dist bench chromium pgbouncer node
 
 install: $(INSTALLED)
 
@@ -31,6 +31,12 @@ chromium:
 		echo "installing Debian's chromium for the browser tests"; \
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }
 
+# The PgBouncer tests start Debian's pgbouncer on a free port (transaction pooling).
+pgbouncer:
+	@test -x /usr/sbin/pgbouncer || { \
+		echo "installing Debian's pgbouncer for the PgBouncer tests"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq pgbouncer >/dev/null; }
+
 # The DeltaKit client test runs DeltaKit's React code under Node: npm ci installs
 # react, react-test-renderer and esbuild from the lockfile, again only when it changes.
 DELTAKIT_CLIENT := tests/deltakit
@@ -45,7 +51,7 @@ $(NODE_INSTALLED): $(DELTAKIT_CLIENT)/package-lock.json | node
 	npm ci --prefix $(DELTAKIT_CLIENT) --no-audit --no-fund --loglevel=error
 	touch $@
 
-test: install chromium $(NODE_INSTALLED)
+test: install chromium pgbouncer $(NODE_INSTALLED)
 	$(BIN)/python -m pytest
 
 lint: install
