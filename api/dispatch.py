@@ -1,8 +1,8 @@
 """Hand a job to the workers: publish ``runstream.run_job`` by name.
 
-The API never imports the task code; a producer-only Celery app built from the
-shared broker config is enough to publish. Publishing blocks (kombu is
-synchronous), so it runs in a small dedicated thread pool under a deadline: a
+The API never imports the task code; the shared producer (runstream.broker)
+publishes by name. Publishing blocks (kombu is synchronous), so it runs in a
+small dedicated thread pool under a deadline: a
 slow or dead broker costs a request at most ``dispatch_timeout_s``. A publish
 that fails leaves the job pending in Postgres, where the reaper finds it and
 dispatches it again, so the API logs the failure and answers 202 anyway.
@@ -15,17 +15,12 @@ import logging
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 
-from celery import Celery
-
-from runstream.broker import TASK_NAME, WEBHOOK_TASK_NAME, celery_config
+from runstream.broker import TASK_NAME, WEBHOOK_TASK_NAME, Producer
 from runstream.db.jobs import Followups
 from runstream.settings import Settings
 
 log = logging.getLogger(__name__)
 
-# One quick retry only: it replaces a pooled connection the broker dropped
-# (a restart), while a broker that is really down fails fast.
-RETRY_POLICY = {"max_retries": 1, "interval_start": 0, "interval_step": 0.2, "interval_max": 0.2}
 # Publishes in flight at once; more wait their turn (each is bounded by the deadline).
 PUBLISH_THREADS = 4
 
@@ -33,20 +28,15 @@ PUBLISH_THREADS = 4
 class Dispatcher:
     def __init__(self, settings: Settings):
         self.timeout = settings.dispatch_timeout_s
-        self.celery = Celery("runstream-api", set_as_current=False)
-        self.celery.conf.update(celery_config(settings))
-        # Give up on an unreachable broker within the request's deadline.
-        self.celery.conf.broker_connection_timeout = settings.dispatch_timeout_s
+        self.producer = Producer("runstream-api", settings)
         self.threads = ThreadPoolExecutor(PUBLISH_THREADS, thread_name_prefix="dispatch")
-
-    def _publish(self, task_name: str, ref: str) -> None:
-        # Celery's producer pool keeps the broker connection between calls.
-        self.celery.send_task(task_name, args=[ref], task_id=ref, retry=True, retry_policy=RETRY_POLICY)
 
     async def _send(self, task_name: str, ref: str) -> bool:
         loop = asyncio.get_running_loop()
         try:
-            await asyncio.wait_for(loop.run_in_executor(self.threads, self._publish, task_name, ref), self.timeout)
+            await asyncio.wait_for(
+                loop.run_in_executor(self.threads, self.producer.publish, task_name, ref), self.timeout
+            )
         except Exception as exc:  # noqa: BLE001 - any broker failure means the same: stay pending
             log.warning("dispatch of %s %s failed, it stays pending for the reaper: %r", task_name, ref, exc)
             return False
@@ -64,15 +54,11 @@ class Dispatcher:
         for webhook_id in followups.webhooks:
             await self._send(WEBHOOK_TASK_NAME, webhook_id)
 
-    def _connect(self) -> None:
-        with self.celery.connection_for_write() as connection:
-            connection.ensure_connection(max_retries=1, interval_start=0, interval_step=0, timeout=self.timeout)
-
     async def check_broker(self) -> None:
         """Raises when the broker cannot be connected to within the dispatch deadline (readiness)."""
         loop = asyncio.get_running_loop()
-        await asyncio.wait_for(loop.run_in_executor(self.threads, self._connect), self.timeout)
+        await asyncio.wait_for(loop.run_in_executor(self.threads, self.producer.connect), self.timeout)
 
     def close(self) -> None:
         self.threads.shutdown(wait=False, cancel_futures=True)
-        self.celery.close()
+        self.producer.close()

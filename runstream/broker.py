@@ -1,4 +1,5 @@
-"""Celery configuration shared by the API (which only sends) and the worker.
+"""Celery configuration shared by the API (which only sends) and the worker,
+and the one producer both of them publish with.
 
 Both sides must agree on the broker and its transport options, so they are
 derived here once from the settings.
@@ -8,6 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from celery import Celery
 from kombu.transport import TRANSPORT_ALIASES
 
 from runstream import filesystem_transport
@@ -16,6 +18,11 @@ from runstream.settings import Settings
 TASK_NAME = "runstream.run_job"
 # One attempt at one webhook delivery (tasks/webhooks.py), by webhook id.
 WEBHOOK_TASK_NAME = "runstream.deliver_webhook"
+
+# One quick retry only: it replaces a pooled connection the broker dropped (a
+# restart), while a broker that is really down fails fast. A publish that fails
+# is never lost: the row stays due, and the reaper sends it again.
+PUBLISH_RETRY_POLICY = {"max_retries": 1, "interval_start": 0, "interval_step": 0.2, "interval_max": 0.2}
 
 # kombu's filesystem transport, with whole-message writes (see the module).
 TRANSPORT_ALIASES[filesystem_transport.SCHEME] = "runstream.filesystem_transport:Transport"
@@ -77,3 +84,33 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "worker_concurrency": settings.worker_concurrency,
         "worker_hijack_root_logger": False,
     }
+
+
+class Producer:
+    """Publishes Runstream's tasks by name, from a producer-only Celery app: the
+    API never imports the task code, and the worker's reaper keeps its sends
+    apart from the consumer connection, which is Celery's business and may be
+    down. Publishing blocks (kombu is synchronous): callers run it in a thread,
+    under a deadline of their own."""
+
+    def __init__(self, name: str, settings: Settings):
+        self._celery = Celery(name, set_as_current=False)
+        self._celery.conf.update(celery_config(settings))
+        # Give up on an unreachable broker within the callers' deadline.
+        self._celery.conf.broker_connection_timeout = settings.dispatch_timeout_s
+        self._timeout_s = settings.dispatch_timeout_s
+
+    def publish(self, task_name: str, ref: str, countdown: float | None = None) -> None:
+        """Send ``task_name(ref)`` with ``ref`` as its task id. Celery's producer
+        pool keeps the broker connection between calls."""
+        self._celery.send_task(
+            task_name, args=[ref], task_id=ref, countdown=countdown, retry=True, retry_policy=PUBLISH_RETRY_POLICY
+        )
+
+    def connect(self) -> None:
+        """Raises when the broker cannot be reached within the deadline (readiness)."""
+        with self._celery.connection_for_write() as connection:
+            connection.ensure_connection(max_retries=1, interval_start=0, interval_step=0, timeout=self._timeout_s)
+
+    def close(self) -> None:
+        self._celery.close()

@@ -43,9 +43,7 @@ import logging
 import uuid
 from datetime import UTC, datetime
 
-from celery import Celery
-
-from runstream.broker import TASK_NAME, WEBHOOK_TASK_NAME, celery_config
+from runstream.broker import TASK_NAME, WEBHOOK_TASK_NAME, Producer
 from runstream.db.connector import Pool
 from runstream.db.jobs import (
     Followups,
@@ -62,10 +60,6 @@ from runstream.tasks.side_tasks import keep_running
 
 log = logging.getLogger("runstream.worker")
 
-# A dispatch that fails is not retried on the spot: the job is marked, so the
-# next try comes a threshold later (the broker is likely down meanwhile).
-PUBLISH_RETRY_POLICY = {"max_retries": 1, "interval_start": 0, "interval_step": 0.2, "interval_max": 0.2}
-
 
 class Reaper:
     def __init__(self, pool: Pool, settings: Settings):
@@ -79,11 +73,9 @@ class Reaper:
             max_attempts=settings.max_attempts,
         )
         self._pause_timeout_s = settings.pause_timeout_s
-        # A producer of its own, as the API has (api.dispatch): the worker's
-        # consumer connection is Celery's business, and may be down.
-        self._celery = Celery("runstream-reaper", set_as_current=False)
-        self._celery.conf.update(celery_config(settings))
-        self._celery.conf.broker_connection_timeout = settings.dispatch_timeout_s
+        # A dispatch that fails is not retried on the spot: the job is marked,
+        # so the next try comes a threshold later (the broker is likely down).
+        self._producer = Producer("runstream-reaper", settings)
         self._task: asyncio.Task[None] | None = None
 
     def start(self) -> None:
@@ -93,7 +85,7 @@ class Reaper:
         if self._task is not None:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
-        self._celery.close()
+        self._producer.close()
 
     async def _loop(self) -> None:
         # Two supervised loops: a failing partition pass never holds up the
@@ -142,7 +134,9 @@ class Reaper:
         sent = []
         for ref in refs:
             try:
-                await asyncio.wait_for(asyncio.to_thread(self._publish, task_name, ref), self._publish_timeout_s * 2)
+                await asyncio.wait_for(
+                    asyncio.to_thread(self._producer.publish, task_name, ref), self._publish_timeout_s * 2
+                )
             except Exception as exc:  # noqa: BLE001 - any broker failure means the same: try later
                 log.warning(
                     "reaper: dispatch of %s %s failed (%r); next try in %.0fs",
@@ -160,12 +154,7 @@ class Reaper:
         overdue sweep (the row says when it is due)."""
         try:
             await asyncio.wait_for(
-                asyncio.to_thread(self._publish, task_name, ref, countdown), self._publish_timeout_s * 2
+                asyncio.to_thread(self._producer.publish, task_name, ref, countdown), self._publish_timeout_s * 2
             )
         except Exception as exc:  # noqa: BLE001 - any broker failure means the same: try later
             log.warning("dispatch of %s %s failed (%r); the reaper sends it once overdue", task_name, ref, exc)
-
-    def _publish(self, task_name: str, ref: str, countdown: float | None = None) -> None:
-        self._celery.send_task(
-            task_name, args=[ref], task_id=ref, countdown=countdown, retry=True, retry_policy=PUBLISH_RETRY_POLICY
-        )
