@@ -509,15 +509,9 @@ class JobsTimings(Answer):
     jobs: list[JobTimings] = Field(description="the ids that name jobs of this tenant; the others are left out")
 
 
-class JobAnalytics(Answer):
-    job_id: uuid.UUID
-    session_id: str | None
-    agent: str | None
-    outcome: Status
-    attempts: int
-    queue_wait_s: float | None
-    ttft_s: float | None
-    duration_s: float | None
+class JobAnalytics(JobTimings, Answer):
+    """One job's timings (as ``JobTimings``) and what its log holds."""
+
     paused_s: float | None
     events: int
     events_by_type: dict[str, int]

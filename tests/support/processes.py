@@ -4,23 +4,17 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
 
+from runstream.bench.services import free_port
 from runstream.dev import http_ok
 
 # The console script installed next to the interpreter running the tests.
 RUNSTREAM = str(Path(sys.executable).with_name("runstream"))
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 class ServiceProcess:
