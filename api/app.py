@@ -39,8 +39,8 @@ from runstream.api.errors import EXCEPTION_HANDLERS
 from runstream.api.hub import EventHub
 from runstream.api.openapi import openapi_json
 from runstream.api.security import load_stream_keys, secure
+from runstream.core.settings import Settings, get_settings
 from runstream.db.connector import open_pool
-from runstream.settings import Settings, get_settings
 
 STATIC_DIR = Path(__file__).parent / "static"
 

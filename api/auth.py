@@ -41,7 +41,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from runstream.api.errors import error_response
 from runstream.api.tenancy import DEFAULT_TENANT, PRINCIPAL_STATE_KEY, Authenticator, Principal
 from runstream.api.tokens import TokenError, TokenSigner
-from runstream.settings import Settings, SettingsError
+from runstream.core.settings import Settings, SettingsError
 
 log = logging.getLogger(__name__)
 

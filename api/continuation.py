@@ -28,8 +28,8 @@ from runstream.api.auth import accepts_stream_token
 from runstream.api.errors import ApiError, not_found
 from runstream.api.payloads import ContinueBody, Job, RequirementAnswer, parse_continue
 from runstream.api.tenancy import resolve_tenant
+from runstream.core.logs import job_fields
 from runstream.db import jobs
-from runstream.logs import job_fields
 
 log = logging.getLogger("runstream.api")
 

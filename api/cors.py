@@ -15,7 +15,7 @@ from starlette.middleware.cors import CORSMiddleware
 from starlette.responses import Response
 
 from runstream.api.errors import error_response
-from runstream.settings import Settings
+from runstream.core.settings import Settings
 
 # Any port of the loopback names: what a dev server (Vite, Next) serves a page from.
 LOCALHOST_ORIGIN_REGEX = r"http://(localhost|127\.0\.0\.1|\[::1\])(:[0-9]{1,5})?"

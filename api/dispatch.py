@@ -1,6 +1,6 @@
 """Hand a job to the workers: publish ``runstream.run_job`` by name.
 
-The API never imports the task code; the shared producer (runstream.broker)
+The API never imports the task code; the shared producer (runstream.core.broker)
 publishes by name. Publishing blocks (kombu is synchronous), so it runs in a
 small dedicated thread pool under a deadline: a
 slow or dead broker costs a request at most ``dispatch_timeout_s``. A publish
@@ -15,9 +15,9 @@ import logging
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 
-from runstream.broker import TASK_NAME, WEBHOOK_TASK_NAME, Producer
+from runstream.core.broker import TASK_NAME, WEBHOOK_TASK_NAME, Producer
+from runstream.core.settings import Settings
 from runstream.db.jobs import Followups
-from runstream.settings import Settings
 
 log = logging.getLogger(__name__)
 

@@ -56,11 +56,11 @@ from datetime import UTC, datetime
 import asyncpg
 
 from runstream.api.sse import Frame, event_frames
+from runstream.core.metrics import DELIVERY_LAG, HUB_READS
+from runstream.core.settings import Settings
 from runstream.db import queries, transitions
 from runstream.db.connector import Pool, plain_url
 from runstream.db.events import parse_notification, read_events, read_events_of_jobs
-from runstream.metrics import DELIVERY_LAG, HUB_READS
-from runstream.settings import Settings
 
 log = logging.getLogger(__name__)
 

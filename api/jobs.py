@@ -17,8 +17,8 @@ from runstream.api.payloads import ActiveJob, CancelResult, Job, JobList, JobWit
 from runstream.api.tenancy import resolve_principal, resolve_tenant
 from runstream.api.urls import public_base_url
 from runstream.api.webhooks import webhook_url
+from runstream.core.logs import job_fields
 from runstream.db import jobs
-from runstream.logs import job_fields
 
 log = logging.getLogger("runstream.api")
 

@@ -22,7 +22,7 @@ from starlette.requests import Request
 
 from runstream.api.auth import Unauthorized, bearer_credential
 from runstream.api.tenancy import MAX_ID_CHARS, Principal
-from runstream.settings import Settings, SettingsError
+from runstream.core.settings import Settings, SettingsError
 
 # HS256 keys shorter than this are guessable offline from one token (RFC 7518 §3.2).
 MIN_HS256_KEY_BYTES = 32

@@ -14,8 +14,8 @@ from collections.abc import Callable
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from runstream.api.errors import ApiError
+from runstream.core.settings import Settings
 from runstream.db.jobs import CreationLimits, LimitExceeded
-from runstream.settings import Settings
 
 # Streams end when their jobs do, which is not known in advance: a client that
 # was refused a stream tries again after this long.

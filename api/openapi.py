@@ -76,7 +76,7 @@ from runstream.api.payloads import (
     json_schemas,
     new_job_model,
 )
-from runstream.settings import Settings
+from runstream.core.settings import Settings
 
 HTTP_METHODS = ("get", "post", "put", "patch", "delete")
 # The models that are request bodies: their schemas say what is accepted.

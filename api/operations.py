@@ -20,10 +20,10 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from runstream.api.payloads import CheckOutcome, Health, Readiness, ReadinessChecks
+from runstream.core.metrics import JOBS, OPEN_STREAMS
 from runstream.db.analytics import jobs_by_status
 from runstream.db.health import ping
 from runstream.db.jobs import STATUSES
-from runstream.metrics import JOBS, OPEN_STREAMS
 
 log = logging.getLogger(__name__)
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterable
-from datetime import datetime
 from functools import lru_cache
 from typing import Annotated, Any, Literal
 
@@ -19,12 +18,9 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
-    PlainSerializer,
     RootModel,
     ValidationError,
-    WithJsonSchema,
     create_model,
-    model_validator,
 )
 from pydantic.json_schema import GenerateJsonSchema, JsonSchemaValue, models_json_schema
 from pydantic_core import ErrorDetails
@@ -32,11 +28,12 @@ from starlette.responses import Response
 from typing_extensions import TypeAliasType
 
 from runstream.api.errors import ApiError
+from runstream.db.job_json import Instant, JobJson, JobWebhook
 from runstream.db.jobs import Status
 
 # A session id is a key, not text: room for any id scheme, small enough to index.
 MAX_SESSION_ID_CHARS = 256
-# As long as an agent's name may be (runstream.settings).
+# As long as an agent's name may be (runstream.core.settings).
 MAX_AGENT_NAME_CHARS = 64
 MAX_WEBHOOK_URL_CHARS = 2048
 # A person's note to a rejected confirmation.
@@ -91,12 +88,6 @@ Metadata = Annotated[
             f"nested at most {MAX_JSON_DEPTH} levels"
         )
     ),
-]
-# Instants as Python writes them (2026-01-02T03:04:05.678901+00:00), as they always were.
-Instant = Annotated[
-    datetime,
-    PlainSerializer(datetime.isoformat, return_type=str),
-    WithJsonSchema({"type": "string", "format": "date-time"}),
 ]
 
 
@@ -252,49 +243,9 @@ class Error(Answer):
     error: ErrorDetail
 
 
-class JobWebhook(BaseModel):
-    url: str
-
-
-class Job(Answer):
+class Job(JobJson, Answer):
     """A job's status. ``last_event_id`` is its newest event id (-1: none yet),
     usable as is for the events stream's ``last_event_id``."""
-
-    job_id: uuid.UUID = Field(validation_alias="id")
-    status: Status
-    user_id: str | None = Field(description="who started it, as the authenticator named them (null: no user named)")
-    session_id: str | None
-    message: str
-    model: str
-    agent: str | None = Field(description="the agent that runs it (GET /api/agents)")
-    metadata: dict[str, Any] | None
-    output: Any = Field(description="the run's structured answer (an agent with an output_schema), else null")
-    attempt: int
-    last_event_id: int = Field(validation_alias="last_seq", ge=-1)
-    error: str | None
-    cancel_requested: bool
-    requirements: list[dict[str, Any]] | None = Field(
-        description="a paused job's outstanding requirements (its input_required event's list), else null"
-    )
-    created_at: Instant
-    started_at: Instant | None
-    finished_at: Instant | None
-    queued: bool = Field(description="waiting behind its session's active run (if_busy enqueue); not dispatched yet")
-    interrupted: bool = Field(description="cancelled by a later job of its session (if_busy interrupt or rollback)")
-    webhook: JobWebhook | None = Field(description="where its terminal states are POSTed (null: nowhere)")
-
-    @model_validator(mode="before")
-    @classmethod
-    def _from_row(cls, row: Any) -> Any:
-        if isinstance(row, dict) and "cancel_requested_at" in row:
-            return {
-                **row,
-                "cancel_requested": row["cancel_requested_at"] is not None,
-                "queued": row["queued_at"] is not None,
-                "interrupted": row["interrupted_at"] is not None,
-                "webhook": {"url": row["webhook_url"]} if row["webhook_url"] else None,
-            }
-        return row
 
 
 class StreamLinks(BaseModel):

@@ -13,9 +13,9 @@ from runstream.api.guards import RequestGuard
 from runstream.api.limits import StreamSlots
 from runstream.api.tenancy import Authenticator
 from runstream.api.tokens import TokenSigner
+from runstream.core.settings import Settings
 from runstream.db.connector import Pool
 from runstream.db.secrets import stream_secrets
-from runstream.settings import Settings
 
 log = logging.getLogger("runstream.security")
 

@@ -13,9 +13,9 @@ from runstream.api import params
 from runstream.api.errors import ApiError, not_found
 from runstream.api.payloads import Job, NewJob, WebhookDeliveries, WebhookDelivery
 from runstream.api.tenancy import resolve_tenant
+from runstream.core.destinations import DestinationRefused, check_destination
+from runstream.core.settings import Settings
 from runstream.db import jobs, webhooks
-from runstream.destinations import DestinationRefused, check_destination
-from runstream.settings import Settings
 
 
 async def webhook_url(new: NewJob, tenant: str, settings: Settings) -> str | None:

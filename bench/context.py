@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from runstream.bench.services import Service
-from runstream.settings import Settings
+from runstream.core.settings import Settings
 
 
 @dataclass(frozen=True)

@@ -30,7 +30,7 @@ from runstream.bench.services import (
     start_api,
     start_baseline,
 )
-from runstream.settings import Settings, child_environment
+from runstream.core.settings import Settings, child_environment
 
 SCENARIOS = (delivery, ingest, fanout, replay, job_start, retention)
 

@@ -21,9 +21,9 @@ import sys
 
 from runstream.api.tenancy import DEFAULT_TENANT
 from runstream.bench.stamps import stagger, stamp_run
+from runstream.core.settings import get_settings
 from runstream.db.connector import open_pool
 from runstream.db.jobs import Claim, claim_job, create_job
-from runstream.settings import get_settings
 from runstream.tasks.agent_events import COMPLETED
 from runstream.tasks.event_writer import EventWriter
 from runstream.tasks.runtime import new_loop

@@ -19,7 +19,7 @@ import httpx
 from runstream.bench.services import Service
 from runstream.bench.sse_client import SseStream, open_streams
 from runstream.bench.stamps import stagger
-from runstream.settings import child_environment
+from runstream.core.settings import child_environment
 
 SETTLE_S = 0.5  # after the last subscriber connected, before the jobs start
 # Called with every subscriber connected, before the jobs start (fan-out measures there).

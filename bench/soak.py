@@ -37,10 +37,10 @@ import httpx
 
 from runstream.bench.private_services import ThrowawayPostgres, ThrowawayRedis
 from runstream.bench.services import NO_LIMITS, RUNSTREAM, Service, free_port
+from runstream.core.settings import child_environment
 from runstream.db.audit import all_jobs, job_log
 from runstream.db.connector import open_pool
 from runstream.db.migrate import upgrade_to_head
-from runstream.settings import child_environment
 
 FAULTS = (
     "worker_kill9",

@@ -10,9 +10,9 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from runstream.core.metrics import APPEND_SECONDS, EVENTS_APPENDED
 from runstream.db import queries
 from runstream.db.connector import Connection, Pool
-from runstream.metrics import APPEND_SECONDS, EVENTS_APPENDED
 
 TERMINAL_TYPES = frozenset({"done", "error"})
 

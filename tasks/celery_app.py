@@ -3,7 +3,7 @@
 
 Start a worker with ``runstream worker`` (extra options go to Celery), e.g.
 ``runstream worker -n w1@%h --concurrency 64``. The pool is threads (see
-runstream.broker): each task thread hands its run to the process's event loop
+runstream.core.broker): each task thread hands its run to the process's event loop
 (tasks.runtime) and blocks until the run ends.
 """
 
@@ -24,9 +24,9 @@ from celery.signals import (
 )
 from prometheus_client import start_http_server
 
-from runstream.broker import TASK_NAME, WEBHOOK_TASK_NAME, celery_config
-from runstream.logs import configure_logging
-from runstream.settings import get_settings
+from runstream.core.broker import TASK_NAME, WEBHOOK_TASK_NAME, celery_config
+from runstream.core.logs import configure_logging
+from runstream.core.settings import get_settings
 from runstream.tasks.run_job import run_job
 from runstream.tasks.runtime import close_runtime, get_runtime, started_runtime
 from runstream.tasks.webhooks import deliver_webhook
@@ -104,7 +104,7 @@ def _configure_logging(**_: Any) -> None:
 
 @worker_init.connect
 def _start_metrics_exporter(**_: Any) -> None:
-    # Appends happen here, so the append series are served here (runstream.metrics).
+    # Appends happen here, so the append series are served here (runstream.core.metrics).
     port = get_settings().worker_metrics_port
     if port is not None:
         start_http_server(port)

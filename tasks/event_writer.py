@@ -40,9 +40,9 @@ from typing import Any
 
 import psycopg
 
+from runstream.core.settings import get_settings
 from runstream.db.connector import Pool
 from runstream.db.events import AppendBatch, AppendResult, append_many, committed_earlier
-from runstream.settings import get_settings
 
 log = logging.getLogger("runstream.worker")
 

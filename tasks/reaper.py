@@ -43,7 +43,8 @@ import logging
 import uuid
 from datetime import UTC, datetime
 
-from runstream.broker import TASK_NAME, WEBHOOK_TASK_NAME, Producer
+from runstream.core.broker import TASK_NAME, WEBHOOK_TASK_NAME, Producer
+from runstream.core.settings import Settings
 from runstream.db.connector import Pool
 from runstream.db.jobs import (
     Followups,
@@ -55,7 +56,6 @@ from runstream.db.jobs import (
 )
 from runstream.db.partitions import ensure_partitions
 from runstream.db.webhooks import mark_overdue_for_dispatch
-from runstream.settings import Settings
 from runstream.tasks.side_tasks import keep_running
 
 log = logging.getLogger("runstream.worker")

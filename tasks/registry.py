@@ -30,7 +30,7 @@ from agno.models.message import Message
 from agno.team import Team
 from agno.workflow import Workflow
 
-from runstream.settings import get_settings
+from runstream.core.settings import get_settings
 from runstream.tasks.agent_events import Runnable
 from runstream.tasks.model_errors import PermanentModelError
 from runstream.tasks.models import build_model

@@ -29,6 +29,8 @@ from agno.exceptions import redact_secrets
 from agno.models.message import Message
 from agno.workflow import Workflow
 
+from runstream.core.logs import job_fields
+from runstream.core.settings import Settings
 from runstream.db.connector import Pool
 from runstream.db.conversation import agno_messages
 from runstream.db.jobs import (
@@ -44,8 +46,6 @@ from runstream.db.jobs import (
     set_job_output,
 )
 from runstream.db.sessions import turns_before
-from runstream.logs import job_fields
-from runstream.settings import Settings
 from runstream.tasks.agent_events import (
     CANCELLED,
     Payload,

@@ -19,9 +19,9 @@ from typing import Any, TypeVar
 import httpx
 import uvloop
 
+from runstream.core.settings import Settings, get_settings
 from runstream.db.agents import record_agents
 from runstream.db.connector import Pool, open_pool
-from runstream.settings import Settings, get_settings
 from runstream.tasks.event_writer import EventWriter
 from runstream.tasks.reaper import Reaper
 from runstream.tasks.registry import get_registry

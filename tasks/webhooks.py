@@ -29,11 +29,11 @@ from typing import TYPE_CHECKING
 import httpx
 from standardwebhooks.webhooks import Webhook
 
-from runstream.api.payloads import Job
-from runstream.broker import WEBHOOK_TASK_NAME
+from runstream.core.broker import WEBHOOK_TASK_NAME
+from runstream.core.destinations import DestinationRefused, check_destination
+from runstream.core.settings import Settings
+from runstream.db.job_json import JobJson
 from runstream.db.webhooks import Delivery, claim_delivery, record_attempt
-from runstream.destinations import DestinationRefused, check_destination
-from runstream.settings import Settings
 
 if TYPE_CHECKING:
     from runstream.tasks.runtime import Runtime
@@ -50,7 +50,7 @@ def backoff_s(attempt: int, settings: Settings) -> float:
 
 
 def signed_request(delivery: Delivery, secret: str, now: datetime) -> tuple[bytes, dict[str, str]]:
-    job = Job.model_validate(delivery.job).model_dump(mode="json")
+    job = JobJson.model_validate(delivery.job).model_dump(mode="json")
     body = json.dumps(
         {"type": f"job.{delivery.job_status}", "timestamp": delivery.created_at.isoformat(), "data": job},
         separators=(",", ":"),

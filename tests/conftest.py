@@ -20,9 +20,9 @@ from psycopg import sql
 from psycopg_pool import AsyncConnectionPool
 from sqlalchemy.engine import make_url
 
+from runstream.core.settings import child_environment
 from runstream.db.connector import open_pool
 from runstream.db.migrate import alembic_config
-from runstream.settings import child_environment
 from tests.support.config import services
 from tests.support.processes import ApiServer, ServiceProcess, start_api, start_worker
 

@@ -19,10 +19,10 @@ from psycopg_pool import AsyncConnectionPool
 
 from runstream.api.hub import EventHub
 from runstream.api.sse import Frame
+from runstream.core.metrics import HUB_READS
+from runstream.core.settings import Settings
 from runstream.db import events, jobs
 from runstream.db.queries import NOTIFY_CHANNEL
-from runstream.metrics import HUB_READS
-from runstream.settings import Settings
 from tests.support.processes import ApiServer, start_api
 from tests.support.sse import complete_body, deltakit_events, frames, read_stream
 

@@ -26,8 +26,8 @@ from starlette.requests import Request
 from runstream.api.auth import Unauthorized
 from runstream.api.jwt_auth import JwtAuthenticator
 from runstream.api.tenancy import Principal
+from runstream.core.settings import Settings, SettingsError, get_settings
 from runstream.db.jobs import claim_job
-from runstream.settings import Settings, SettingsError, get_settings
 from tests.support.processes import RUNSTREAM, ApiServer, start_api
 from tests.support.sse import deltakit_events, read_stream
 

@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from runstream.settings import child_environment
+from runstream.core.settings import child_environment
 from tests.support.config import services
 
 RUNSTREAM = str(Path(sys.executable).with_name("runstream"))

@@ -14,7 +14,7 @@ import pytest
 import yaml
 
 from runstream.cli import build_parser
-from runstream.settings import Settings
+from runstream.core.settings import Settings
 
 ROOT = Path(__file__).resolve().parent.parent
 COMPOSE = yaml.safe_load((ROOT / "docker-compose.yml").read_text())

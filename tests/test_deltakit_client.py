@@ -30,7 +30,7 @@ from typing import Any
 import httpx
 import pytest
 
-from runstream.settings import child_environment
+from runstream.core.settings import child_environment
 from tests.deltakit import vendored
 from tests.support.processes import ApiServer, ServiceProcess, start_api, start_worker
 from tests.support.sse import deltakit_events, read_stream

@@ -17,7 +17,7 @@ import httpx
 import psutil
 import pytest
 
-from runstream.settings import child_environment
+from runstream.core.settings import child_environment
 from tests.support.processes import RUNSTREAM, ServiceProcess, free_port, http_ok
 from tests.support.sse import deltakit_events
 

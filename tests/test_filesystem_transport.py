@@ -18,9 +18,9 @@ import pytest
 from celery import Celery
 from kombu import Connection
 
-from runstream import filesystem_transport
-from runstream.broker import broker_url, celery_config, transport_options
-from runstream.settings import Settings
+from runstream.core import filesystem_transport
+from runstream.core.broker import broker_url, celery_config, transport_options
+from runstream.core.settings import Settings
 
 ROUNDS = 20
 MESSAGES = 50

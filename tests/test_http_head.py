@@ -23,7 +23,7 @@ import httpx
 import psutil
 import pytest
 
-from runstream.settings import Settings
+from runstream.core.settings import Settings
 from tests.support.processes import ApiServer, start_api
 
 KEY = "rs-head-" + uuid.uuid4().hex

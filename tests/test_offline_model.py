@@ -204,7 +204,7 @@ def test_provider_errors_are_classified():
 
 
 async def test_the_builtin_assistant_is_built_from_the_job_row():
-    from runstream.settings import Settings
+    from runstream.core.settings import Settings
 
     settings = Settings(offline_delay_ms=0)
     job = {

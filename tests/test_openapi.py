@@ -28,7 +28,7 @@ from runstream.api.app import routes
 from runstream.api.errors import ApiError
 from runstream.api.openapi import document
 from runstream.api.payloads import parse_new_job
-from runstream.settings import Settings
+from runstream.core.settings import Settings
 from tests.support.processes import ApiServer, start_api
 
 KEY = "oa-" + uuid.uuid4().hex

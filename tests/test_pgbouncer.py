@@ -18,10 +18,10 @@ from psycopg_pool import AsyncConnectionPool
 from sqlalchemy.engine import make_url
 
 from runstream.api.hub import EventHub, Subscriber
+from runstream.core.settings import Settings
 from runstream.db import queries
 from runstream.db.connector import open_pool
 from runstream.db.events import append_events
-from runstream.settings import Settings
 from tests.conftest import create_database, drop_database, service_environment
 from tests.support.config import services
 from tests.support.pgbouncer import PgBouncer, running_pgbouncer

@@ -10,7 +10,7 @@ import sys
 
 import pytest
 
-from runstream.settings import child_environment
+from runstream.core.settings import child_environment
 from tests.support.processes import RUNSTREAM
 
 BAD_SETTINGS = [

@@ -14,9 +14,9 @@ from psycopg_pool import AsyncConnectionPool
 
 from runstream.api.hub import EventHub
 from runstream.api.transitions import transition_stream
+from runstream.core.settings import Settings
 from runstream.db import events, jobs
 from runstream.db.transitions import last_transition_seq
-from runstream.settings import Settings
 from tests.support.sse import Frame, complete_body, frames
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")

@@ -27,7 +27,7 @@ import pytest
 import pytest_asyncio
 from pydantic import ValidationError
 
-from runstream.settings import Settings
+from runstream.core.settings import Settings
 from tests.conftest import service_environment
 from tests.support.config import services
 from tests.support.processes import ApiServer, ServiceProcess, free_port, start_api, start_worker

@@ -16,10 +16,10 @@ import pytest
 from celery import Celery
 from psycopg_pool import AsyncConnectionPool
 
-from runstream.broker import TASK_NAME, celery_config
+from runstream.core.broker import TASK_NAME, celery_config
+from runstream.core.settings import Settings
 from runstream.db.events import read_events
 from runstream.db.jobs import SHUTDOWN_ERROR, cancel_job, claim_job, create_job, get_job, release_job
-from runstream.settings import Settings
 from runstream.tasks.event_writer import EventWriter
 from tests.support.processes import ServiceProcess, start_worker
 from tests.support.sse import text_joined

@@ -33,7 +33,7 @@ from runstream.bench.services import (
 )
 from runstream.bench.sse_client import open_stream
 from runstream.bench.stats import latency_summary, ratio
-from runstream.settings import child_environment
+from runstream.core.settings import child_environment
 
 WARMUP_JOBS = 3
 JOB_TIMEOUT_S = 30

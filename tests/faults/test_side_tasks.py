@@ -14,11 +14,11 @@ from typing import Any
 import psycopg
 import pytest
 
+from runstream.core.settings import Settings
 from runstream.db import jobs
 from runstream.db.connector import open_pool
 from runstream.db.partitions import MONTHS_AHEAD, attached_partitions, ensure_partitions, months_ahead
 from runstream.db.retention import drop_partition
-from runstream.settings import Settings
 from runstream.tasks import reaper as reaper_module
 from runstream.tasks import supervisor as supervisor_module
 from runstream.tasks.reaper import Reaper

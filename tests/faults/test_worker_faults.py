@@ -14,7 +14,8 @@ import psycopg
 import pytest
 from celery import Celery
 
-from runstream.broker import TASK_NAME, celery_config
+from runstream.core.broker import TASK_NAME, celery_config
+from runstream.core.settings import Settings
 from runstream.db import queries
 from runstream.db.connector import open_pool
 from runstream.db.jobs import (
@@ -28,7 +29,6 @@ from runstream.db.jobs import (
     mark_stuck_for_dispatch,
     release_job,
 )
-from runstream.settings import Settings
 from runstream.tasks.event_writer import EventWriter
 from tests.conftest import create_database, drop_database
 from tests.faults.support import (

@@ -20,8 +20,8 @@ from pydantic import TypeAdapter, ValidationError
 from runstream.api.cursor import MAX_CURSOR_CHARS, decode_cursor, encode_cursor
 from runstream.api.errors import ApiError
 from runstream.api.payloads import StorableJson
+from runstream.core.durations import parse_duration
 from runstream.db.events import parse_notification
-from runstream.durations import parse_duration
 from runstream.tasks.event_writer import merge_text_deltas
 
 # What a job's metadata may hold, validated as the new-job body validates it (strict).

@@ -21,7 +21,7 @@ from kombu.transport import filesystem
 from kombu.utils.encoding import str_to_bytes
 from kombu.utils.json import dumps
 
-# The scheme runstream.broker gives Celery for the filesystem broker.
+# The scheme runstream.core.broker gives Celery for the filesystem broker.
 SCHEME = "runstream-filesystem"
 
 

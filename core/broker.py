@@ -12,8 +12,8 @@ from typing import Any
 from celery import Celery
 from kombu.transport import TRANSPORT_ALIASES
 
-from runstream import filesystem_transport
-from runstream.settings import Settings
+from runstream.core import filesystem_transport
+from runstream.core.settings import Settings
 
 TASK_NAME = "runstream.run_job"
 # One attempt at one webhook delivery (tasks/webhooks.py), by webhook id.
@@ -25,7 +25,7 @@ WEBHOOK_TASK_NAME = "runstream.deliver_webhook"
 PUBLISH_RETRY_POLICY = {"max_retries": 1, "interval_start": 0, "interval_step": 0.2, "interval_max": 0.2}
 
 # kombu's filesystem transport, with whole-message writes (see the module).
-TRANSPORT_ALIASES[filesystem_transport.SCHEME] = "runstream.filesystem_transport:Transport"
+TRANSPORT_ALIASES[filesystem_transport.SCHEME] = "runstream.core.filesystem_transport:Transport"
 
 
 def broker_url(settings: Settings) -> str:
