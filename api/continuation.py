@@ -30,6 +30,7 @@ from runstream.api.payloads import ContinueBody, Job, RequirementAnswer, parse_c
 from runstream.api.tenancy import resolve_tenant
 from runstream.core.logs import job_fields
 from runstream.db import jobs
+from runstream.db.status import Status
 
 log = logging.getLogger("runstream.api")
 
@@ -128,5 +129,5 @@ async def continue_job(request: Request) -> Response:
         raise not_found()
     # Committed first: a dispatch that fails loses nothing (the reaper sends the pending job).
     dispatched = await state.dispatcher.dispatch(job_id)
-    log.info("job continued", extra=job_fields(job_id, "pending", dispatched=dispatched))
+    log.info("job continued", extra=job_fields(job_id, Status.PENDING, dispatched=dispatched))
     return Job.model_validate(job).response(status_code=202)

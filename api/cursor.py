@@ -6,7 +6,6 @@ import base64
 import json
 import uuid
 from datetime import datetime
-from typing import Any
 
 from runstream.api.errors import ApiError
 
@@ -17,8 +16,8 @@ MAX_CURSOR_CHARS = 256
 INVALID = "cursor is not one this API gave out"
 
 
-def encode_cursor(job: dict[str, Any]) -> str:
-    raw = json.dumps([job["created_at"].isoformat(), str(job["id"])], separators=(",", ":"))
+def encode_cursor(created_at: datetime, job_id: uuid.UUID) -> str:
+    raw = json.dumps([created_at.isoformat(), str(job_id)], separators=(",", ":"))
     return base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
 
 

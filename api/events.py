@@ -21,7 +21,8 @@ from runstream.api.payloads import EventsPage, LoggedEvent
 from runstream.api.sse import HEADERS, KEEPALIVE, MEDIA_TYPE
 from runstream.api.tenancy import resolve_tenant
 from runstream.db.events import read_events
-from runstream.db.jobs import TERMINAL_STATUSES, get_job
+from runstream.db.jobs import JobRow, get_job
+from runstream.db.status import TERMINAL_STATUSES
 
 log = logging.getLogger(__name__)
 
@@ -60,14 +61,14 @@ def wants_json(request: Request) -> bool:
     return "application/json" in accept and "text/event-stream" not in accept
 
 
-async def job_read_after(request: Request, job_id: uuid.UUID, after: int, code: str, name: str) -> dict:
+async def job_read_after(request: Request, job_id: uuid.UUID, after: int, code: str, name: str) -> JobRow:
     """The tenant's job whose events are read after ``after``: 404 when there is no
     such job; 400 when ``after`` is beyond its newest event (ids are only ever sent
     once committed, so no client can have seen one)."""
     job = await get_job(request.app.state.pool, job_id, resolve_tenant(request))
     if job is None:
         raise not_found()
-    if after > job["last_seq"]:
+    if after > job.last_seq:
         raise ApiError(400, code, f"{name} is beyond the job's newest event")
     return job
 
@@ -82,7 +83,7 @@ async def stream_events(request: Request) -> Response:
     after = params.resume_point(request, query)
     state = request.app.state
     job = await job_read_after(request, job_id, after, "invalid_last_event_id", "last event id")
-    if job["status"] in TERMINAL_STATUSES and after == job["last_seq"]:
+    if job.status in TERMINAL_STATUSES and after == job.last_seq:
         # The client already has the terminal event: nothing will ever follow.
         return Response(b"", media_type=MEDIA_TYPE, headers=HEADERS)
     body = event_stream(state.hub, job_id, after)
@@ -142,12 +143,11 @@ async def events_page(request: Request, query: params.EventsQuery) -> Response:
     up_to_date = len(rows) <= limit
     next_after = page[-1].seq if page else after
     done = up_to_date and (
-        (bool(page) and page[-1].terminal)
-        or (not page and job["status"] in TERMINAL_STATUSES and after == job["last_seq"])
+        (bool(page) and page[-1].terminal) or (not page and job.status in TERMINAL_STATUSES and after == job.last_seq)
     )
     return EventsPage(
         job_id=job_id,
-        status=job["status"],
+        status=job.status,
         events=[LoggedEvent(id=row.seq, data=json.loads(row.data), at=row.created_at) for row in page],
         next=next_after,
         up_to_date=up_to_date,

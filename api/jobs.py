@@ -19,6 +19,7 @@ from runstream.api.urls import public_base_url
 from runstream.api.webhooks import webhook_url
 from runstream.core.logs import job_fields
 from runstream.db import jobs
+from runstream.db.status import Status
 
 log = logging.getLogger("runstream.api")
 
@@ -49,33 +50,33 @@ async def create_job(request: Request, default_session_id: str | None = None) ->
         raise job_limit_error(exc) from None
     except jobs.SessionBusy as exc:
         raise session_busy_error(request, exc.active) from None
-    queued = job["queued_at"] is not None
+    queued = job.queued_at is not None
     if queued and if_busy in ("interrupt", "rollback"):
         interrupted = await jobs.interrupt_active_run(state.pool, job, rollback=if_busy == "rollback")
         if interrupted is not None:
             # A pending run is cancelled at once: its end may have promoted this job.
             await state.dispatcher.send_followups(await jobs.after_jobs_ended(state.pool, [interrupted]))
-            job = await jobs.get_job(state.pool, job["id"], tenant) or job
+            job = await jobs.get_job(state.pool, job.id, tenant) or job
     # The row is committed first, so a dispatch that fails loses nothing: the
     # job stays pending and the reaper sends it again. A queued job is not sent:
     # the end of the run before it is.
-    dispatched = not queued and await state.dispatcher.dispatch(job["id"])
+    dispatched = not queued and await state.dispatcher.dispatch(job.id)
     log.info(
         "job created",
-        extra=job_fields(job["id"], "pending", dispatched=dispatched, queued=queued, session_id=job["session_id"]),
+        extra=job_fields(job.id, Status.PENDING, dispatched=dispatched, queued=queued, session_id=job.session_id),
     )
-    links = state.signer.links(job["id"], tenant, public_base_url(request))
-    return JobWithStream.model_validate(job | links).response(status_code=202)
+    links = state.signer.links(job.id, tenant, public_base_url(request))
+    return JobWithStream.of(job, links).response(status_code=202)
 
 
-def session_busy_error(request: Request, active: dict) -> ApiError:
+def session_busy_error(request: Request, active: jobs.JobRow) -> ApiError:
     """409 for if_busy reject: the run that holds the session, with its URLs."""
-    links = request.app.state.signer.links(active["id"], active["tenant"], public_base_url(request))
+    links = request.app.state.signer.links(active.id, active.tenant, public_base_url(request))
     return ApiError(
         409,
         "session_busy",
-        f"session {active['session_id']!r} has a run in progress (job {active['id']}); nothing was created",
-        details={"active_job": ActiveJob.model_validate(active | links).model_dump(mode="json")},
+        f"session {active.session_id!r} has a run in progress (job {active.id}); nothing was created",
+        details={"active_job": ActiveJob(job_id=active.id, status=active.status, **links).model_dump(mode="json")},
     )
 
 
@@ -85,8 +86,8 @@ async def get_job(request: Request) -> Response:
     if job is None:
         raise not_found()
     # A fresh stream token, for a client whose first one expired.
-    links = request.app.state.signer.links(job["id"], tenant, public_base_url(request))
-    return JobWithStream.model_validate(job | links).response()
+    links = request.app.state.signer.links(job.id, tenant, public_base_url(request))
+    return JobWithStream.of(job, links).response()
 
 
 @accepts_stream_token
@@ -96,7 +97,7 @@ async def cancel_job(request: Request) -> Response:
     status = await jobs.cancel_job(pool, job_id, resolve_tenant(request))
     if status is None:
         raise not_found()
-    if status == "cancelled":
+    if status == Status.CANCELLED:
         await request.app.state.dispatcher.send_followups(await jobs.after_jobs_ended(pool, [job_id]))
     # "cancelled" when a pending job was cancelled here; "running" when its worker was asked to stop.
     log.info("job cancel requested", extra=job_fields(job_id, status))
@@ -112,14 +113,14 @@ async def list_jobs(request: Request) -> Response:
         limit=query.limit + 1,
         user_id=query.user_id,
         session_id=query.session_id,
-        status=query.status,
+        status=query.status or None,
         agent=query.agent,
         created_after=query.created_after or None,
         created_before=query.created_before or None,
         cursor=query.position,
     )
     page = rows[: query.limit]
-    next_cursor = encode_cursor(page[-1]) if len(rows) > query.limit else None
+    next_cursor = encode_cursor(page[-1].created_at, page[-1].id) if len(rows) > query.limit else None
     return JobList(jobs=[Job.model_validate(job) for job in page], next_cursor=next_cursor).response()
 
 

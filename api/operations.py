@@ -23,7 +23,7 @@ from runstream.api.payloads import CheckOutcome, Health, Readiness, ReadinessChe
 from runstream.core.metrics import JOBS, OPEN_STREAMS
 from runstream.db.analytics import jobs_by_status
 from runstream.db.health import ping
-from runstream.db.jobs import STATUSES
+from runstream.db.status import Status
 
 log = logging.getLogger(__name__)
 
@@ -67,7 +67,7 @@ async def metrics(request: Request) -> Response:
         log.warning("metrics: job counts unavailable: %r", exc)
         counts = None
     if counts is not None:
-        for status in STATUSES:
+        for status in Status:
             JOBS.labels(status).set(counts.get(status, 0))
     OPEN_STREAMS.set(state.hub.open_streams)
     return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)

@@ -21,7 +21,8 @@ from starlette.requests import Request
 
 from runstream.api.cursor import MAX_CURSOR_CHARS, decode_cursor
 from runstream.api.errors import ApiError, not_found
-from runstream.api.payloads import Status, Text, problem
+from runstream.api.payloads import Text, problem
+from runstream.db.status import Status
 
 # Integers as query text: ASCII digits with an optional minus, nothing else
 # (no "+1", "1e3", "1.0", full-width digits, or 10 000 digits).

@@ -29,7 +29,8 @@ from typing_extensions import TypeAliasType
 
 from runstream.api.errors import ApiError
 from runstream.db.job_json import Instant, JobJson, JobWebhook
-from runstream.db.jobs import Status
+from runstream.db.jobs import JobRow
+from runstream.db.status import Status
 
 # A session id is a key, not text: room for any id scheme, small enough to index.
 MAX_SESSION_ID_CHARS = 256
@@ -261,9 +262,14 @@ class StreamLinks(BaseModel):
 class JobWithStream(StreamLinks, Job):
     """A job, with what a browser needs to stream and stop it without a key."""
 
+    @classmethod
+    def of(cls, job: JobRow, links: dict[str, Any]) -> JobWithStream:
+        """The job's fields and its links, each part validated by its own model."""
+        return cls.model_construct(**dict(Job.model_validate(job)), **dict(StreamLinks.model_validate(links)))
+
 
 class ActiveJob(StreamLinks):
-    job_id: uuid.UUID = Field(validation_alias="id")
+    job_id: uuid.UUID
     status: Status
 
 

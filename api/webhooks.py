@@ -42,9 +42,9 @@ async def job_webhooks(request: Request) -> Response:
     job = await jobs.get_job(pool, params.job_id(request), resolve_tenant(request))
     if job is None:
         raise not_found()
-    deliveries = await webhooks.job_deliveries(pool, job["id"])
+    deliveries = await webhooks.job_deliveries(pool, job.id)
     return WebhookDeliveries(
-        job_id=job["id"],
+        job_id=job.id,
         webhook=Job.model_validate(job).webhook,
         deliveries=[WebhookDelivery.model_validate(row) for row in deliveries],
     ).response()

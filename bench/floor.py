@@ -39,7 +39,7 @@ async def write(events: int, rate: float) -> None:
     assert settings.database_url, "DATABASE_URL is not set"
     pool = await open_pool(settings.database_url, 1, name="runstream-bench-floor")
     job = await create_job(pool, tenant="bench", message="floor", model="offline")
-    print(json.dumps({"job": str(job["id"])}), flush=True)
+    print(json.dumps({"job": str(job.id)}), flush=True)
     await asyncio.get_running_loop().run_in_executor(None, sys.stdin.readline)
     seq = 0
     # One connection held for the whole run (the pool's autocommit one): no checkout per event.
@@ -47,7 +47,7 @@ async def write(events: int, rate: float) -> None:
 
         async def emit(payload: dict[str, Any]) -> None:
             nonlocal seq
-            params = {"job_id": job["id"], "seq": seq, "payload": json.dumps(payload)}
+            params = {"job_id": job.id, "seq": seq, "payload": json.dumps(payload)}
             await conn.execute(queries.FLOOR_APPEND_EVENT, params)
             seq += 1
 

@@ -24,6 +24,7 @@ from runstream.bench.stamps import stagger, stamp_run
 from runstream.core.settings import get_settings
 from runstream.db.connector import open_pool
 from runstream.db.jobs import Claim, claim_job, create_job
+from runstream.db.status import Status
 from runstream.tasks.agent_events import COMPLETED
 from runstream.tasks.event_writer import EventWriter
 from runstream.tasks.runtime import new_loop
@@ -44,7 +45,7 @@ async def produce(jobs: int, events: int, rate: float) -> None:
         job = await create_job(pool, tenant=DEFAULT_TENANT, message="bench", model="offline")
         claim = await claim_job(
             pool,
-            job["id"],
+            job.id,
             worker="bench-producer",
             stale_after_s=settings.stale_after_s,
         )
@@ -52,7 +53,7 @@ async def produce(jobs: int, events: int, rate: float) -> None:
         writer.open(
             claim.id,
             attempt=claim.attempt,
-            last_seq=claim.job["last_seq"],
+            last_seq=claim.job.last_seq,
             stop_run=stopped.append,
         )
         claims.append(claim)
@@ -64,7 +65,7 @@ async def produce(jobs: int, events: int, rate: float) -> None:
             await writer.emit(claim.id, payload)
 
         await stamp_run(emit, events=events, rate=rate, offset=stagger(index, jobs, rate))
-        await writer.finish(claim.id, COMPLETED, status="completed")
+        await writer.finish(claim.id, COMPLETED, status=Status.COMPLETED)
         writer.close(claim.id, attempt=claim.attempt)
 
     await asyncio.gather(*(run(i, claim) for i, claim in enumerate(claims)))

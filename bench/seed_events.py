@@ -223,7 +223,7 @@ def record_plans(conn: psycopg.Connection[DictRow], now: datetime) -> list[str]:
         "limit": 101,
     }
     explain(conn, "A session's runs (history)", queries.SESSION_RUNS, history, out)
-    ids = [r["id"] for r in conn.execute(queries.SESSION_RUNS, history).fetchall()]
+    ids = [r["job_id"] for r in conn.execute(queries.SESSION_RUNS, history).fetchall()]
     explain(conn, "Their events (history)", queries.RUN_EVENTS, {"ids": ids}, out)
     explain(
         conn,

@@ -41,6 +41,7 @@ from runstream.core.settings import child_environment
 from runstream.db.audit import all_jobs, job_log
 from runstream.db.connector import open_pool
 from runstream.db.migrate import upgrade_to_head
+from runstream.db.status import TERMINAL_STATUSES, Status
 
 FAULTS = (
     "worker_kill9",
@@ -52,7 +53,6 @@ FAULTS = (
     "broker_restart",
 )
 TERMINAL_TYPES = ("done", "error")
-FINISHED = ("completed", "failed", "cancelled")
 
 # Recovery quick enough for a soak of minutes, and the same in every process.
 SOAK_SETTINGS = {
@@ -482,7 +482,7 @@ def check_job(
     job: dict[str, Any], rows: list[dict[str, Any]], plan: JobPlan | None, received: Received | None, tally: Tally
 ) -> None:
     job_id = job["id"]
-    if job["status"] not in FINISHED:
+    if job["status"] not in TERMINAL_STATUSES:
         tally.anomaly("not_terminal", f"{job_id}: {job['status']}")
         return
     if [row["seq"] for row in rows] != list(range(len(rows))) or job["last_seq"] != len(rows) - 1:
@@ -490,7 +490,9 @@ def check_job(
     terminals = [row for row in rows if row["type"] in TERMINAL_TYPES]
     if len(terminals) != 1 or rows[-1]["type"] not in TERMINAL_TYPES:
         tally.anomaly("terminal_rows", f"{job_id}: {len(terminals)} terminal row(s), last {rows[-1:]}")
-    elif job["status"] != ("failed" if rows[-1]["type"] == "error" else payload_of(rows[-1]["data"]).get("status")):
+    elif job["status"] != (
+        Status.FAILED if rows[-1]["type"] == "error" else payload_of(rows[-1]["data"]).get("status")
+    ):
         tally.anomaly("status_mismatch", f"{job_id}: status {job['status']}, last row {rows[-1]['data']}")
     attempts_seen: list[int] = []
     for row in rows:
@@ -511,11 +513,11 @@ def check_job(
 def check_outcome(job: dict[str, Any], plan: JobPlan, tally: Tally) -> None:
     """What each kind of job must end as; a run that used up its attempts on lost workers may fail."""
     status, error = job["status"], job["error"] or ""
-    gave_up = status == "failed" and error.startswith("gave up after")
+    gave_up = status == Status.FAILED and error.startswith("gave up after")
     expected = {
-        "permanent": status == "failed" and plan.offline.get("fail", "") in error,
-        "cancel": status in ("cancelled", "completed") or gave_up,
-    }.get(plan.kind, status == "completed" or gave_up)
+        "permanent": status == Status.FAILED and plan.offline.get("fail", "") in error,
+        "cancel": status in (Status.CANCELLED, Status.COMPLETED) or gave_up,
+    }.get(plan.kind, status == Status.COMPLETED or gave_up)
     if not expected:
         tally.anomaly("outcome", f"{job['id']} ({plan.kind}): {status} {error[:120]}")
 

@@ -9,6 +9,7 @@ from typing import Any
 
 from runstream.db import queries
 from runstream.db.connector import Pool, one_row
+from runstream.db.status import Status
 
 TOP_TOOLS = 10
 
@@ -52,7 +53,7 @@ async def summary(pool: Pool, scope: Scope, *, top: int = TOP_TOOLS) -> dict[str
         agents = await cur.fetchall()
     return {
         "jobs": t["jobs"],
-        "by_status": {s: t[s] for s in ("pending", "running", "paused", "completed", "failed", "cancelled")},
+        "by_status": {status: t[status] for status in Status},
         "queue_wait_s": _percentiles(t["queue_wait_s"], t["queue_wait_n"]),
         "ttft_s": _percentiles(t["ttft_s"], t["ttft_n"]),
         "duration_s": _percentiles(t["duration_s"], t["duration_n"]),
@@ -112,7 +113,7 @@ async def series(pool: Pool, scope: Scope, interval_s: int) -> list[dict[str, An
         {
             "start": r["start"].isoformat(),
             "jobs": r["jobs"],
-            "by_status": {s: r[s] for s in ("pending", "running", "completed", "failed", "cancelled")},
+            "by_status": {status: r[status] for status in Status},
             "retried_jobs": r["retried"],
             "ttft_s": _percentiles(r["ttft_s"], r["ttft_n"]),
             "duration_s": _percentiles(r["duration_s"], r["duration_n"]),

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import time
 import weakref
-from typing import Any, TypeAlias
+from typing import Any, TypeAlias, TypeVar
 
 import psycopg
 from psycopg import AsyncConnection, AsyncCursor
@@ -19,9 +19,11 @@ from psycopg_pool import AsyncConnectionPool
 from sqlalchemy.engine import make_url
 
 # Runstream's connections answer rows as dicts (open_pool's row factory); the
-# types say so, so a row's columns are read by name.
+# types say so, so a row's columns are read by name. A cursor of its own row
+# factory answers a typed row instead (db.jobs.job_rows).
 Connection: TypeAlias = AsyncConnection[DictRow]
 Pool: TypeAlias = AsyncConnectionPool[Connection]
+Row = TypeVar("Row")
 
 
 def plain_url(database_url: str) -> str:
@@ -35,7 +37,7 @@ def sqlalchemy_url(database_url: str) -> str:
     return url.set(drivername="postgresql+psycopg").render_as_string(hide_password=False)
 
 
-async def one_row(cursor: AsyncCursor[DictRow]) -> DictRow:
+async def one_row(cursor: AsyncCursor[Row]) -> Row:
     """The row of a statement that always returns exactly one (an aggregate, an
     INSERT ... RETURNING): never None, so its columns are read as they are."""
     row = await cursor.fetchone()

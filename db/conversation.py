@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from runstream.db.jobs import TERMINAL_STATUSES, Status
+from runstream.db.status import TERMINAL_STATUSES, Status
 
 Message = dict[str, Any]
 
@@ -42,7 +42,7 @@ class LoggedEvent:
 
 @dataclass
 class Turn:
-    """One run of a session: the job, and its events as read."""
+    """One run of a session: the job (a row of ``queries.SESSION_RUNS``), and its events as read."""
 
     job_id: uuid.UUID
     status: Status
@@ -52,6 +52,9 @@ class Turn:
     events: list[LoggedEvent] = field(default_factory=list)
     # A later run of the session cancelled this one (if_busy interrupt): its answer is partial.
     interrupted: bool = False
+
+    def __post_init__(self) -> None:
+        self.status = Status(self.status)
 
     @property
     def in_progress(self) -> bool:

@@ -13,6 +13,7 @@ from typing import Any
 from runstream.core.metrics import APPEND_SECONDS, EVENTS_APPENDED
 from runstream.db import queries
 from runstream.db.connector import Connection, Pool
+from runstream.db.status import Status
 
 TERMINAL_TYPES = frozenset({"done", "error"})
 
@@ -23,10 +24,10 @@ class AppendBatch:
 
     job_id: uuid.UUID
     payloads: Sequence[dict[str, Any]]
-    from_statuses: tuple[str, ...] = ("running",)
+    from_statuses: tuple[Status, ...] = (Status.RUNNING,)
     attempt: int | None = None
     expected_last_seq: int | None = None
-    new_status: str | None = None
+    new_status: Status | None = None
     error: str | None = None
 
 
@@ -36,7 +37,7 @@ class AppendResult:
 
     applied: bool
     last_seq: int | None = None
-    status: str | None = None
+    status: Status | None = None
     cancel_requested_at: datetime | None = None
 
     @property
@@ -84,7 +85,7 @@ async def append_in(conn: Connection, batches: Sequence[AppendBatch]) -> list[Ap
     cur = await conn.execute(queries.APPEND_EVENTS, {"batches": batches_json(batches)})
     rows = {row["id"]: row for row in await cur.fetchall()}
     return [
-        AppendResult(True, row["last_seq"], row["status"], row["cancel_requested_at"])
+        AppendResult(True, row["last_seq"], Status(row["status"]), row["cancel_requested_at"])
         if (row := rows.get(b.job_id)) is not None
         else AppendResult(False)
         for b in batches
@@ -181,4 +182,6 @@ async def committed_earlier(pool: Pool, batch: AppendBatch) -> AppendResult | No
         row = await cur.fetchone()
     if row is None or row["payloads"] != list(batch.payloads):
         return None
-    return AppendResult(True, batch.expected_last_seq + len(batch.payloads), row["status"], row["cancel_requested_at"])
+    return AppendResult(
+        True, batch.expected_last_seq + len(batch.payloads), Status(row["status"]), row["cancel_requested_at"]
+    )

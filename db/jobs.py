@@ -19,48 +19,98 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Literal, get_args
+from typing import Any
 
+from psycopg import AsyncCursor
+from psycopg.rows import class_row, kwargs_row
 from psycopg.types.json import Jsonb
 
 from runstream.db import queries
 from runstream.db.connector import Connection, Pool, one_row
 from runstream.db.events import AppendBatch, append_in
 from runstream.db.partitions import new_job_id
+from runstream.db.status import Status
 
-Status = Literal["pending", "running", "paused", "completed", "failed", "cancelled"]
-STATUSES: tuple[Status, ...] = get_args(Status)
-TERMINAL_STATUSES = frozenset({"completed", "failed", "cancelled"})
-CANCELLED_EVENT = {"type": "done", "status": "cancelled"}
+CANCELLED_EVENT = {"type": "done", "status": Status.CANCELLED}
 # The error of a job handed back by a worker going down (the reason its next
 # attempt's ``retry`` event gives).
 SHUTDOWN_ERROR = "worker shut down"
 PAUSE_TIMED_OUT = "pause timed out"
 
 
+@dataclass(frozen=True, slots=True)
+class JobRow:
+    """A row of ``jobs`` as the queries that answer whole jobs read it
+    (``queries.JOB_COLUMNS``, by name; psycopg's class_row makes it)."""
+
+    id: uuid.UUID
+    tenant: str
+    session_id: str | None
+    message: str
+    model: str
+    status: Status
+    attempt: int
+    last_seq: int
+    cancel_requested_at: datetime | None
+    error: str | None
+    metadata: dict[str, Any] | None
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+    heartbeat_at: datetime | None
+    worker: str | None
+    # Set while it waits behind its session's active run: its place in the line.
+    queued_at: datetime | None
+    interrupted_at: datetime | None
+    webhook_url: str | None
+    user_id: str | None
+    agent: str | None
+    output: Any
+    requirements: list[dict[str, Any]] | None
+    answers: list[dict[str, Any]] | None
+    paused_at: datetime | None
+    paused_s: float
+    # The attempts used before the latest continuation of a paused run.
+    attempt_base: int
+
+    def __post_init__(self) -> None:
+        # The column is text: the row holds (and so checks) the enum's member.
+        object.__setattr__(self, "status", Status(self.status))
+
+
+def job_rows(conn: Connection) -> AsyncCursor[JobRow]:
+    """A cursor whose rows are JobRows: for the statements that return ``queries.JOB_COLUMNS``."""
+    return conn.cursor(row_factory=class_row(JobRow))
+
+
 @dataclass(frozen=True)
 class Claim:
     """A job this worker now runs, and why this attempt started."""
 
-    job: dict[str, Any]
-    previous_status: str
+    job: JobRow
+    previous_status: Status
     previous_error: str | None
     # Attempts before this one handed back by a worker shutting down (since the
     # latest continuation of a paused run, which starts the count afresh).
     handbacks: int
 
+    @classmethod
+    def from_row(cls, *, prev_status: str, prev_error: str | None, handbacks: int, **job: Any) -> Claim:
+        """A row of ``queries.CLAIM_JOB``: the job, then why it was claimed."""
+        return cls(JobRow(**job), Status(prev_status), prev_error, handbacks)
+
     @property
     def id(self) -> uuid.UUID:
-        return self.job["id"]
+        return self.job.id
 
     @property
     def attempt(self) -> int:
-        return self.job["attempt"]
+        return self.job.attempt
 
     @property
     def counted_attempts(self) -> int:
         """The attempts so far, this one included, that count against ``max_attempts``."""
-        return self.attempt - self.job["attempt_base"] - self.handbacks
+        return self.attempt - self.job.attempt_base - self.handbacks
 
 
 @dataclass(frozen=True)
@@ -98,8 +148,8 @@ class LimitExceeded(Exception):
 class SessionBusy(Exception):
     """The session has an active run and the new job's policy is ``reject``; nothing was written."""
 
-    def __init__(self, active: dict[str, Any]):
-        super().__init__(f"session busy with job {active['id']}")
+    def __init__(self, active: JobRow):
+        super().__init__(f"session busy with job {active.id}")
         self.active = active
 
 
@@ -117,7 +167,7 @@ async def create_job(
     limits: CreationLimits | None = None,
     if_busy: str = "enqueue",
     webhook_url: str | None = None,
-) -> dict[str, Any]:
+) -> JobRow:
     """Insert a pending job. Under ``limits``, raises LimitExceeded instead when the
     tenant is at one, checked and inserted in one transaction.
 
@@ -142,8 +192,7 @@ async def create_job(
     limited = limits is not None and bool(limits.rate or limits.active)
     async with pool.connection() as conn:
         if not limited and session_id is None:
-            cur = await conn.execute(queries.INSERT_JOB, params)
-            return await one_row(cur)
+            return await one_row(await job_rows(conn).execute(queries.INSERT_JOB, params))
         async with conn.transaction():
             if limited:
                 assert limits is not None
@@ -153,31 +202,28 @@ async def create_job(
             if session_id is not None:
                 where = {"tenant": tenant, "session_id": session_id}
                 await conn.execute(queries.LOCK_SESSION, where)
-                cur = await conn.execute(queries.SESSION_ACTIVE_JOB, where)
-                active = await cur.fetchone()
+                active = await (await job_rows(conn).execute(queries.SESSION_ACTIVE_JOB, where)).fetchone()
                 if active is not None:
                     if if_busy == "reject":
                         raise SessionBusy(active)
                     params["queued"] = True
                     if if_busy in ("interrupt", "rollback"):
-                        params["queued_at"] = active["created_at"]
-            cur = await conn.execute(queries.INSERT_JOB, params)
-            return await one_row(cur)
+                        params["queued_at"] = active.created_at
+            return await one_row(await job_rows(conn).execute(queries.INSERT_JOB, params))
 
 
-async def interrupt_active_run(pool: Pool, job: dict[str, Any], *, rollback: bool) -> uuid.UUID | None:
+async def interrupt_active_run(pool: Pool, job: JobRow, *, rollback: bool) -> uuid.UUID | None:
     """Cancel the run active in ``job``'s session (``job`` waits behind it), marked
     interrupted, and with ``rollback`` left out of the conversation. Answers its
     id, None when it had ended already (``job`` then is the active one, or next)."""
-    where = {"tenant": job["tenant"], "session_id": job["session_id"]}
+    where = {"tenant": job.tenant, "session_id": job.session_id}
     async with pool.connection() as conn, conn.transaction():
-        cur = await conn.execute(queries.SESSION_ACTIVE_JOB + " FOR UPDATE", where)
-        active = await cur.fetchone()
-        if active is None or active["id"] == job["id"]:
+        active = await (await job_rows(conn).execute(queries.SESSION_ACTIVE_JOB + " FOR UPDATE", where)).fetchone()
+        if active is None or active.id == job.id:
             return None
-        await conn.execute(queries.MARK_INTERRUPTED, {"id": active["id"], "rollback": rollback})
+        await conn.execute(queries.MARK_INTERRUPTED, {"id": active.id, "rollback": rollback})
         await _cancel_in(conn, active)
-    return active["id"]
+    return active.id
 
 
 @dataclass(frozen=True)
@@ -200,10 +246,9 @@ async def after_jobs_ended(pool: Pool, job_ids: list[uuid.UUID]) -> Followups:
     )
 
 
-async def get_job(pool: Pool, job_id: uuid.UUID, tenant: str) -> dict[str, Any] | None:
+async def get_job(pool: Pool, job_id: uuid.UUID, tenant: str) -> JobRow | None:
     async with pool.connection() as conn:
-        cur = await conn.execute(queries.GET_JOB, {"id": job_id, "tenant": tenant})
-        return await cur.fetchone()
+        return await (await job_rows(conn).execute(queries.GET_JOB, {"id": job_id, "tenant": tenant})).fetchone()
 
 
 async def list_jobs(
@@ -213,12 +258,12 @@ async def list_jobs(
     limit: int,
     user_id: str | None = None,
     session_id: str | None = None,
-    status: str | None = None,
+    status: Status | None = None,
     agent: str | None = None,
     created_after: datetime | None = None,
     created_before: datetime | None = None,
     cursor: tuple[datetime, uuid.UUID] | None = None,
-) -> list[dict[str, Any]]:
+) -> list[JobRow]:
     """Newest first; ``created_after``/``created_before`` bound ``created_at`` as [after, before)."""
     params = {
         "tenant": tenant,
@@ -233,8 +278,7 @@ async def list_jobs(
         "limit": limit,
     }
     async with pool.connection() as conn:
-        cur = await conn.execute(queries.LIST_JOBS, params)
-        return await cur.fetchall()
+        return await (await job_rows(conn).execute(queries.LIST_JOBS, params)).fetchall()
 
 
 async def set_job_output(pool: Pool, job_id: uuid.UUID, *, attempt: int, output: Any) -> None:
@@ -254,17 +298,10 @@ async def claim_job(
     """Take the job for a new attempt, or None when it is not ours to run
     (finished, cancelled, running elsewhere with a live heartbeat, a dead run
     whose cancel was requested, or out of attempts: the reaper ends those two)."""
+    params = {"id": job_id, "worker": worker, "stale_after_s": stale_after_s, "max_attempts": max_attempts}
     async with pool.connection() as conn:
-        cur = await conn.execute(
-            queries.CLAIM_JOB,
-            {"id": job_id, "worker": worker, "stale_after_s": stale_after_s, "max_attempts": max_attempts},
-        )
-        row = await cur.fetchone()
-    if row is None:
-        return None
-    previous_status = row.pop("prev_status")
-    previous_error = row.pop("prev_error")
-    return Claim(row, previous_status, previous_error, row.pop("handbacks"))
+        cur = conn.cursor(row_factory=kwargs_row(Claim.from_row))
+        return await (await cur.execute(queries.CLAIM_JOB, params)).fetchone()
 
 
 async def heartbeat(pool: Pool, running: dict[uuid.UUID, int]) -> dict[uuid.UUID, datetime | None]:
@@ -295,24 +332,24 @@ async def cancel_job(pool: Pool, job_id: uuid.UUID, tenant: str) -> Status | Non
     """
     async with pool.connection() as conn:
         async with conn.transaction():
-            cur = await conn.execute(queries.GET_JOB + " FOR UPDATE", {"id": job_id, "tenant": tenant})
+            cur = await job_rows(conn).execute(queries.GET_JOB + " FOR UPDATE", {"id": job_id, "tenant": tenant})
             job = await cur.fetchone()
             if job is None:
                 return None
             return await _cancel_in(conn, job)
 
 
-async def _cancel_in(conn: Connection, job: dict[str, Any]) -> Status:
+async def _cancel_in(conn: Connection, job: JobRow) -> Status:
     """Cancel ``job`` (its row locked by the caller's transaction); answers its status afterwards."""
-    if job["status"] in ("pending", "paused"):
+    if job.status in (Status.PENDING, Status.PAUSED):
         [result] = await append_in(
-            conn, [AppendBatch(job["id"], [CANCELLED_EVENT], from_statuses=(job["status"],), new_status="cancelled")]
+            conn, [AppendBatch(job.id, [CANCELLED_EVENT], from_statuses=(job.status,), new_status=Status.CANCELLED)]
         )
         # The row is locked in this status, so the batch applies.
-        return "cancelled" if result.applied else job["status"]
-    if job["status"] == "running":
-        await conn.execute(queries.REQUEST_CANCEL, {"id": job["id"], "tenant": job["tenant"]})
-    return job["status"]
+        return Status.CANCELLED if result.applied else job.status
+    if job.status == Status.RUNNING:
+        await conn.execute(queries.REQUEST_CANCEL, {"id": job.id, "tenant": job.tenant})
+    return job.status
 
 
 async def release_job(
@@ -352,16 +389,31 @@ async def mark_stuck_for_dispatch(pool: Pool, limits: ReapLimits) -> list[uuid.U
         return [row["id"] for row in await cur.fetchall()]
 
 
-def _reaped_terminal(job: dict[str, Any]) -> tuple[dict[str, Any], str, str | None]:
-    """The terminal event, status and error for a stuck job the reaper ends."""
-    if job["status"] == "running" and job["cancel_requested_at"] is not None:
-        return CANCELLED_EVENT, "cancelled", None
-    reason = "worker lost" if job["status"] == "running" else job["error"] or "not run"
-    message = f"gave up after {job['run_attempts']} attempts: {reason}"
-    return {"type": "error", "message": message}, "failed", message
+@dataclass(frozen=True, slots=True)
+class StuckJob:
+    """A job the reaper ends (a row of ``queries.REAP_FINISH``)."""
+
+    id: uuid.UUID
+    status: Status
+    attempt: int
+    # The attempts since the latest continuation of a paused run.
+    run_attempts: int
+    error: str | None
+    cancel_requested_at: datetime | None
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "status", Status(self.status))
+
+    def terminal(self) -> tuple[dict[str, Any], Status, str | None]:
+        """The terminal event, status and error the reaper ends it with."""
+        if self.status == Status.RUNNING and self.cancel_requested_at is not None:
+            return CANCELLED_EVENT, Status.CANCELLED, None
+        reason = "worker lost" if self.status == Status.RUNNING else self.error or "not run"
+        message = f"gave up after {self.run_attempts} attempts: {reason}"
+        return {"type": "error", "message": message}, Status.FAILED, message
 
 
-async def finish_stuck(pool: Pool, limits: ReapLimits) -> list[tuple[uuid.UUID, str]]:
+async def finish_stuck(pool: Pool, limits: ReapLimits) -> list[tuple[uuid.UUID, Status]]:
     """End the stuck jobs that get no more attempts (out of attempts, or a dead run
     that was asked to cancel): each gets its terminal event and final status in ONE
     transaction, under the row locks taken when it was picked. Answers (job_id, status)."""
@@ -371,21 +423,16 @@ async def finish_stuck(pool: Pool, limits: ReapLimits) -> list[tuple[uuid.UUID, 
         "limit": limits.limit,
     }
     async with pool.connection() as conn, conn.transaction():
-        cur = await conn.execute(queries.REAP_FINISH, params)
-        jobs = await cur.fetchall()
+        cur = conn.cursor(row_factory=class_row(StuckJob))
+        jobs = await (await cur.execute(queries.REAP_FINISH, params)).fetchall()
         if not jobs:
             return []
         batches = []
         for job in jobs:
-            payload, status, error = _reaped_terminal(job)
+            payload, status, error = job.terminal()
             batches.append(
                 AppendBatch(
-                    job["id"],
-                    [payload],
-                    from_statuses=(job["status"],),
-                    attempt=job["attempt"],
-                    new_status=status,
-                    error=error,
+                    job.id, [payload], from_statuses=(job.status,), attempt=job.attempt, new_status=status, error=error
                 )
             )
         results = await append_in(conn, batches)
@@ -424,7 +471,7 @@ async def paused_run(pool: Pool, job_id: uuid.UUID) -> dict[str, Any] | None:
 class NotPaused(Exception):
     """A continue for a job that is not waiting for a person; nothing was written."""
 
-    def __init__(self, status: str):
+    def __init__(self, status: Status):
         super().__init__(f"job is {status}, not paused")
         self.status = status
 
@@ -435,27 +482,27 @@ async def continue_job(
     tenant: str,
     check: Callable[[list[dict[str, Any]]], list[dict[str, Any]]],
     received: Callable[[list[dict[str, Any]]], dict[str, Any]],
-) -> dict[str, Any] | None:
+) -> JobRow | None:
     """Answer a paused job: ``check(requirements)`` returns the answers (or raises,
     and nothing is written); then, in one transaction under the row lock, the
     ``received(answers)`` event is appended, the job moves to pending and keeps
     the answers. Answers the job afterwards, None if there is no such job; raises
     NotPaused when it is not paused (two continues of one pause: the second)."""
+    where = {"id": job_id, "tenant": tenant}
     async with pool.connection() as conn, conn.transaction():
-        cur = await conn.execute(queries.GET_JOB + " FOR UPDATE", {"id": job_id, "tenant": tenant})
-        job = await cur.fetchone()
+        job = await (await job_rows(conn).execute(queries.GET_JOB + " FOR UPDATE", where)).fetchone()
         if job is None:
             return None
-        if job["status"] != "paused":
-            raise NotPaused(job["status"])
-        answers = check(job["requirements"] or [])
+        if job.status != Status.PAUSED:
+            raise NotPaused(job.status)
+        answers = check(job.requirements or [])
         [result] = await append_in(
-            conn, [AppendBatch(job_id, [received(answers)], from_statuses=("paused",), new_status="pending")]
+            conn,
+            [AppendBatch(job_id, [received(answers)], from_statuses=(Status.PAUSED,), new_status=Status.PENDING)],
         )
         assert result.applied, "the row lock holds the job paused"
         await conn.execute(queries.ACCEPT_ANSWERS, {"id": job_id, "answers": Jsonb(answers)})
-        cur = await conn.execute(queries.GET_JOB, {"id": job_id, "tenant": tenant})
-        return await cur.fetchone()
+        return await (await job_rows(conn).execute(queries.GET_JOB, where)).fetchone()
 
 
 async def finish_timed_out_pauses(pool: Pool, pause_timeout_s: float, limit: int = 500) -> list[uuid.UUID]:
@@ -468,7 +515,9 @@ async def finish_timed_out_pauses(pool: Pool, pause_timeout_s: float, limit: int
             return []
         payload = {"type": "error", "message": PAUSE_TIMED_OUT}
         batches = [
-            AppendBatch(job_id, [payload], from_statuses=("paused",), new_status="failed", error=PAUSE_TIMED_OUT)
+            AppendBatch(
+                job_id, [payload], from_statuses=(Status.PAUSED,), new_status=Status.FAILED, error=PAUSE_TIMED_OUT
+            )
             for job_id in ids
         ]
         results = await append_in(conn, batches)

@@ -3,7 +3,30 @@
 Parameters use psycopg's ``%(name)s`` style. Each job-state transition is one
 guarded UPDATE: the WHERE clause names the states it may leave, so a transition
 that lost a race changes nothing and returns no row.
+
+Job statuses come from the enum (``runstream.db.status``), written into the
+statements' text as literals rather than bound as parameters: the planner
+matches a literal list, never a parameter, against a partial index's predicate
+(``status IN (...)``).
 """
+
+from collections.abc import Iterable
+
+from runstream.db.status import IN_PROGRESS_STATUSES, TERMINAL_STATUSES, Status
+
+
+def _in_order(statuses: Iterable[Status]) -> list[Status]:
+    """In the enum's order: a statement's text is the same in every process."""
+    chosen = set(statuses)
+    return [status for status in Status if status in chosen]
+
+
+def _status_list(statuses: Iterable[Status]) -> str:
+    return ", ".join(f"'{status}'" for status in _in_order(statuses))
+
+
+TERMINAL_SQL = _status_list(TERMINAL_STATUSES)
+IN_PROGRESS_SQL = _status_list(IN_PROGRESS_STATUSES)
 
 NOTIFY_CHANNEL = "runstream_events"
 # Job status transitions (migration 0010's trigger): the payload is ``<seq>:<tenant>``.
@@ -48,24 +71,24 @@ SELECT pg_advisory_xact_lock(hashtextextended('runstream-session:' || %(tenant)s
 SESSION_ACTIVE_JOB = f"""
 SELECT {JOB_COLUMNS} FROM jobs
 WHERE tenant = %(tenant)s AND session_id = %(session_id)s
-  AND queued_at IS NULL AND status IN ('pending', 'running', 'paused')
+  AND queued_at IS NULL AND status IN ({IN_PROGRESS_SQL})
 """
 
 # A later job interrupts this run: marked, and with ``rollback`` left out of
 # the conversation (as a cleared run is). A run that already ended is left as it ended.
-MARK_INTERRUPTED = """
+MARK_INTERRUPTED = f"""
 UPDATE jobs SET interrupted_at = now(),
     cleared_at = CASE WHEN %(rollback)s THEN coalesce(cleared_at, now()) ELSE cleared_at END
-WHERE id = %(id)s AND status IN ('pending', 'running', 'paused')
+WHERE id = %(id)s AND status IN ({IN_PROGRESS_SQL})
 """
 
 # What the end of these jobs set in motion, for the caller to send to the
 # broker: their sessions' next runs (promoted by the jobs_ended trigger, not
 # yet dispatched) and their webhook deliveries not yet done.
-AFTER_JOBS_ENDED = """
+AFTER_JOBS_ENDED = f"""
 SELECT 'run' AS kind, n.id::text AS ref
 FROM jobs e JOIN jobs n ON n.tenant = e.tenant AND n.session_id = e.session_id
-WHERE e.id = ANY(%(ids)s::uuid[]) AND n.status = 'pending' AND n.queued_at IS NULL AND n.attempt = 0
+WHERE e.id = ANY(%(ids)s::uuid[]) AND n.status = '{Status.PENDING}' AND n.queued_at IS NULL AND n.attempt = 0
 UNION ALL
 SELECT 'webhook', d.webhook_id FROM webhook_deliveries d
 WHERE d.job_id = ANY(%(ids)s::uuid[]) AND d.status = 'pending'
@@ -73,9 +96,9 @@ WHERE d.job_id = ANY(%(ids)s::uuid[]) AND d.status = 'pending'
 
 # A run's structured answer (its ``output`` event), kept on the job; only by the
 # attempt that runs it.
-SET_JOB_OUTPUT = """
+SET_JOB_OUTPUT = f"""
 UPDATE jobs SET output = %(output)s
-WHERE id = %(id)s AND attempt = %(attempt)s AND status = 'running'
+WHERE id = %(id)s AND attempt = %(attempt)s AND status = '{Status.RUNNING}'
 """
 
 # Job creation under a tenant's limits. The advisory lock serializes one
@@ -87,14 +110,14 @@ SELECT pg_advisory_xact_lock(hashtextextended('runstream-job-limits:' || %(tenan
 """
 
 # ``window_ends_in_s``: when the oldest job of the rate window leaves it.
-TENANT_JOB_LOAD = """
+TENANT_JOB_LOAD = f"""
 SELECT
     (SELECT count(*) FROM jobs
      WHERE tenant = %(tenant)s AND created_at > now() - make_interval(secs => %(window_s)s)) AS recent,
     (SELECT extract(epoch FROM min(created_at) + make_interval(secs => %(window_s)s) - now()) FROM jobs
      WHERE tenant = %(tenant)s AND created_at > now() - make_interval(secs => %(window_s)s)) AS window_ends_in_s,
     (SELECT count(*) FROM jobs
-     WHERE tenant = %(tenant)s AND status IN ('pending', 'running')) AS active
+     WHERE tenant = %(tenant)s AND status IN ('{Status.PENDING}', '{Status.RUNNING}')) AS active
 """
 
 GET_JOB = f"""
@@ -148,14 +171,14 @@ WITH input AS MATERIALIZED (
         status = coalesce(i.new_status, j.status),
         error = CASE WHEN i.new_status IS NULL THEN j.error ELSE i.error END,
         finished_at = CASE
-            WHEN i.new_status IN ('completed', 'failed', 'cancelled') THEN now()
+            WHEN i.new_status IN ({TERMINAL_SQL}) THEN now()
             ELSE j.finished_at END,
         cancel_requested_at = CASE
-            WHEN i.new_status = 'cancelled' THEN coalesce(j.cancel_requested_at, now())
+            WHEN i.new_status = '{Status.CANCELLED}' THEN coalesce(j.cancel_requested_at, now())
             ELSE j.cancel_requested_at END,
-        paused_at = CASE WHEN i.new_status = 'paused' THEN now() ELSE j.paused_at END,
+        paused_at = CASE WHEN i.new_status = '{Status.PAUSED}' THEN now() ELSE j.paused_at END,
         paused_s = CASE
-            WHEN j.status = 'paused' AND i.new_status IS DISTINCT FROM 'paused'
+            WHEN j.status = '{Status.PAUSED}' AND i.new_status IS DISTINCT FROM '{Status.PAUSED}'
             THEN j.paused_s + extract(epoch FROM now() - j.paused_at)
             ELSE j.paused_s END
     FROM input i
@@ -196,10 +219,10 @@ FROM jsonb_array_elements(%(payloads)s::jsonb) WITH ORDINALITY AS e(payload, ord
 # generate_series: millions of rows in seconds, not one round trip each.
 # Finished jobs with UUIDv7 ids spread over one month from ``start_ms``, whose
 # events go to that month's partition.
-BENCH_SEED_MONTH_JOBS = """
+BENCH_SEED_MONTH_JOBS = f"""
 INSERT INTO jobs (id, message, model, status, attempt, last_seq, created_at, started_at, finished_at)
 SELECT (lpad(to_hex(m.ms), 12, '0') || '7000' || '8' || lpad(to_hex(i), 15, '0'))::uuid,
-       'bench', 'offline', 'completed', 1, %(per_job)s - 1, m.at, m.at, m.at
+       'bench', 'offline', '{Status.COMPLETED}', 1, %(per_job)s - 1, m.at, m.at, m.at
 FROM generate_series(0, %(jobs)s - 1) AS i,
      LATERAL (SELECT %(start_ms)s::bigint + i * %(step_ms)s::bigint AS ms,
                      to_timestamp((%(start_ms)s::bigint + i * %(step_ms)s::bigint) / 1000.0) AS at) AS m
@@ -207,9 +230,9 @@ FROM generate_series(0, %(jobs)s - 1) AS i,
 
 # Finished jobs with ids outside every partition's range (as random ids of
 # jobs from before partitioning are): their events go to the default partition.
-BENCH_SEED_OLD_JOBS = """
+BENCH_SEED_OLD_JOBS = f"""
 INSERT INTO jobs (id, message, model, status, attempt, last_seq, created_at, started_at, finished_at)
-SELECT ('f' || substr(md5('bench-old-' || i), 2))::uuid, 'bench', 'offline', 'completed', 1,
+SELECT ('f' || substr(md5('bench-old-' || i), 2))::uuid, 'bench', 'offline', '{Status.COMPLETED}', 1,
        %(per_job)s - 1, %(finished_at)s, %(finished_at)s, %(finished_at)s
 FROM generate_series(0, %(jobs)s - 1) AS i
 """
@@ -282,14 +305,14 @@ WITH prev AS (
     WHERE id = %(id)s
       AND (%(max_attempts)s::int IS NULL OR attempt - attempt_base - handbacks < %(max_attempts)s)
       AND queued_at IS NULL
-      AND (status = 'pending'
-           OR (status = 'running'
+      AND (status = '{Status.PENDING}'
+           OR (status = '{Status.RUNNING}'
                AND cancel_requested_at IS NULL
                AND heartbeat_at < now() - make_interval(secs => %(stale_after_s)s)))
     FOR UPDATE
 )
 UPDATE jobs j SET
-    status = 'running',
+    status = '{Status.RUNNING}',
     attempt = j.attempt + 1,
     started_at = coalesce(j.started_at, now()),
     heartbeat_at = now(),
@@ -303,10 +326,10 @@ RETURNING {", ".join("j." + c.strip() for c in JOB_COLUMNS.split(","))},
 
 # Heartbeat every job a worker runs in one statement; answers which of them
 # have a cancel request, so one query per tick serves both.
-HEARTBEAT = """
+HEARTBEAT = f"""
 UPDATE jobs j SET heartbeat_at = now()
 FROM unnest(%(ids)s::uuid[], %(attempts)s::int[]) AS r(id, attempt)
-WHERE j.id = r.id AND j.attempt = r.attempt AND j.status = 'running'
+WHERE j.id = r.id AND j.attempt = r.attempt AND j.status = '{Status.RUNNING}'
 RETURNING j.id, j.cancel_requested_at
 """
 
@@ -316,9 +339,9 @@ WHERE id = ANY(%(ids)s::uuid[]) AND cancel_requested_at IS NOT NULL
 """
 
 # A running job is asked to stop; the worker appends the terminal event.
-REQUEST_CANCEL = """
+REQUEST_CANCEL = f"""
 UPDATE jobs SET cancel_requested_at = coalesce(cancel_requested_at, now())
-WHERE id = %(id)s AND tenant = %(tenant)s AND status = 'running'
+WHERE id = %(id)s AND tenant = %(tenant)s AND status = '{Status.RUNNING}'
 RETURNING status
 """
 
@@ -327,11 +350,11 @@ RETURNING status
 # pending again, and the error says why, for the retry event. ``available_at``
 # is when the retry is due (after its backoff), so the reaper does not take the
 # wait for a lost message.
-RELEASE_JOB = """
-UPDATE jobs SET status = 'pending', error = %(error)s, worker = NULL,
+RELEASE_JOB = f"""
+UPDATE jobs SET status = '{Status.PENDING}', error = %(error)s, worker = NULL,
     handbacks = handbacks + %(handback)s::int,
     available_at = now() + make_interval(secs => %(delay_s)s)
-WHERE id = %(id)s AND status = 'running' AND attempt = %(attempt)s
+WHERE id = %(id)s AND status = '{Status.RUNNING}' AND attempt = %(attempt)s
 RETURNING id
 """
 
@@ -340,9 +363,9 @@ RETURNING id
 # A run that reached a tool needing a person keeps what it needs on the job row
 # first: the paused Agno run and the requirements clients answer. Its writer
 # then moves the job to paused with the ``input_required`` event (APPEND_EVENTS).
-SAVE_PAUSED_RUN = """
+SAVE_PAUSED_RUN = f"""
 UPDATE jobs SET paused_run = %(paused_run)s, requirements = %(requirements)s, answers = NULL
-WHERE id = %(id)s AND status = 'running' AND attempt = %(attempt)s
+WHERE id = %(id)s AND status = '{Status.RUNNING}' AND attempt = %(attempt)s
 RETURNING id
 """
 
@@ -353,18 +376,18 @@ SELECT paused_run FROM jobs WHERE id = %(id)s
 # The person's answers, in the transaction that moved the job from paused to
 # pending (db.jobs.continue_job). The continuation's attempts count afresh
 # (``attempt_base``, ``handbacks``); ``available_at`` now, so the reaper sees a fresh pending job.
-ACCEPT_ANSWERS = """
+ACCEPT_ANSWERS = f"""
 UPDATE jobs SET answers = %(answers)s, requirements = NULL, attempt_base = attempt, handbacks = 0,
     available_at = now(), worker = NULL, error = NULL
-WHERE id = %(id)s AND status = 'pending'
+WHERE id = %(id)s AND status = '{Status.PENDING}'
 RETURNING id
 """
 
 # Paused jobs nobody answered within ``pause_timeout_s``; locked until the
 # caller's transaction appends their terminal events.
-REAP_PAUSED = """
+REAP_PAUSED = f"""
 SELECT id FROM jobs
-WHERE status = 'paused' AND paused_at < now() - make_interval(secs => %(pause_timeout_s)s)
+WHERE status = '{Status.PAUSED}' AND paused_at < now() - make_interval(secs => %(pause_timeout_s)s)
 ORDER BY paused_at
 LIMIT %(limit)s
 FOR UPDATE SKIP LOCKED
@@ -382,15 +405,15 @@ FOR UPDATE SKIP LOCKED
 # LOCKED: a job that is being claimed or written right now is busy, not stuck.
 # A queued job is not stuck: it waits for its session (the jobs_ended trigger
 # promotes it when the run before it ends).
-REAP_DISPATCH = """
+REAP_DISPATCH = f"""
 WITH stuck AS (
     SELECT id FROM jobs
-    WHERE status IN ('pending', 'running')
+    WHERE status IN ('{Status.PENDING}', '{Status.RUNNING}')
       AND attempt - attempt_base - handbacks < %(max_attempts)s
       AND queued_at IS NULL
-      AND ((status = 'pending'
+      AND ((status = '{Status.PENDING}'
             AND available_at < now() - make_interval(secs => %(pending_timeout_s)s))
-        OR (status = 'running'
+        OR (status = '{Status.RUNNING}'
             AND cancel_requested_at IS NULL
             AND heartbeat_at < now() - make_interval(secs => %(stale_after_s)s)
             AND available_at < now() - make_interval(secs => %(stale_after_s)s)))
@@ -409,13 +432,13 @@ RETURNING j.id, j.status
 # handed back on its last attempt after a transient failure; attempts handed
 # back by a worker shutting down did not fail and do not count). Locked until the
 # caller's transaction appends their terminal events.
-REAP_FINISH = """
+REAP_FINISH = f"""
 SELECT id, status, attempt, attempt - attempt_base AS run_attempts, error, cancel_requested_at FROM jobs
-WHERE status IN ('pending', 'running')
-  AND ((status = 'running'
+WHERE status IN ('{Status.PENDING}', '{Status.RUNNING}')
+  AND ((status = '{Status.RUNNING}'
         AND heartbeat_at < now() - make_interval(secs => %(stale_after_s)s)
         AND (attempt - attempt_base - handbacks >= %(max_attempts)s OR cancel_requested_at IS NOT NULL))
-    OR (status = 'pending' AND attempt - attempt_base - handbacks >= %(max_attempts)s AND available_at <= now()))
+    OR (status = '{Status.PENDING}' AND attempt - attempt_base - handbacks >= %(max_attempts)s AND available_at <= now()))
 ORDER BY id
 LIMIT %(limit)s
 FOR UPDATE SKIP LOCKED
@@ -439,13 +462,13 @@ WHERE j.id = %(job_id)s
 # The newest runs of a session, newest first (the caller reverses them). Cleared
 # runs are no longer part of the conversation. ``before_*`` bounds it to the runs
 # submitted before a given one (the agent's context); ``finished_only`` leaves
-# out runs still in progress.
-SESSION_RUNS = """
-SELECT id, status, message, error, created_at, last_seq, interrupted_at FROM jobs
+# out runs still in progress. Its rows are conversation turns (db.conversation.Turn).
+SESSION_RUNS = f"""
+SELECT id AS job_id, status, message, error, created_at, interrupted_at IS NOT NULL AS interrupted FROM jobs
 WHERE tenant = %(tenant)s AND session_id = %(session_id)s AND cleared_at IS NULL
   AND (%(before_created_at)s::timestamptz IS NULL
        OR (created_at, id) < (%(before_created_at)s, %(before_id)s::uuid))
-  AND (NOT %(finished_only)s OR status IN ('completed', 'failed', 'cancelled'))
+  AND (NOT %(finished_only)s OR status IN ({TERMINAL_SQL}))
 ORDER BY created_at DESC, id DESC
 LIMIT %(limit)s
 """
@@ -474,15 +497,19 @@ AND (%(session_id)s::text IS NULL OR session_id = %(session_id)s)
 AND (%(agent)s::text IS NULL OR agent = %(agent)s)
 """
 
+
+def _outcome_counts(statuses: Iterable[Status]) -> str:
+    """A column per status, named after it: how many of the rows' jobs are (or ended) in it."""
+    return ", ".join(f"count(*) FILTER (WHERE outcome = '{status}') AS {status}" for status in _in_order(statuses))
+
+
+# The scope's jobs in each status: the summary's counts, and each interval's.
+OUTCOME_COUNTS = _outcome_counts(Status)
+
 # Percentiles interpolate (percentile_cont): the p50 of 1, 2, 3, 4 is 2.5.
 ANALYTICS_TIMINGS = f"""
 SELECT count(*) AS jobs,
-       count(*) FILTER (WHERE outcome = 'pending') AS pending,
-       count(*) FILTER (WHERE outcome = 'running') AS running,
-       count(*) FILTER (WHERE outcome = 'paused') AS paused,
-       count(*) FILTER (WHERE outcome = 'completed') AS completed,
-       count(*) FILTER (WHERE outcome = 'failed') AS failed,
-       count(*) FILTER (WHERE outcome = 'cancelled') AS cancelled,
+       {OUTCOME_COUNTS},
        count(*) FILTER (WHERE attempts > 1) AS retried,
        count(queue_wait_s) AS queue_wait_n,
        percentile_cont(ARRAY[0.5, 0.95]) WITHIN GROUP (ORDER BY queue_wait_s) AS queue_wait_s,
@@ -500,9 +527,7 @@ WHERE {ANALYTICS_SCOPE}
 # Jobs of the scope per agent (NULL: jobs from before agents were recorded).
 ANALYTICS_BY_AGENT = f"""
 SELECT agent, count(*) AS jobs,
-       count(*) FILTER (WHERE outcome = 'completed') AS completed,
-       count(*) FILTER (WHERE outcome = 'failed') AS failed,
-       count(*) FILTER (WHERE outcome = 'cancelled') AS cancelled,
+       {_outcome_counts(TERMINAL_STATUSES)},
        percentile_cont(0.5) WITHIN GROUP (ORDER BY duration_s) AS duration_p50_s
 FROM job_timings
 WHERE {ANALYTICS_SCOPE}
@@ -530,6 +555,9 @@ SELECT job_id, session_id, agent, outcome, attempts, queue_wait_s, ttft_s, durat
 FROM job_timings WHERE job_id = ANY(%(ids)s::uuid[]) AND tenant = %(tenant)s
 """
 
+# An interval without jobs has no row of its own (per_bucket): its counts are zeros.
+SERIES_OUTCOME_COUNTS = ", ".join(f"coalesce(p.{status}, 0) AS {status}" for status in Status)
+
 # The scope's jobs per interval of ``created_at``, every interval of [since,
 # until) present (empty ones as zeros): outcomes, retried jobs, and p50/p95 of
 # time to first token and duration.
@@ -542,11 +570,7 @@ WITH buckets AS (
 ), per_bucket AS (
     SELECT date_bin(make_interval(secs => %(interval_s)s), created_at, %(since)s::timestamptz) AS start,
            count(*) AS jobs,
-           count(*) FILTER (WHERE outcome = 'pending') AS pending,
-           count(*) FILTER (WHERE outcome = 'running') AS running,
-           count(*) FILTER (WHERE outcome = 'completed') AS completed,
-           count(*) FILTER (WHERE outcome = 'failed') AS failed,
-           count(*) FILTER (WHERE outcome = 'cancelled') AS cancelled,
+           {OUTCOME_COUNTS},
            count(*) FILTER (WHERE attempts > 1) AS retried,
            count(ttft_s) AS ttft_n,
            percentile_cont(ARRAY[0.5, 0.95]) WITHIN GROUP (ORDER BY ttft_s) AS ttft_s,
@@ -556,9 +580,7 @@ WITH buckets AS (
     WHERE {ANALYTICS_SCOPE}
     GROUP BY 1
 )
-SELECT b.start, coalesce(p.jobs, 0) AS jobs, coalesce(p.pending, 0) AS pending,
-       coalesce(p.running, 0) AS running, coalesce(p.completed, 0) AS completed,
-       coalesce(p.failed, 0) AS failed, coalesce(p.cancelled, 0) AS cancelled,
+SELECT b.start, coalesce(p.jobs, 0) AS jobs, {SERIES_OUTCOME_COUNTS},
        coalesce(p.retried, 0) AS retried, coalesce(p.ttft_n, 0) AS ttft_n, p.ttft_s,
        coalesce(p.duration_n, 0) AS duration_n, p.duration_s
 FROM buckets b LEFT JOIN per_bucket p ON p.start = b.start
@@ -586,13 +608,13 @@ NOT EXISTS (SELECT 1 FROM unnest(%(lows)s::uuid[], %(highs)s::uuid[]) AS p(low, 
 PRUNE_CANDIDATES = f"""
 SELECT count(*) AS jobs, coalesce(sum(last_seq + 1), 0)::bigint AS events
 FROM jobs
-WHERE finished_at < %(cutoff)s AND status IN ('completed', 'failed', 'cancelled')
+WHERE finished_at < %(cutoff)s AND status IN ({TERMINAL_SQL})
   AND {OUTSIDE_PARTITIONS}
 """
 
 PRUNE_NEXT_JOBS = f"""
 SELECT id, last_seq FROM jobs
-WHERE finished_at < %(cutoff)s AND status IN ('completed', 'failed', 'cancelled')
+WHERE finished_at < %(cutoff)s AND status IN ({TERMINAL_SQL})
   AND {OUTSIDE_PARTITIONS}
 ORDER BY finished_at, id
 LIMIT %(limit)s
@@ -644,9 +666,9 @@ WHERE ctid = ANY(ARRAY(
 ))
 """
 
-PRUNE_JOBS = """
+PRUNE_JOBS = f"""
 DELETE FROM jobs
-WHERE id = ANY(%(ids)s::uuid[]) AND status IN ('completed', 'failed', 'cancelled')
+WHERE id = ANY(%(ids)s::uuid[]) AND status IN ({TERMINAL_SQL})
 """
 
 # --- the agent registry (db/agents.py) ---------------------------------------

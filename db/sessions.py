@@ -6,37 +6,31 @@ import uuid
 from collections import defaultdict
 from typing import Any
 
+from psycopg.rows import class_row
+
 from runstream.db import queries
 from runstream.db.connector import Pool
 from runstream.db.conversation import LoggedEvent, Turn
+from runstream.db.jobs import JobRow
 
 
 async def _turns(pool: Pool, params: dict[str, Any]) -> list[Turn]:
     """Runs oldest first, each with its events (read after the job rows, so an
     event can be newer than its job's status, never the other way round)."""
     async with pool.connection() as conn:
-        cur = await conn.execute(queries.SESSION_RUNS, params)
-        jobs = list(reversed(await cur.fetchall()))
-        if not jobs:
+        runs = conn.cursor(row_factory=class_row(Turn))
+        turns = list(reversed(await (await runs.execute(queries.SESSION_RUNS, params)).fetchall()))
+        if not turns:
             return []
-        cur = await conn.execute(queries.RUN_EVENTS, {"ids": [job["id"] for job in jobs]})
+        cur = await conn.execute(queries.RUN_EVENTS, {"ids": [turn.job_id for turn in turns]})
         events: dict[uuid.UUID, list[LoggedEvent]] = defaultdict(list)
         for row in await cur.fetchall():
             events[row["job_id"]].append(
                 LoggedEvent(row["seq"], row["attempt"], row["type"], row["payload"], row["created_at"])
             )
-    return [
-        Turn(
-            job["id"],
-            job["status"],
-            job["message"],
-            job["error"],
-            job["created_at"],
-            events[job["id"]],
-            interrupted=job["interrupted_at"] is not None,
-        )
-        for job in jobs
-    ]
+    for turn in turns:
+        turn.events = events[turn.job_id]
+    return turns
 
 
 async def conversation(pool: Pool, *, tenant: str, session_id: str, limit: int) -> tuple[list[Turn], bool]:
@@ -55,18 +49,18 @@ async def conversation(pool: Pool, *, tenant: str, session_id: str, limit: int) 
     return (turns[1:], True) if len(turns) > limit else (turns, False)
 
 
-async def turns_before(pool: Pool, job: dict[str, Any], limit: int) -> list[Turn]:
+async def turns_before(pool: Pool, job: JobRow, limit: int) -> list[Turn]:
     """The agent's context for ``job``: the newest ``limit`` finished runs of its
     session submitted before it. A job without a session has no history."""
-    if job["session_id"] is None or limit <= 0:
+    if job.session_id is None or limit <= 0:
         return []
     return await _turns(
         pool,
         {
-            "tenant": job["tenant"],
-            "session_id": job["session_id"],
-            "before_created_at": job["created_at"],
-            "before_id": job["id"],
+            "tenant": job.tenant,
+            "session_id": job.session_id,
+            "before_created_at": job.created_at,
+            "before_id": job.id,
             "finished_only": True,
             "limit": limit,
         },

@@ -10,6 +10,8 @@ from typing import Any
 
 from runstream.db import queries
 from runstream.db.connector import Pool
+from runstream.db.jobs import JobRow, job_rows
+from runstream.db.status import Status
 
 
 @dataclass(frozen=True)
@@ -18,9 +20,9 @@ class Delivery:
 
     webhook_id: str
     url: str
-    job_status: str
+    job_status: Status
     attempt: int
-    job: dict[str, Any]
+    job: JobRow
     # When the job reached the state announced.
     created_at: datetime
 
@@ -35,11 +37,10 @@ async def claim_delivery(pool: Pool, webhook_id: str, *, max_attempts: int, leas
         row = await cur.fetchone()
         if row is None:
             return None
-        cur = await conn.execute(queries.JOB_BY_ID, {"id": row["job_id"]})
-        job = await cur.fetchone()
+        job = await (await job_rows(conn).execute(queries.JOB_BY_ID, {"id": row["job_id"]})).fetchone()
         if job is None:  # pruned with its deliveries' job since: nothing to send
             return None
-    return Delivery(row["webhook_id"], row["url"], row["job_status"], row["attempts"], job, row["created_at"])
+    return Delivery(row["webhook_id"], row["url"], Status(row["job_status"]), row["attempts"], job, row["created_at"])
 
 
 async def record_attempt(

@@ -47,13 +47,14 @@ from agno.team import Team
 from agno.workflow import Workflow
 from pydantic import BaseModel
 
+from runstream.db.status import Status
 from runstream.tasks.pauses import Pause, pause_of
 
 Payload = dict[str, Any]
 Runnable = Agent | Team | Workflow
 
-COMPLETED: Payload = {"type": "done", "status": "completed"}
-CANCELLED: Payload = {"type": "done", "status": "cancelled"}
+COMPLETED: Payload = {"type": "done", "status": Status.COMPLETED}
+CANCELLED: Payload = {"type": "done", "status": Status.CANCELLED}
 
 # A team leader hands work to its members by calling these tools.
 DELEGATION_TOOLS = ("delegate_task_to_member", "delegate_task_to_members")
@@ -224,9 +225,9 @@ def is_terminal(payload: Payload) -> bool:
     return payload["type"] in ("done", "error")
 
 
-def final_status(payload: Payload) -> str:
+def final_status(payload: Payload) -> Status:
     """The job status a terminal payload ends the job in."""
-    return "failed" if payload["type"] == "error" else payload["status"]
+    return Status.FAILED if payload["type"] == "error" else Status(payload["status"])
 
 
 PAUSED_OUTPUTS = (agent_run.RunOutput, team_run.TeamRunOutput)

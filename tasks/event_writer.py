@@ -43,6 +43,7 @@ import psycopg
 from runstream.core.settings import get_settings
 from runstream.db.connector import Pool
 from runstream.db.events import AppendBatch, AppendResult, append_many, committed_earlier
+from runstream.db.status import Status
 
 log = logging.getLogger("runstream.worker")
 
@@ -81,7 +82,7 @@ class _JobLog:
     stop_run: StopRun
     buffer: list[Payload] = field(default_factory=list)
     # (status, error) once the terminal payload is in ``buffer``.
-    final: tuple[str, str | None] | None = None
+    final: tuple[Status, str | None] | None = None
     finished: bool = False
     fenced: bool = False
     # The lane that flushes this job, for its whole life in this writer.
@@ -181,7 +182,7 @@ class EventWriter:
             await self._durable(job)
 
     async def finish(
-        self, job_id: uuid.UUID, payload: Payload, *, status: str, error: str | None = None
+        self, job_id: uuid.UUID, payload: Payload, *, status: Status, error: str | None = None
     ) -> AppendResult:
         """Write the terminal payload, with everything buffered before it, and move the
         job to ``status`` in the same transaction. Returns once durable; ``applied`` is

@@ -55,6 +55,7 @@ from runstream.db.jobs import (
     mark_stuck_for_dispatch,
 )
 from runstream.db.partitions import ensure_partitions
+from runstream.db.status import Status
 from runstream.db.webhooks import mark_overdue_for_dispatch
 from runstream.tasks.side_tasks import keep_running
 
@@ -99,14 +100,14 @@ class Reaper:
         for partition in await ensure_partitions(self._pool, datetime.now(UTC)):
             log.info("reaper: created event log partition %s", partition.describe())
 
-    async def tick(self) -> tuple[list[tuple[uuid.UUID, str]], list[uuid.UUID]]:
+    async def tick(self) -> tuple[list[tuple[uuid.UUID, Status]], list[uuid.UUID]]:
         """One pass: (jobs ended, with their status), (jobs dispatched again)."""
         ended = await finish_stuck(self._pool, self.limits)
         for job_id, status in ended:
             log.warning("reaper: job %s %s: no attempt left for it", job_id, status)
         for job_id in await finish_timed_out_pauses(self._pool, self._pause_timeout_s, self.limits.limit):
             log.warning("reaper: job %s failed: nobody answered it within %.0fs", job_id, self._pause_timeout_s)
-            ended.append((job_id, "failed"))
+            ended.append((job_id, Status.FAILED))
         if ended:
             await self.send_followups(await after_jobs_ended(self._pool, [job_id for job_id, _ in ended]))
         stuck = await mark_stuck_for_dispatch(self._pool, self.limits)

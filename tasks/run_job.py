@@ -35,8 +35,8 @@ from runstream.db.connector import Pool
 from runstream.db.conversation import agno_messages
 from runstream.db.jobs import (
     SHUTDOWN_ERROR,
-    TERMINAL_STATUSES,
     Claim,
+    JobRow,
     after_jobs_ended,
     cancel_job,
     claim_job,
@@ -46,6 +46,7 @@ from runstream.db.jobs import (
     set_job_output,
 )
 from runstream.db.sessions import turns_before
+from runstream.db.status import TERMINAL_STATUSES, Status
 from runstream.tasks.agent_events import (
     CANCELLED,
     Payload,
@@ -87,18 +88,18 @@ class RunOutcome:
         return self.status == "released"
 
 
-def agent_context(job: dict[str, Any], history: list[dict[str, Any]]) -> AgentContext:
+def agent_context(job: JobRow, history: list[dict[str, Any]]) -> AgentContext:
     return AgentContext(
-        job_id=job["id"],
-        attempt=job["attempt"],
-        tenant=job["tenant"],
+        job_id=job.id,
+        attempt=job.attempt,
+        tenant=job.tenant,
         # The authenticated principal's user, never one the request body names:
         # an agent with its own memory keys it by this id.
-        user=job["user_id"],
-        session_id=job["session_id"],
-        message=job["message"],
-        metadata=MappingProxyType(dict(job["metadata"] or {})),
-        model=job["model"],
+        user=job.user_id,
+        session_id=job.session_id,
+        message=job.message,
+        metadata=MappingProxyType(dict(job.metadata or {})),
+        model=job.model,
         history=tuple(Message.from_dict(dict(message)) for message in history),
     )
 
@@ -115,11 +116,11 @@ class PreparedRun:
 
 
 async def prepare_run(
-    job: dict[str, Any], settings: Settings, registry: dict[str, RegisteredAgent], history: list[dict[str, Any]]
+    job: JobRow, settings: Settings, registry: dict[str, RegisteredAgent], history: list[dict[str, Any]]
 ) -> PreparedRun:
     """The job's agent (its own, or the default), built for this attempt. Raises
     AgentBuildError or PermanentModelError when no attempt could run it."""
-    name = job.get("agent") or settings.default_agent_name
+    name = job.agent or settings.default_agent_name
     entry = registry.get(name)
     if entry is None:
         raise AgentBuildError(f"agent {name!r} is not served by this worker (RUNSTREAM_AGENTS)")
@@ -134,7 +135,7 @@ async def prepare_run(
     return PreparedRun(runnable, run_input, {"session_id": ctx.session_id, "user_id": ctx.user})
 
 
-async def session_context(runtime: Runtime, job: dict[str, Any]) -> list[dict[str, Any]]:
+async def session_context(runtime: Runtime, job: JobRow) -> list[dict[str, Any]]:
     turns = await turns_before(runtime.pool, job, runtime.settings.history_runs)
     return [message for turn in turns for message in agno_messages(turn, for_model=True)]
 
@@ -154,7 +155,7 @@ def retry_countdown(attempt: int, settings: Settings) -> float:
 
 
 def retry_payload(claim: Claim) -> Payload:
-    reason = "worker lost" if claim.previous_status == "running" else claim.previous_error or "dispatched again"
+    reason = "worker lost" if claim.previous_status == Status.RUNNING else claim.previous_error or "dispatched again"
     return {"type": "retry", "attempt": claim.attempt, "reason": reason}
 
 
@@ -177,10 +178,10 @@ async def run_job(runtime: Runtime, job_id: uuid.UUID, *, worker: str) -> RunOut
         job_id,
         claim.attempt,
         worker,
-        extra=job_fields(job_id, "running", attempt=claim.attempt, worker=worker),
+        extra=job_fields(job_id, Status.RUNNING, attempt=claim.attempt, worker=worker),
     )
     handle = runtime.supervisor.register(claim.id, claim.attempt)
-    runtime.writer.open(claim.id, attempt=claim.attempt, last_seq=claim.job["last_seq"], stop_run=handle.stop)
+    runtime.writer.open(claim.id, attempt=claim.attempt, last_seq=claim.job.last_seq, stop_run=handle.stop)
     try:
         outcome = await _run_attempt(runtime, claim, handle)
     except WriterError as exc:
@@ -189,8 +190,8 @@ async def run_job(runtime: Runtime, job_id: uuid.UUID, *, worker: str) -> RunOut
     finally:
         runtime.supervisor.unregister(handle)
         runtime.writer.close(claim.id, attempt=claim.attempt)
-    if (outcome.status in TERMINAL_STATUSES or outcome.status == "paused") and (
-        claim.job["session_id"] or claim.job["webhook_url"]
+    if (outcome.status in TERMINAL_STATUSES or outcome.status == Status.PAUSED) and (
+        claim.job.session_id or claim.job.webhook_url
     ):
         # The next run of the session (promoted by the job's end), the webhook (a pause has one too).
         await runtime.reaper.send_followups(await after_jobs_ended(runtime.pool, [claim.id]))
@@ -207,13 +208,13 @@ async def run_job(runtime: Runtime, job_id: uuid.UUID, *, worker: str) -> RunOut
 async def _run_attempt(runtime: Runtime, claim: Claim, handle: RunHandle) -> RunOutcome:
     writer = runtime.writer
     # The first attempt of a run, or of a paused run's continuation, is no retry.
-    if claim.attempt - claim.job["attempt_base"] > 1:
+    if claim.attempt - claim.job.attempt_base > 1:
         await writer.emit(claim.id, retry_payload(claim))
     history = await session_context(runtime, claim.job)
     try:
         run = await prepare_run(claim.job, runtime.settings, runtime.registry, history)
-        if claim.job["answers"] is not None:
-            run = await _continuation(runtime, claim, run)
+        if claim.job.answers is not None:
+            run = await _continuation(runtime, claim, run, claim.job.answers)
     except (AgentBuildError, PermanentModelError) as exc:
         log.warning("job %s: %s", claim.id, exc)
         return await _end(writer, claim, error_payload(redact_secrets(str(exc))))
@@ -248,13 +249,13 @@ async def _run_attempt(runtime: Runtime, claim: Claim, handle: RunHandle) -> Run
     return await _end(writer, claim, terminal)
 
 
-async def _continuation(runtime: Runtime, claim: Claim, run: PreparedRun) -> PreparedRun:
+async def _continuation(runtime: Runtime, claim: Claim, run: PreparedRun, answers: list[dict[str, Any]]) -> PreparedRun:
     """The attempt continues the job's paused run with the person's answers."""
     stored = await paused_run(runtime.pool, claim.id)
     if stored is None:
         raise AgentBuildError("the paused run was not kept; it cannot be continued")
     resume = restore_run(run.runnable, stored)
-    answer_run(resume, claim.job["answers"])
+    answer_run(resume, answers)
     return PreparedRun(run.runnable, None, run.options, resume)
 
 
@@ -291,13 +292,13 @@ async def _pause(runtime: Runtime, claim: Claim, pause: Pause) -> RunOutcome:
     )
     if not kept:
         return RunOutcome("fenced", claim.attempt)
-    result = await runtime.writer.finish(claim.id, pause.payload, status="paused")
+    result = await runtime.writer.finish(claim.id, pause.payload, status=Status.PAUSED)
     if not result.applied:
         return RunOutcome("fenced", claim.attempt)
     if result.cancel_requested:
         # Asked to stop while it ran: it ends now, as a paused job's cancel does.
-        return RunOutcome(await cancel_job(runtime.pool, claim.id, claim.job["tenant"]) or "fenced", claim.attempt)
-    return RunOutcome("paused", claim.attempt)
+        return RunOutcome(await cancel_job(runtime.pool, claim.id, claim.job.tenant) or "fenced", claim.attempt)
+    return RunOutcome(Status.PAUSED, claim.attempt)
 
 
 async def _release(

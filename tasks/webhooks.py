@@ -87,7 +87,7 @@ async def deliver(runtime: Runtime, webhook_id: str) -> float | None:
     )
     if delivery is None:
         return None
-    secret = settings.webhook_secret(delivery.job["tenant"])
+    secret = settings.webhook_secret(delivery.job.tenant)
     started = time.monotonic()
     if secret is None:
         await _refused(runtime, delivery, "webhooks are not configured for this tenant (no signing secret)", started)

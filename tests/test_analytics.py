@@ -17,6 +17,7 @@ import pytest_asyncio
 from psycopg.types.json import Jsonb
 from psycopg_pool import AsyncConnectionPool
 
+from runstream.db.status import Status
 from tests.support.processes import RUNSTREAM
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
@@ -110,10 +111,10 @@ JOBS: dict[str, tuple[str, int, int, float | None, float | None, list[tuple[int,
 }
 
 
-async def seed(pool: AsyncConnectionPool, session_id: str) -> dict[str, uuid.UUID]:
+async def seed(pool: AsyncConnectionPool, session_id: str, jobs: dict = JOBS) -> dict[str, uuid.UUID]:
     ids = {}
     async with pool.connection() as conn, conn.transaction():
-        for name, (status, attempt, minute, started, finished, events) in JOBS.items():
+        for name, (status, attempt, minute, started, finished, events) in jobs.items():
             job_id = ids[name] = uuid.uuid4()
             await conn.execute(
                 "INSERT INTO jobs (id, tenant, session_id, message, model, status, attempt, last_seq,"
@@ -192,6 +193,38 @@ async def test_the_time_window_bounds_jobs_by_creation(
         {"count": 0, "p50": None, "p95": None},
         [],
     )
+
+
+def counts(**by_status: int) -> dict[str, int]:
+    """A ``by_status``: every status, in the enum's order, 0 unless given."""
+    return {status: by_status.get(status, 0) for status in Status}
+
+
+async def test_the_series_counts_every_status_per_interval_as_the_summary_does(
+    http: httpx.AsyncClient, pool: AsyncConnectionPool, seeded: dict[str, uuid.UUID], session_id: str
+) -> None:
+    # One seeded job a minute (A to E), and a paused one in a session of its own.
+    window = {"since": "2001-01-01T00:00:00Z", "until": "2001-01-01T00:06:00Z", "interval_s": "60"}
+    body = (await http.get("/api/analytics/series", params={**window, "session_id": session_id})).json()
+    assert [(i["start"], i["jobs"], i["by_status"], i["retried_jobs"]) for i in body["intervals"]] == [
+        ("2001-01-01T00:00:00+00:00", 1, counts(completed=1), 0),
+        ("2001-01-01T00:01:00+00:00", 1, counts(failed=1), 1),
+        ("2001-01-01T00:02:00+00:00", 1, counts(cancelled=1), 0),
+        ("2001-01-01T00:03:00+00:00", 1, counts(pending=1), 0),
+        ("2001-01-01T00:04:00+00:00", 1, counts(completed=1), 0),
+        ("2001-01-01T00:05:00+00:00", 0, counts(), 0),
+    ]
+    summary = (await http.get("/api/analytics/summary", params={"session_id": session_id})).json()
+    # The same keys in the same order: one SQL fragment counts both.
+    assert all(list(i["by_status"]) == list(summary["by_status"]) for i in body["intervals"])
+    assert {s: sum(i["by_status"][s] for i in body["intervals"]) for s in Status} == summary["by_status"]
+
+    waiting = f"{session_id}-paused"
+    await seed(pool, waiting, {"P": ("paused", 1, 1, 0.5, None, [])})
+    paused = (await http.get("/api/analytics/series", params={**window, "session_id": waiting})).json()
+    assert [i["by_status"] for i in paused["intervals"]][:2] == [counts(), counts(paused=1)]
+    summary = (await http.get("/api/analytics/summary", params={"session_id": waiting})).json()
+    assert summary["by_status"] == counts(paused=1)
 
 
 async def test_per_job_metrics(http: httpx.AsyncClient, seeded: dict[str, uuid.UUID]) -> None:

@@ -29,7 +29,7 @@ async def count(pool: AsyncConnectionPool, table: str) -> int:
 async def pending_job(pool: AsyncConnectionPool, **fields) -> uuid.UUID:
     """A job row that was never dispatched, so it stays pending whatever workers run."""
     job = await jobs.create_job(pool, tenant="default", message="test", model="offline", **fields)
-    return job["id"]
+    return job.id
 
 
 def assert_error(response: httpx.Response, status: int, code: str) -> None:
@@ -57,7 +57,7 @@ async def test_create_job_commits_the_row_and_answers_202_pending(http, pool) ->
     assert body["metadata"] == {"offline": {"words": 3}}
     assert body["last_event_id"] == -1
     row = await jobs.get_job(pool, uuid.UUID(body["job_id"]), "default")
-    assert row is not None and row["message"] == "hello"
+    assert row is not None and row.message == "hello"
 
     status = await http.get(f"/api/jobs/{body['job_id']}")
     assert status.status_code == 200
@@ -238,5 +238,5 @@ async def test_unreachable_broker_still_answers_202_and_the_job_stays_pending(
     assert response.json()["status"] == "pending"
     assert elapsed < 5
     job = await jobs.get_job(pool, uuid.UUID(response.json()["job_id"]), "default")
-    assert job["status"] == "pending"
+    assert job.status == "pending"
     assert "stays pending" in server.log()

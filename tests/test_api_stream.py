@@ -32,9 +32,9 @@ pytestmark = pytest.mark.asyncio(loop_scope="session")
 async def running_job(pool: AsyncConnectionPool) -> uuid.UUID:
     """A job the test plays the worker for (never dispatched, so no worker takes it)."""
     job = await jobs.create_job(pool, tenant="default", message="test", model="offline")
-    claim = await jobs.claim_job(pool, job["id"], worker="test", stale_after_s=3600)
+    claim = await jobs.claim_job(pool, job.id, worker="test", stale_after_s=3600)
     assert claim is not None
-    return job["id"]
+    return job.id
 
 
 def deltas(start: int, count: int) -> list[dict]:

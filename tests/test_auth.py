@@ -113,7 +113,7 @@ async def test_a_valid_jwt_acts_for_its_tenant_and_user(
 
     # The worker gets the user with the job it claims.
     claim = await claim_job(pool, uuid.UUID(job["job_id"]), worker="test-auth", stale_after_s=30)
-    assert claim is not None and claim.job["user_id"] == "ada" and claim.job["tenant"] == "acme"
+    assert claim is not None and claim.job.user_id == "ada" and claim.job.tenant == "acme"
 
     status = await jwt_client.get(f"/api/jobs/{job['job_id']}", headers=bearer(token({})))
     assert status.status_code == 200 and status.json()["user_id"] == "ada"

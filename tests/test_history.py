@@ -188,9 +188,9 @@ async def test_messages_in_agno_and_deltakit_formats_pair_tool_calls_with_result
 
 async def claimed_job(pool: AsyncConnectionPool, session_id: str, message: str) -> uuid.UUID:
     job = await jobs.create_job(pool, tenant=TENANT, message=message, model="offline", session_id=session_id)
-    claim = await jobs.claim_job(pool, job["id"], worker="test", stale_after_s=3600)
+    claim = await jobs.claim_job(pool, job.id, worker="test", stale_after_s=3600)
     assert claim is not None
-    return job["id"]
+    return job.id
 
 
 async def append(pool: AsyncConnectionPool, job_id: uuid.UUID, payloads: list[dict], **guards: Any) -> None:

@@ -6,12 +6,14 @@ from __future__ import annotations
 import json
 import time
 import uuid
+from dataclasses import fields
 from datetime import UTC, datetime, timedelta
 
 import pytest
 from agno.agent import Agent
 from agno.models.message import Message
 
+from runstream.db.jobs import JobRow
 from runstream.tasks.agent_events import COMPLETED, run_payloads
 from runstream.tasks.model_errors import PermanentModelError, TransientModelError, UnknownModelError, is_transient
 from runstream.tasks.models import build_model
@@ -207,17 +209,19 @@ async def test_the_builtin_assistant_is_built_from_the_job_row():
     from runstream.core.settings import Settings
 
     settings = Settings(offline_delay_ms=0)
-    job = {
-        "id": uuid.uuid4(),
-        "tenant": "t",
-        "user_id": None,
-        "session_id": None,
-        "agent": None,
-        "model": "offline",
-        "attempt": 1,
-        "metadata": {"offline": {"words": 3}},
-        "message": "hi",
-    }
+    # The columns the run reads; the others (timestamps, heartbeats...) as NULL.
+    job = JobRow(
+        **{field.name: None for field in fields(JobRow)}
+        | {
+            "id": uuid.uuid4(),
+            "tenant": "t",
+            "status": "running",
+            "model": "offline",
+            "attempt": 1,
+            "metadata": {"offline": {"words": 3}},
+            "message": "hi",
+        }
+    )
     run = await prepare_run(job, settings, load_registry(settings.agent_paths), [])
     payloads = await payloads_of(run.runnable, run.input)
     assert [p["type"] for p in payloads] == ["reasoning", "text_delta", "text_delta", "text_delta", "done"]

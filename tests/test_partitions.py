@@ -166,7 +166,7 @@ async def fetch_all(pool: AsyncConnectionPool, query: str, params: Any = None) -
 @ASYNC
 async def test_new_job_ids_are_time_ordered_and_reads_touch_one_partition(fresh_pool: AsyncConnectionPool) -> None:
     jobs = [await create_job(fresh_pool, tenant="t", message="m", model="offline") for _ in range(3)]
-    ids = [job["id"] for job in jobs]
+    ids = [job.id for job in jobs]
     assert all(job_id.version == 7 for job_id in ids)
     assert ids == sorted(ids)
     [plan] = (

@@ -68,7 +68,7 @@ async def test_a_run_s_transitions_stream_live_and_resume_exactly(
         start = int(opening[4:])
         # Another tenant's job moves at the same time: it must never show.
         other = await jobs.create_job(pool, tenant="globex", message="secret", model="offline")
-        await jobs.cancel_job(pool, other["id"], "globex")
+        await jobs.cancel_job(pool, other.id, "globex")
         job_id = (await client.post("/api/jobs", json={"message": "What is 19+23?"})).json()["job_id"]
         async for chunk in chunks:
             body += chunk
@@ -78,7 +78,7 @@ async def test_a_run_s_transitions_stream_live_and_resume_exactly(
     assert of_job(found, job_id) == [(None, "pending", 0), ("pending", "running", 1), ("running", "completed", 1)]
     assert all(f.id > start for f in found)
     assert [f.id for f in found] == sorted(f.id for f in found)
-    assert str(other["id"]) not in {f.data["job_id"] for f in found}
+    assert str(other.id) not in {f.data["job_id"] for f in found}
     first = next(f for f in found if f.data["job_id"] == job_id)
     assert first.data["type"] == "transition" and first.data["session_id"] is None
     assert first.data["agent"] == "assistant"
@@ -156,7 +156,7 @@ async def test_per_job_timings_and_the_series(client: httpx.AsyncClient, pool: A
         await client.get(f"/api/jobs/{job_id}/events", timeout=60)
     other = await jobs.create_job(pool, tenant="globex", message="secret", model="offline")
 
-    response = await client.get("/api/analytics/jobs", params={"ids": ",".join([*done, str(other["id"])])})
+    response = await client.get("/api/analytics/jobs", params={"ids": ",".join([*done, str(other.id)])})
     assert response.status_code == 200, response.text
     timings = {t["job_id"]: t for t in response.json()["jobs"]}
     # The other tenant's job is left out, as if it did not exist.
@@ -196,18 +196,18 @@ async def test_every_transition_is_logged_once_in_order_whatever_moves_the_job(p
     """Created, claimed, handed back, claimed again, finished: one row each, the
     seqs increasing; heartbeats and appends without a new status log nothing."""
     job = await jobs.create_job(pool, tenant="initech", message="m", model="offline")
-    claim = await jobs.claim_job(pool, job["id"], worker="w1", stale_after_s=30)
-    await jobs.heartbeat(pool, {job["id"]: claim.attempt})
-    await events.append_many(pool, [events.AppendBatch(job["id"], [{"type": "text_delta", "delta": "a"}])])
-    await jobs.release_job(pool, job["id"], attempt=claim.attempt, error="model timeout")
-    claim = await jobs.claim_job(pool, job["id"], worker="w2", stale_after_s=30)
+    claim = await jobs.claim_job(pool, job.id, worker="w1", stale_after_s=30)
+    await jobs.heartbeat(pool, {job.id: claim.attempt})
+    await events.append_many(pool, [events.AppendBatch(job.id, [{"type": "text_delta", "delta": "a"}])])
+    await jobs.release_job(pool, job.id, attempt=claim.attempt, error="model timeout")
+    claim = await jobs.claim_job(pool, job.id, worker="w2", stale_after_s=30)
     await events.append_many(
-        pool, [events.AppendBatch(job["id"], [{"type": "done", "status": "completed"}], new_status="completed")]
+        pool, [events.AppendBatch(job.id, [{"type": "done", "status": "completed"}], new_status="completed")]
     )
     async with pool.connection() as conn:
         cur = await conn.execute(
             "SELECT seq, previous_status, status, attempt FROM job_transitions WHERE job_id = %s ORDER BY seq",
-            [job["id"]],
+            [job.id],
         )
         rows = await cur.fetchall()
     assert [(r["previous_status"], r["status"], r["attempt"]) for r in rows] == [
@@ -240,8 +240,8 @@ async def test_the_stream_gets_every_transition_in_order_through_concurrent_comm
             for who in (tenant, other):
                 job = await jobs.create_job(pool, tenant=who, message="m", model="offline")
                 if who == tenant:
-                    created.append(job["id"])
-                await jobs.cancel_job(pool, job["id"], who)
+                    created.append(job.id)
+                await jobs.cancel_job(pool, job.id, who)
 
     got: list[Frame] = []
 
@@ -300,7 +300,7 @@ async def test_group_commits_ending_runs_of_many_sessions_never_deadlock_with_cr
         claims = []
         for session in sessions:
             job = await jobs.create_job(pool, tenant=tenant, message="m", model="offline", session_id=session)
-            claims.append(await jobs.claim_job(pool, job["id"], worker="w", stale_after_s=30))
+            claims.append(await jobs.claim_job(pool, job.id, worker="w", stale_after_s=30))
         end = events.append_many(
             pool,
             [events.AppendBatch(c.id, [done], attempt=c.attempt, new_status="completed") for c in claims],

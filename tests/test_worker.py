@@ -19,7 +19,7 @@ from psycopg_pool import AsyncConnectionPool
 from runstream.core.broker import TASK_NAME, celery_config
 from runstream.core.settings import Settings
 from runstream.db.events import read_events
-from runstream.db.jobs import SHUTDOWN_ERROR, cancel_job, claim_job, create_job, get_job, release_job
+from runstream.db.jobs import SHUTDOWN_ERROR, JobRow, cancel_job, claim_job, create_job, get_job, release_job
 from runstream.tasks.event_writer import EventWriter
 from tests.support.processes import ServiceProcess, start_worker
 from tests.support.sse import text_joined
@@ -74,17 +74,17 @@ async def submit(
     job = await create_job(
         pool, tenant=TENANT, message=message, model=model, metadata={"offline": offline} if offline else {}
     )
-    app.send_task(TASK_NAME, args=[str(job["id"])], task_id=str(job["id"]))
-    return job["id"]
+    app.send_task(TASK_NAME, args=[str(job.id)], task_id=str(job.id))
+    return job.id
 
 
-async def wait_for(pool: AsyncConnectionPool, job_id: uuid.UUID, statuses=FINISHED, timeout: float = 30.0) -> dict:
+async def wait_for(pool: AsyncConnectionPool, job_id: uuid.UUID, statuses=FINISHED, timeout: float = 30.0) -> JobRow:
     deadline = time.monotonic() + timeout
     while True:
         job = await get_job(pool, job_id, TENANT)
-        if job["status"] in statuses:
+        if job.status in statuses:
             return job
-        assert time.monotonic() < deadline, f"job {job_id} still {job['status']} after {timeout}s"
+        assert time.monotonic() < deadline, f"job {job_id} still {job.status} after {timeout}s"
         await asyncio.sleep(0.02)
 
 
@@ -139,15 +139,15 @@ async def test_tool_job_completes_with_its_whole_story(pool, send):
     job = await wait_for(pool, job_id)
     payloads = await events(pool, job_id)
     assert text_joined(payloads) == [*calculator_run("2+3*4", "14"), {"type": "done", "status": "completed"}]
-    assert (job["status"], job["error"], job["attempt"], job["last_seq"]) == ("completed", None, 1, len(payloads) - 1)
-    assert job["started_at"] is not None and job["finished_at"] is not None
+    assert (job.status, job.error, job.attempt, job.last_seq) == ("completed", None, 1, len(payloads) - 1)
+    assert job.started_at is not None and job.finished_at is not None
 
 
 async def test_permanent_model_error_fails_the_job(pool, send):
     job_id = await submit(pool, send, "hi", fail="the model refused")
     job = await wait_for(pool, job_id)
     assert await events(pool, job_id) == [{"type": "error", "message": "the model refused"}]
-    assert (job["status"], job["error"], job["attempt"]) == ("failed", "the model refused", 1)
+    assert (job.status, job.error, job.attempt) == ("failed", "the model refused", 1)
 
 
 async def test_unknown_model_fails_the_job(pool, send):
@@ -155,7 +155,7 @@ async def test_unknown_model_fails_the_job(pool, send):
     job = await wait_for(pool, job_id)
     message = "unknown model provider 'acme': use one of openai, openrouter"
     assert await events(pool, job_id) == [{"type": "error", "message": message}]
-    assert (job["status"], job["error"]) == ("failed", message)
+    assert (job.status, job.error) == ("failed", message)
 
 
 async def test_transient_error_is_retried_with_a_retry_event(pool, send):
@@ -167,7 +167,7 @@ async def test_transient_error_is_retried_with_a_retry_event(pool, send):
         {"type": "text_delta", "delta": "You said: hi Here"},
         {"type": "done", "status": "completed"},
     ]
-    assert (job["status"], job["error"], job["attempt"]) == ("completed", None, 2)
+    assert (job.status, job.error, job.attempt) == ("completed", None, 2)
 
 
 async def test_transient_errors_give_up_after_max_attempts(pool, send_strict):
@@ -178,7 +178,7 @@ async def test_transient_errors_give_up_after_max_attempts(pool, send_strict):
         {"type": "retry", "attempt": 2, "reason": "offline model: simulated transient failure (attempt 1 of 5)"},
         {"type": "error", "message": last_error},
     ]
-    assert (job["status"], job["error"], job["attempt"]) == ("failed", last_error, 2)
+    assert (job.status, job.error, job.attempt) == ("failed", last_error, 2)
 
 
 async def test_hand_backs_on_shutdown_leave_every_attempt_to_failures(pool, send_strict):
@@ -189,17 +189,17 @@ async def test_hand_backs_on_shutdown_leave_every_attempt_to_failures(pool, send
         pool, tenant=TENANT, message="hi", model="offline", metadata={"offline": {"fail_attempts": 5}}
     )
     for attempt in (1, 2):
-        assert await claim_job(pool, job["id"], worker="going-down", stale_after_s=60)
-        assert await release_job(pool, job["id"], attempt=attempt, error=SHUTDOWN_ERROR, handback=True)
-    send_strict.send_task(TASK_NAME, args=[str(job["id"])], task_id=str(job["id"]))
-    done = await wait_for(pool, job["id"])
+        assert await claim_job(pool, job.id, worker="going-down", stale_after_s=60)
+        assert await release_job(pool, job.id, attempt=attempt, error=SHUTDOWN_ERROR, handback=True)
+    send_strict.send_task(TASK_NAME, args=[str(job.id)], task_id=str(job.id))
+    done = await wait_for(pool, job.id)
     last_error = "offline model: simulated transient failure (attempt 4 of 5)"
-    assert await events(pool, job["id"]) == [
+    assert await events(pool, job.id) == [
         {"type": "retry", "attempt": 3, "reason": "worker shut down"},
         {"type": "retry", "attempt": 4, "reason": "offline model: simulated transient failure (attempt 3 of 5)"},
         {"type": "error", "message": last_error},
     ]
-    assert (done["status"], done["error"], done["attempt"]) == ("failed", last_error, 4)
+    assert (done.status, done.error, done.attempt) == ("failed", last_error, 4)
 
 
 async def test_run_time_limit(pool, send_strict):
@@ -209,8 +209,8 @@ async def test_run_time_limit(pool, send_strict):
         *sleep_run("60"),
         {"type": "error", "message": "run exceeded time limit"},
     ]
-    assert (job["status"], job["error"]) == ("failed", "run exceeded time limit")
-    assert (job["finished_at"] - job["started_at"]).total_seconds() < 3
+    assert (job.status, job.error) == ("failed", "run exceeded time limit")
+    assert (job.finished_at - job.started_at).total_seconds() < 3
 
 
 async def test_a_job_whose_worker_died_is_taken_over_with_a_retry_event(pool, send_strict, service_env, log_dir):
@@ -232,7 +232,7 @@ async def test_a_job_whose_worker_died_is_taken_over_with_a_retry_event(pool, se
         *sleep_run("60"),
         {"type": "error", "message": "run exceeded time limit"},  # the strict worker's limit: 1 s
     ]
-    assert (job["status"], job["attempt"]) == ("failed", 2)
+    assert (job.status, job.attempt) == ("failed", 2)
 
 
 async def test_cancel_stops_a_run_inside_a_silent_tool(pool, send):
@@ -244,7 +244,7 @@ async def test_cancel_stops_a_run_inside_a_silent_tool(pool, send):
     job = await wait_for(pool, job_id, timeout=10)
     assert time.monotonic() - requested < 2.0
     assert text_joined(await events(pool, job_id)) == [*sleep_run("60"), {"type": "done", "status": "cancelled"}]
-    assert (job["status"], job["error"]) == ("cancelled", None)
+    assert (job.status, job.error) == ("cancelled", None)
 
 
 async def test_jobs_run_concurrently_in_one_worker(pool, send):
@@ -253,7 +253,7 @@ async def test_jobs_run_concurrently_in_one_worker(pool, send):
     jobs = [await wait_for(pool, job_id) for job_id in ids]
     assert time.monotonic() - started < 2.9, "the two 1.5 s runs did not overlap"
     for job_id, job in zip(ids, jobs, strict=True):
-        assert job["status"] == "completed"
+        assert job.status == "completed"
         assert text_joined(await events(pool, job_id)) == [
             *sleep_run("1.5"),
             {"type": "tool_result", "call_id": "call_1", "output": "slept 1.5 s"},
@@ -272,7 +272,7 @@ async def test_a_duplicate_delivery_runs_the_job_once(pool, send):
         *calculator_run("6*7", "42"),
         {"type": "done", "status": "completed"},
     ]
-    assert (job["status"], job["attempt"]) == ("completed", 1)
+    assert (job.status, job.attempt) == ("completed", 1)
 
 
 # --- the event writer, in process ---------------------------------------------------
@@ -280,7 +280,7 @@ async def test_a_duplicate_delivery_runs_the_job_once(pool, send):
 
 async def claimed_job(pool: AsyncConnectionPool):
     job = await create_job(pool, tenant=TENANT, message="m", model="offline")
-    claim = await claim_job(pool, job["id"], worker="test", stale_after_s=30)
+    claim = await claim_job(pool, job.id, worker="test", stale_after_s=30)
     assert claim is not None
     return claim
 
@@ -290,7 +290,7 @@ async def test_writer_group_commits_and_merges_text(pool):
     claims = [await claimed_job(pool) for _ in range(3)]
     stops: list[str] = []
     for claim in claims:
-        writer.open(claim.id, attempt=claim.attempt, last_seq=claim.job["last_seq"], stop_run=stops.append)
+        writer.open(claim.id, attempt=claim.attempt, last_seq=claim.job.last_seq, stop_run=stops.append)
     # All emitted before the loop runs the flush: one transaction per lane carries everything.
     for claim in claims:
         await writer.emit(claim.id, {"type": "reasoning", "text": "r"})
@@ -307,7 +307,7 @@ async def test_writer_group_commits_and_merges_text(pool):
             {"type": "done", "status": "completed"},
         ]
         job = await get_job(pool, claim.id, TENANT)
-        assert (job["status"], job["last_seq"]) == ("completed", 2)
+        assert (job.status, job.last_seq) == ("completed", 2)
     assert stops == []
 
 
@@ -315,7 +315,7 @@ async def test_writer_keeps_seqs_across_flushes(pool):
     writer = EventWriter(pool, max_buffered=2)
     claim = await claimed_job(pool)
     stops: list[str] = []
-    writer.open(claim.id, attempt=claim.attempt, last_seq=claim.job["last_seq"], stop_run=stops.append)
+    writer.open(claim.id, attempt=claim.attempt, last_seq=claim.job.last_seq, stop_run=stops.append)
     # max_buffered=2 makes emit wait for the database every other event; drains add more flushes.
     for i in range(7):
         await writer.emit(claim.id, {"type": "reasoning", "text": str(i)})
@@ -324,7 +324,7 @@ async def test_writer_keeps_seqs_across_flushes(pool):
     await writer.finish(claim.id, {"type": "error", "message": "x"}, status="failed", error="x")
     assert [p.get("text") for p in await events(pool, claim.id)] == [*map(str, range(7)), None]
     job = await get_job(pool, claim.id, TENANT)
-    assert (job["status"], job["error"], job["last_seq"]) == ("failed", "x", 7)
+    assert (job.status, job.error, job.last_seq) == ("failed", "x", 7)
     assert stops == []
 
 
@@ -358,7 +358,7 @@ async def test_writer_lanes_commit_at_once_and_keep_each_job_in_order(pool, monk
         claims.append(await claimed_job(pool))
     stops: list[str] = []
     for claim in claims:
-        writer.open(claim.id, attempt=claim.attempt, last_seq=claim.job["last_seq"], stop_run=stops.append)
+        writer.open(claim.id, attempt=claim.attempt, last_seq=claim.job.last_seq, stop_run=stops.append)
 
     async def run(claim) -> None:
         for i in range(40):
@@ -390,14 +390,14 @@ async def test_writer_fences_a_run_whose_job_was_taken_over(pool):
     claim = await claimed_job(pool)
     stops: list[str] = []
     # Attempt 2 is not the job's attempt: as if another worker had claimed it since.
-    writer.open(claim.id, attempt=claim.attempt + 1, last_seq=claim.job["last_seq"], stop_run=stops.append)
+    writer.open(claim.id, attempt=claim.attempt + 1, last_seq=claim.job.last_seq, stop_run=stops.append)
     await writer.emit(claim.id, {"type": "reasoning", "text": "r"})
     assert not (await writer.drain(claim.id)).applied
     assert stops == ["fenced"]
     await writer.emit(claim.id, {"type": "reasoning", "text": "ignored"})
     assert not (await writer.finish(claim.id, {"type": "done", "status": "completed"}, status="completed")).applied
     assert await events(pool, claim.id) == []
-    assert (await get_job(pool, claim.id, TENANT))["status"] == "running"
+    assert (await get_job(pool, claim.id, TENANT)).status == "running"
 
 
 async def test_writer_fences_an_earlier_attempt_when_this_process_claims_the_job_again(pool):
@@ -406,12 +406,12 @@ async def test_writer_fences_an_earlier_attempt_when_this_process_claims_the_job
     writer = EventWriter(pool)
     first = await claimed_job(pool)
     stops: dict[int, list[str]] = {1: [], 2: []}
-    writer.open(first.id, attempt=first.attempt, last_seq=first.job["last_seq"], stop_run=stops[1].append)
+    writer.open(first.id, attempt=first.attempt, last_seq=first.job.last_seq, stop_run=stops[1].append)
     await writer.emit(first.id, {"type": "text_delta", "delta": "one "})
     assert (await writer.drain(first.id)).applied
     second = await claim_job(pool, first.id, worker="test", stale_after_s=0)
     assert second is not None and second.attempt == 2
-    writer.open(second.id, attempt=second.attempt, last_seq=second.job["last_seq"], stop_run=stops[2].append)
+    writer.open(second.id, attempt=second.attempt, last_seq=second.job.last_seq, stop_run=stops[2].append)
     assert stops == {1: ["fenced"], 2: []}
     # Attempt 1's run ends and closes its log: attempt 2's stays open.
     writer.close(first.id, attempt=first.attempt)
@@ -432,7 +432,7 @@ async def test_writer_reports_a_cancel_request(pool):
     writer = EventWriter(pool)
     claim = await claimed_job(pool)
     stops: list[str] = []
-    writer.open(claim.id, attempt=claim.attempt, last_seq=claim.job["last_seq"], stop_run=stops.append)
+    writer.open(claim.id, attempt=claim.attempt, last_seq=claim.job.last_seq, stop_run=stops.append)
     assert await cancel_job(pool, claim.id, TENANT) == "running"
     await writer.emit(claim.id, {"type": "reasoning", "text": "r"})
     assert (await writer.drain(claim.id)).cancel_requested

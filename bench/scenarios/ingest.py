@@ -22,6 +22,7 @@ from runstream.bench.stats import ratio
 from runstream.db import queries
 from runstream.db.connector import Pool, open_pool
 from runstream.db.jobs import claim_job, create_job
+from runstream.db.status import Status
 from runstream.tasks.agent_events import COMPLETED
 from runstream.tasks.event_writer import MAX_BUFFERED_EVENTS, EventWriter
 
@@ -34,9 +35,9 @@ PAYLOAD = {
 async def _new_job(pool: Pool, claimed: bool) -> uuid.UUID:
     job = await create_job(pool, tenant="bench", message="ingest", model="offline")
     if claimed:
-        claim = await claim_job(pool, job["id"], worker="bench-ingest", stale_after_s=3600)
+        claim = await claim_job(pool, job.id, worker="bench-ingest", stale_after_s=3600)
         assert claim is not None
-    return job["id"]
+    return job.id
 
 
 async def through_writer(pool: Pool, jobs: int, seconds: float) -> float:
@@ -53,7 +54,7 @@ async def through_writer(pool: Pool, jobs: int, seconds: float) -> float:
     async def run(job_id: uuid.UUID) -> int:
         while loop.time() < deadline:
             await writer.emit(job_id, PAYLOAD)
-        result = await writer.finish(job_id, COMPLETED, status="completed")
+        result = await writer.finish(job_id, COMPLETED, status=Status.COMPLETED)
         writer.close(job_id, attempt=1)
         assert result.applied and result.last_seq is not None
         return result.last_seq + 1

@@ -20,6 +20,7 @@ from runstream.bench.stats import ratio
 from runstream.db.connector import open_pool
 from runstream.db.events import AppendBatch, append_many
 from runstream.db.jobs import claim_job, create_job
+from runstream.db.status import Status
 from runstream.tasks.agent_events import COMPLETED
 
 SEED_BATCH = 10_000
@@ -30,7 +31,7 @@ async def _seed_job(bench: Bench, events: int) -> uuid.UUID:
     pool = await open_pool(bench.database_url, 1, name="runstream-bench-seed")
     try:
         job = await create_job(pool, tenant=DEFAULT_TENANT, message="replay", model="offline")
-        claim = await claim_job(pool, job["id"], worker="bench-seed", stale_after_s=3600)
+        claim = await claim_job(pool, job.id, worker="bench-seed", stale_after_s=3600)
         assert claim is not None
         words = events - 1
         for start in range(0, words, SEED_BATCH):
@@ -40,7 +41,7 @@ async def _seed_job(bench: Bench, events: int) -> uuid.UUID:
             await append_many(pool, [AppendBatch(claim.id, payloads, attempt=claim.attempt)])
         await append_many(
             pool,
-            [AppendBatch(claim.id, [COMPLETED], attempt=claim.attempt, new_status="completed")],
+            [AppendBatch(claim.id, [COMPLETED], attempt=claim.attempt, new_status=Status.COMPLETED)],
         )
         return claim.id
     finally:

@@ -69,8 +69,8 @@ async def test_the_supervisor_heartbeats_again_after_a_defect(pool, db, monkeypa
     calls: list[float] = []
     monkeypatch.setattr(supervisor_module, "heartbeat", failing_once(jobs.heartbeat, calls))
     job = await jobs.create_job(pool, tenant="default", message="hi", model="offline")
-    claim = await jobs.claim_job(pool, job["id"], worker="side", stale_after_s=30)
-    claimed_beat = await heartbeat_at(db, job["id"])
+    claim = await jobs.claim_job(pool, job.id, worker="side", stale_after_s=30)
+    claimed_beat = await heartbeat_at(db, job.id)
 
     supervisor = Supervisor(pool, poll_s=INTERVAL_S, heartbeat_s=0, run_timeout_s=3600)
     supervisor.register(claim.id, claim.attempt)
@@ -79,7 +79,7 @@ async def test_the_supervisor_heartbeats_again_after_a_defect(pool, db, monkeypa
         try:
 
             async def beat_after_the_defect():
-                return len(calls) >= 2 and await heartbeat_at(db, job["id"]) > claimed_beat
+                return len(calls) >= 2 and await heartbeat_at(db, job.id) > claimed_beat
 
             await await_condition(beat_after_the_defect, 20, "a heartbeat after the defect")
         finally:
@@ -94,7 +94,7 @@ async def test_the_supervisor_heartbeats_again_after_a_defect(pool, db, monkeypa
     )
     # Restarted after the backoff, not at once.
     assert calls[1] - calls[0] >= backoff_s(INTERVAL_S, 1)
-    assert (await job_row(db, job["id"]))["status"] == "running"
+    assert (await job_row(db, job.id))["status"] == "running"
 
 
 async def test_the_reaper_ends_stuck_jobs_again_after_a_defect(pool, db, monkeypatch, caplog):
@@ -102,7 +102,7 @@ async def test_the_reaper_ends_stuck_jobs_again_after_a_defect(pool, db, monkeyp
     monkeypatch.setattr(reaper_module, "finish_stuck", failing_once(jobs.finish_stuck, calls))
     # A run that died on its only attempt: the reaper's to fail.
     job = await jobs.create_job(pool, tenant="default", message="hi", model="offline")
-    assert await jobs.claim_job(pool, job["id"], worker="dead", stale_after_s=30)
+    assert await jobs.claim_job(pool, job.id, worker="dead", stale_after_s=30)
     settings = Settings(
         CELERY_BROKER_URL=services.redis_url,
         reaper_interval_s=INTERVAL_S,
@@ -117,7 +117,7 @@ async def test_the_reaper_ends_stuck_jobs_again_after_a_defect(pool, db, monkeyp
         try:
 
             async def failed():
-                return (await job_row(db, job["id"]))["status"] == "failed"
+                return (await job_row(db, job.id))["status"] == "failed"
 
             await await_condition(failed, 20, "the dead run failed by the reaper")
         finally:
@@ -126,7 +126,7 @@ async def test_the_reaper_ends_stuck_jobs_again_after_a_defect(pool, db, monkeyp
     [failure] = unexpected_failures(caplog, "reaper")
     assert failure.exc_info is not None and failure.exc_info[0] is Defect
     assert calls[1] - calls[0] >= backoff_s(INTERVAL_S, 1)
-    cur = await db.execute("SELECT payload FROM job_events WHERE job_id = %s ORDER BY seq", [job["id"]])
+    cur = await db.execute("SELECT payload FROM job_events WHERE job_id = %s ORDER BY seq", [job.id])
     assert [row[0] for row in await cur.fetchall()] == [
         {"type": "error", "message": "gave up after 1 attempts: worker lost"}
     ]

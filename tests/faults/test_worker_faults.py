@@ -105,29 +105,29 @@ def reaper_worker(reaper_env, log_dir):
 async def test_a_job_never_dispatched_is_dispatched_by_the_reaper(pool, db, reaper_worker):
     # The API committed the job and died before publishing it: no message exists.
     job = await create_job(pool, tenant=TENANT, message="hi", model="offline", metadata={"offline": {"words": 4}})
-    done = await finished(db, job["id"], timeout=15)
+    done = await finished(db, job.id, timeout=15)
     assert (done["status"], done["attempt"]) == ("completed", 1)
-    assert [p["type"] for _, _, p in await logged_events(db, job["id"])][-1] == "done"
+    assert [p["type"] for _, _, p in await logged_events(db, job.id)][-1] == "done"
 
 
 async def test_a_dead_run_out_of_attempts_fails_with_an_error_event(pool, db, reaper_worker):
     job = await create_job(pool, tenant=TENANT, message="hi", model="offline")
     # Two attempts claimed by workers that then died (no heartbeat ever after).
-    assert await claim_job(pool, job["id"], worker="dead-1", stale_after_s=0)
-    assert (await claim_job(pool, job["id"], worker="dead-2", stale_after_s=0)).attempt == 2
-    done = await finished(db, job["id"], timeout=15)
+    assert await claim_job(pool, job.id, worker="dead-1", stale_after_s=0)
+    assert (await claim_job(pool, job.id, worker="dead-2", stale_after_s=0)).attempt == 2
+    done = await finished(db, job.id, timeout=15)
     message = "gave up after 2 attempts: worker lost"
     assert (done["status"], done["attempt"], done["error"]) == ("failed", 2, message)
-    assert [p for _, _, p in await logged_events(db, job["id"])] == [{"type": "error", "message": message}]
+    assert [p for _, _, p in await logged_events(db, job.id)] == [{"type": "error", "message": message}]
 
 
 async def test_a_dead_run_asked_to_cancel_is_cancelled_by_the_reaper(pool, db, reaper_worker):
     job = await create_job(pool, tenant=TENANT, message="hi", model="offline")
-    assert await claim_job(pool, job["id"], worker="dead", stale_after_s=0)
-    assert await cancel_job(pool, job["id"], TENANT) == "running"
-    done = await finished(db, job["id"], timeout=15)
+    assert await claim_job(pool, job.id, worker="dead", stale_after_s=0)
+    assert await cancel_job(pool, job.id, TENANT) == "running"
+    done = await finished(db, job.id, timeout=15)
     assert (done["status"], done["attempt"]) == ("cancelled", 1)
-    assert [p for _, _, p in await logged_events(db, job["id"])] == [{"type": "done", "status": "cancelled"}]
+    assert [p for _, _, p in await logged_events(db, job.id)] == [{"type": "done", "status": "cancelled"}]
 
 
 async def test_a_dead_run_asked_to_cancel_is_ended_never_run_again():
@@ -141,11 +141,11 @@ async def test_a_dead_run_asked_to_cancel_is_ended_never_run_again():
         try:
             limits = ReapLimits(pending_timeout_s=3600, stale_after_s=0, max_attempts=2)
             job = await create_job(pool, tenant=TENANT, message="hi", model="offline")
-            assert await claim_job(pool, job["id"], worker="dead", stale_after_s=0)
-            assert await cancel_job(pool, job["id"], TENANT) == "running"
+            assert await claim_job(pool, job.id, worker="dead", stale_after_s=0)
+            assert await cancel_job(pool, job.id, TENANT) == "running"
             assert await mark_stuck_for_dispatch(pool, limits) == []
-            assert await claim_job(pool, job["id"], worker="late", stale_after_s=0) is None
-            assert await finish_stuck(pool, limits) == [(job["id"], "cancelled")]
+            assert await claim_job(pool, job.id, worker="late", stale_after_s=0) is None
+            assert await finish_stuck(pool, limits) == [(job.id, "cancelled")]
         finally:
             await pool.close()
     finally:
@@ -165,11 +165,11 @@ async def test_a_hand_back_on_shutdown_does_not_use_up_the_last_attempt():
                 await create_job(pool, tenant=TENANT, message="hi", model="offline") for _ in range(2)
             ]
             for job, error, handback in ((failed, "model overloaded", False), (handed_back, SHUTDOWN_ERROR, True)):
-                assert await claim_job(pool, job["id"], worker="w", stale_after_s=3600, max_attempts=1)
-                assert await release_job(pool, job["id"], attempt=1, error=error, handback=handback)
-            assert await finish_stuck(pool, limits) == [(failed["id"], "failed")]
-            assert await mark_stuck_for_dispatch(pool, limits) == [handed_back["id"]]
-            claim = await claim_job(pool, handed_back["id"], worker="next", stale_after_s=3600, max_attempts=1)
+                assert await claim_job(pool, job.id, worker="w", stale_after_s=3600, max_attempts=1)
+                assert await release_job(pool, job.id, attempt=1, error=error, handback=handback)
+            assert await finish_stuck(pool, limits) == [(failed.id, "failed")]
+            assert await mark_stuck_for_dispatch(pool, limits) == [handed_back.id]
+            claim = await claim_job(pool, handed_back.id, worker="next", stale_after_s=3600, max_attempts=1)
             assert claim is not None and claim.attempt == 2
             assert (claim.previous_status, claim.previous_error) == ("pending", SHUTDOWN_ERROR)
         finally:
@@ -189,22 +189,22 @@ async def test_hand_backs_on_shutdown_never_cost_a_failing_attempt():
             job = await create_job(pool, tenant=TENANT, message="hi", model="offline")
             releases = [(SHUTDOWN_ERROR, True), (SHUTDOWN_ERROR, True), ("model overloaded", False)]
             for attempt, (error, handback) in enumerate(releases, start=1):
-                claim = await claim_job(pool, job["id"], worker="w", stale_after_s=3600, max_attempts=2)
+                claim = await claim_job(pool, job.id, worker="w", stale_after_s=3600, max_attempts=2)
                 assert claim is not None and claim.attempt == attempt
-                assert await release_job(pool, job["id"], attempt=attempt, error=error, handback=handback)
+                assert await release_job(pool, job.id, attempt=attempt, error=error, handback=handback)
             # One failure so far: the reaper dispatches it rather than failing it.
             assert await finish_stuck(pool, limits) == []
-            assert await mark_stuck_for_dispatch(pool, limits) == [job["id"]]
-            claim = await claim_job(pool, job["id"], worker="w", stale_after_s=3600, max_attempts=2)
+            assert await mark_stuck_for_dispatch(pool, limits) == [job.id]
+            claim = await claim_job(pool, job.id, worker="w", stale_after_s=3600, max_attempts=2)
             assert claim is not None and (claim.attempt, claim.counted_attempts) == (4, 2)
             assert (claim.previous_status, claim.previous_error) == ("pending", "model overloaded")
-            assert await release_job(pool, job["id"], attempt=4, error="model overloaded")
+            assert await release_job(pool, job.id, attempt=4, error="model overloaded")
             # Two failures: no third claim, and the reaper ends it.
-            assert await claim_job(pool, job["id"], worker="w", stale_after_s=3600, max_attempts=2) is None
+            assert await claim_job(pool, job.id, worker="w", stale_after_s=3600, max_attempts=2) is None
             assert await mark_stuck_for_dispatch(pool, limits) == []
-            assert await finish_stuck(pool, limits) == [(job["id"], "failed")]
-            row = await get_job(pool, job["id"], TENANT)
-            assert (row["attempt"], row["error"]) == (4, "gave up after 4 attempts: model overloaded")
+            assert await finish_stuck(pool, limits) == [(job.id, "failed")]
+            row = await get_job(pool, job.id, TENANT)
+            assert (row.attempt, row.error) == (4, "gave up after 4 attempts: model overloaded")
         finally:
             await pool.close()
     finally:
@@ -215,10 +215,10 @@ async def test_a_retry_waiting_out_its_backoff_is_not_dispatched_early(pool, db,
     job = await create_job(
         pool, tenant=TENANT, message="hi", model="offline", metadata={"offline": {"fail_attempts": 1, "words": 4}}
     )
-    sender(reaper_env).send_task(TASK_NAME, args=[str(job["id"])], task_id=str(job["id"]))
+    sender(reaper_env).send_task(TASK_NAME, args=[str(job.id)], task_id=str(job.id))
 
     async def released():
-        row = await job_row(db, job["id"])
+        row = await job_row(db, job.id)
         return row if row["status"] == "pending" and row["attempt"] == 1 and row["error"] else None
 
     row = await await_condition(released, 15, "attempt 1 released", interval=0.01)
@@ -226,9 +226,9 @@ async def test_a_retry_waiting_out_its_backoff_is_not_dispatched_early(pool, db,
     [released_at] = await cur.fetchone()
     # The backoff: 4 s scaled by a jitter factor in [0.5, 1).
     assert 1.9 <= (row["available_at"] - released_at).total_seconds() <= 4.1
-    done = await finished(db, job["id"], timeout=15)
+    done = await finished(db, job.id, timeout=15)
     assert (done["status"], done["attempt"]) == ("completed", 2)
-    cur = await db.execute("SELECT created_at FROM job_events WHERE job_id = %s AND type = 'retry'", [job["id"]])
+    cur = await db.execute("SELECT created_at FROM job_events WHERE job_id = %s AND type = 'retry'", [job.id])
     [[retried_at]] = await cur.fetchall()
     # The reaper (0.5 s pending timeout, 0.3 s interval) would have sent it 1 s after the release.
     assert retried_at >= row["available_at"]
@@ -243,14 +243,12 @@ async def test_concurrent_claims_of_one_job_let_exactly_one_through(fault_databa
         for stale in (False, True):
             job = await create_job(pool, tenant=TENANT, message="hi", model="offline")
             if stale:  # a dead run: its heartbeat is a minute old
-                assert await claim_job(pool, job["id"], worker="dead", stale_after_s=0)
-                await db.execute(
-                    "UPDATE jobs SET heartbeat_at = now() - interval '1 minute' WHERE id = %s", [job["id"]]
-                )
+                assert await claim_job(pool, job.id, worker="dead", stale_after_s=0)
+                await db.execute("UPDATE jobs SET heartbeat_at = now() - interval '1 minute' WHERE id = %s", [job.id])
             # Each claim on a connection of its own, all at once.
-            claims = await asyncio.gather(*(_claim_on(conn, job["id"], f"w{i}") for i, conn in enumerate(connections)))
+            claims = await asyncio.gather(*(_claim_on(conn, job.id, f"w{i}") for i, conn in enumerate(connections)))
             winners = [c for c in claims if c is not None]
-            assert winners == [(job["id"], 2 if stale else 1)], (stale, claims)
+            assert winners == [(job.id, 2 if stale else 1)], (stale, claims)
     finally:
         for conn in connections:
             await conn.close()
@@ -278,11 +276,11 @@ async def test_two_workers_receive_the_same_job_at_once(pool, db, fault_database
         )
         senders = [sender(env) for env in envs]
         await asyncio.gather(
-            *(asyncio.to_thread(s.send_task, TASK_NAME, args=[str(job["id"])], task_id=str(job["id"])) for s in senders)
+            *(asyncio.to_thread(s.send_task, TASK_NAME, args=[str(job.id)], task_id=str(job.id)) for s in senders)
         )
-        done = await finished(db, job["id"])
+        done = await finished(db, job.id)
         assert (done["status"], done["attempt"]) == ("completed", 1)
-        payloads = [p for _, _, p in await logged_events(db, job["id"])]
+        payloads = [p for _, _, p in await logged_events(db, job.id)]
         assert [p["type"] for p in payloads if p["type"] != "text_delta"] == [
             "reasoning",
             "tool_call",
@@ -291,8 +289,8 @@ async def test_two_workers_receive_the_same_job_at_once(pool, db, fault_database
             "done",
         ]
         logs = [w.log() for w in workers]
-        ran = [f"job {job['id']}: running" in log for log in logs]
-        stepped_aside = [f"job {job['id']}: skipped" in log for log in logs]
+        ran = [f"job {job.id}: running" in log for log in logs]
+        stepped_aside = [f"job {job.id}: skipped" in log for log in logs]
         assert sorted(ran) == [False, True] and [not r for r in ran] == stepped_aside
     finally:
         for worker in workers:
@@ -458,10 +456,10 @@ async def test_a_retried_append_whose_first_commit_happened_is_not_written_twice
     writer_pool = await open_pool(fault_database.replace(f":{port}/", f":{proxy.port}/"), 1, name="cut-writer")
     try:
         job = await create_job(pool, tenant=TENANT, message="m", model="offline")
-        claim = await claim_job(pool, job["id"], worker="test", stale_after_s=30)
+        claim = await claim_job(pool, job.id, worker="test", stale_after_s=30)
         stops: list[str] = []
         writer = EventWriter(writer_pool)
-        writer.open(claim.id, attempt=claim.attempt, last_seq=claim.job["last_seq"], stop_run=stops.append)
+        writer.open(claim.id, attempt=claim.attempt, last_seq=claim.job.last_seq, stop_run=stops.append)
         await writer.emit(claim.id, {"type": "reasoning", "text": "before"})
         await writer.drain(claim.id)
         proxy.armed = True

@@ -15,10 +15,8 @@ from hypothesis import strategies as st
 from runstream.api.cursor import encode_cursor
 from runstream.api.params import CURSOR_FORMAT
 
-positions = st.fixed_dictionaries(
-    {"created_at": st.datetimes(min_value=datetime(2000, 1, 1), timezones=st.just(UTC)), "id": st.uuids()}
-)
-schemathesis.openapi.format(CURSOR_FORMAT, positions.map(encode_cursor))
+positions = st.tuples(st.datetimes(min_value=datetime(2000, 1, 1), timezones=st.just(UTC)), st.uuids())
+schemathesis.openapi.format(CURSOR_FORMAT, positions.map(lambda position: encode_cursor(*position)))
 
 
 @schemathesis.hook
