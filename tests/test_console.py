@@ -18,6 +18,7 @@ import psycopg
 import pytest
 from playwright.sync_api import Browser, Page, sync_playwright
 
+from runstream.db.status import Status
 from tests.conftest import create_database, drop_database
 from tests.faults.support import fault_env, spawn_worker, wait, worker_ready
 from tests.support.config import services
@@ -212,6 +213,9 @@ def test_filters_by_status_agent_session_and_time(page: Page, stack: Stack) -> N
     expect_rows(page, [desk, failed, done, str(old)])
     assert {r["session"] for r in rows(page)} == {session}
 
+    # The filter offers every status, as the server's enum lists them (statuses.js).
+    options = page.eval_on_selector_all("#f-status option", "els => els.map(e => e.value)")
+    assert options == ["", *Status]
     page.select_option("#f-status", "failed")
     expect_rows(page, [failed])
     assert [r["status"] for r in rows(page)] == ["failed"]

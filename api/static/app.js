@@ -18,10 +18,13 @@
     run: "runstream.run", // {jobId, lastEventId, ...rendered state} of the open run
     apiKey: "runstream.apiKey", // the API key typed into this tab, if the API wants one
   };
-  const TERMINAL = new Set(["completed", "failed", "cancelled"]);
+  // Job statuses come from statuses.js (generated from the server's enum).
+  const S = JOB_STATUS;
+  const TERMINAL = new Set(TERMINAL_STATUSES);
+  // "idle" is the page's own state (no run open), not a job's.
   const STATUS_LABEL = {
-    idle: "idle", pending: "queued", running: "running", paused: "waiting for you",
-    completed: "completed", failed: "failed", cancelled: "cancelled",
+    idle: "idle", [S.PENDING]: "queued", [S.RUNNING]: "running", [S.PAUSED]: "waiting for you",
+    [S.COMPLETED]: "completed", [S.FAILED]: "failed", [S.CANCELLED]: "cancelled",
   };
 
   const $ = (id) => document.getElementById(id);
@@ -113,7 +116,7 @@
       jobId,
       lastEventId: -1,
       message: job.message ?? "",
-      status: job.status ?? "pending",
+      status: job.status ?? S.PENDING,
       attempt: job.attempt ?? 0,
       items: [], // reasoning blocks and tool calls, in arrival order
       answer: "",
@@ -236,12 +239,12 @@
       // Human in the loop: the run waits for answers (POST /jobs/{id}/continue).
       case "input_required":
         v.items.push({ kind: "request", eventId: id, requirements: ev.requirements ?? [], answers: null });
-        v.status = "paused";
+        v.status = S.PAUSED;
         break;
       case "input_received": {
         const open = v.items.filter((it) => it.kind === "request" && it.answers === null).pop();
         if (open) open.answers = ev.answers ?? [];
-        v.status = "running";
+        v.status = S.RUNNING;
         break;
       }
       case "retry":
@@ -250,21 +253,21 @@
         v.answer = "";
         v.attempt = ev.attempt ?? v.attempt + 1;
         v.notice = { attempt: v.attempt, reason: ev.reason ?? "" };
-        v.status = "running";
+        v.status = S.RUNNING;
         break;
       case "done":
-        v.status = ev.status === "cancelled" ? "cancelled" : "completed";
+        v.status = ev.status === S.CANCELLED ? S.CANCELLED : S.COMPLETED;
         v.ended = true;
         break;
       case "error":
-        v.status = "failed";
+        v.status = S.FAILED;
         v.error = ev.message ?? "the run failed";
         v.ended = true;
         break;
       default:
         break; // an event type this page does not know: skip it, keep the id
     }
-    if (!v.ended && v.status === "pending") v.status = "running";
+    if (!v.ended && v.status === S.PENDING) v.status = S.RUNNING;
     v.lastEventId = id;
   }
 
@@ -594,9 +597,9 @@
     el.outcome.dataset.kind = v.ended ? v.status : "";
     if (v.ended) {
       el.outcome.textContent = {
-        completed: "Completed",
-        cancelled: "Stopped. The run was cancelled.",
-        failed: `Failed: ${v.error ?? "the run failed"}`,
+        [S.COMPLETED]: "Completed",
+        [S.CANCELLED]: "Stopped. The run was cancelled.",
+        [S.FAILED]: `Failed: ${v.error ?? "the run failed"}`,
       }[v.status];
     }
     highlightRuns();

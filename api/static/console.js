@@ -10,8 +10,14 @@
   const API = "/api";
   // The same key as the chat page: one key per tab serves both pages.
   const KEY_STORE = "runstream.apiKey";
-  const TERMINAL = new Set(["completed", "failed", "cancelled"]);
-  const OUTCOMES = ["completed", "failed", "cancelled", "running", "paused", "pending"];
+  // Job statuses come from statuses.js (generated from the server's enum).
+  const S = JOB_STATUS;
+  const STATUSES = Object.values(S);
+  const TERMINAL = new Set(TERMINAL_STATUSES);
+  // The runs chart stacks the statuses jobs ended in first, then those still in progress.
+  const OUTCOMES = [...TERMINAL_STATUSES, ...STATUSES.filter((s) => !TERMINAL.has(s))];
+  // How many of the counts ``by`` (a status → count object) ended.
+  const ended = (by) => TERMINAL_STATUSES.reduce((n, s) => n + (by[s] || 0), 0);
   // Rows per page: 25, or ?limit= in the address (1 to 100, as the API allows).
   const PAGE_SIZE = Math.min(100, Math.max(1, Number(new URL(location.href).searchParams.get("limit")) || 25));
   // Transitions arrive in bursts (a run's claim and finish are milliseconds
@@ -464,7 +470,7 @@
           ...extra),
       );
     }
-    if (status === "paused") {
+    if (status === S.PAUSED) {
       items.push(h("li", { className: "mark pause", dataset: { role: "paused" } }, h("span", { className: "off" }, ""), "paused: waiting for input"));
     }
     if (job.finished_at) {
@@ -656,11 +662,11 @@
       const d = new Date(b.start);
       return intervalS >= 86400 ? d.toLocaleDateString() : d.toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" });
     });
-    const failed = summary.by_status.failed;
-    const finished = failed + summary.by_status.completed + summary.by_status.cancelled;
+    const failed = summary.by_status[S.FAILED];
+    const finished = ended(summary.by_status);
     $("cards").replaceChildren(
       card("runs", String(summary.jobs), "jobs"),
-      card("completed", String(summary.by_status.completed), "completed"),
+      card("completed", String(summary.by_status[S.COMPLETED]), "completed"),
       card("failure rate", percent(finished ? failed / finished : null), "failure-rate"),
       card("retry rate", percent(summary.retry_rate), "retry-rate"),
       card("first token p50 / p95", `${seconds(summary.ttft_s.p50)} / ${seconds(summary.ttft_s.p95)}`, "ttft"),
@@ -674,22 +680,20 @@
     $("c-duration").replaceChildren(...lines("duration", intervals, labels, [
       ["p50", (b) => b.duration_s.p50, "p50"], ["p95", (b) => b.duration_s.p95, "p95"],
     ], secondsLabel));
-    const rate = (num) => (b) => {
-      const ended = b.by_status.completed + b.by_status.failed + b.by_status.cancelled;
-      return b.jobs ? num(b, ended) : null;
-    };
+    const rate = (num) => (b) => (b.jobs ? num(b, ended(b.by_status)) : null);
     $("c-rates").replaceChildren(...lines("rates", intervals, labels, [
       ["retry rate", rate((b) => b.retried_jobs / b.jobs), "p50"],
-      ["failure rate", rate((b, ended) => (ended ? b.by_status.failed / ended : null)), "bad"],
+      ["failure rate", rate((b, finishedHere) => (finishedHere ? b.by_status[S.FAILED] / finishedHere : null)), "bad"],
     ], (v) => `${Math.round(v * 100)}%`));
     $("c-tools").replaceChildren(...hbars("tools", summary.tools.map((t) => ({
       label: t.tool_name, parts: { ok: t.calls - t.errors, errors: t.errors }, note: `${t.calls} calls, ${percent(t.error_rate)} errors`,
-    })), [["ok", "o-completed"], ["errors", "o-failed"]], W));
+    })), [["ok", `o-${S.COMPLETED}`], ["errors", `o-${S.FAILED}`]], W));
+    // Each agent's jobs: a count per status a job ends in (named after it), and the others.
     $("c-agents").replaceChildren(...hbars("agents", (summary.by_agent || []).map((a) => ({
       label: a.agent ?? "(none)",
-      parts: { completed: a.completed, failed: a.failed, cancelled: a.cancelled, other: a.jobs - a.completed - a.failed - a.cancelled },
+      parts: { ...Object.fromEntries(TERMINAL_STATUSES.map((s) => [s, a[s]])), other: a.jobs - ended(a) },
       note: `${a.jobs} runs, duration p50 ${seconds(a.duration_p50_s)}`,
-    })), [["completed", "o-completed"], ["failed", "o-failed"], ["cancelled", "o-cancelled"], ["other", "o-running"]], WIDE));
+    })), [...TERMINAL_STATUSES.map((s) => [s, `o-${s}`]), ["other", `o-${S.RUNNING}`]], WIDE));
     $("view-analytics").dataset.loaded = String(Number($("view-analytics").dataset.loaded || 0) + 1);
   }
 
@@ -729,21 +733,6 @@
     else if (view === "analytics") refreshSoon(loadAnalytics);
   });
 
-  // The statuses the job list filters by, from the API's own description: a
-  // status a newer API adds shows up without a change here.
-  async function loadStatuses() {
-    try {
-      const res = await fetch(`${API}/openapi.json`, { cache: "no-store" });
-      const doc = await res.json();
-      const param = doc.paths["/api/jobs"].get.parameters.find((p) => p.name === "status");
-      const chosen = $("f-status").value;
-      $("f-status").replaceChildren(h("option", { value: "" }, "any"), ...param.schema.enum.map((v) => h("option", { value: v }, v)));
-      $("f-status").value = chosen;
-    } catch {
-      // The statuses the page ships with stay.
-    }
-  }
-
   async function loadAgents() {
     try {
       const { agents } = await api("/agents");
@@ -755,9 +744,11 @@
     }
   }
 
+  // The job list filters by any status (statuses.js).
+  $("f-status").append(...STATUSES.map((status) => h("option", { value: status }, status)));
+
   function start() {
     showKeyState();
-    loadStatuses();
     loadAgents();
     startLive();
     route();

@@ -1,6 +1,6 @@
 """Job statuses and job rows, from their one source: the enum, and JobRow.
 
-No services: the SQL written from the enum, the row type
+No services: the generated JS, the SQL written from the enum, the row type
 against the columns the job queries return, and a row's JSON. (The database's
 CHECK constraint is held to the enum in tests/test_statuses.py.)
 """
@@ -14,9 +14,18 @@ from dataclasses import fields
 from datetime import UTC, datetime
 
 from runstream.api.payloads import Job, JobWithStream
+from runstream.api.static_gen import COMMAND, STATUSES_JS, statuses_js
 from runstream.db import queries
 from runstream.db.jobs import JobRow
 from runstream.db.status import IN_PROGRESS_STATUSES, TERMINAL_STATUSES, Status
+
+
+def test_the_pages_statuses_js_is_what_the_generator_writes_from_the_enum_now() -> None:
+    assert STATUSES_JS.read_text() == statuses_js(), f"api/static/statuses.js is stale: run `{COMMAND}`"
+    # And it says what the enum says.
+    body = statuses_js()
+    assert re.findall(r'^  (\w+): "(\w+)",$', body, re.M) == [(s.name, s.value) for s in Status]
+    assert 'const TERMINAL_STATUSES = Object.freeze(["completed", "failed", "cancelled"]);' in body
 
 
 def test_the_terminal_and_in_progress_statuses_split_the_enum() -> None:
