@@ -15,6 +15,8 @@ from runstream.db import queries
 from runstream.db.connector import Connection, Pool
 from runstream.db.status import Status
 
+# The event types that end an attempt's stream; named here only (the writer, the
+# streams and the bench all ask this set).
 TERMINAL_TYPES = frozenset({"done", "error"})
 
 
