@@ -5,10 +5,11 @@ claimed by the test, so every run is deterministic and needs no worker."""
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import random
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 
 import asyncpg
@@ -17,7 +18,7 @@ import pytest
 import pytest_asyncio
 from psycopg_pool import AsyncConnectionPool
 
-from runstream.api.hub import EventHub
+from runstream.api.hub import EventHub, Subscriber
 from runstream.api.sse import Frame
 from runstream.core.metrics import HUB_READS
 from runstream.core.settings import Settings
@@ -25,6 +26,7 @@ from runstream.db import events, jobs
 from runstream.db.queries import NOTIFY_CHANNEL
 from tests.support.processes import ApiServer, start_api
 from tests.support.sse import complete_body, deltakit_events, frames, read_stream
+from tests.support.waiting import eventually
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 
@@ -71,6 +73,33 @@ def url(job_id: uuid.UUID | str, query: str = "") -> str:
     return f"/api/jobs/{job_id}/events{query}"
 
 
+class OpenStream:
+    """An events stream being read: the test reads on until the stream has
+    delivered what it waits for (bounded by the client's read timeout)."""
+
+    def __init__(self, response: httpx.Response):
+        self._chunks = response.aiter_text()
+        self.body = ""
+
+    def ids(self) -> list[int]:
+        return ids(complete_body(self.body))
+
+    async def read_until(self, arrived: Callable[[OpenStream], bool]) -> None:
+        while not arrived(self):
+            self.body += await anext(self._chunks)
+
+    async def read_to_end(self) -> str:
+        async for chunk in self._chunks:
+            self.body += chunk
+        return self.body
+
+
+async def pause(seconds: float) -> None:
+    """Part of a concurrency test's workload, never a wait for something: a
+    writer or a slow client taking its time, drawn from the test's seeded Random."""
+    await asyncio.sleep(seconds)
+
+
 # --- framing ---------------------------------------------------------------------
 
 
@@ -106,15 +135,15 @@ async def test_keepalive_comment_while_silent(service_env: dict[str, str], log_d
     try:
         job_id = await running_job(pool)
         await append(pool, job_id, deltas(0, 2))
-
-        async def finish_later() -> None:
-            await asyncio.sleep(1.0)
+        async with (
+            httpx.AsyncClient(base_url=server.url, timeout=30.0) as client,
+            client.stream("GET", url(job_id)) as response,
+        ):
+            stream = OpenStream(response)
+            # Silent after its two events: a keep-alive comes, and only then does the run end.
+            await stream.read_until(lambda s: ": keepalive\n\n" in s.body)
             await finish(pool, job_id)
-
-        async with httpx.AsyncClient(base_url=server.url, timeout=30.0) as client:
-            later = asyncio.create_task(finish_later())
-            body = await read_stream(client, url(job_id))
-            await later
+            body = await stream.read_to_end()
     finally:
         server.stop()
     assert ": keepalive\n\n" in body
@@ -129,16 +158,15 @@ async def test_keepalive_comment_while_silent(service_env: dict[str, str], log_d
 async def test_replay_then_live_then_end(http: httpx.AsyncClient, pool: AsyncConnectionPool) -> None:
     job_id = await running_job(pool)
     await append(pool, job_id, deltas(0, 3))
-
-    async def work() -> None:
+    async with http.stream("GET", url(job_id)) as response:
+        stream = OpenStream(response)
+        await stream.read_until(lambda s: s.ids() == [0, 1, 2])  # the replay
         for i in range(3, 30, 3):
-            await asyncio.sleep(0.02)
+            # Live: each append reaches the open stream before the next is made.
             await append(pool, job_id, deltas(i, 3))
+            await stream.read_until(lambda s, last=i + 2: s.ids() == list(range(last + 1)))
         await finish(pool, job_id)
-
-    writer = asyncio.create_task(work())
-    body = await read_stream(http, url(job_id))
-    await writer
+        body = await stream.read_to_end()
     assert ids(body) == list(range(31))
     assert deltakit_events(body)[-1] == {"type": "done", "status": "completed"}
 
@@ -151,17 +179,19 @@ async def test_joining_a_finished_job_replays_all_and_ends(http: httpx.AsyncClie
 
 async def test_two_subscribers_see_identical_streams(http: httpx.AsyncClient, pool) -> None:
     job_id = await running_job(pool)
+    await append(pool, job_id, deltas(0, 10))
 
     async def work() -> None:
-        await asyncio.sleep(0.1)
-        for i in range(0, 100, 10):
+        for i in range(10, 100, 10):
             await append(pool, job_id, deltas(i, 10))
-            await asyncio.sleep(0.01)
         await finish(pool, job_id)
 
-    writer = asyncio.create_task(work())
-    first, second = await asyncio.gather(read_stream(http, url(job_id)), read_stream(http, url(job_id)))
-    await writer
+    async with http.stream("GET", url(job_id)) as one, http.stream("GET", url(job_id)) as other:
+        streams = [OpenStream(one), OpenStream(other)]
+        # Both have replayed the first batch: the rest reaches them live, as it is written.
+        for stream in streams:
+            await stream.read_until(lambda s: s.ids() == list(range(10)))
+        _, first, second = await asyncio.gather(work(), *(stream.read_to_end() for stream in streams))
     assert first == second
     assert ids(first) == list(range(101))
 
@@ -255,17 +285,20 @@ async def test_live_appends_during_a_long_replay_leave_no_gap_or_duplicate(
 ) -> None:
     """A backlog of many replay pages, streams that start at different points,
     and appends landing all the while: every stream gets exactly its suffix."""
+    seed = 253
+    rng = random.Random(seed)
+    # (size, pause after it) of each append: the same schedule on every run.
+    appends = [(rng.randint(1, 8), rng.uniform(0, 0.004)) for _ in range(150)]
     job_id = await running_job(pool)
     for i in range(0, 20_000, 2_000):
         await append(pool, job_id, deltas(i, 2_000))
 
     async def work() -> None:
         next_delta = 20_000
-        for _ in range(150):
-            size = random.randint(1, 8)
+        for size, then in appends:
             await append(pool, job_id, deltas(next_delta, size))
             next_delta += size
-            await asyncio.sleep(random.uniform(0, 0.004))
+            await pause(then)
         await finish(pool, job_id)
 
     starts = [-1, -1, 0, 999, 5_000, 19_990]
@@ -274,7 +307,7 @@ async def test_live_appends_during_a_long_replay_leave_no_gap_or_duplicate(
     await writer
     last = (await stored_rows(pool, job_id))[-1].seq
     for k, body in zip(starts, bodies, strict=True):
-        assert ids(body) == list(range(k + 1, last + 1))
+        assert ids(body) == list(range(k + 1, last + 1)), f"from {k}, seed {seed}"
 
 
 # --- Postgres footprint --------------------------------------------------------------
@@ -331,23 +364,25 @@ async def test_stream_survives_the_listen_connection_dropping(
 ) -> None:
     job_id = await running_job(pool)
     await append(pool, job_id, deltas(0, 2))
+    async with http.stream("GET", url(job_id), timeout=20) as response:
+        stream = OpenStream(response)
+        await stream.read_until(lambda s: s.ids() == [0, 1])  # replayed, now live
 
-    async def drop_listener_then_work() -> None:
-        await asyncio.sleep(0.3)
-        async with pool.connection() as conn:
-            cur = await conn.execute(
-                "SELECT count(*) AS n FROM (SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
-                " WHERE application_name = %s) t",
-                (f"runstream-api-{idle_api.pid}-listen",),
-            )
-            assert (await cur.fetchone())["n"] == 1
+        async def drop_listener() -> bool:
+            async with pool.connection() as conn:
+                cur = await conn.execute(
+                    "SELECT count(*) AS n FROM (SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+                    " WHERE application_name = %s) t",
+                    (f"runstream-api-{idle_api.pid}-listen",),
+                )
+                return (await cur.fetchone())["n"] == 1
+
+        await eventually(drop_listener, what="the API's LISTEN connection terminated")
+        # These may land while no connection listens: the reconnect's wake-up covers them.
         await append(pool, job_id, deltas(2, 3))
-        await asyncio.sleep(0.3)
+        await stream.read_until(lambda s: s.ids() == list(range(5)))
         await finish(pool, job_id)
-
-    worker = asyncio.create_task(drop_listener_then_work())
-    body = await read_stream(http, url(job_id), timeout=20)
-    await worker
+        body = await stream.read_to_end()
     assert ids(body) == list(range(6))
 
 
@@ -365,9 +400,18 @@ async def small_hub(database_url: str, pool: AsyncConnectionPool) -> AsyncIterat
     await hub.stop()
 
 
-async def collect(hub: EventHub, job_id: uuid.UUID, after: int, max_pause: float, delay: float = 0) -> list[int]:
-    """Consume a subscription to the terminal event, pausing like a slow client."""
-    await asyncio.sleep(delay)
+# A fast client's pauses: none, only a yield to the other tasks after each batch.
+FAST = itertools.repeat(0.0)
+
+
+def slow_client(rng: random.Random) -> Iterator[float]:
+    """A slow client's pauses, one after each batch it reads."""
+    while True:
+        yield rng.uniform(0, 0.02)
+
+
+async def collect(hub: EventHub, job_id: uuid.UUID, after: int, pauses: Iterator[float] = FAST) -> list[int]:
+    """Consume a subscription to the terminal event, pausing after each batch."""
     seqs = []
     with hub.subscribe(job_id, after) as subscriber:
         while True:
@@ -375,44 +419,57 @@ async def collect(hub: EventHub, job_id: uuid.UUID, after: int, max_pause: float
             seqs += [row.seq for row in rows]
             if rows and rows[-1].terminal:
                 return seqs
-            await asyncio.sleep(random.uniform(0, max_pause))
+            await pause(next(pauses))
+
+
+def subscribed_and_live(hub: EventHub, job_id: uuid.UUID) -> bool:
+    """The job's subscribers have caught up and wait for the feed to hand them rows."""
+    feed = hub.feeds.get(str(job_id))
+    return feed is not None and bool(feed.subscribers) and all(s.live for s in feed.subscribers)
 
 
 async def test_hub_many_subscribers_slow_and_fast_get_exact_suffixes(small_hub: EventHub, pool) -> None:
+    seed = 381
+    rng = random.Random(seed)
+    # The whole workload is drawn first, so the seed alone decides it.
+    appends = [(rng.randint(1, 12), rng.uniform(0, 0.003)) for _ in range(120)]
+    # Where each subscriber starts, after which append it joins, and how it reads (every third slowly).
+    subscribers = [
+        (rng.randint(-1, 99), rng.randint(0, 60), slow_client(random.Random(rng.random())) if i % 3 == 0 else FAST)
+        for i in range(16)
+    ]
     job_id = await running_job(pool)
     await append(pool, job_id, deltas(0, 100))
+    appended = [asyncio.Event() for _ in appends]
 
     async def work() -> None:
         n = 100
-        for _ in range(120):
-            size = random.randint(1, 12)
+        for (size, then), done in zip(appends, appended, strict=True):
             await append(pool, job_id, deltas(n, size))
             n += size
-            await asyncio.sleep(random.uniform(0, 0.003))
+            done.set()
+            await pause(then)
         await finish(pool, job_id)
 
+    async def join(after: int, join_after: int, pauses: Iterator[float]) -> list[int]:
+        await appended[join_after].wait()
+        return await collect(small_hub, job_id, after, pauses)
+
     # Staggered joins: late subscribers turn live while earlier ones are being fed.
-    starts = [random.randint(-1, 99) for _ in range(16)]
     writer = asyncio.create_task(work())
-    results = await asyncio.gather(
-        *(
-            collect(small_hub, job_id, k, max_pause=0.02 if i % 3 == 0 else 0, delay=random.uniform(0, 0.3))
-            for i, k in enumerate(starts)
-        )
-    )
+    results = await asyncio.gather(*(join(*subscriber) for subscriber in subscribers))
     await writer
     last = (await stored_rows(pool, job_id))[-1].seq
-    for k, seqs in zip(starts, results, strict=True):
-        assert seqs == list(range(k + 1, last + 1))
+    for (after, join_after, _), seqs in zip(subscribers, results, strict=True):
+        assert seqs == list(range(after + 1, last + 1)), f"from {after}, joined after append {join_after}, seed {seed}"
     assert small_hub.feeds == {}
 
 
 async def test_hub_frees_a_subscription_when_its_stream_is_cancelled(small_hub: EventHub, pool) -> None:
     job_id = await running_job(pool)
     await append(pool, job_id, deltas(0, 3))
-    task = asyncio.create_task(collect(small_hub, job_id, -1, max_pause=0))
-    await asyncio.sleep(0.2)
-    assert str(job_id) in small_hub.feeds
+    task = asyncio.create_task(collect(small_hub, job_id, -1))
+    await eventually(lambda: subscribed_and_live(small_hub, job_id), what="the subscriber waiting for rows")
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
@@ -422,13 +479,18 @@ async def test_hub_frees_a_subscription_when_its_stream_is_cancelled(small_hub: 
 async def test_hub_listener_reconnects_and_wakes_live_streams(small_hub: EventHub, pool) -> None:
     job_id = await running_job(pool)
     await append(pool, job_id, deltas(0, 2))
-    task = asyncio.create_task(collect(small_hub, job_id, -1, max_pause=0))
-    await asyncio.sleep(0.2)
+    task = asyncio.create_task(collect(small_hub, job_id, -1))
+    await eventually(
+        lambda: small_hub.listening and subscribed_and_live(small_hub, job_id),
+        what="the hub listening and the subscriber waiting for rows",
+    )
     async with pool.connection() as conn:
-        await conn.execute(
-            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = %s",
+        cur = await conn.execute(
+            "SELECT count(*) AS n FROM (SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+            " WHERE application_name = %s) t",
             (small_hub.application_name,),
         )
+        assert (await cur.fetchone())["n"] == 1
     # These may land while no connection listens: the reconnect's wake-up covers them.
     await append(pool, job_id, deltas(2, 2))
     await finish(pool, job_id)
@@ -460,26 +522,27 @@ async def test_hub_keeps_quiet_streams_alive_and_busy_ones_fed(database_url: str
     quiet_job, busy_job = await running_job(pool), await running_job(pool)
     loop = asyncio.get_running_loop()
 
-    async def work() -> None:
-        for i in range(20):
-            await append(pool, busy_job, deltas(i, 1))
-            await asyncio.sleep(keepalive_s / 6)
+    async def keepalives(subscriber: Subscriber, count: int) -> None:
+        for _ in range(count):
+            assert await asyncio.wait_for(subscriber.next_batch(), 5) == []
 
     try:
         with hub.subscribe(quiet_job, -1) as quiet:
             started = loop.time()
-            assert await asyncio.wait_for(quiet.next_batch(), 5) == []  # a keep-alive, not before its time
+            await keepalives(quiet, 1)  # a keep-alive, not before its time
             assert loop.time() - started >= keepalive_s
-        with hub.subscribe(busy_job, -1) as busy:
-            writer = asyncio.create_task(work())
-            batches = []
-            while not batches or not batches[-1] or batches[-1][-1].seq < 19:
-                batches.append(await asyncio.wait_for(busy.next_batch(), 5))
-            await writer
-            # Events every sixth of the period: never a keep-alive in between.
-            assert all(batches)
-            assert [frame.seq for batch in batches for frame in batch] == list(range(20))
-            assert await asyncio.wait_for(busy.next_batch(), 5) == []  # silent again: kept alive
+            with hub.subscribe(busy_job, -1) as busy:
+                # The busy stream is fed one event after another for as long as the quiet
+                # one takes to get three more keep-alives: never a keep-alive in between.
+                clock = asyncio.create_task(keepalives(quiet, 3))
+                batches: list[list[Frame]] = []
+                while not clock.done():
+                    await append(pool, busy_job, deltas(len(batches), 1))
+                    batches.append(await asyncio.wait_for(busy.next_batch(), 5))
+                await clock
+                assert len(batches) > 3 and all(batches)
+                assert [frame.seq for batch in batches for frame in batch] == list(range(len(batches)))
+                assert await asyncio.wait_for(busy.next_batch(), 5) == []  # silent again: kept alive
     finally:
         await hub.stop()
 
@@ -492,9 +555,11 @@ async def notifications_of(database_url: str, pool, job_id: uuid.UUID, append_th
         await listener.add_listener(NOTIFY_CHANNEL, lambda *args: got.append(events.parse_notification(args[-1])))
         await append_them()
         last_seq = (await stored_rows(pool, job_id))[-1].seq
-        async with asyncio.timeout(10):
-            while not any(n.job_id == str(job_id) and n.last_seq == last_seq for n in got):
-                await asyncio.sleep(0.01)
+        await eventually(
+            lambda: any(n.job_id == str(job_id) and n.last_seq == last_seq for n in got),
+            timeout=10,
+            what=f"the NOTIFY of {job_id}'s commit up to {last_seq}",
+        )
     finally:
         await listener.close()
     return [n for n in got if n.job_id == str(job_id)]
@@ -530,8 +595,10 @@ async def test_hub_serves_live_streams_from_the_notify_and_reads_only_what_it_la
     with small_hub.subscribe(job_id, -1) as subscriber:
         assert [f.seq for f in await asyncio.wait_for(subscriber.next_batch(), 5)] == [0]
         assert subscriber.live
-        while small_hub._reader is not None and not small_hub._reader.done():
-            await asyncio.sleep(0.01)  # the read that turning live asked for is over
+        await eventually(
+            lambda: small_hub._reader is None or small_hub._reader.done(),
+            what="the read that turning live asked for to be over",
+        )
         reads = HUB_READS._value.get()
         seqs = []
         for i in range(1, 11):
@@ -556,8 +623,7 @@ async def test_hub_slow_subscriber_falls_back_to_its_own_reads(small_hub: EventH
         # The client reads nothing while far more than its buffer arrives.
         for i in range(3, 100, 10):
             await append(pool, job_id, deltas(i, 10))
-            await asyncio.sleep(0.02)
-        assert not subscriber.live
+        await eventually(lambda: not subscriber.live, what="the slow subscriber falling back to its own reads")
         assert len(subscriber._buffer) <= small_hub.buffer_rows
         await finish(pool, job_id)
         while not seqs or seqs[-1] != 103:
