@@ -3,6 +3,8 @@ payloads a run produces, the tools really running, and the knobs."""
 
 from __future__ import annotations
 
+import asyncio
+import itertools
 import json
 import time
 import uuid
@@ -28,6 +30,18 @@ def offline_agent(*, attempt: int = 1, **knobs) -> tuple[Agent, OfflineModel]:
 
 async def payloads_of(agent: Agent, message) -> list[dict]:
     return [p async for p in run_payloads(agent, message)]
+
+
+# asyncio may wake a sleeper up to one tick of the loop's clock early.
+TICK = time.get_clock_info("monotonic").resolution
+
+
+async def timed_payloads_of(agent: Agent, message) -> list[tuple[float, dict]]:
+    """Each payload with the time it arrived by the event loop's clock, the one
+    asyncio.sleep paces by. The run is pulled one payload at a time, so a pause
+    in the run shows as a gap between two arrivals."""
+    loop = asyncio.get_running_loop()
+    return [(loop.time(), p) async for p in run_payloads(agent, message)]
 
 
 def words(text: str) -> list[dict]:
@@ -114,9 +128,8 @@ async def test_fail_attempts_knob_fails_the_first_attempts_only():
 
 async def test_tool_sleep_knob_makes_a_silent_tool_call():
     agent, _ = offline_agent(tool_sleep_s=0.3)
-    started = time.monotonic()
-    payloads = await payloads_of(agent, "anything")
-    assert time.monotonic() - started >= 0.3
+    timed = await timed_payloads_of(agent, "anything")
+    payloads = [payload for _, payload in timed]
     assert payloads == [
         {"type": "reasoning", "text": "The job asks for a silent tool call of 0.3 s; I will call the sleep tool."},
         *words("Let me wait 0.3 seconds."),
@@ -126,6 +139,10 @@ async def test_tool_sleep_knob_makes_a_silent_tool_call():
         *words("The sleep tool answered: slept 0.3 s."),
         COMPLETED,
     ]
+    # The tool really waited between its call and its result.
+    [called] = [at for at, payload in timed if payload["type"] == "tool_call"]
+    [answered] = [at for at, payload in timed if payload["type"] == "tool_result"]
+    assert answered - called >= 0.3 - TICK
 
 
 async def test_the_model_sees_earlier_turns():
@@ -140,9 +157,11 @@ async def test_the_model_sees_earlier_turns():
 
 async def test_words_are_paced_by_the_delay():
     model = OfflineModel(delay_ms=20, knobs=OfflineKnobs(words=11))
-    started = time.monotonic()
-    await payloads_of(Agent(model=model, telemetry=False), "pace me")
-    assert time.monotonic() - started >= 10 * 0.02
+    timed = await timed_payloads_of(Agent(model=model, telemetry=False), "pace me")
+    arrivals = [at for at, payload in timed if payload["type"] == "text_delta"]
+    assert len(arrivals) == 11
+    # Every word after the first waits its 20 ms, not just the run as a whole.
+    assert [later - earlier >= 0.02 - TICK for earlier, later in itertools.pairwise(arrivals)] == [True] * 10
 
 
 def test_expressions_are_found_in_prose():

@@ -5,9 +5,8 @@ from __future__ import annotations
 import asyncio
 import json
 import subprocess
-import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -24,6 +23,7 @@ from runstream.db.retention import PruneCount, prune
 from tests.conftest import create_database, drop_database
 from tests.support.processes import RUNSTREAM, ApiServer, ServiceProcess, free_port, start_api, start_worker
 from tests.support.sse import read_stream
+from tests.support.waiting import eventually, wait_until
 
 ASYNC = pytest.mark.asyncio(loop_scope="session")
 
@@ -41,13 +41,18 @@ def ready(api: ApiServer) -> httpx.Response:
     return httpx.get(f"{api.url}/readyz", timeout=10)
 
 
-def wait_for_status(api: ApiServer, status: int, timeout: float = 20.0) -> httpx.Response:
-    deadline = time.monotonic() + timeout
-    while True:
+def readiness_when(api: ApiServer, done: Callable[[httpx.Response], bool], what: str) -> httpx.Response:
+    """Ask /readyz until ``done(answer)``; answers that answer."""
+
+    def answer_if_done() -> httpx.Response | None:
         response = ready(api)
-        if response.status_code == status or time.monotonic() > deadline:
-            return response
-        time.sleep(0.2)
+        return response if done(response) else None
+
+    return wait_until(answer_if_done, timeout=20, interval=0.2, what=f"{api.name}'s /readyz: {what}")
+
+
+def wait_for_status(api: ApiServer, status: int) -> httpx.Response:
+    return readiness_when(api, lambda response: response.status_code == status, f"status {status}")
 
 
 def test_readiness_fails_when_the_database_goes_away(service_env: dict[str, str], log_dir: Path) -> None:
@@ -79,7 +84,8 @@ def test_readiness_fails_when_the_broker_is_unreachable(service_env: dict[str, s
     env = {**service_env, "CELERY_BROKER_URL": f"redis://127.0.0.1:{free_port()}/0"}
     api = start_api(env, log_dir, name="readyz-broker-api")
     try:
-        response = wait_for_status(api, 200, timeout=3)  # the LISTEN connection comes up first
+        # The LISTEN connection comes up after the API starts: once it has, only the broker is wrong.
+        response = readiness_when(api, lambda response: response.json()["checks"]["listen"] == "ok", "LISTEN up")
         assert response.status_code == 503
         checks = response.json()["checks"]
         assert (checks["database"], checks["listen"]) == ("ok", "ok")
@@ -123,13 +129,13 @@ async def test_metrics_and_job_logs(metered: tuple[ApiServer, ServiceProcess, in
         )
         job_id = response.json()["job_id"]
         stream = asyncio.create_task(read_stream(client, f"/api/jobs/{job_id}/events"))
+
         # While the tool sleeps, the stream is open.
-        for _ in range(100):
+        async def one_open_stream() -> bool:
             metrics = samples((await client.get("/metrics")).text)
-            if metrics[("runstream_open_streams", ())] == 1.0:
-                break
-            await asyncio.sleep(0.05)
-        assert metrics[("runstream_open_streams", ())] == 1.0
+            return metrics[("runstream_open_streams", ())] == 1.0
+
+        await eventually(one_open_stream, what="runstream_open_streams to be 1")
         await asyncio.wait_for(stream, 30)
 
         response = await client.get("/metrics")

@@ -23,6 +23,7 @@ from psycopg_pool import AsyncConnectionPool
 
 from tests.support.processes import ApiServer, start_api
 from tests.support.sse import deltakit_events, read_stream
+from tests.support.waiting import eventually
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 
@@ -98,12 +99,12 @@ async def rows(pool: AsyncConnectionPool, session: str) -> list[dict[str, Any]]:
 async def in_its_tool_call(client: httpx.AsyncClient, job_id: str) -> None:
     """Wait until the run has written its tool call (its text before it too): it
     sits in the silent tool call until stopped."""
-    async with asyncio.timeout(60):
-        while True:
-            page = (await client.get(f"/api/jobs/{job_id}/events", headers={"Accept": "application/json"})).json()
-            if any(e["data"]["type"] == "tool_call" for e in page["events"]):
-                return
-            await asyncio.sleep(0.05)
+
+    async def tool_call_written() -> bool:
+        page = (await client.get(f"/api/jobs/{job_id}/events", headers={"Accept": "application/json"})).json()
+        return any(e["data"]["type"] == "tool_call" for e in page["events"])
+
+    await eventually(tool_call_written, timeout=60, what=f"the tool call of job {job_id}")
 
 
 async def test_enqueue_waits_then_runs_in_order_seeing_the_answers_before(

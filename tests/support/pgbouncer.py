@@ -6,7 +6,6 @@ import os
 import shutil
 import subprocess
 import tempfile
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -16,6 +15,7 @@ import pytest
 from sqlalchemy.engine import make_url
 
 from tests.support.processes import free_port
+from tests.support.waiting import wait_until
 
 PGBOUNCER = "/usr/sbin/pgbouncer"
 # Few server connections for many clients: consecutive transactions of one
@@ -100,18 +100,23 @@ def running_pgbouncer(admin_database_url: str) -> Iterator[PgBouncer]:
     as_user = ["-u", "postgres"] if os.geteuid() == 0 else []
     proc = subprocess.Popen([PGBOUNCER, *as_user, str(config)], stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
     bouncer = PgBouncer(port, workdir, proc)
+
+    def accepting() -> bool:
+        if proc.poll() is not None:
+            raise AssertionError(f"PgBouncer exited with {proc.returncode}")
+        try:
+            psycopg.connect(bouncer.url_for(admin_database_url), connect_timeout=2).close()
+        except psycopg.OperationalError:
+            return False
+        return True
+
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                psycopg.connect(bouncer.url_for(admin_database_url), connect_timeout=2).close()
-                break
-            except psycopg.OperationalError:
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    log = workdir / "pgbouncer.log"
-                    text = log.read_text(errors="replace") if log.exists() else ""
-                    pytest.fail(f"PgBouncer did not start:\n{text[-3000:]}", pytrace=False)
-                time.sleep(0.05)
+        try:
+            wait_until(accepting, timeout=30, what="PgBouncer to accept connections")
+        except AssertionError as failed:
+            log = workdir / "pgbouncer.log"
+            text = log.read_text(errors="replace") if log.exists() else ""
+            pytest.fail(f"PgBouncer did not start ({failed}):\n{text[-3000:]}", pytrace=False)
         yield bouncer
     finally:
         proc.terminate()

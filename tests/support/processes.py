@@ -6,12 +6,12 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Callable
 from pathlib import Path
 
 from runstream.bench.services import free_port
 from runstream.dev import http_ok
+from tests.support.waiting import wait_until
 
 # The console script installed next to the interpreter running the tests.
 RUNSTREAM = str(Path(sys.executable).with_name("runstream"))
@@ -54,14 +54,17 @@ class ServiceProcess:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
 
     def wait_until(self, ready: Callable[[], bool], timeout: float = 60.0) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
+        """Wait for `ready`, failing at once with the log if the process exits first."""
+
+        def alive_and_ready() -> bool:
             if self.proc is not None and self.proc.poll() is not None:
-                raise RuntimeError(f"{self.name} exited with {self.proc.returncode}:\n{self.log()[-4000:]}")
-            if ready():
-                return
-            time.sleep(0.05)
-        raise TimeoutError(f"{self.name} not ready after {timeout}s:\n{self.log()[-4000:]}")
+                raise AssertionError(f"{self.name} exited with {self.proc.returncode}")
+            return ready()
+
+        try:
+            wait_until(alive_and_ready, timeout=timeout, what=f"{self.name} to be ready")
+        except AssertionError as failed:
+            raise AssertionError(f"{failed}; its log ends:\n{self.log()[-4000:]}") from None
 
     def signal(self, sig: int) -> None:
         if self.proc is not None and self.proc.poll() is None:
