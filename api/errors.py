@@ -6,10 +6,11 @@ import logging
 from collections.abc import Mapping
 from typing import Any
 
-import psycopg
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse
+
+from runstream.db.errors import DatabaseUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -82,6 +83,6 @@ async def on_server_error(request: Request, exc: Exception) -> JSONResponse:
 EXCEPTION_HANDLERS = {
     ApiError: on_api_error,
     HTTPException: on_http_exception,
-    psycopg.OperationalError: on_database_unavailable,
+    DatabaseUnavailable: on_database_unavailable,
     Exception: on_server_error,
 }

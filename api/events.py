@@ -8,7 +8,6 @@ import logging
 import uuid
 from collections.abc import AsyncIterator
 
-import psycopg
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 from starlette.types import Send
@@ -20,6 +19,7 @@ from runstream.api.hub import EventHub
 from runstream.api.payloads import EventsPage, LoggedEvent
 from runstream.api.sse import HEADERS, KEEPALIVE, MEDIA_TYPE
 from runstream.api.tenancy import resolve_tenant
+from runstream.db.errors import DatabaseUnavailable
 from runstream.db.events import read_events
 from runstream.db.jobs import TERMINAL_STATUSES, get_job
 
@@ -101,7 +101,7 @@ async def event_stream(hub: EventHub, job_id: uuid.UUID, after: int) -> AsyncIte
         while True:
             try:
                 frames = await subscriber.next_batch()
-            except psycopg.OperationalError as exc:
+            except DatabaseUnavailable as exc:
                 # A failed read moved nothing: reading again resumes exactly.
                 if hub.cutting:
                     raise StreamCut from None

@@ -21,7 +21,6 @@ from collections.abc import AsyncIterator
 from contextlib import suppress
 from typing import Any
 
-import psycopg
 from starlette.requests import Request
 from starlette.responses import Response
 
@@ -33,6 +32,7 @@ from runstream.api.payloads import Transition
 from runstream.api.sse import HEADERS, KEEPALIVE, MEDIA_TYPE
 from runstream.api.tenancy import resolve_tenant
 from runstream.db.connector import Pool
+from runstream.db.errors import DatabaseUnavailable
 from runstream.db.transitions import last_transition_seq, read_transitions
 
 log = logging.getLogger(__name__)
@@ -66,7 +66,7 @@ async def transition_stream(hub: EventHub, pool: Pool, tenant: str, after: int) 
             woken.clear()
             try:
                 rows = await read_transitions(pool, tenant, after, hub.page_size)
-            except psycopg.OperationalError as exc:
+            except DatabaseUnavailable as exc:
                 # A failed read moved nothing: reading again resumes exactly.
                 if hub.cutting:
                     raise StreamCut from None

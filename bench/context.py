@@ -7,6 +7,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
 from runstream.bench.services import Service
 from runstream.core.settings import Settings
 
@@ -63,10 +65,21 @@ FULL = Profile(
 )
 
 
+class BenchBrokers(BaseSettings):
+    """The brokers ``runstream bench`` measures job start with (besides the
+    filesystem one): the bench's own settings, apart from Runstream's."""
+
+    model_config = SettingsConfigDict(env_prefix="RUNSTREAM_BENCH_", extra="ignore")
+
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    rabbitmq_url: str = "amqp://guest:guest@127.0.0.1:5672//"
+
+
 @dataclass
 class Bench:
     profile: Profile
     settings: Settings
+    brokers: BenchBrokers
     database_url: str
     api: Service  # the Runstream API the streaming scenarios use
     baseline: Service  # the in-memory recipe

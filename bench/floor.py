@@ -26,9 +26,9 @@ from typing import Any
 
 import asyncpg
 
+from runstream.bench import queries
 from runstream.bench.stamps import stamp_run
 from runstream.core.settings import child_environment, get_settings
-from runstream.db import queries
 from runstream.db.connector import open_pool, plain_url
 from runstream.db.jobs import create_job
 from runstream.tasks.runtime import new_loop

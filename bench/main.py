@@ -21,7 +21,7 @@ from typing import Any
 import uvloop
 
 from runstream.bench import report
-from runstream.bench.context import FULL, QUICK, Bench, Profile
+from runstream.bench.context import FULL, QUICK, Bench, BenchBrokers, Profile
 from runstream.bench.scenarios import delivery, fanout, ingest, job_start, replay, retention
 from runstream.bench.services import (
     NO_LIMITS,
@@ -57,6 +57,7 @@ async def _run_scenarios(
 def run(settings: Settings, *, quick: bool) -> dict[str, Any]:
     assert settings.database_url, "DATABASE_URL is not set"
     profile: Profile = QUICK if quick else FULL
+    brokers = BenchBrokers()
     started = time.monotonic()
     machine_before = _machine()
     database_url = create_database(settings.database_url)
@@ -66,7 +67,7 @@ def run(settings: Settings, *, quick: bool) -> dict[str, Any]:
             child_environment(
                 DATABASE_URL=database_url,
                 # The streaming scenarios never dispatch; the API still needs a broker to talk to.
-                CELERY_BROKER_URL=settings.bench_redis_url,
+                CELERY_BROKER_URL=brokers.redis_url,
                 RUNSTREAM_QUEUE=f"rs-bench-{uuid.uuid4().hex[:12]}",
                 RUNSTREAM_DATA_DIR=str(work_dir),
             )
@@ -76,7 +77,7 @@ def run(settings: Settings, *, quick: bool) -> dict[str, Any]:
         try:
             api = start_api(env, work_dir)
             baseline = start_baseline(env, work_dir)
-            bench = Bench(profile, settings, database_url, api, baseline, work_dir)
+            bench = Bench(profile, settings, brokers, database_url, api, baseline, work_dir)
             scenarios, targets = uvloop.run(_run_scenarios(bench))
         finally:
             for service in (api, baseline):

@@ -40,6 +40,7 @@ from runstream.bench.services import NO_LIMITS, RUNSTREAM, Service, free_port
 from runstream.core.settings import child_environment
 from runstream.db.audit import all_jobs, job_log
 from runstream.db.connector import open_pool
+from runstream.db.events import TERMINAL_TYPES
 from runstream.db.migrate import upgrade_to_head
 
 FAULTS = (
@@ -51,7 +52,6 @@ FAULTS = (
     "postgres_sigstop",
     "broker_restart",
 )
-TERMINAL_TYPES = ("done", "error")
 FINISHED = ("completed", "failed", "cancelled")
 
 # Recovery quick enough for a soak of minutes, and the same in every process.

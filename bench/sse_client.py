@@ -20,7 +20,8 @@ from typing import Any
 
 import httptools
 
-TERMINAL_TYPES = frozenset({"done", "error"})
+from runstream.db.events import TERMINAL_TYPES
+
 OPEN_TIMEOUT_S = 30.0
 
 

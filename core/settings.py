@@ -240,11 +240,6 @@ class Settings(BaseSettings):
     log_format: Literal["json", "text"] = "json"
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = "INFO"
 
-    # --- bench ----------------------------------------------------------------
-    # The brokers ``runstream bench`` measures job start with (besides the filesystem one).
-    bench_redis_url: str = "redis://127.0.0.1:6379/0"
-    bench_rabbitmq_url: str = "amqp://guest:guest@127.0.0.1:5672//"
-
     @field_validator(
         "database_url",
         "celery_broker_url",

@@ -10,6 +10,8 @@ from __future__ import annotations
 import asyncio
 import time
 import weakref
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any, TypeAlias
 
 import psycopg
@@ -17,6 +19,8 @@ from psycopg import AsyncConnection, AsyncCursor
 from psycopg.rows import DictRow, dict_row
 from psycopg_pool import AsyncConnectionPool
 from sqlalchemy.engine import make_url
+
+from runstream.db.errors import DatabaseUnavailable, is_unavailable
 
 # Runstream's connections answer rows as dicts (open_pool's row factory); the
 # types say so, so a row's columns are read by name.
@@ -87,6 +91,19 @@ class RecoveringPool(AsyncConnectionPool[Connection]):
             reset=self._note_returned,
         )
 
+    @asynccontextmanager
+    async def connection(self, timeout: float | None = None) -> AsyncIterator[Connection]:
+        """A pooled connection, as psycopg_pool lends it, but a failure that
+        means the database is unavailable (a checkout that times out included)
+        leaves as ``DatabaseUnavailable``: the floors above never see the driver."""
+        try:
+            async with super().connection(timeout) as conn:
+                yield conn
+        except psycopg.Error as exc:
+            if is_unavailable(exc):
+                raise DatabaseUnavailable(str(exc) or type(exc).__name__) from exc
+            raise
+
     async def _note_opened(self, conn: Connection) -> None:
         self._opened_at[conn] = time.monotonic()
 
@@ -117,8 +134,8 @@ async def open_pool(
     prepared_statements: bool = True,
 ) -> Pool:
     """A fixed-size pool: its connection count never depends on the load. A
-    checkout waits at most ``timeout`` s, then raises ``PoolTimeout`` (an
-    ``OperationalError``: the API answers 503 ``database_unavailable``).
+    checkout waits at most ``timeout`` s, then raises ``DatabaseUnavailable``
+    (the API answers 503 ``database_unavailable``).
     Without ``prepared_statements`` nothing is prepared on the server (behind a
     pooler in transaction mode, where a statement prepared in one transaction
     is unknown to the server connection of the next)."""

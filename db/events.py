@@ -14,6 +14,8 @@ from runstream.core.metrics import APPEND_SECONDS, EVENTS_APPENDED
 from runstream.db import queries
 from runstream.db.connector import Connection, Pool
 
+# The event types that end an attempt's stream; named here only (the writer, the
+# streams and the bench all ask this set).
 TERMINAL_TYPES = frozenset({"done", "error"})
 
 

@@ -1,4 +1,8 @@
-"""The ``runstream`` console script. Each command reads the settings from the environment."""
+"""The ``runstream`` console script. Each command reads the settings from the environment.
+
+Each command imports what it runs when it runs: a worker never loads the web
+stack, ``runstream --version`` loads neither, and none waits on Agno's import.
+"""
 
 from __future__ import annotations
 

@@ -48,6 +48,9 @@ from typing import Any
 import httpx
 
 from runstream.core.settings import child_environment, get_settings
+from runstream.db.admin import ensure_database
+from runstream.db.health import accepts_connections
+from runstream.db.migrate import upgrade_to_head
 
 PG_SYSTEM_USER = "runstream-postgres"
 PG_DATABASE = "runstream"
@@ -291,17 +294,13 @@ class EmbeddedPostgres:
         return child
 
     def _wait_ready(self, child: Child) -> None:
-        import psycopg
-
         deadline = time.monotonic() + READY_TIMEOUT_S
         while time.monotonic() < deadline:
             if not child.alive():
                 raise DevError("Postgres exited during start-up (see the [postgres] lines above)")
-            try:
-                psycopg.connect(self.admin_url, connect_timeout=2).close()
+            if accepts_connections(self.admin_url, timeout_s=2):
                 return
-            except psycopg.OperationalError:
-                time.sleep(0.1)
+            time.sleep(0.1)
         raise DevError(f"Postgres was not ready after {READY_TIMEOUT_S:.0f}s")
 
     @property
@@ -309,8 +308,6 @@ class EmbeddedPostgres:
         return f"postgresql://postgres@/postgres?host={self.socket_dir}"
 
     def _ensure_database(self) -> None:
-        from runstream.db.admin import ensure_database
-
         ensure_database(self.admin_url, PG_DATABASE)
 
     def cleanup(self) -> None:
@@ -397,8 +394,6 @@ def run(host: str, port: int) -> int:
             say("dev", f"embedded Postgres ready: {database_url}")
         if stopping.is_set():
             return 0
-
-        from runstream.db.migrate import upgrade_to_head
 
         upgrade_to_head(database_url)
         say("dev", "database is at the newest schema")

@@ -47,6 +47,7 @@ from agno.team import Team
 from agno.workflow import Workflow
 from pydantic import BaseModel
 
+from runstream.db.events import TERMINAL_TYPES
 from runstream.tasks.pauses import Pause, pause_of
 
 Payload = dict[str, Any]
@@ -221,7 +222,7 @@ class Translator:
 
 
 def is_terminal(payload: Payload) -> bool:
-    return payload["type"] in ("done", "error")
+    return payload["type"] in TERMINAL_TYPES
 
 
 def final_status(payload: Payload) -> str:

@@ -38,10 +38,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-import psycopg
-
 from runstream.core.settings import get_settings
 from runstream.db.connector import Pool
+from runstream.db.errors import DatabaseUnavailable
 from runstream.db.events import AppendBatch, AppendResult, append_many, committed_earlier
 
 log = logging.getLogger("runstream.worker")
@@ -249,7 +248,7 @@ class EventWriter:
                         for batch, result in zip(batches, results, strict=True)
                     ]
                 return results
-            except psycopg.OperationalError as exc:
+            except DatabaseUnavailable as exc:
                 maybe_committed = True
                 if delay is None:
                     return exc

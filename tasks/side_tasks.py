@@ -14,7 +14,7 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 
-import psycopg
+from runstream.db.errors import DatabaseUnavailable
 
 log = logging.getLogger("runstream.worker")
 
@@ -33,7 +33,7 @@ async def keep_running(name: str, tick: Callable[[], Awaitable[object]], interva
         await asyncio.sleep(backoff_s(interval_s, failures) if failures else interval_s)
         try:
             await tick()
-        except psycopg.Error as exc:
+        except DatabaseUnavailable as exc:
             # Keep going: the next tick may reach the database again.
             log.warning("%s: database unavailable: %s", name, exc)
         except Exception:

@@ -29,6 +29,22 @@ from tests.support.processes import start_api, start_worker
 from tests.support.sse import complete_body, frames, read_stream
 
 ASYNC = pytest.mark.asyncio(loop_scope="session")
+JOBS = 6
+
+
+async def watch_transitions(client: httpx.AsyncClient, api_url: str, jobs: list[str], opened: asyncio.Event) -> list:
+    """The transitions stream's frames, from its opening until all ``JOBS`` jobs completed."""
+    body = ""
+    async with client.stream("GET", f"{api_url}/api/jobs/transitions") as response:
+        assert response.status_code == 200, await response.aread()
+        async for chunk in response.aiter_text():
+            opened.set()
+            body += chunk
+            found = frames(complete_body(body))
+            completed = {f.data["job_id"] for f in found if f.data["status"] == "completed"}
+            if len(jobs) == JOBS and completed >= set(jobs):
+                return found
+    raise AssertionError("the transitions stream ended before every job completed")
 
 
 @pytest.fixture(scope="module")
@@ -55,18 +71,26 @@ async def test_api_and_worker_through_pgbouncer_listen_direct_or_poll(
     }
     worker = start_worker(env, tmp_path, "pgb-worker")
     listening = start_api({**env, "RUNSTREAM_LISTEN_DATABASE_URL": direct_url}, tmp_path, "pgb-api-listen")
+    # Keep-alives far apart: the only wake-up left to the polling API's
+    # transitions stream is the poll's own.
     polling = start_api(
-        {**env, "RUNSTREAM_LIVE_UPDATES": "poll", "RUNSTREAM_POLL_INTERVAL_S": "0.05"}, tmp_path, "pgb-api-poll"
+        {**env, "RUNSTREAM_LIVE_UPDATES": "poll", "RUNSTREAM_POLL_INTERVAL_S": "0.05", "RUNSTREAM_KEEPALIVE_S": "600"},
+        tmp_path,
+        "pgb-api-poll",
     )
     try:
         async with httpx.AsyncClient(timeout=30) as client:
             for api in (listening, polling):
                 ready = await client.get(f"{api.url}/readyz")
                 assert ready.status_code == 200, ready.text
+            # The polling API's transitions stream is woken by the poll too.
+            jobs: list[str] = []
+            opened = asyncio.Event()
+            transitions = asyncio.create_task(watch_transitions(client, polling.url, jobs, opened))
+            await asyncio.wait_for(opened.wait(), 30)
             # Many jobs at once: transactions of every process interleave on the
             # bouncer's few server connections.
-            jobs = []
-            for n in range(6):
+            for n in range(JOBS):
                 created = await client.post(
                     f"{polling.url}/api/jobs", json={"message": f"q{n}", "metadata": {"offline": {"words": 40}}}
                 )
@@ -90,6 +114,14 @@ async def test_api_and_worker_through_pgbouncer_listen_direct_or_poll(
                     client, f"{polling.url}/api/jobs/{job_id}/events", headers={"Last-Event-ID": str(middle)}
                 )
                 assert frames(resumed) == frames(first)[middle + 1 :]
+            moves = await asyncio.wait_for(transitions, 60)
+            for job_id in jobs:
+                assert [
+                    (f.data["previous_status"], f.data["status"], f.data["attempt"])
+                    for f in moves
+                    if f.data["job_id"] == job_id
+                ] == [(None, "pending", 0), ("pending", "running", 1), ("running", "completed", 1)]
+            assert [f.id for f in moves] == sorted({f.id for f in moves})
         # Every query went through the bouncer; only the LISTEN connection went direct.
         clients = set(pgbouncer.clients(make_url(direct_url).database))
         assert {"runstream-worker", f"runstream-api-{listening.pid}", f"runstream-api-{polling.pid}"} <= clients

@@ -17,9 +17,9 @@ import json
 import uuid
 from typing import Any
 
+from runstream.bench import queries
 from runstream.bench.context import Bench, target
 from runstream.bench.stats import ratio
-from runstream.db import queries
 from runstream.db.connector import Pool, open_pool
 from runstream.db.jobs import claim_job, create_job
 from runstream.tasks.agent_events import COMPLETED

@@ -121,12 +121,12 @@ async def _broker_round(bench: Bench, database_url: str, broker: str, broker_url
 
 
 async def run(bench: Bench) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-    settings = bench.settings
     brokers = {
-        "redis": settings.bench_redis_url,
-        "rabbitmq": settings.bench_rabbitmq_url,
+        "redis": bench.brokers.redis_url,
+        "rabbitmq": bench.brokers.rabbitmq_url,
         "filesystem": "filesystem://",
     }
+    settings = bench.settings
     base = f"http://127.0.0.1:{bench.baseline.port}"
     theirs = latency_summary(await _time_jobs(bench.profile.job_starts, _baseline_job(bench.baseline), base))
     # A database of its own: the workers' reaper must not find the other scenarios'

@@ -16,9 +16,9 @@ import time
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from runstream.bench import queries
 from runstream.bench.context import Bench, target
 from runstream.bench.stats import ratio
-from runstream.db import queries
 from runstream.db.connector import open_pool
 from runstream.db.partitions import Partition, ensure_partitions
 from runstream.db.retention import detach_partition, drop_detached, prune

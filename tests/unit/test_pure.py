@@ -12,15 +12,18 @@ import json
 import uuid
 from datetime import UTC, datetime, timedelta
 
+import psycopg
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from psycopg import errors
 from pydantic import TypeAdapter, ValidationError
 
 from runstream.api.cursor import MAX_CURSOR_CHARS, decode_cursor, encode_cursor
 from runstream.api.errors import ApiError
 from runstream.api.payloads import StorableJson
 from runstream.core.durations import parse_duration
+from runstream.db.errors import is_unavailable
 from runstream.db.events import parse_notification
 from runstream.tasks.event_writer import merge_text_deltas
 
@@ -140,3 +143,21 @@ def test_a_notification_names_its_job_and_last_seq_and_may_carry_rows() -> None:
     assert (carried.job_id, carried.last_seq) == (job_id, 40)
     assert (row.seq, row.type, row.data) == (40, "text_delta", '{"type": "text_delta", "delta": "a:b"}')
     assert row.created_at == datetime.fromtimestamp(1_700_000_000.5, UTC)
+
+
+@pytest.mark.parametrize(
+    ("error", "unavailable"),
+    [
+        (psycopg.OperationalError("connection is lost"), True),  # no SQLSTATE: the connection broke
+        (errors.AdminShutdown(), True),
+        (errors.CannotConnectNow(), True),
+        (errors.TooManyConnections(), True),
+        (errors.ConnectionFailure(), True),
+        (errors.QueryCanceled(), True),
+        (errors.LockNotAvailable(), False),  # an OperationalError that a retry elsewhere handles
+        (errors.UniqueViolation(), False),
+        (errors.UndefinedTable(), False),
+    ],
+)
+def test_which_driver_errors_mean_unavailable(error: psycopg.Error, unavailable: bool) -> None:
+    assert is_unavailable(error) is unavailable
