@@ -5,11 +5,10 @@ claimed by the test, so every run is deterministic and needs no worker."""
 from __future__ import annotations
 
 import asyncio
-import itertools
 import json
 import random
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
 import asyncpg
@@ -80,24 +79,26 @@ class OpenStream:
     def __init__(self, response: httpx.Response):
         self._chunks = response.aiter_text()
         self.body = ""
+        # Blocks (events and comments) received whole so far.
+        self.blocks = 0
 
     def ids(self) -> list[int]:
         return ids(complete_body(self.body))
 
     async def read_until(self, arrived: Callable[[OpenStream], bool]) -> None:
         while not arrived(self):
-            self.body += await anext(self._chunks)
+            self._take(await anext(self._chunks))
 
     async def read_to_end(self) -> str:
         async for chunk in self._chunks:
-            self.body += chunk
+            self._take(chunk)
         return self.body
 
-
-async def pause(seconds: float) -> None:
-    """Part of a concurrency test's workload, never a wait for something: a
-    writer or a slow client taking its time, drawn from the test's seeded Random."""
-    await asyncio.sleep(seconds)
+    def _take(self, chunk: str) -> None:
+        # A block ends in a blank line, never in three newlines: counting blank lines
+        # from the last character received on counts each block once.
+        self.blocks += (self.body[-1:] + chunk).count("\n\n")
+        self.body += chunk
 
 
 # --- framing ---------------------------------------------------------------------
@@ -287,24 +288,30 @@ async def test_live_appends_during_a_long_replay_leave_no_gap_or_duplicate(
     and appends landing all the while: every stream gets exactly its suffix."""
     seed = 253
     rng = random.Random(seed)
-    # (size, pause after it) of each append: the same schedule on every run.
-    appends = [(rng.randint(1, 8), rng.uniform(0, 0.004)) for _ in range(150)]
+    # Each append is made once the replay from the start has passed a drawn point of
+    # the backlog, so the appends land all through the replays, the same way every run.
+    gates = sorted(rng.sample(range(20_000), 150))
+    sizes = [rng.randint(1, 8) for _ in gates]
     job_id = await running_job(pool)
     for i in range(0, 20_000, 2_000):
         await append(pool, job_id, deltas(i, 2_000))
-
-    async def work() -> None:
-        next_delta = 20_000
-        for size, then in appends:
-            await append(pool, job_id, deltas(next_delta, size))
-            next_delta += size
-            await pause(then)
-        await finish(pool, job_id)
-
     starts = [-1, -1, 0, 999, 5_000, 19_990]
-    writer = asyncio.create_task(work())
-    bodies = await asyncio.gather(*(read_stream(http, url(job_id), headers={"Last-Event-ID": str(k)}) for k in starts))
-    await writer
+
+    async with http.stream("GET", url(job_id), headers={"Last-Event-ID": str(starts[0])}) as response:
+        paced_by = OpenStream(response)
+
+        async def work() -> None:
+            next_delta = 20_000
+            for gate, size in zip(gates, sizes, strict=True):
+                await paced_by.read_until(lambda s, gate=gate: s.blocks > gate)
+                await append(pool, job_id, deltas(next_delta, size))
+                next_delta += size
+            await finish(pool, job_id)
+
+        _, *others = await asyncio.gather(
+            work(), *(read_stream(http, url(job_id), headers={"Last-Event-ID": str(k)}) for k in starts[1:])
+        )
+        bodies = [await paced_by.read_to_end(), *others]
     last = (await stored_rows(pool, job_id))[-1].seq
     for k, body in zip(starts, bodies, strict=True):
         assert ids(body) == list(range(k + 1, last + 1)), f"from {k}, seed {seed}"
@@ -400,18 +407,11 @@ async def small_hub(database_url: str, pool: AsyncConnectionPool) -> AsyncIterat
     await hub.stop()
 
 
-# A fast client's pauses: none, only a yield to the other tasks after each batch.
-FAST = itertools.repeat(0.0)
-
-
-def slow_client(rng: random.Random) -> Iterator[float]:
-    """A slow client's pauses, one after each batch it reads."""
-    while True:
-        yield rng.uniform(0, 0.02)
-
-
-async def collect(hub: EventHub, job_id: uuid.UUID, after: int, pauses: Iterator[float] = FAST) -> list[int]:
-    """Consume a subscription to the terminal event, pausing after each batch."""
+async def collect(
+    hub: EventHub, job_id: uuid.UUID, after: int, between_batches: Callable[[], Awaitable[object]] | None = None
+) -> list[int]:
+    """Consume a subscription to the terminal event; a slow client awaits
+    ``between_batches`` before reading on."""
     seqs = []
     with hub.subscribe(job_id, after) as subscriber:
         while True:
@@ -419,7 +419,8 @@ async def collect(hub: EventHub, job_id: uuid.UUID, after: int, pauses: Iterator
             seqs += [row.seq for row in rows]
             if rows and rows[-1].terminal:
                 return seqs
-            await pause(next(pauses))
+            if between_batches is not None:
+                await between_batches()
 
 
 def subscribed_and_live(hub: EventHub, job_id: uuid.UUID) -> bool:
@@ -431,36 +432,41 @@ def subscribed_and_live(hub: EventHub, job_id: uuid.UUID) -> bool:
 async def test_hub_many_subscribers_slow_and_fast_get_exact_suffixes(small_hub: EventHub, pool) -> None:
     seed = 381
     rng = random.Random(seed)
-    # The whole workload is drawn first, so the seed alone decides it.
-    appends = [(rng.randint(1, 12), rng.uniform(0, 0.003)) for _ in range(120)]
-    # Where each subscriber starts, after which append it joins, and how it reads (every third slowly).
+    # Drawn first, so the seed alone decides them: the appends' sizes, and where each
+    # subscriber starts, after which append it joins, and (every third one, a slow
+    # client) how many more appends it lets pass before reading each next batch.
+    sizes = [rng.randint(1, 12) for _ in range(120)]
     subscribers = [
-        (rng.randint(-1, 99), rng.randint(0, 60), slow_client(random.Random(rng.random())) if i % 3 == 0 else FAST)
+        (rng.randint(-1, 99), rng.randint(0, 60), random.Random(rng.random()) if i % 3 == 0 else None)
         for i in range(16)
     ]
     job_id = await running_job(pool)
     await append(pool, job_id, deltas(0, 100))
-    appended = [asyncio.Event() for _ in appends]
+    appended = [asyncio.Event() for _ in sizes]
+    made = 0
 
     async def work() -> None:
+        nonlocal made
         n = 100
-        for (size, then), done in zip(appends, appended, strict=True):
+        for size, done in zip(sizes, appended, strict=True):
             await append(pool, job_id, deltas(n, size))
             n += size
+            made += 1
             done.set()
-            await pause(then)
         await finish(pool, job_id)
 
-    async def join(after: int, join_after: int, pauses: Iterator[float]) -> list[int]:
+    def slow_client(rng: random.Random) -> Callable[[], Awaitable[object]]:
+        """Lets 2 to 6 more appends pass (or the rest) between batches: it falls behind, catching up by pages."""
+        return lambda: appended[min(made + rng.randint(2, 6), len(sizes)) - 1].wait()
+
+    async def join(after: int, join_after: int, slow: random.Random | None) -> list[int]:
         await appended[join_after].wait()
-        return await collect(small_hub, job_id, after, pauses)
+        return await collect(small_hub, job_id, after, slow_client(slow) if slow else None)
 
     # Staggered joins: late subscribers turn live while earlier ones are being fed.
-    writer = asyncio.create_task(work())
-    results = await asyncio.gather(*(join(*subscriber) for subscriber in subscribers))
-    await writer
+    results = await asyncio.gather(work(), *(join(*subscriber) for subscriber in subscribers))
     last = (await stored_rows(pool, job_id))[-1].seq
-    for (after, join_after, _), seqs in zip(subscribers, results, strict=True):
+    for (after, join_after, _), seqs in zip(subscribers, results[1:], strict=True):
         assert seqs == list(range(after + 1, last + 1)), f"from {after}, joined after append {join_after}, seed {seed}"
     assert small_hub.feeds == {}
 
@@ -470,6 +476,7 @@ async def test_hub_frees_a_subscription_when_its_stream_is_cancelled(small_hub: 
     await append(pool, job_id, deltas(0, 3))
     task = asyncio.create_task(collect(small_hub, job_id, -1))
     await eventually(lambda: subscribed_and_live(small_hub, job_id), what="the subscriber waiting for rows")
+    assert len(small_hub.feeds[str(job_id)].subscribers) == 1
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
@@ -540,7 +547,8 @@ async def test_hub_keeps_quiet_streams_alive_and_busy_ones_fed(database_url: str
                     await append(pool, busy_job, deltas(len(batches), 1))
                     batches.append(await asyncio.wait_for(busy.next_batch(), 5))
                 await clock
-                assert len(batches) > 3 and all(batches)
+                assert len(batches) > 3
+                assert all(batches)
                 assert [frame.seq for batch in batches for frame in batch] == list(range(len(batches)))
                 assert await asyncio.wait_for(busy.next_batch(), 5) == []  # silent again: kept alive
     finally:
@@ -625,6 +633,8 @@ async def test_hub_slow_subscriber_falls_back_to_its_own_reads(small_hub: EventH
             await append(pool, job_id, deltas(i, 10))
         await eventually(lambda: not subscriber.live, what="the slow subscriber falling back to its own reads")
         assert len(subscriber._buffer) <= small_hub.buffer_rows
+        # What it was handed before falling back waits for it, in order; it reads the rest itself.
+        assert [frame.seq for frame in subscriber._buffer] == list(range(3, subscriber.position + 1))
         await finish(pool, job_id)
         while not seqs or seqs[-1] != 103:
             seqs += [row.seq for row in await subscriber.next_batch()]
