@@ -142,6 +142,7 @@ async def test_cancel_during_a_long_silent_tool_call_interrupts_the_tool(env, wo
             await eventually(
                 lambda: ended in worker.log(), timeout=10, what="the worker's log of the cancelled attempt"
             )
+            assert stream.payloads == [p for _, _, p in await logged_events(db, job_id)]
             assert text_of(stream.payloads) == "Let me wait 60 seconds."
             assert stream.payloads[-2:] == [
                 {"type": "tool_call", "tool_name": "sleep", "argument": '{"seconds": 60.0}', "call_id": "call_1"},
