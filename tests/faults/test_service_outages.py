@@ -144,6 +144,10 @@ async def test_broker_stopped_with_jobs_queued_then_started_empty(tmp_path, log_
 
             rows = await eventually(all_finished, timeout=60, interval=0.2, what="every job finished")
             assert [(r["status"], r["attempt"]) for r in rows] == [("completed", 1)] * 7
+            # The jobs whose messages were lost ran because the reaper sent them again.
+            redispatched = [line for line in worker.log().splitlines() if "reaper: dispatched" in line]
+            for job_id in [*queued, *while_down]:
+                assert any(str(job_id) in line for line in redispatched), (job_id, redispatched)
             for job_id in [*queued, *while_down]:
                 payloads = [p for _, _, p in await logged_events(conn, job_id)]
                 assert (payloads[0]["type"], payloads[-1]) == ("reasoning", {"type": "done", "status": "completed"})
@@ -180,6 +184,7 @@ async def test_api_requests_after_a_postgres_restart_are_served_at_once_and_503_
             # (past it, the answer would be a 503).
             response = await client.get(f"/api/jobs/{job_id}")
             assert response.status_code == 200, response.text
+            assert response.json()["status"] == "pending"
 
             # While it is down: a 503 at the end of the bounded wait, then service once it is back.
             await eventually(lambda: pool_idle(database_url, api.pid), what="the API's pool idle, due for checks")
@@ -198,6 +203,9 @@ async def test_api_requests_after_a_postgres_restart_are_served_at_once_and_503_
             # Asked again as often as its Retry-After says.
             response = await eventually(served, interval=1.0, what="the API serving again after the outage")
             assert response.json()["status"] == "pending"
+            # The outage was answered and logged as such, never as a stack trace.
+            assert f"database unavailable during GET /api/jobs/{job_id}" in api.log()
+            assert "Traceback" not in api.log()
     finally:
         if api is not None:
             api.kill()
