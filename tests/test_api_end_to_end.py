@@ -12,6 +12,7 @@ from psycopg_pool import AsyncConnectionPool
 
 from runstream.db import events
 from tests.support.sse import deltakit_events, frames, read_stream, text_joined
+from tests.support.waiting import eventually
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 
@@ -56,10 +57,11 @@ async def test_a_late_joiner_and_a_resumer_get_the_same_log(client: httpx.AsyncC
 async def test_cancel_a_running_job_ends_its_stream(client: httpx.AsyncClient) -> None:
     job_id = await start(client, metadata={"offline": {"tool_sleep_s": 30}})
     stream = asyncio.create_task(read_stream(client, f"/api/jobs/{job_id}/events", timeout=30))
-    for _ in range(200):
-        if (await client.get(f"/api/jobs/{job_id}")).json()["status"] == "running":
-            break
-        await asyncio.sleep(0.05)
+
+    async def running() -> bool:
+        return (await client.get(f"/api/jobs/{job_id}")).json()["status"] == "running"
+
+    await eventually(running, what=f"job {job_id} to be running")
     response = await client.post(f"/api/jobs/{job_id}/cancel")
     assert response.status_code == 200
     assert response.json()["status"] == "ok"

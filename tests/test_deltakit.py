@@ -15,6 +15,7 @@ import asyncio
 import httpx
 
 from tests.support.sse import deltakit_events, read_stream
+from tests.support.waiting import eventually
 
 API_URL = "/api/chat-agno-background-task/"
 
@@ -62,11 +63,11 @@ async def test_stop_posts_cancel_with_no_headers(client: httpx.AsyncClient) -> N
     # startBody may add fields: here a silent 30 s tool call, so the run is mid-way when stopped.
     job_id = await start(client, {"message": "wait", "metadata": {"offline": {"tool_sleep_s": 30}}})
 
+    async def running() -> bool:
+        return (await client.get(f"{API_URL}jobs/{job_id}")).json()["status"] == "running"
+
     async def stop_once_running() -> httpx.Response:
-        for _ in range(200):
-            if (await client.get(f"{API_URL}jobs/{job_id}")).json()["status"] == "running":
-                break
-            await asyncio.sleep(0.05)
+        await eventually(running, what=f"job {job_id} to be running")
         # What fetch(cancelApi(id), {method: "POST"}) sends: no body, no custom header.
         async with httpx.AsyncClient(base_url=str(client.base_url)) as bare:
             return await bare.post(f"{API_URL}jobs/{job_id}/cancel")

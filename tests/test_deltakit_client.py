@@ -21,7 +21,6 @@ import shutil
 import signal
 import subprocess
 import threading
-import time
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -34,6 +33,7 @@ from runstream.core.settings import child_environment
 from tests.deltakit import vendored
 from tests.support.processes import ApiServer, ServiceProcess, start_api, start_worker
 from tests.support.sse import deltakit_events, read_stream
+from tests.support.waiting import wait_until
 
 CLIENT_DIR = Path(__file__).with_name("deltakit")
 ALIAS = "/api/chat-agno-background-task/"
@@ -181,10 +181,7 @@ def job_status(api: ApiServer, api_key: str, job_id: str) -> str:
 
 
 def wait_for_status(api: ApiServer, api_key: str, job_id: str, status: str) -> None:
-    deadline = time.monotonic() + 30
-    while (current := job_status(api, api_key, job_id)) != status:
-        assert time.monotonic() < deadline, f"job {job_id} still {current}, not {status}"
-        time.sleep(0.05)
+    wait_until(lambda: job_status(api, api_key, job_id) == status, what=f"job {job_id} to be {status}")
 
 
 def conversation(answer: str) -> list[dict[str, str]]:

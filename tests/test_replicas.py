@@ -16,6 +16,7 @@ import pytest
 from tests.conftest import service_environment
 from tests.support.config import services
 from tests.support.processes import ApiServer, start_api, start_worker
+from tests.support.waiting import eventually
 
 ASYNC = pytest.mark.asyncio(loop_scope="session")
 STREAMS_PER_REPLICA = 2
@@ -94,13 +95,14 @@ async def test_three_replicas_two_workers_and_a_replica_killed_mid_stream(databa
             on_victim = [f for f in followers if f.replicas[0] is victim]
 
             # Kill the replica once each of its clients is mid-stream.
-            async def mid_stream() -> None:
-                while not all(5 <= len(f.ids) and f.payloads[-1]["type"] not in ("done", "error") for f in on_victim):
-                    if any(f.payloads and f.payloads[-1]["type"] in ("done", "error") for f in on_victim):
-                        raise AssertionError("a run finished before the replica could be killed mid-stream")
-                    await asyncio.sleep(0.01)
+            def all_mid_stream() -> bool:
+                if any(f.payloads and f.payloads[-1]["type"] in ("done", "error") for f in on_victim):
+                    raise AssertionError("a run finished before the replica could be killed mid-stream")
+                return all(len(f.ids) >= 5 for f in on_victim)
 
-            await asyncio.wait_for(mid_stream(), 60)
+            await eventually(
+                all_mid_stream, timeout=60, interval=0.01, what="every client of the doomed replica to be mid-stream"
+            )
             victim.kill()
             await asyncio.wait_for(asyncio.gather(*tasks), 120)
 

@@ -5,12 +5,11 @@ error, and that nothing was written."""
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import subprocess
-import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import httpx
@@ -19,6 +18,7 @@ import pytest_asyncio
 from psycopg_pool import AsyncConnectionPool
 
 from tests.support.processes import RUNSTREAM, ApiServer, ServiceProcess, free_port, http_ok, start_api
+from tests.support.waiting import eventually
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 
@@ -345,8 +345,11 @@ async def test_a_key_in_the_header_wins_over_a_token(keyed: httpx.AsyncClient) -
 
 
 async def test_a_token_expires(limited: httpx.AsyncClient, pool: AsyncConnectionPool) -> None:
-    job = await create(limited, auth("exp"))  # this API's tokens live 1 s
-    await asyncio.sleep(2.1)
+    job = await create(limited, auth("exp"))
+    # This API's tokens live 1 s from their issue, which was before now.
+    expires_at = datetime.fromisoformat(job["stream_token_expires_at"])
+    assert expires_at <= datetime.now(UTC) + timedelta(seconds=1)
+    await eventually(lambda: datetime.now(UTC) > expires_at, what=f"the stream token's expiry, {expires_at}")
     assert_error(await limited.get(job["events_url"]), 401, "token_expired")
     assert_error(await limited.post(job["cancel_url"]), 401, "token_expired")
     assert await job_status(pool, job["job_id"]) == "pending"
@@ -467,14 +470,12 @@ async def test_open_streams_are_limited_per_tenant_and_per_process(limited: http
             full = await limited.get(s2, headers=auth("s2"))
             body = assert_error(full, 429, "too_many_streams")
             assert body["error"]["message"] == "this server has 3 streams open, the most it serves"
+
     # Hung up: the slots come back (the server notices at its next keep-alive, 0.2 s here).
-    deadline = time.monotonic() + 10
-    while True:
-        status = await stream_status(limited, s1, headers=auth("s1"))
-        if status == 200 or time.monotonic() > deadline:
-            break
-        await asyncio.sleep(0.2)
-    assert status == 200
+    async def slot_free() -> bool:
+        return await stream_status(limited, s1, headers=auth("s1")) == 200
+
+    await eventually(slot_free, interval=0.2, what="a stream slot of tenant s1 to come back")
 
 
 # --- CORS ---------------------------------------------------------------------------------

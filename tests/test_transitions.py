@@ -18,6 +18,7 @@ from runstream.core.settings import Settings
 from runstream.db import events, jobs
 from runstream.db.transitions import last_transition_seq
 from tests.support.sse import Frame, complete_body, frames
+from tests.support.waiting import eventually
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 
@@ -258,8 +259,7 @@ async def test_the_stream_gets_every_transition_in_order_through_concurrent_comm
             await stream.aclose()
 
     try:
-        while not hub.listening:
-            await asyncio.sleep(0.01)
+        await eventually(lambda: hub.listening, what="the transition hub to listen")
         # 4 writers x 10 rounds, then 2 more: 2 transitions per job of the tenant.
         reader = asyncio.create_task(follow(2 * (4 * 10 + 2)))
         await asyncio.gather(*(writer(10) for _ in range(4)))
