@@ -8,7 +8,7 @@ import asyncio
 import json
 import random
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
 import asyncpg
@@ -17,7 +17,7 @@ import pytest
 import pytest_asyncio
 from psycopg_pool import AsyncConnectionPool
 
-from runstream.api.hub import EventHub
+from runstream.api.hub import EventHub, Subscriber
 from runstream.api.sse import Frame
 from runstream.core.metrics import HUB_READS
 from runstream.core.settings import Settings
@@ -25,6 +25,7 @@ from runstream.db import events, jobs
 from runstream.db.queries import NOTIFY_CHANNEL
 from tests.support.processes import ApiServer, start_api
 from tests.support.sse import complete_body, deltakit_events, frames, read_stream
+from tests.support.waiting import eventually
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 
@@ -71,6 +72,35 @@ def url(job_id: uuid.UUID | str, query: str = "") -> str:
     return f"/api/jobs/{job_id}/events{query}"
 
 
+class OpenStream:
+    """An events stream being read: the test reads on until the stream has
+    delivered what it waits for (bounded by the client's read timeout)."""
+
+    def __init__(self, response: httpx.Response):
+        self._chunks = response.aiter_text()
+        self.body = ""
+        # Blocks (events and comments) received whole so far.
+        self.blocks = 0
+
+    def ids(self) -> list[int]:
+        return ids(complete_body(self.body))
+
+    async def read_until(self, arrived: Callable[[OpenStream], bool]) -> None:
+        while not arrived(self):
+            self._take(await anext(self._chunks))
+
+    async def read_to_end(self) -> str:
+        async for chunk in self._chunks:
+            self._take(chunk)
+        return self.body
+
+    def _take(self, chunk: str) -> None:
+        # A block ends in a blank line, never in three newlines: counting blank lines
+        # from the last character received on counts each block once.
+        self.blocks += (self.body[-1:] + chunk).count("\n\n")
+        self.body += chunk
+
+
 # --- framing ---------------------------------------------------------------------
 
 
@@ -106,15 +136,15 @@ async def test_keepalive_comment_while_silent(service_env: dict[str, str], log_d
     try:
         job_id = await running_job(pool)
         await append(pool, job_id, deltas(0, 2))
-
-        async def finish_later() -> None:
-            await asyncio.sleep(1.0)
+        async with (
+            httpx.AsyncClient(base_url=server.url, timeout=30.0) as client,
+            client.stream("GET", url(job_id)) as response,
+        ):
+            stream = OpenStream(response)
+            # Silent after its two events: a keep-alive comes, and only then does the run end.
+            await stream.read_until(lambda s: ": keepalive\n\n" in s.body)
             await finish(pool, job_id)
-
-        async with httpx.AsyncClient(base_url=server.url, timeout=30.0) as client:
-            later = asyncio.create_task(finish_later())
-            body = await read_stream(client, url(job_id))
-            await later
+            body = await stream.read_to_end()
     finally:
         server.stop()
     assert ": keepalive\n\n" in body
@@ -129,16 +159,15 @@ async def test_keepalive_comment_while_silent(service_env: dict[str, str], log_d
 async def test_replay_then_live_then_end(http: httpx.AsyncClient, pool: AsyncConnectionPool) -> None:
     job_id = await running_job(pool)
     await append(pool, job_id, deltas(0, 3))
-
-    async def work() -> None:
+    async with http.stream("GET", url(job_id)) as response:
+        stream = OpenStream(response)
+        await stream.read_until(lambda s: s.ids() == [0, 1, 2])  # the replay
         for i in range(3, 30, 3):
-            await asyncio.sleep(0.02)
+            # Live: each append reaches the open stream before the next is made.
             await append(pool, job_id, deltas(i, 3))
+            await stream.read_until(lambda s, last=i + 2: s.ids() == list(range(last + 1)))
         await finish(pool, job_id)
-
-    writer = asyncio.create_task(work())
-    body = await read_stream(http, url(job_id))
-    await writer
+        body = await stream.read_to_end()
     assert ids(body) == list(range(31))
     assert deltakit_events(body)[-1] == {"type": "done", "status": "completed"}
 
@@ -151,17 +180,19 @@ async def test_joining_a_finished_job_replays_all_and_ends(http: httpx.AsyncClie
 
 async def test_two_subscribers_see_identical_streams(http: httpx.AsyncClient, pool) -> None:
     job_id = await running_job(pool)
+    await append(pool, job_id, deltas(0, 10))
 
     async def work() -> None:
-        await asyncio.sleep(0.1)
-        for i in range(0, 100, 10):
+        for i in range(10, 100, 10):
             await append(pool, job_id, deltas(i, 10))
-            await asyncio.sleep(0.01)
         await finish(pool, job_id)
 
-    writer = asyncio.create_task(work())
-    first, second = await asyncio.gather(read_stream(http, url(job_id)), read_stream(http, url(job_id)))
-    await writer
+    async with http.stream("GET", url(job_id)) as one, http.stream("GET", url(job_id)) as other:
+        streams = [OpenStream(one), OpenStream(other)]
+        # Both have replayed the first batch: the rest reaches them live, as it is written.
+        for stream in streams:
+            await stream.read_until(lambda s: s.ids() == list(range(10)))
+        _, first, second = await asyncio.gather(work(), *(stream.read_to_end() for stream in streams))
     assert first == second
     assert ids(first) == list(range(101))
 
@@ -255,26 +286,35 @@ async def test_live_appends_during_a_long_replay_leave_no_gap_or_duplicate(
 ) -> None:
     """A backlog of many replay pages, streams that start at different points,
     and appends landing all the while: every stream gets exactly its suffix."""
+    seed = 253
+    rng = random.Random(seed)
+    # Each append is made once the replay from the start has passed a drawn point of
+    # the backlog, so the appends land all through the replays, the same way every run.
+    gates = sorted(rng.sample(range(20_000), 150))
+    sizes = [rng.randint(1, 8) for _ in gates]
     job_id = await running_job(pool)
     for i in range(0, 20_000, 2_000):
         await append(pool, job_id, deltas(i, 2_000))
-
-    async def work() -> None:
-        next_delta = 20_000
-        for _ in range(150):
-            size = random.randint(1, 8)
-            await append(pool, job_id, deltas(next_delta, size))
-            next_delta += size
-            await asyncio.sleep(random.uniform(0, 0.004))
-        await finish(pool, job_id)
-
     starts = [-1, -1, 0, 999, 5_000, 19_990]
-    writer = asyncio.create_task(work())
-    bodies = await asyncio.gather(*(read_stream(http, url(job_id), headers={"Last-Event-ID": str(k)}) for k in starts))
-    await writer
+
+    async with http.stream("GET", url(job_id), headers={"Last-Event-ID": str(starts[0])}) as response:
+        paced_by = OpenStream(response)
+
+        async def work() -> None:
+            next_delta = 20_000
+            for gate, size in zip(gates, sizes, strict=True):
+                await paced_by.read_until(lambda s, gate=gate: s.blocks > gate)
+                await append(pool, job_id, deltas(next_delta, size))
+                next_delta += size
+            await finish(pool, job_id)
+
+        _, *others = await asyncio.gather(
+            work(), *(read_stream(http, url(job_id), headers={"Last-Event-ID": str(k)}) for k in starts[1:])
+        )
+        bodies = [await paced_by.read_to_end(), *others]
     last = (await stored_rows(pool, job_id))[-1].seq
     for k, body in zip(starts, bodies, strict=True):
-        assert ids(body) == list(range(k + 1, last + 1))
+        assert ids(body) == list(range(k + 1, last + 1)), f"from {k}, seed {seed}"
 
 
 # --- Postgres footprint --------------------------------------------------------------
@@ -331,23 +371,25 @@ async def test_stream_survives_the_listen_connection_dropping(
 ) -> None:
     job_id = await running_job(pool)
     await append(pool, job_id, deltas(0, 2))
+    async with http.stream("GET", url(job_id), timeout=20) as response:
+        stream = OpenStream(response)
+        await stream.read_until(lambda s: s.ids() == [0, 1])  # replayed, now live
 
-    async def drop_listener_then_work() -> None:
-        await asyncio.sleep(0.3)
-        async with pool.connection() as conn:
-            cur = await conn.execute(
-                "SELECT count(*) AS n FROM (SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
-                " WHERE application_name = %s) t",
-                (f"runstream-api-{idle_api.pid}-listen",),
-            )
-            assert (await cur.fetchone())["n"] == 1
+        async def drop_listener() -> bool:
+            async with pool.connection() as conn:
+                cur = await conn.execute(
+                    "SELECT count(*) AS n FROM (SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+                    " WHERE application_name = %s) t",
+                    (f"runstream-api-{idle_api.pid}-listen",),
+                )
+                return (await cur.fetchone())["n"] == 1
+
+        await eventually(drop_listener, what="the API's LISTEN connection terminated")
+        # These may land while no connection listens: the reconnect's wake-up covers them.
         await append(pool, job_id, deltas(2, 3))
-        await asyncio.sleep(0.3)
+        await stream.read_until(lambda s: s.ids() == list(range(5)))
         await finish(pool, job_id)
-
-    worker = asyncio.create_task(drop_listener_then_work())
-    body = await read_stream(http, url(job_id), timeout=20)
-    await worker
+        body = await stream.read_to_end()
     assert ids(body) == list(range(6))
 
 
@@ -365,9 +407,11 @@ async def small_hub(database_url: str, pool: AsyncConnectionPool) -> AsyncIterat
     await hub.stop()
 
 
-async def collect(hub: EventHub, job_id: uuid.UUID, after: int, max_pause: float, delay: float = 0) -> list[int]:
-    """Consume a subscription to the terminal event, pausing like a slow client."""
-    await asyncio.sleep(delay)
+async def collect(
+    hub: EventHub, job_id: uuid.UUID, after: int, between_batches: Callable[[], Awaitable[object]] | None = None
+) -> list[int]:
+    """Consume a subscription to the terminal event; a slow client awaits
+    ``between_batches`` before reading on."""
     seqs = []
     with hub.subscribe(job_id, after) as subscriber:
         while True:
@@ -375,44 +419,64 @@ async def collect(hub: EventHub, job_id: uuid.UUID, after: int, max_pause: float
             seqs += [row.seq for row in rows]
             if rows and rows[-1].terminal:
                 return seqs
-            await asyncio.sleep(random.uniform(0, max_pause))
+            if between_batches is not None:
+                await between_batches()
+
+
+def subscribed_and_live(hub: EventHub, job_id: uuid.UUID) -> bool:
+    """The job's subscribers have caught up and wait for the feed to hand them rows."""
+    feed = hub.feeds.get(str(job_id))
+    return feed is not None and bool(feed.subscribers) and all(s.live for s in feed.subscribers)
 
 
 async def test_hub_many_subscribers_slow_and_fast_get_exact_suffixes(small_hub: EventHub, pool) -> None:
+    seed = 381
+    rng = random.Random(seed)
+    # Drawn first, so the seed alone decides them: the appends' sizes, and where each
+    # subscriber starts, after which append it joins, and (every third one, a slow
+    # client) how many more appends it lets pass before reading each next batch.
+    sizes = [rng.randint(1, 12) for _ in range(120)]
+    subscribers = [
+        (rng.randint(-1, 99), rng.randint(0, 60), random.Random(rng.random()) if i % 3 == 0 else None)
+        for i in range(16)
+    ]
     job_id = await running_job(pool)
     await append(pool, job_id, deltas(0, 100))
+    appended = [asyncio.Event() for _ in sizes]
+    made = 0
 
     async def work() -> None:
+        nonlocal made
         n = 100
-        for _ in range(120):
-            size = random.randint(1, 12)
+        for size, done in zip(sizes, appended, strict=True):
             await append(pool, job_id, deltas(n, size))
             n += size
-            await asyncio.sleep(random.uniform(0, 0.003))
+            made += 1
+            done.set()
         await finish(pool, job_id)
 
+    def slow_client(rng: random.Random) -> Callable[[], Awaitable[object]]:
+        """Lets 2 to 6 more appends pass (or the rest) between batches: it falls behind, catching up by pages."""
+        return lambda: appended[min(made + rng.randint(2, 6), len(sizes)) - 1].wait()
+
+    async def join(after: int, join_after: int, slow: random.Random | None) -> list[int]:
+        await appended[join_after].wait()
+        return await collect(small_hub, job_id, after, slow_client(slow) if slow else None)
+
     # Staggered joins: late subscribers turn live while earlier ones are being fed.
-    starts = [random.randint(-1, 99) for _ in range(16)]
-    writer = asyncio.create_task(work())
-    results = await asyncio.gather(
-        *(
-            collect(small_hub, job_id, k, max_pause=0.02 if i % 3 == 0 else 0, delay=random.uniform(0, 0.3))
-            for i, k in enumerate(starts)
-        )
-    )
-    await writer
+    results = await asyncio.gather(work(), *(join(*subscriber) for subscriber in subscribers))
     last = (await stored_rows(pool, job_id))[-1].seq
-    for k, seqs in zip(starts, results, strict=True):
-        assert seqs == list(range(k + 1, last + 1))
+    for (after, join_after, _), seqs in zip(subscribers, results[1:], strict=True):
+        assert seqs == list(range(after + 1, last + 1)), f"from {after}, joined after append {join_after}, seed {seed}"
     assert small_hub.feeds == {}
 
 
 async def test_hub_frees_a_subscription_when_its_stream_is_cancelled(small_hub: EventHub, pool) -> None:
     job_id = await running_job(pool)
     await append(pool, job_id, deltas(0, 3))
-    task = asyncio.create_task(collect(small_hub, job_id, -1, max_pause=0))
-    await asyncio.sleep(0.2)
-    assert str(job_id) in small_hub.feeds
+    task = asyncio.create_task(collect(small_hub, job_id, -1))
+    await eventually(lambda: subscribed_and_live(small_hub, job_id), what="the subscriber waiting for rows")
+    assert len(small_hub.feeds[str(job_id)].subscribers) == 1
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
@@ -422,13 +486,18 @@ async def test_hub_frees_a_subscription_when_its_stream_is_cancelled(small_hub: 
 async def test_hub_listener_reconnects_and_wakes_live_streams(small_hub: EventHub, pool) -> None:
     job_id = await running_job(pool)
     await append(pool, job_id, deltas(0, 2))
-    task = asyncio.create_task(collect(small_hub, job_id, -1, max_pause=0))
-    await asyncio.sleep(0.2)
+    task = asyncio.create_task(collect(small_hub, job_id, -1))
+    await eventually(
+        lambda: small_hub.listening and subscribed_and_live(small_hub, job_id),
+        what="the hub listening and the subscriber waiting for rows",
+    )
     async with pool.connection() as conn:
-        await conn.execute(
-            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = %s",
+        cur = await conn.execute(
+            "SELECT count(*) AS n FROM (SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+            " WHERE application_name = %s) t",
             (small_hub.application_name,),
         )
+        assert (await cur.fetchone())["n"] == 1
     # These may land while no connection listens: the reconnect's wake-up covers them.
     await append(pool, job_id, deltas(2, 2))
     await finish(pool, job_id)
@@ -460,26 +529,28 @@ async def test_hub_keeps_quiet_streams_alive_and_busy_ones_fed(database_url: str
     quiet_job, busy_job = await running_job(pool), await running_job(pool)
     loop = asyncio.get_running_loop()
 
-    async def work() -> None:
-        for i in range(20):
-            await append(pool, busy_job, deltas(i, 1))
-            await asyncio.sleep(keepalive_s / 6)
+    async def keepalives(subscriber: Subscriber, count: int) -> None:
+        for _ in range(count):
+            assert await asyncio.wait_for(subscriber.next_batch(), 5) == []
 
     try:
         with hub.subscribe(quiet_job, -1) as quiet:
             started = loop.time()
-            assert await asyncio.wait_for(quiet.next_batch(), 5) == []  # a keep-alive, not before its time
+            await keepalives(quiet, 1)  # a keep-alive, not before its time
             assert loop.time() - started >= keepalive_s
-        with hub.subscribe(busy_job, -1) as busy:
-            writer = asyncio.create_task(work())
-            batches = []
-            while not batches or not batches[-1] or batches[-1][-1].seq < 19:
-                batches.append(await asyncio.wait_for(busy.next_batch(), 5))
-            await writer
-            # Events every sixth of the period: never a keep-alive in between.
-            assert all(batches)
-            assert [frame.seq for batch in batches for frame in batch] == list(range(20))
-            assert await asyncio.wait_for(busy.next_batch(), 5) == []  # silent again: kept alive
+            with hub.subscribe(busy_job, -1) as busy:
+                # The busy stream is fed one event after another for as long as the quiet
+                # one takes to get three more keep-alives: never a keep-alive in between.
+                clock = asyncio.create_task(keepalives(quiet, 3))
+                batches: list[list[Frame]] = []
+                while not clock.done():
+                    await append(pool, busy_job, deltas(len(batches), 1))
+                    batches.append(await asyncio.wait_for(busy.next_batch(), 5))
+                await clock
+                assert len(batches) > 3
+                assert all(batches)
+                assert [frame.seq for batch in batches for frame in batch] == list(range(len(batches)))
+                assert await asyncio.wait_for(busy.next_batch(), 5) == []  # silent again: kept alive
     finally:
         await hub.stop()
 
@@ -492,9 +563,11 @@ async def notifications_of(database_url: str, pool, job_id: uuid.UUID, append_th
         await listener.add_listener(NOTIFY_CHANNEL, lambda *args: got.append(events.parse_notification(args[-1])))
         await append_them()
         last_seq = (await stored_rows(pool, job_id))[-1].seq
-        async with asyncio.timeout(10):
-            while not any(n.job_id == str(job_id) and n.last_seq == last_seq for n in got):
-                await asyncio.sleep(0.01)
+        await eventually(
+            lambda: any(n.job_id == str(job_id) and n.last_seq == last_seq for n in got),
+            timeout=10,
+            what=f"the NOTIFY of {job_id}'s commit up to {last_seq}",
+        )
     finally:
         await listener.close()
     return [n for n in got if n.job_id == str(job_id)]
@@ -530,8 +603,10 @@ async def test_hub_serves_live_streams_from_the_notify_and_reads_only_what_it_la
     with small_hub.subscribe(job_id, -1) as subscriber:
         assert [f.seq for f in await asyncio.wait_for(subscriber.next_batch(), 5)] == [0]
         assert subscriber.live
-        while small_hub._reader is not None and not small_hub._reader.done():
-            await asyncio.sleep(0.01)  # the read that turning live asked for is over
+        await eventually(
+            lambda: small_hub._reader is None or small_hub._reader.done(),
+            what="the read that turning live asked for to be over",
+        )
         reads = HUB_READS._value.get()
         seqs = []
         for i in range(1, 11):
@@ -556,9 +631,10 @@ async def test_hub_slow_subscriber_falls_back_to_its_own_reads(small_hub: EventH
         # The client reads nothing while far more than its buffer arrives.
         for i in range(3, 100, 10):
             await append(pool, job_id, deltas(i, 10))
-            await asyncio.sleep(0.02)
-        assert not subscriber.live
+        await eventually(lambda: not subscriber.live, what="the slow subscriber falling back to its own reads")
         assert len(subscriber._buffer) <= small_hub.buffer_rows
+        # What it was handed before falling back waits for it, in order; it reads the rest itself.
+        assert [frame.seq for frame in subscriber._buffer] == list(range(3, subscriber.position + 1))
         await finish(pool, job_id)
         while not seqs or seqs[-1] != 103:
             seqs += [row.seq for row in await subscriber.next_batch()]

@@ -20,9 +20,10 @@ from playwright.sync_api import Browser, Page, sync_playwright
 
 from runstream.db.status import Status
 from tests.conftest import create_database, drop_database
-from tests.faults.support import fault_env, spawn_worker, wait, worker_ready
+from tests.faults.support import fault_env, spawn_worker, worker_ready
 from tests.support.config import services
 from tests.support.processes import ApiServer, ServiceProcess, start_api
+from tests.support.waiting import wait_until
 from tests.test_browser import CHROMIUM, CHROMIUM_ARGS
 
 pytestmark = pytest.mark.browser
@@ -61,13 +62,11 @@ class Stack:
         return [e["data"] for e in page["events"]]
 
     def finished(self, job_id: str, key: str = ACME_KEY, timeout: float = 60) -> dict[str, Any]:
-        wait(
-            lambda: self.job(job_id, key)["status"] in ("completed", "failed", "cancelled"),
-            timeout,
-            f"{job_id} ends",
-            0.1,
-        )
-        return self.job(job_id, key)
+        def ended() -> dict[str, Any] | None:
+            job = self.job(job_id, key)
+            return job if job["status"] in ("completed", "failed", "cancelled") else None
+
+        return wait_until(ended, timeout=timeout, interval=0.1, what=f"{job_id} ends")
 
     def row(self, job_id: str) -> dict[str, Any]:
         with psycopg.connect(self.database_url) as conn:
@@ -94,7 +93,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory, log_dir: Path) -> Iterator[S
     stack = Stack(database_url, api, env, log_dir)
     stack.workers = workers
     for worker in workers.values():
-        wait(lambda w=worker: worker_ready(w), 60, f"{worker.name} ready")
+        wait_until(lambda w=worker: worker_ready(w), timeout=60, what=f"{worker.name} ready")
     yield stack
     api.stop()
     for worker in stack.workers.values():
@@ -263,7 +262,12 @@ def test_the_timeline_of_a_run_whose_worker_was_killed_shows_both_attempts_and_t
     browser: Browser, stack: Stack
 ) -> None:
     job_id = stack.post(ACME_KEY, {"message": "tell me about durable streams", "metadata": {"offline": {"words": 400}}})
-    wait(lambda: (r := stack.row(job_id))["status"] == "running" and r["last_seq"] >= 20, 30, "mid-run", 0.01)
+    wait_until(
+        lambda: (r := stack.row(job_id))["status"] == "running" and r["last_seq"] >= 20,
+        timeout=30,
+        interval=0.01,
+        what="mid-run",
+    )
     running_on = stack.row(job_id)["worker"]
     [slot] = [s for s, w in stack.workers.items() if running_on.startswith(f"{w.name}@")]
     stack.workers[slot].kill()

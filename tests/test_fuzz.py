@@ -292,6 +292,9 @@ def test_the_openapi_document_is_valid_and_lists_every_route(world: World, fuzz_
     max_examples=EXAMPLES,
     deadline=None,
     database=None,
+    # Fresh examples each run (the point of fuzzing), and a failure prints the
+    # @reproduce_failure line that replays its exact draws.
+    print_blob=True,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.filter_too_much],
 )
 @given(data=st.data())

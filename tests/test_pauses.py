@@ -24,10 +24,11 @@ import pytest
 import pytest_asyncio
 
 from tests.conftest import create_database, drop_database, service_environment
-from tests.faults.support import Stream, await_condition, follow, logged_events, text_of
+from tests.faults.support import Stream, follow, logged_events, text_of
 from tests.support.config import services
 from tests.support.processes import ApiServer, ServiceProcess, start_api, start_worker
 from tests.support.sse import frames
+from tests.support.waiting import eventually
 from tests.test_webhooks import Receiver
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
@@ -124,7 +125,7 @@ async def paused(db: psycopg.AsyncConnection, job_id: str) -> dict[str, Any]:
         job = await row(db, job_id)
         return job if job["status"] == "paused" else None
 
-    return await await_condition(is_paused, 60, f"job {job_id} paused")
+    return await eventually(is_paused, timeout=60, what=f"job {job_id} paused")
 
 
 async def finished(client: httpx.AsyncClient, job_id: str) -> dict[str, Any]:
@@ -132,7 +133,7 @@ async def finished(client: httpx.AsyncClient, job_id: str) -> dict[str, Any]:
         job = (await client.get(f"/api/jobs/{job_id}")).json()
         return job if job["status"] in ("completed", "failed", "cancelled") else None
 
-    return await await_condition(done, 60, f"job {job_id} finished")
+    return await eventually(done, timeout=60, what=f"job {job_id} finished")
 
 
 def types(payloads: list[dict[str, Any]]) -> list[str]:
@@ -500,6 +501,9 @@ async def test_a_paused_run_keeps_its_session_and_its_webhook_says_paused(
             statuses = [json.loads(body)["type"] for _, body in receiver.requests]
             return statuses if len(statuses) >= 2 else None
 
-        assert await await_condition(both_delivered, 30, "two webhook deliveries") == ["job.paused", "job.completed"]
+        assert await eventually(both_delivered, timeout=30, what="two webhook deliveries") == [
+            "job.paused",
+            "job.completed",
+        ]
     finally:
         receiver.stop()

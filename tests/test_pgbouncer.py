@@ -173,12 +173,21 @@ async def test_polling_fallback_no_gap_no_duplicate_under_concurrent_writers(
     )
     pool = await open_pool(url, 4, name="poll-test", prepared_statements=False)
     hub = EventHub(settings, pool, application_name="poll-test")
-    rng = random.Random(7)
+    seed = 7
+    rng = random.Random(seed)
+    # The whole workload is drawn first, so the seed alone decides it: each writer's
+    # batch sizes, and each subscriber's start and how many of its job's appends it
+    # joins after (at most a third: all join while the writers still write).
     plans = {
         uuid.uuid4(): [[rng.randint(1, 6) for _ in range(BATCHES_PER_WRITER)] for _ in range(WRITERS_PER_JOB)]
         for _ in range(4)
     }
+    joins = {
+        job_id: [(rng.randint(-1, 30), rng.randint(0, 40)) for _ in range(SUBSCRIBERS_PER_JOB)] for job_id in plans
+    }
     totals = {job_id: sum(map(sum, plan)) for job_id, plan in plans.items()}
+    # appended[job_id][n]: set once n + 1 appends to the job (by any of its writers) have committed.
+    appended = {job_id: [asyncio.Event() for _ in range(WRITERS_PER_JOB * BATCHES_PER_WRITER)] for job_id in plans}
     try:
         async with pool.connection() as conn:
             for job_id in plans:
@@ -192,27 +201,25 @@ async def test_polling_fallback_no_gap_no_duplicate_under_concurrent_writers(
             for size in sizes:
                 result = await append_events(pool, job_id, [{"type": "text_delta", "delta": "x"}] * size)
                 assert result.applied
-                await asyncio.sleep(rng.random() * 0.03)
+                next(event for event in appended[job_id] if not event.is_set()).set()
 
-        async def follow(job_id: uuid.UUID, delay: float) -> tuple[int, list[int]]:
-            await asyncio.sleep(delay)
-            after = rng.randint(-1, 30)  # from the start, or resuming near it
+        async def follow(job_id: uuid.UUID, after: int, join_after: int) -> list[int]:
+            await appended[job_id][join_after].wait()
             seen: list[int] = []
             with hub.subscribe(job_id, after) as subscriber:
                 while not seen or seen[-1] < totals[job_id] - 1:
                     seen += [frame.seq for frame in await next_batch(subscriber)]
-            return after, seen
+            return seen
 
         followers = [
-            # All join while the writers still write (they write for about a second).
-            (job_id, asyncio.create_task(follow(job_id, rng.random() * 0.3)))
-            for job_id in plans
-            for _ in range(SUBSCRIBERS_PER_JOB)
+            (job_id, after, join_after, asyncio.create_task(follow(job_id, after, join_after)))
+            for job_id, subscribers in joins.items()
+            for after, join_after in subscribers
         ]
         await asyncio.gather(*(write(job_id, sizes) for job_id, plan in plans.items() for sizes in plan))
-        for job_id, task in followers:
-            after, seen = await asyncio.wait_for(task, 60)
-            assert seen == list(range(after + 1, totals[job_id])), (job_id, after)
+        for job_id, after, join_after, task in followers:
+            seen = await asyncio.wait_for(task, 60)
+            assert seen == list(range(after + 1, totals[job_id])), (job_id, after, join_after, f"seed {seed}")
     finally:
         await hub.stop()
         await pool.close()

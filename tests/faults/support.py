@@ -8,11 +8,9 @@ and breaks that one.
 
 from __future__ import annotations
 
-import asyncio
 import json
-import time
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,6 +21,7 @@ import psycopg
 from tests.conftest import service_environment
 from tests.support.processes import ServiceProcess
 from tests.support.sse import complete_body, frames
+from tests.support.waiting import eventually
 
 # Recovery settings short enough for tests, the same in every fault test's
 # processes: a dead run is noticed within about 2 s, a lost message within 3 s.
@@ -65,29 +64,6 @@ def fault_env(database_url: str, broker_url: str, data_dir: Path, **settings: st
     return {**env, **FAST_RECOVERY, **settings}
 
 
-def wait(condition: Callable[[], bool], timeout: float, what: str, interval: float = 0.05) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"{what}: not within {timeout}s")
-        time.sleep(interval)
-
-
-async def await_condition(condition: Callable[[], Any], timeout: float, what: str, interval: float = 0.05) -> Any:
-    """Poll an async ``condition`` until it returns something truthy; return that."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = await condition()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"{what}: not within {timeout}s")
-        await asyncio.sleep(interval)
-
-
-# --- throwaway services ----------------------------------------------------------------
-
-
 # --- what a job left behind ------------------------------------------------------------------
 
 
@@ -115,6 +91,10 @@ class Stream:
         return bool(self.events) and self.events[-1][1]["type"] in ("done", "error")
 
 
+class ServerError(Exception):
+    """A 5xx answer to a stream request: a client that reconnects tries again."""
+
+
 async def follow(
     client: httpx.AsyncClient,
     job_id: uuid.UUID,
@@ -124,33 +104,40 @@ async def follow(
     stream: Stream | None = None,
 ) -> Stream:
     """Read a job's stream to its terminal event. With ``reconnect``, a stream that
-    ends early or breaks (or a 5xx) is resumed with Last-Event-ID, as EventSource does;
-    without, the one connection must carry the whole stream."""
+    ends early or breaks (or a 5xx) is resumed with Last-Event-ID, as EventSource does,
+    for up to ``timeout``; without, the one connection must carry the whole stream."""
     stream = stream or Stream()
-    deadline = time.monotonic() + timeout
-    while not stream.finished:
-        assert time.monotonic() < deadline, f"stream of {job_id} unfinished after {timeout}s: {stream.seqs[-5:]}"
-        headers = {"Last-Event-ID": str(stream.last_id)} if stream.events else {}
-        body = ""
+    if not reconnect:
+        await _read_once(client, job_id, stream, timeout)
+        return stream
+
+    async def resumed_to_the_end() -> bool:
         try:
-            stream.connections += 1
-            async with client.stream("GET", f"/api/jobs/{job_id}/events", headers=headers, timeout=timeout) as resp:
-                if resp.status_code >= 500 and reconnect:
-                    await asyncio.sleep(0.2)
-                    continue
-                assert resp.status_code == 200, (resp.status_code, await resp.aread())
-                async for chunk in resp.aiter_text():
-                    body += chunk
-        except httpx.TransportError:
-            if not reconnect:
-                raise
-            await asyncio.sleep(0.2)
-        finally:
-            # What arrived whole counts, however the connection ended.
-            stream.events.extend((frame.id, frame.data) for frame in frames(complete_body(body)))
-        if not reconnect:
-            break
+            await _read_once(client, job_id, stream, timeout)
+        except (httpx.TransportError, ServerError):
+            return False
+        return stream.finished
+
+    # The wait's interval is EventSource's reconnection delay.
+    await eventually(resumed_to_the_end, timeout=timeout, interval=0.2, what=f"the stream of {job_id} to its end")
     return stream
+
+
+async def _read_once(client: httpx.AsyncClient, job_id: uuid.UUID, stream: Stream, timeout: float) -> None:
+    """One connection: from after the last event seen to wherever it ends."""
+    headers = {"Last-Event-ID": str(stream.last_id)} if stream.events else {}
+    body = ""
+    stream.connections += 1
+    try:
+        async with client.stream("GET", f"/api/jobs/{job_id}/events", headers=headers, timeout=timeout) as resp:
+            if resp.status_code >= 500:
+                raise ServerError(resp.status_code, await resp.aread())
+            assert resp.status_code == 200, (resp.status_code, await resp.aread())
+            async for chunk in resp.aiter_text():
+                body += chunk
+    finally:
+        # What arrived whole counts, however the connection ended.
+        stream.events.extend((frame.id, frame.data) for frame in frames(complete_body(body)))
 
 
 def text_of(payloads: Iterable[dict[str, Any]]) -> str:

@@ -12,7 +12,6 @@ import pytest
 from runstream.bench.private_services import ThrowawayRedis
 from tests.conftest import create_database, drop_database
 from tests.faults.support import (
-    await_condition,
     fault_env,
     follow,
     job_row,
@@ -20,6 +19,7 @@ from tests.faults.support import (
     submit,
 )
 from tests.support.processes import start_api, start_worker
+from tests.support.waiting import eventually
 
 pytestmark = pytest.mark.faults
 
@@ -43,7 +43,7 @@ async def test_worker_survives_a_broker_restart_while_it_holds_a_running_job(tmp
                 return any(p["type"] == "tool_call" for _, _, p in await logged_events(db, held))
 
             async with await psycopg.AsyncConnection.connect(database_url, autocommit=True) as db:
-                await await_condition(in_tool, 30, "the held run in its tool call")
+                await eventually(in_tool, timeout=30, what="the held run in its tool call")
                 broker.kill()
                 broker.start()
                 # Jobs submitted after the restart reach the same worker through the new broker.

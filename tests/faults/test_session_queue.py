@@ -11,9 +11,10 @@ import uuid
 import httpx
 import pytest
 
-from tests.faults.support import await_condition, fault_env, follow, spawn_worker, text_of, wait, worker_ready
+from tests.faults.support import fault_env, follow, spawn_worker, text_of, worker_ready
 from tests.support.config import services
 from tests.support.processes import start_api
+from tests.support.waiting import eventually, wait_until
 
 pytestmark = pytest.mark.faults
 
@@ -27,7 +28,7 @@ async def test_queued_job_survives_kill_9_of_the_run_before_it(fault_database, d
     api = start_api(env, log_dir, "queue-api")
     replacement = None
     try:
-        wait(lambda: worker_ready(worker), 60, "worker ready")
+        wait_until(lambda: worker_ready(worker), timeout=60, what="worker ready")
         session = f"s-{uuid.uuid4().hex}"
         async with httpx.AsyncClient(base_url=api.url, timeout=30) as client:
             first = (
@@ -61,7 +62,7 @@ async def test_queued_job_survives_kill_9_of_the_run_before_it(fault_database, d
                 status, last_seq = await cur.fetchone()
                 return status == "running" and last_seq >= 20
 
-            await await_condition(mid_run, 30, "first run mid-way", interval=0.01)
+            await eventually(mid_run, timeout=30, interval=0.01, what="first run mid-way")
             worker.kill()
             replacement = spawn_worker(env, log_dir, "queue-b")
 
@@ -70,7 +71,7 @@ async def test_queued_job_survives_kill_9_of_the_run_before_it(fault_database, d
             async def retried() -> bool:
                 return (await row(first["job_id"]))["attempt"] == 2
 
-            await await_condition(retried, 60, "first run on its second attempt")
+            await eventually(retried, timeout=60, what="first run on its second attempt")
             assert (await row(second["job_id"]))["status"] == "pending"
             assert (await row(second["job_id"]))["queued"] is True
 

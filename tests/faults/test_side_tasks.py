@@ -24,8 +24,9 @@ from runstream.tasks import supervisor as supervisor_module
 from runstream.tasks.reaper import Reaper
 from runstream.tasks.side_tasks import backoff_s
 from runstream.tasks.supervisor import Supervisor
-from tests.faults.support import await_condition, job_row
+from tests.faults.support import job_row
 from tests.support.config import services
+from tests.support.waiting import eventually
 
 pytestmark = pytest.mark.faults
 
@@ -81,7 +82,7 @@ async def test_the_supervisor_heartbeats_again_after_a_defect(pool, db, monkeypa
             async def beat_after_the_defect():
                 return len(calls) >= 2 and await heartbeat_at(db, job.id) > claimed_beat
 
-            await await_condition(beat_after_the_defect, 20, "a heartbeat after the defect")
+            await eventually(beat_after_the_defect, timeout=20, what="a heartbeat after the defect")
         finally:
             await supervisor.stop()
 
@@ -119,7 +120,7 @@ async def test_the_reaper_ends_stuck_jobs_again_after_a_defect(pool, db, monkeyp
             async def failed():
                 return (await job_row(db, job.id))["status"] == "failed"
 
-            await await_condition(failed, 20, "the dead run failed by the reaper")
+            await eventually(failed, timeout=20, what="the dead run failed by the reaper")
         finally:
             await reaper.stop()
 
@@ -149,7 +150,7 @@ async def test_the_reaper_makes_a_missing_partition_again_after_a_defect(pool, m
     with caplog.at_level(logging.WARNING, logger="runstream.worker"):
         reaper.start()
         try:
-            await await_condition(attached, 20, "the furthest month's partition made again")
+            await eventually(attached, timeout=20, what="the furthest month's partition made again")
         finally:
             await reaper.stop()
 

@@ -4,15 +4,15 @@ reaper once overdue, and delivered, once."""
 
 from __future__ import annotations
 
-import asyncio
 import json
 
 import httpx
 import pytest
 
-from tests.faults.support import fault_env, spawn_worker, wait, worker_ready
+from tests.faults.support import fault_env, spawn_worker, worker_ready
 from tests.support.config import services
 from tests.support.processes import start_api
+from tests.support.waiting import eventually, wait_until
 from tests.test_webhooks import SECRET, Receiver, verify_signature
 
 pytestmark = pytest.mark.faults
@@ -31,7 +31,7 @@ async def test_a_lost_delivery_is_sent_by_the_reaper(fault_database, db, tmp_pat
     receiver = Receiver()
     receiver.start()
     try:
-        wait(lambda: worker_ready(worker), 60, "worker ready")
+        wait_until(lambda: worker_ready(worker), timeout=60, what="worker ready")
         async with httpx.AsyncClient(base_url=api.url, timeout=30) as client:
             job = (await client.post("/api/jobs", json={"message": "hi"})).json()
             async with client.stream("GET", f"/api/jobs/{job['job_id']}/events") as stream:
@@ -43,12 +43,12 @@ async def test_a_lost_delivery_is_sent_by_the_reaper(fault_database, db, tmp_pat
                 " VALUES ('msg_lost', %s, %s, 'completed', now() - interval '1 minute')",
                 [job["job_id"], receiver.url],
             )
-            async with asyncio.timeout(60):
-                while True:
-                    body = (await client.get(f"/api/jobs/{job['job_id']}/webhooks")).json()
-                    if body["deliveries"] and body["deliveries"][0]["status"] != "pending":
-                        break
-                    await asyncio.sleep(0.05)
+
+            async def delivery_settled() -> dict | None:
+                body = (await client.get(f"/api/jobs/{job['job_id']}/webhooks")).json()
+                return body if body["deliveries"] and body["deliveries"][0]["status"] != "pending" else None
+
+            body = await eventually(delivery_settled, timeout=60, what="the lost delivery sent by the reaper")
         [delivery] = body["deliveries"]
         assert delivery["status"] == "delivered"
         assert [(a["attempt"], a["outcome"]) for a in delivery["attempts"]] == [(1, "delivered")]

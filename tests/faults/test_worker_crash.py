@@ -16,7 +16,6 @@ import pytest
 from kombu import Connection
 
 from tests.faults.support import (
-    await_condition,
     fault_env,
     follow,
     job_row,
@@ -24,11 +23,11 @@ from tests.faults.support import (
     spawn_worker,
     submit,
     text_of,
-    wait,
     worker_ready,
 )
 from tests.support.config import services
 from tests.support.processes import start_api
+from tests.support.waiting import eventually, wait_until
 
 pytestmark = pytest.mark.faults
 
@@ -51,7 +50,7 @@ async def kill_mid_run(
     """One round: a job is SIGKILLed with its worker mid-run, and must complete on
     a second attempt exactly as ``reference`` did, on one SSE connection."""
     for worker in workers.values():
-        wait(lambda w=worker: worker_ready(w), 60, f"{worker.name} ready")
+        wait_until(lambda w=worker: worker_ready(w), timeout=60, what=f"{worker.name} ready")
     job_id = await submit(client, MESSAGE, agent=agent, words=WORDS)
     reader = asyncio.create_task(follow(client, job_id, reconnect=False, timeout=60))
 
@@ -59,7 +58,7 @@ async def kill_mid_run(
         job = await job_row(db, job_id)
         return job if job["status"] == "running" and job["last_seq"] >= 20 else None
 
-    job = await await_condition(mid_run, 20, f"round {round_}: job {job_id} mid-run", interval=0.01)
+    job = await eventually(mid_run, timeout=20, interval=0.01, what=f"round {round_}: job {job_id} mid-run")
     [slot] = [s for s, w in workers.items() if job["worker"].startswith(f"{w.name}@")]
     workers[slot].kill()
     # The replacement comes up while the other worker recovers the job.
@@ -88,7 +87,7 @@ async def test_kill_9_worker_mid_run_five_times(broker, fault_database, db, tmp_
     try:
         async with httpx.AsyncClient(base_url=api.url, timeout=30) as client:
             for worker in workers.values():
-                wait(lambda w=worker: worker_ready(w), 60, f"{worker.name} ready")
+                wait_until(lambda w=worker: worker_ready(w), timeout=60, what=f"{worker.name} ready")
             reference = await follow(client, await submit(client, MESSAGE, words=WORDS), reconnect=False)
             assert reference.payloads[-1] == {"type": "done", "status": "completed"}
 
@@ -117,7 +116,7 @@ async def test_kill_9_mid_run_of_a_users_agent(fault_database, db, tmp_path, log
     try:
         async with httpx.AsyncClient(base_url=api.url, timeout=30) as client:
             for worker in workers.values():
-                wait(lambda w=worker: worker_ready(w), 60, f"{worker.name} ready")
+                wait_until(lambda w=worker: worker_ready(w), timeout=60, what=f"{worker.name} ready")
             reference = await follow(client, await submit(client, MESSAGE, agent="slow", words=WORDS), reconnect=False)
             assert reference.payloads[-1] == {"type": "done", "status": "completed"}
             await kill_mid_run(client, db, env, log_dir, workers, "crash-agent", 1, reference, agent="slow")
