@@ -20,9 +20,10 @@ while catching up, the feed while live. A live subscriber whose client is slow
 and whose buffer would outgrow ``stream_buffer_rows`` turns back into a catching-up
 one; it reads from where its buffer ends, so the buffer bounds memory.
 
-Connections: the hub holds one asyncpg connection for LISTEN
-(``RUNSTREAM_LISTEN_DATABASE_URL``, else ``DATABASE_URL``); every read goes
-through the API's fixed pool. Neither depends on the number of open streams.
+Connections: the hub holds one LISTEN connection (``db.listener.Listener``, on
+``RUNSTREAM_LISTEN_DATABASE_URL``, else ``DATABASE_URL``), which reconnects by
+itself and has every feed re-read when it listens anew; every read goes through
+the API's fixed pool. Neither depends on the number of open streams.
 
 Where no session of its own can be had (behind a pooler in transaction mode,
 with no direct route to Postgres), ``RUNSTREAM_LIVE_UPDATES=poll`` replaces the
@@ -53,22 +54,16 @@ from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from datetime import UTC, datetime
 
-import asyncpg
-
 from runstream.api.sse import Frame, event_frames
 from runstream.core.metrics import DELIVERY_LAG, HUB_READS
 from runstream.core.settings import Settings
 from runstream.db import queries, transitions
-from runstream.db.connector import Pool, plain_url
+from runstream.db.connector import Pool
 from runstream.db.events import parse_notification, read_events, read_events_of_jobs
+from runstream.db.listener import Listener
 
 log = logging.getLogger(__name__)
 
-# Reconnect delays of the LISTEN connection: quick after a blip, capped when Postgres is down.
-BACKOFF_MIN_S = 0.1
-BACKOFF_MAX_S = 5.0
-CONNECT_TIMEOUT_S = 10.0
-LISTEN_ERRORS = (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError)
 # The keep-alive ticker runs this many times per keep-alive period, so a silent
 # stream gets its keep-alive between 1 and 1 + 1/KEEPALIVE_TICKS periods after its last send.
 KEEPALIVE_TICKS = 5
@@ -229,22 +224,31 @@ class JobFeed:
 class EventHub:
     def __init__(self, settings: Settings, pool: Pool, application_name: str):
         assert settings.database_url
-        self.database_url = plain_url(settings.listen_database_url or settings.database_url)
-        self.polling = settings.live_updates == "poll"
         self.poll_s = settings.poll_interval_s
         self.pool = pool
         self.application_name = application_name
         self.page_size = settings.replay_page_size
         self.buffer_rows = settings.stream_buffer_rows
-        self.ping_s = settings.listen_ping_s
         self.keepalive_s = settings.keepalive_s
         # Keyed by the job id as text: the NOTIFY payload's form.
         self.feeds: dict[str, JobFeed] = {}
-        # True while the LISTEN connection is up and listening (readiness).
-        self.listening = False
+        # The LISTEN connection (None when polling). Every time it listens anew it
+        # wakes every feed: NOTIFYs sent while none listened are gone.
+        self.listener = (
+            None
+            if settings.live_updates == "poll"
+            else Listener(
+                settings.listen_database_url or settings.database_url,
+                {queries.NOTIFY_CHANNEL: self._on_notify, queries.TRANSITIONS_CHANNEL: self._on_transition},
+                application_name=application_name,
+                ping_s=settings.listen_ping_s,
+                on_listening=self.wake_all,
+            )
+        )
         # Set when the shutdown grace has run out: every open stream is cut (drain).
         self.cutting = False
-        self._listener: asyncio.Task[None] | None = None
+        # The task that brings live updates: the listener's, or the poll.
+        self._live_updates: asyncio.Task[None] | None = None
         self._ticker: asyncio.Task[None] | None = None
         # Feeds woken since the last read began; one reader at a time serves them all.
         self._wanted: dict[uuid.UUID, JobFeed] = {}
@@ -253,17 +257,21 @@ class EventHub:
         # woken through its event when a transition of the tenant commits.
         self.transition_watchers: dict[str, set[asyncio.Event]] = {}
 
+    @property
+    def listening(self) -> bool:
+        """Whether live updates arrive (readiness). When polling they come from the
+        pool's reads: ready as the database is."""
+        return self.listener is None or self.listener.listening
+
     async def start(self) -> None:
-        if self.polling:
-            # Live updates come from the pool's reads: ready as the database is.
-            self.listening = True
-            self._listener = asyncio.create_task(self._poll_forever(), name="runstream-poll")
+        if self.listener is None:
+            self._live_updates = asyncio.create_task(self._poll_forever(), name="runstream-poll")
         else:
-            self._listener = asyncio.create_task(self._listen_forever(), name="runstream-listen")
+            self._live_updates = asyncio.create_task(self.listener.run(), name="runstream-listen")
         self._ticker = asyncio.create_task(self._keep_alive_forever(), name="runstream-keepalive")
 
     async def stop(self) -> None:
-        for task in (self._listener, self._ticker):
+        for task in (self._live_updates, self._ticker):
             if task is not None:
                 task.cancel()
                 with suppress(asyncio.CancelledError):
@@ -315,7 +323,7 @@ class EventHub:
             for woken in watchers:
                 woken.set()
 
-    def _on_transition(self, connection: object, pid: int, channel: str, payload: str) -> None:
+    def _on_transition(self, payload: str) -> None:
         _, tenant = transitions.parse_notification(payload)
         for woken in self.transition_watchers.get(tenant, ()):
             woken.set()
@@ -381,7 +389,7 @@ class EventHub:
             feed.wake()
         self._wake_transition_watchers()
 
-    def _on_notify(self, connection: object, pid: int, channel: str, payload: str) -> None:
+    def _on_notify(self, payload: str) -> None:
         notification = parse_notification(payload)
         feed = self.feeds.get(notification.job_id)
         if feed is None:
@@ -396,47 +404,3 @@ class EventHub:
         while True:
             await asyncio.sleep(self.poll_s)
             self.wake_all()
-
-    async def _listen_forever(self) -> None:
-        delay = BACKOFF_MIN_S
-        while True:
-            try:
-                connection = await asyncpg.connect(
-                    self.database_url,
-                    timeout=CONNECT_TIMEOUT_S,
-                    server_settings={"application_name": self.application_name},
-                    # Nothing prepared: the URL may lead through a pooler.
-                    statement_cache_size=0,
-                )
-            except LISTEN_ERRORS as exc:
-                log.warning("LISTEN connection failed (%r); retrying in %.1fs", exc, delay)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, BACKOFF_MAX_S)
-                continue
-            delay = BACKOFF_MIN_S
-            try:
-                await self._listen(connection)
-            except LISTEN_ERRORS as exc:
-                log.warning("LISTEN connection lost (%r); reconnecting", exc)
-            finally:
-                self.listening = False
-                connection.terminate()
-            await asyncio.sleep(BACKOFF_MIN_S)
-
-    async def _listen(self, connection: asyncpg.Connection) -> None:
-        """Listen until the connection is lost."""
-        lost = asyncio.Event()
-        connection.add_termination_listener(lambda _: lost.set())
-        await connection.add_listener(queries.NOTIFY_CHANNEL, self._on_notify)
-        await connection.add_listener(queries.TRANSITIONS_CHANNEL, self._on_transition)
-        self.listening = True
-        # NOTIFYs sent while no connection listened are gone: every feed re-reads.
-        self.wake_all()
-        log.info("listening on %s and %s", queries.NOTIFY_CHANNEL, queries.TRANSITIONS_CHANNEL)
-        while not lost.is_set():
-            try:
-                await asyncio.wait_for(lost.wait(), self.ping_s)
-            except TimeoutError:
-                # Silence may be a dead link that no packet has revealed yet.
-                await connection.execute(queries.PING, timeout=self.ping_s)
-        log.warning("LISTEN connection closed; reconnecting")

@@ -6,8 +6,8 @@ events' foreign key), prints ``{"job": ...}``, waits for a line on stdin, then
 yields the stamped schedule of ``bench.stamps`` and writes each event the
 cheapest durable way there is (``queries.FLOOR_APPEND_EVENT``: insert and notify
 in one autocommit statement, psycopg on uvloop like the worker). ``floor_round``
-is the listener: one asyncpg LISTEN connection, as the API's hub holds, taking
-``now - stamp`` when each notification arrives.
+is the listener: the API hub's own LISTEN connection (``db.listener.Listener``),
+taking ``now - stamp`` when each notification arrives.
 
 So the floor is the worker → Postgres → commit (WAL flush) → listening backend →
 LISTEN connection part of delivery, with nothing of Runstream's in it and
@@ -22,15 +22,15 @@ import asyncio
 import json
 import sys
 import time
+from contextlib import suppress
 from typing import Any
-
-import asyncpg
 
 from runstream.bench import queries
 from runstream.bench.stamps import stamp_run
 from runstream.core.settings import child_environment, get_settings
-from runstream.db.connector import open_pool, plain_url
+from runstream.db.connector import open_pool
 from runstream.db.jobs import create_job
+from runstream.db.listener import Listener
 from runstream.tasks.runtime import new_loop
 
 
@@ -58,24 +58,34 @@ async def write(events: int, rate: float) -> None:
 async def floor_round(database_url: str, *, events: int, rate: float, timeout: float) -> list[float]:
     """Latencies (s) of ``events`` stamped events at ``rate``, written by a floor
     process and heard on a LISTEN connection of this one."""
-    listener = await asyncpg.connect(plain_url(database_url))
+    loop = asyncio.get_running_loop()
     latencies: list[float] = []
-    heard_all = asyncio.get_running_loop().create_future()
+    listening = asyncio.Event()
+    heard_all = loop.create_future()
 
-    def heard(connection: object, pid: int, channel: str, payload: str) -> None:
+    def heard(payload: str) -> None:
         latencies.append(time.time() - float(json.loads(payload)["delta"]))
         if len(latencies) == events and not heard_all.done():
             heard_all.set_result(None)
 
-    await listener.add_listener(queries.FLOOR_NOTIFY_CHANNEL, heard)
-    writer = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "runstream.bench.floor", "--events", str(events), "--rate", str(rate),
-        stdin=asyncio.subprocess.PIPE,
-        stdout=asyncio.subprocess.PIPE,
-        env=child_environment(DATABASE_URL=database_url),
-    )  # fmt: skip
-    assert writer.stdin is not None and writer.stdout is not None
+    listener = Listener(
+        database_url,
+        {queries.FLOOR_NOTIFY_CHANNEL: heard},
+        application_name="runstream-bench-floor-listen",
+        ping_s=get_settings().listen_ping_s,
+        on_listening=listening.set,
+    )
+    listen = asyncio.create_task(listener.run())
+    writer = None
     try:
+        await asyncio.wait_for(listening.wait(), timeout)
+        writer = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "runstream.bench.floor", "--events", str(events), "--rate", str(rate),
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
+            env=child_environment(DATABASE_URL=database_url),
+        )  # fmt: skip
+        assert writer.stdin is not None and writer.stdout is not None
         json.loads(await writer.stdout.readline())  # its job row exists
         writer.stdin.write(b"go\n")
         await writer.stdin.drain()
@@ -83,10 +93,13 @@ async def floor_round(database_url: str, *, events: int, rate: float, timeout: f
         await writer.wait()
         return latencies
     finally:
-        if writer.returncode is None:
-            writer.kill()
-        await writer.wait()
-        await listener.close()
+        if writer is not None:
+            if writer.returncode is None:
+                writer.kill()
+            await writer.wait()
+        listen.cancel()
+        with suppress(asyncio.CancelledError):
+            await listen
 
 
 def main() -> None:

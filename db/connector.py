@@ -1,8 +1,8 @@
 """Connections: the URL forms each driver needs, and the pools.
 
 ``DATABASE_URL`` is a plain ``postgresql://`` URL. psycopg takes it as is for
-queries; SQLAlchemy (Alembic) wants ``postgresql+psycopg://``; asyncpg (the API's
-LISTEN connection) takes the plain form.
+queries and for the LISTEN connection (db/listener.py); SQLAlchemy (Alembic)
+wants ``postgresql+psycopg://``.
 """
 
 from __future__ import annotations

@@ -674,6 +674,9 @@ SELECT last_seq FROM job_transition_counter
 
 PING = "SELECT 1"
 
+# A LISTEN connection's (db/listener.py): the channel goes in as an identifier.
+LISTEN = "LISTEN {}"
+
 DATABASE_EXISTS = "SELECT 1 FROM pg_database WHERE datname = %(name)s"
 
 # --- stream token secrets (db/secrets.py) ------------------------------------------

@@ -5,13 +5,13 @@ claimed by the test, so every run is deterministic and needs no worker."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import random
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
-import asyncpg
 import httpx
 import pytest
 import pytest_asyncio
@@ -22,6 +22,7 @@ from runstream.api.sse import Frame
 from runstream.core.metrics import HUB_READS
 from runstream.core.settings import Settings
 from runstream.db import events, jobs
+from runstream.db.listener import Listener
 from runstream.db.queries import NOTIFY_CHANNEL
 from tests.support.processes import ApiServer, start_api
 from tests.support.sse import complete_body, deltakit_events, frames, read_stream
@@ -558,9 +559,17 @@ async def test_hub_keeps_quiet_streams_alive_and_busy_ones_fed(database_url: str
 async def notifications_of(database_url: str, pool, job_id: uuid.UUID, append_them) -> list[events.Notification]:
     """The NOTIFYs about ``job_id`` that ``append_them()`` sends, as a listener gets them."""
     got: list[events.Notification] = []
-    listener = await asyncpg.connect(database_url)
+    listening = asyncio.Event()
+    listener = Listener(
+        database_url,
+        {NOTIFY_CHANNEL: lambda payload: got.append(events.parse_notification(payload))},
+        application_name=f"runstream-test-notifications-{uuid.uuid4().hex[:8]}",
+        ping_s=10,
+        on_listening=listening.set,
+    )
+    listen = asyncio.create_task(listener.run())
     try:
-        await listener.add_listener(NOTIFY_CHANNEL, lambda *args: got.append(events.parse_notification(args[-1])))
+        await asyncio.wait_for(listening.wait(), 10)
         await append_them()
         last_seq = (await stored_rows(pool, job_id))[-1].seq
         await eventually(
@@ -569,7 +578,9 @@ async def notifications_of(database_url: str, pool, job_id: uuid.UUID, append_th
             what=f"the NOTIFY of {job_id}'s commit up to {last_seq}",
         )
     finally:
-        await listener.close()
+        listen.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await listen
     return [n for n in got if n.job_id == str(job_id)]
 
 

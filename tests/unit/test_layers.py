@@ -24,6 +24,8 @@ MAY_IMPORT = {
     "migrations": {"core", "db", "migrations"},
 }
 FLOORS = {"core", "db", "api", "tasks", "migrations", "bench"}
+# The database driver is the data floor's own: the floors above see db/'s functions and errors.
+DRIVERS = ("psycopg", "psycopg_pool", "asyncpg")
 
 
 def floor_of(module: str) -> str | None:
@@ -52,11 +54,15 @@ def imported_modules(source: str) -> list[tuple[int, str]]:
 
 def upward_imports(folder: str, source: str) -> list[str]:
     allowed = MAY_IMPORT[folder]
-    return [
+    found = imported_modules(source)
+    wrong = [
         f"line {line}: {module} ({floor})"
-        for line, module in imported_modules(source)
+        for line, module in found
         if (floor := floor_of(module)) is not None and floor not in allowed
     ]
+    if folder not in ("db", "migrations"):
+        wrong += [f"line {line}: {module} (driver)" for line, module in found if module.split(".")[0] in DRIVERS]
+    return wrong
 
 
 @pytest.mark.parametrize("folder", sorted(MAY_IMPORT))
@@ -81,6 +87,8 @@ def test_each_floor_imports_only_the_floors_below(folder: str) -> None:
         ("api", "from runstream import cli\n", "runstream (roof)"),
         ("db", "from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from runstream.bench import main\n",
          "runstream.bench (bench)"),
+        ("api", "import psycopg\n", "psycopg (driver)"),
+        ("tasks", "from psycopg_pool import AsyncConnectionPool\n", "psycopg_pool (driver)"),
     ],
 )  # fmt: skip
 def test_the_rule_catches_an_upward_import(folder: str, source: str, culprit: str) -> None:
