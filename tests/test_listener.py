@@ -20,6 +20,7 @@ from sqlalchemy.engine import make_url
 from runstream.bench.services import free_port
 from runstream.db import queries
 from runstream.db.listener import Listener
+from tests.support.waiting import eventually
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 
@@ -28,12 +29,7 @@ WAIT_S = 15.0
 
 async def until(condition: Callable[[], bool], what: str) -> None:
     """Wait (bounded) until ``condition()`` holds."""
-    try:
-        async with asyncio.timeout(WAIT_S):
-            while not condition():
-                await asyncio.sleep(0.01)
-    except TimeoutError:
-        raise AssertionError(f"not within {WAIT_S}s: {what}") from None
+    await eventually(condition, timeout=WAIT_S, interval=0.01, what=what)
 
 
 class ListenerLog(logging.Handler):
@@ -105,18 +101,15 @@ async def backends_of(pool: AsyncConnectionPool, probe: Probe) -> list[int]:
         return [row["pid"] for row in await cur.fetchall()]
 
 
-async def last_ping(pool: AsyncConnectionPool, pid: int | None) -> datetime:
-    """When backend ``pid`` last finished a ping (waits, bounded by the caller, for one)."""
-    while True:
-        async with pool.connection() as conn:
-            cur = await conn.execute(
-                "SELECT state_change FROM pg_stat_activity WHERE pid = %s AND query = %s AND state = 'idle'",
-                (pid, queries.PING),
-            )
-            row = await cur.fetchone()
-        if row is not None:
-            return row["state_change"]
-        await asyncio.sleep(0.01)
+async def last_ping(pool: AsyncConnectionPool, pid: int | None) -> datetime | None:
+    """When backend ``pid`` last finished a ping; None while it has not, or is in one."""
+    async with pool.connection() as conn:
+        cur = await conn.execute(
+            "SELECT state_change FROM pg_stat_activity WHERE pid = %s AND query = %s AND state = 'idle'",
+            (pid, queries.PING),
+        )
+        row = await cur.fetchone()
+    return None if row is None else row["state_change"]
 
 
 class Link:
@@ -219,10 +212,13 @@ async def test_a_link_that_falls_silent_is_found_by_its_ping_and_replaced(
             first = probe.listener.backend_pid
             # A ping goes out only once the previous one was answered: two on the
             # same backend show a live link is kept.
-            async with asyncio.timeout(WAIT_S):
-                first_ping = await last_ping(pool, first)
-                while await last_ping(pool, first) == first_ping:
-                    await asyncio.sleep(0.01)
+            first_ping = await eventually(lambda: last_ping(pool, first), timeout=WAIT_S, what="a first ping")
+
+            async def a_later_ping() -> bool:
+                ping = await last_ping(pool, first)
+                return ping is not None and ping != first_ping
+
+            await eventually(a_later_ping, timeout=WAIT_S, interval=0.01, what="a second ping on the same backend")
             assert probe.times_listening == 1
             await notify(pool, probe.channel, "one")
             await until(lambda: probe.heard == ["one"], "the first NOTIFY heard")
