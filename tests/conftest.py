@@ -23,8 +23,12 @@ from sqlalchemy.engine import make_url
 from runstream.core.settings import child_environment
 from runstream.db.connector import open_pool
 from runstream.db.migrate import alembic_config
-from tests.support.config import services
+from tests.support.config import services, unreachable_services
 from tests.support.processes import ApiServer, ServiceProcess, start_api, start_worker
+from tests.support.waiting import wait_until
+
+# How long a run waits for Postgres, Redis and RabbitMQ to answer before it fails.
+SERVICES_START_TIMEOUT_S = 90.0
 
 
 def _database_url(name: str) -> str:
@@ -143,6 +147,31 @@ async def http(idle_api: ApiServer) -> AsyncIterator[httpx.AsyncClient]:
         yield client
 
 
+def _needs_services(item: pytest.Item) -> bool:
+    return not item.nodeid.startswith("tests/unit/")
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     # The unit layer first: it needs no service and fails in seconds.
-    items.sort(key=lambda item: 0 if item.nodeid.startswith("tests/unit/") else 1)
+    items.sort(key=lambda item: 0 if not _needs_services(item) else 1)
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """Give the machine's services a minute to come up (a fresh CI machine may still be
+    starting them), then stop the whole run with one clear message if one never answers:
+    a missing service fails the run, it never skips tests."""
+    if not any(_needs_services(item) for item in session.items):
+        return
+    try:
+        wait_until(
+            lambda: not unreachable_services(),
+            timeout=SERVICES_START_TIMEOUT_S,
+            interval=1.0,
+            what="Postgres, Redis and RabbitMQ",
+        )
+    except AssertionError:
+        problems = "\n  ".join(unreachable_services())
+        pytest.exit(
+            f"the tests need these services and they did not answer for {SERVICES_START_TIMEOUT_S:.0f} s:\n  {problems}",
+            returncode=1,
+        )

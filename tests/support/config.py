@@ -25,3 +25,27 @@ class TestServices(BaseSettings):
 
 
 services = TestServices()
+
+
+def unreachable_services() -> list[str]:
+    """The machine's services that do not answer now, each with the reason (empty: all up)."""
+    # Imported here: the unit tests import this module and need none of the drivers.
+    import kombu
+    import psycopg
+    import redis
+
+    problems = []
+    try:
+        psycopg.connect(services.admin_database_url, connect_timeout=3).close()
+    except psycopg.OperationalError as exc:
+        problems.append(f"Postgres ({services.admin_database_url}): {exc}".strip())
+    try:
+        redis.Redis.from_url(services.redis_url, socket_connect_timeout=3).ping()
+    except redis.RedisError as exc:
+        problems.append(f"Redis ({services.redis_url}): {exc}")
+    try:
+        with kombu.Connection(services.rabbitmq_url, connect_timeout=3) as conn:
+            conn.ensure_connection(max_retries=1)
+    except Exception as exc:  # kombu raises the transport's own errors
+        problems.append(f"RabbitMQ ({services.rabbitmq_url}): {exc}")
+    return problems
