@@ -1,13 +1,15 @@
-"""``runstream bench [--quick] [--json PATH] [--plot PATH]``: every scenario, one run.
+"""``runstream bench [--quick] [--only NAME,..] [--fanout-subscribers N,..] [--json PATH] [--plot PATH]``.
 
 Creates its own database on the ``DATABASE_URL`` server (dropped at the end),
 starts one Runstream API and the in-memory baseline app, runs the scenarios one
 after another (job start starts its own API and worker per broker), prints the
-table, and writes the JSON (and the chart).
+table, and writes the JSON (and the chart). ``--only`` runs some scenarios (for
+work on one figure); ``--fanout-subscribers`` replaces the profile's fan-out levels.
 """
 
 from __future__ import annotations
 
+import importlib
 import os
 import platform
 import signal
@@ -15,6 +17,7 @@ import sys
 import tempfile
 import time
 import uuid
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +25,7 @@ import uvloop
 
 from runstream.bench import report
 from runstream.bench.context import FULL, QUICK, Bench, BenchBrokers, Profile
-from runstream.bench.scenarios import delivery, fanout, ingest, job_start, replay, retention
+from runstream.bench.scenarios import SCENARIO_NAMES
 from runstream.bench.services import (
     NO_LIMITS,
     create_database,
@@ -32,19 +35,18 @@ from runstream.bench.services import (
 )
 from runstream.core.settings import Settings, child_environment
 
-SCENARIOS = (delivery, ingest, fanout, replay, job_start, retention)
-
 
 def _machine() -> str:
     load = ", ".join(f"{x:.2f}" for x in os.getloadavg())
     return f"{platform.node()}, {os.cpu_count()} CPUs, load average {load}"
 
 
-async def _run_scenarios(
-    bench: Bench,
-) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+async def _run_scenarios(bench: Bench, only: tuple[str, ...]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     scenarios, targets = [], []
-    for module in SCENARIOS:
+    for name in SCENARIO_NAMES:
+        if name not in only:
+            continue
+        module = importlib.import_module(f"runstream.bench.scenarios.{name}")
         started = time.monotonic()
         scenario, its_targets = await module.run(bench)
         scenario["seconds"] = round(time.monotonic() - started, 1)
@@ -54,9 +56,17 @@ async def _run_scenarios(
     return scenarios, targets
 
 
-def run(settings: Settings, *, quick: bool) -> dict[str, Any]:
+def run(
+    settings: Settings,
+    *,
+    quick: bool,
+    only: tuple[str, ...] = SCENARIO_NAMES,
+    fanout_subscribers: tuple[int, ...] | None = None,
+) -> dict[str, Any]:
     assert settings.database_url, "DATABASE_URL is not set"
     profile: Profile = QUICK if quick else FULL
+    if fanout_subscribers:
+        profile = replace(profile, fanout_subscribers=fanout_subscribers)
     brokers = BenchBrokers()
     started = time.monotonic()
     machine_before = _machine()
@@ -78,7 +88,7 @@ def run(settings: Settings, *, quick: bool) -> dict[str, Any]:
             api = start_api(env, work_dir)
             baseline = start_baseline(env, work_dir)
             bench = Bench(profile, settings, brokers, database_url, api, baseline, work_dir)
-            scenarios, targets = uvloop.run(_run_scenarios(bench))
+            scenarios, targets = uvloop.run(_run_scenarios(bench, only))
         finally:
             for service in (api, baseline):
                 if service is not None:
@@ -93,10 +103,18 @@ def run(settings: Settings, *, quick: bool) -> dict[str, Any]:
     }
 
 
-def main(settings: Settings, *, quick: bool, json_path: Path, plot_path: Path | None) -> None:
+def main(
+    settings: Settings,
+    *,
+    quick: bool,
+    json_path: Path,
+    plot_path: Path | None,
+    only: tuple[str, ...] = SCENARIO_NAMES,
+    fanout_subscribers: tuple[int, ...] | None = None,
+) -> None:
     # SIGTERM (a CI timeout) unwinds like Ctrl-C: processes stopped, database dropped.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
-    results = run(settings, quick=quick)
+    results = run(settings, quick=quick, only=only, fanout_subscribers=fanout_subscribers)
     print(report.render(results))
     report.write_json(results, json_path)
     print(f"\nbench: results in {json_path}")

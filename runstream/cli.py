@@ -11,8 +11,28 @@ import sys
 from datetime import UTC, datetime
 
 from runstream import __version__
+from runstream.bench.scenarios import SCENARIO_NAMES
 from runstream.core.durations import parse_duration
 from runstream.core.settings import Settings, SettingsError, get_settings
+
+
+def _scenario_names(text: str) -> tuple[str, ...]:
+    names = tuple(name.strip() for name in text.split(",") if name.strip())
+    if unknown := [name for name in names if name not in SCENARIO_NAMES]:
+        raise argparse.ArgumentTypeError(f"unknown scenario {', '.join(unknown)} (known: {', '.join(SCENARIO_NAMES)})")
+    if not names:
+        raise argparse.ArgumentTypeError("name at least one scenario")
+    return names
+
+
+def _subscriber_counts(text: str) -> tuple[int, ...]:
+    try:
+        counts = tuple(int(part) for part in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected numbers separated by commas, got {text!r}") from None
+    if any(count < 1 for count in counts):
+        raise argparse.ArgumentTypeError("subscriber counts must be at least 1")
+    return counts
 
 
 def require_database_url(settings: Settings) -> str:
@@ -151,6 +171,8 @@ def cmd_bench(args: argparse.Namespace) -> None:
         quick=args.quick,
         json_path=Path(args.json),
         plot_path=Path(args.plot) if args.plot else None,
+        only=args.only,
+        fanout_subscribers=args.fanout_subscribers,
     )
 
 
@@ -202,6 +224,19 @@ def build_parser() -> argparse.ArgumentParser:
         "bench", help="measure Runstream against its baselines (own database on DATABASE_URL's server)"
     )
     bench.add_argument("--quick", action="store_true", help="the short run (under 2 minutes)")
+    bench.add_argument(
+        "--only",
+        type=_scenario_names,
+        default=SCENARIO_NAMES,
+        metavar="NAME[,NAME..]",
+        help=f"run only these scenarios ({', '.join(SCENARIO_NAMES)})",
+    )
+    bench.add_argument(
+        "--fanout-subscribers",
+        type=_subscriber_counts,
+        metavar="N[,N..]",
+        help="the fan-out levels instead of the profile's (the 10,000 targets need 10000 among them)",
+    )
     bench.add_argument("--json", default="bench-results.json", metavar="PATH", help="where the results go")
     bench.add_argument("--plot", metavar="PATH", help="also draw the results as a PNG chart")
     bench.set_defaults(func=cmd_bench)

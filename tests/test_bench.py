@@ -107,3 +107,36 @@ def test_quick_bench_reports_every_scenario_against_its_baseline(
         assert set(t) >= {"name", "value", "unit", "limit", "pass"}, t
         assert isinstance(t["pass"], bool) and isinstance(t["limit"], int | float), t
         assert isinstance(t["value"], int | float), t
+
+
+def test_bench_only_runs_the_named_scenarios_at_the_given_fanout_levels(tmp_path: Path) -> None:
+    out = tmp_path / "bench.json"
+    env = child_environment(DATABASE_URL=services.admin_database_url)
+    done = subprocess.run(
+        [RUNSTREAM, "bench", "--quick", "--only", "fanout", "--fanout-subscribers", "10,20", "--json", str(out)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    results = json.loads(out.read_text())
+    [fanout] = results["scenarios"]
+    assert fanout["name"] == "fanout"
+    assert [row["subscribers"] for row in fanout["results"]] == [10, 20]
+    assert all(row["runstream"]["delivered_fraction"] == 1 for row in fanout["results"])
+    assert {t["group"] for t in results["targets"]} == {"fanout"}
+
+
+def test_bench_refuses_an_unknown_scenario_before_it_starts_anything() -> None:
+    done = subprocess.run(
+        [RUNSTREAM, "bench", "--only", "fanout,warp"],
+        env=child_environment(DATABASE_URL="postgresql://nobody@127.0.0.1:1/none"),
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert done.returncode == 2, done.stderr
+    assert "unknown scenario warp (known: delivery, ingest, fanout, replay, job_start, retention)" in done.stderr
