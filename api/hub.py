@@ -49,7 +49,6 @@ import asyncio
 import logging
 import uuid
 from bisect import bisect_right
-from collections import deque
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from datetime import UTC, datetime
@@ -78,15 +77,27 @@ class Subscriber:
     def __init__(self, feed: JobFeed, after: int):
         self.feed = feed
         self.position = after
-        self.live = False
         # The loop, looked up once: asyncio looks it up with a getpid() each time.
         self._loop = asyncio.get_running_loop()
         # When next_batch last returned (the keep-alive ticker's clock).
         self.quiet_since = self._loop.time()
         self._keepalive_due = False
-        self._buffer: deque[Frame] = deque()
+        # A list, not a deque: an empty deque costs 600 bytes, times every open stream.
+        self._buffer: list[Frame] = []
         # What a waiting next_batch awaits (a bare future: cheaper than an asyncio.Event).
         self._waiter: asyncio.Future[None] | None = None
+
+    @property
+    def live(self) -> bool:
+        """Fed by the feed (True) or reading on its own (False)."""
+        return self in self.feed.live
+
+    @live.setter
+    def live(self, live: bool) -> None:
+        if live:
+            self.feed.live.add(self)
+        else:
+            self.feed.live.discard(self)
 
     async def next_batch(self) -> list[Frame]:
         """The next frames, in order; ``[]`` when the stream has been quiet for the
@@ -99,8 +110,7 @@ class Subscriber:
     async def _next(self) -> list[Frame]:
         while True:
             if self._buffer:
-                frames = list(self._buffer)
-                self._buffer.clear()
+                frames, self._buffer = self._buffer, []
                 self._keepalive_due = False
                 return frames
             if self.feed.hub.cutting or self._keepalive_due:
@@ -164,11 +174,15 @@ class JobFeed:
         self.hub = hub
         self.job_id = job_id
         self.subscribers: set[Subscriber] = set()
+        # Those of them that are live: kept apart, so that a stream turning live
+        # (which wakes the feed) costs the same with 10 or 10,000 streams open.
+        self.live: set[Subscriber] = set()
         # The newest seq this feed has handed to live streams (each row's lag is measured once).
         self.delivered_seq = -1
 
     def _live(self) -> list[Subscriber]:
-        return [s for s in self.subscribers if s.live]
+        # A copy: delivering can make a subscriber fall back (leave the set).
+        return list(self.live)
 
     def offer(self, rows: list[Frame], last_seq: int) -> None:
         """The rows a commit's NOTIFY carried: each live subscriber they follow on
@@ -182,15 +196,13 @@ class JobFeed:
 
     def wake(self, last_seq: int | None = None) -> None:
         """New rows may exist (up to ``last_seq`` when the NOTIFY says; None: unknown)."""
-        live = self._live()
-        if not live or (last_seq is not None and all(s.position >= last_seq for s in live)):
+        if not self.live or (last_seq is not None and all(s.position >= last_seq for s in self.live)):
             return
         self.hub.want_read(self)
 
     def read_from(self) -> int | None:
         """Where the next read starts: the oldest position among the live subscribers."""
-        live = self._live()
-        return min(s.position for s in live) if live else None
+        return min(s.position for s in self.live) if self.live else None
 
     def take(self, rows: list[Frame]) -> bool:
         """Hand rows read from ``read_from`` to the live subscribers. True when the
@@ -371,6 +383,7 @@ class EventHub:
             yield subscriber
         finally:
             feed.subscribers.discard(subscriber)
+            feed.live.discard(subscriber)
             if not feed.subscribers and self.feeds.get(key) is feed:
                 del self.feeds[key]
 
