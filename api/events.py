@@ -10,7 +10,7 @@ from collections.abc import AsyncIterator
 
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
-from starlette.types import Send
+from starlette.types import Receive, Scope, Send
 
 from runstream.api import params
 from runstream.api.auth import accepts_stream_token
@@ -53,6 +53,32 @@ class EventStreamResponse(StreamingResponse):
         except StreamCut:
             return
         await send({"type": "http.response.body", "body": b"", "more_body": False})
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        # Starlette runs a stream in an anyio task group beside a second task that
+        # waits for the disconnect. Here the stream runs in the request's own task
+        # and a bare task waits for the disconnect, then cancels it: the same ends,
+        # a third less memory per open stream (bench/README.md, fan-out).
+        streaming = asyncio.current_task()
+        assert streaming is not None
+        gone = False
+
+        async def hang_up_on_disconnect() -> None:
+            nonlocal gone
+            while (await receive())["type"] != "http.disconnect":
+                pass
+            gone = True
+            streaming.cancel()
+
+        watcher = asyncio.create_task(hang_up_on_disconnect())
+        try:
+            await self.stream_response(send)
+        except asyncio.CancelledError:
+            if not gone:
+                raise
+            streaming.uncancel()  # the client left: the response is over, not the server
+        finally:
+            watcher.cancel()
 
 
 def wants_json(request: Request) -> bool:

@@ -38,10 +38,16 @@ class RequestGuard:
             response = error_response(400, "invalid_url", "the URL must not contain NUL characters")
             await response(scope, receive, send)
             return
-        length = Headers(scope=scope).get("content-length", "")
+        headers = Headers(scope=scope)
+        length = headers.get("content-length", "")
         if length.isdigit() and int(length) > self.max_body_bytes:
             response = error_response(413, "body_too_large", body_too_large_message(self.max_body_bytes))
             await response(scope, receive, send)
+            return
+        if not length and "transfer-encoding" not in headers:
+            # No body can follow (HTTP/1.1 framing): nothing to count. Most requests,
+            # and every event stream, which would otherwise hold the counter for its life.
+            await self.app(scope, receive, send)
             return
         await self.app(scope, self._counting(receive), send)
 

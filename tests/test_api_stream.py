@@ -650,3 +650,41 @@ async def test_hub_slow_subscriber_falls_back_to_its_own_reads(small_hub: EventH
         while not seqs or seqs[-1] != 103:
             seqs += [row.seq for row in await subscriber.next_batch()]
     assert seqs == list(range(104))
+
+
+async def open_streams_metric(http: httpx.AsyncClient) -> float:
+    for line in (await http.get("/metrics")).text.splitlines():
+        if line.startswith("runstream_open_streams "):
+            return float(line.split()[1])
+    raise AssertionError("no runstream_open_streams in /metrics")
+
+
+async def test_a_client_leaving_mid_run_frees_its_stream_at_once(
+    http: httpx.AsyncClient, idle_api: ApiServer, pool: AsyncConnectionPool
+) -> None:
+    """The connection closes while the run goes on and nothing is being sent: the
+    stream's subscription and its slot are freed then, not at the next event or
+    keep-alive (the stream runs in the request's task; a watcher ends it)."""
+    job_id = await running_job(pool)
+    await append(pool, job_id, deltas(0, 1))
+    before = await open_streams_metric(http)
+    reader, writer = await asyncio.open_connection("127.0.0.1", idle_api.port)
+    writer.write(f"GET {url(job_id)} HTTP/1.1\r\nHost: test\r\nAccept: text/event-stream\r\n\r\n".encode())
+    received = b""
+    while b"id: 0\n" not in received:
+        received += await asyncio.wait_for(reader.read(65536), 10)
+    assert received.startswith(b"HTTP/1.1 200 ")
+    assert await open_streams_metric(http) == before + 1
+
+    writer.close()
+    await writer.wait_closed()
+
+    async def freed() -> bool:
+        return await open_streams_metric(http) == before
+
+    await eventually(freed, what="the stream of the client that left to be freed")
+    # The server is none the worse: the same job streams to the next client.
+    await append(pool, job_id, deltas(1, 1))
+    await finish(pool, job_id)
+    body = await read_stream(http, url(job_id))
+    assert [(f.id, f.data["type"]) for f in frames(body)] == [(0, "text_delta"), (1, "text_delta"), (2, "done")]
