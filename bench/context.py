@@ -84,6 +84,7 @@ class Bench:
     api: Service  # the Runstream API the streaming scenarios use
     baseline: Service  # the in-memory recipe
     work_dir: Path  # logs and the filesystem broker's folders
+    env: dict[str, str]  # the environment the API and the recipe run in (for fresh ones)
 
 
 def target(

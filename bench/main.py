@@ -87,7 +87,7 @@ def run(
         try:
             api = start_api(env, work_dir)
             baseline = start_baseline(env, work_dir)
-            bench = Bench(profile, settings, brokers, database_url, api, baseline, work_dir)
+            bench = Bench(profile, settings, brokers, database_url, api, baseline, work_dir, env)
             scenarios, targets = uvloop.run(_run_scenarios(bench, only))
         finally:
             for service in (api, baseline):

@@ -52,13 +52,15 @@ def _rows(scenario: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
         ]  # fmt: skip
     elif name == "fanout":
         head = ["subscribers", "runstream p50/p95/p99 ms", "in-memory p50/p95/p99 ms", "delivered",
-                "RSS/sub KB (mem)", "PG conns", "web CPU us/delivery (mem)"]  # fmt: skip
+                "RSS/sub KB (mem)", "PG conns", "web CPU us/delivery (mem)", "client CPU us/delivery",
+                "kernel send floor us"]  # fmt: skip
         rows = [
             [_n(r["subscribers"]), _latencies(r["runstream"]), _latencies(r["baseline"]),
              _n(r["runstream"]["delivered_fraction"]),
              f"{_n(r['runstream']['rss_per_subscriber_kb'])} ({_n(r['baseline']['rss_per_subscriber_kb'])})",
              _n(r["runstream"]["postgres_connections"]),
-             f"{_n(r['runstream']['cpu_us_per_delivery'])} ({_n(r['baseline']['cpu_us_per_delivery'])})"]
+             f"{_n(r['runstream']['cpu_us_per_delivery'])} ({_n(r['baseline']['cpu_us_per_delivery'])})",
+             _n(r["runstream"]["client_cpu_us_per_delivery"]), _n(r["send_floor"]["send_us"])]
             for r in results
         ]  # fmt: skip
     elif name == "replay":

@@ -165,7 +165,7 @@ def start_worker(env: dict[str, str], log_dir: Path, name: str = "worker") -> Se
     return worker
 
 
-def start_baseline(env: dict[str, str], log_dir: Path) -> Service:
+def start_baseline(env: dict[str, str], log_dir: Path, name: str = "baseline") -> Service:
     """The in-memory recipe (bench.baseline_app) on the same uvicorn stack as the API."""
     port = free_port()
     args = [
@@ -176,6 +176,6 @@ def start_baseline(env: dict[str, str], log_dir: Path) -> Service:
         "--factory",
     ]
     args += ["--port", str(port), "--log-level", "warning", "--no-access-log"]
-    app = Service("baseline", args, env, log_dir, port)
+    app = Service(name, args, env, log_dir, port)
     app.wait_healthy("/healthz")
     return app

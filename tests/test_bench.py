@@ -76,6 +76,9 @@ def test_quick_bench_reports_every_scenario_against_its_baseline(
         # A difference of two RSS readings: at 100 subscribers it can be 0 or below.
         assert isinstance(row["runstream"]["rss_per_subscriber_kb"], int | float)
         assert isinstance(row["baseline"]["rss_per_subscriber_kb"], int | float)
+        # The kernel's price of a delivery, measured beside each level; and the client's.
+        assert positive(row["send_floor"]["send_us"]) and positive(row["send_floor"]["read_us"]), row
+        assert positive(row["runstream"]["client_cpu_us_per_delivery"]), row
     assert {r["broker"] for r in scenarios["job_start"]["results"]} == {
         "redis",
         "rabbitmq",
@@ -126,7 +129,10 @@ def test_bench_only_runs_the_named_scenarios_at_the_given_fanout_levels(tmp_path
     assert fanout["name"] == "fanout"
     assert [row["subscribers"] for row in fanout["results"]] == [10, 20]
     assert all(row["runstream"]["delivered_fraction"] == 1 for row in fanout["results"])
-    assert {t["group"] for t in results["targets"]} == {"fanout"}
+    # Targets stand for the levels measured: none for 2,000 or 10,000 here.
+    assert [t["name"] for t in results["targets"]] == [
+        "API Postgres connections: growth from fewest to most subscribers"
+    ]
 
 
 def test_bench_refuses_an_unknown_scenario_before_it_starts_anything() -> None:
