@@ -121,8 +121,8 @@ async def stream_events(request: Request) -> Response:
 
 async def event_stream(hub: EventHub, job_id: uuid.UUID, after: int) -> AsyncIterator[bytes]:
     """Frames after ``after`` until the terminal event. The subscription is freed
-    however this ends: terminal event, error, the client gone (Starlette cancels
-    the stream when it sees the disconnect), or the server's shutdown grace
+    however this ends: terminal event, error, the client gone (the response's
+    watcher cancels the stream when it sees the disconnect), or the server's shutdown grace
     running out (``StreamCut``: an unclean end, see ``EventStreamResponse``)."""
     with hub.subscribe(job_id, after) as subscriber:
         while True:
