@@ -29,6 +29,13 @@ FIGURES = {
 }
 
 
+def bench(*args: str, env: dict[str, str], timeout: float) -> subprocess.CompletedProcess[str]:
+    """``runstream bench ARGS``, its output captured."""
+    return subprocess.run(
+        [RUNSTREAM, "bench", *args], env=env, capture_output=True, text=True, timeout=timeout, check=False
+    )
+
+
 def positive(value: Any) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value) and value > 0
 
@@ -42,14 +49,7 @@ def test_quick_bench_reports_every_scenario_against_its_baseline(
         RUNSTREAM_BENCH_REDIS_URL=services.redis_url,
         RUNSTREAM_BENCH_RABBITMQ_URL=services.rabbitmq_url,
     )
-    done = subprocess.run(
-        [RUNSTREAM, "bench", "--quick", "--json", str(out)],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=240,
-        check=False,
-    )
+    done = bench("--quick", "--json", str(out), env=env, timeout=240)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     assert "PASS" in done.stdout or "FAIL" in done.stdout
 
@@ -115,13 +115,8 @@ def test_quick_bench_reports_every_scenario_against_its_baseline(
 def test_bench_only_runs_the_named_scenarios_at_the_given_fanout_levels(tmp_path: Path) -> None:
     out = tmp_path / "bench.json"
     env = child_environment(DATABASE_URL=services.admin_database_url)
-    done = subprocess.run(
-        [RUNSTREAM, "bench", "--quick", "--only", "fanout", "--fanout-subscribers", "10,20", "--json", str(out)],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
+    done = bench(
+        "--quick", "--only", "fanout", "--fanout-subscribers", "10,20", "--json", str(out), env=env, timeout=120
     )
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     results = json.loads(out.read_text())
@@ -136,13 +131,8 @@ def test_bench_only_runs_the_named_scenarios_at_the_given_fanout_levels(tmp_path
 
 
 def test_bench_refuses_an_unknown_scenario_before_it_starts_anything() -> None:
-    done = subprocess.run(
-        [RUNSTREAM, "bench", "--only", "fanout,warp"],
-        env=child_environment(DATABASE_URL="postgresql://nobody@127.0.0.1:1/none"),
-        capture_output=True,
-        text=True,
-        timeout=30,
-        check=False,
+    done = bench(
+        "--only", "fanout,warp", env=child_environment(DATABASE_URL="postgresql://nobody@127.0.0.1:1/none"), timeout=30
     )
     assert done.returncode == 2, done.stderr
     assert "unknown scenario warp (known: delivery, ingest, fanout, replay, job_start, retention)" in done.stderr
