@@ -79,12 +79,29 @@ def batches_json(batches: Sequence[AppendBatch]) -> str:
     )
 
 
+def job_batch_params(batch: AppendBatch) -> dict[str, Any]:
+    """APPEND_JOB_EVENTS's parameters: one batch's fields as they are."""
+    return {
+        "job_id": batch.job_id,
+        "payloads": json.dumps(batch.payloads, ensure_ascii=False),
+        "n": len(batch.payloads),
+        "from_statuses": list(batch.from_statuses),
+        "attempt": batch.attempt,
+        "expected_last_seq": batch.expected_last_seq,
+        "new_status": batch.new_status,
+        "error": batch.error,
+    }
+
+
 async def append_in(conn: Connection, batches: Sequence[AppendBatch]) -> list[AppendResult]:
     """Append several jobs' batches inside the caller's transaction, in one statement
     (at most one batch per job). A batch whose guard refused it is ``applied=False``."""
-    if len({b.job_id for b in batches}) != len(batches):
+    if len(batches) == 1:
+        cur = await conn.execute(queries.APPEND_JOB_EVENTS, job_batch_params(batches[0]))
+    elif len({b.job_id for b in batches}) != len(batches):
         raise ValueError("append_in takes at most one batch per job")
-    cur = await conn.execute(queries.APPEND_EVENTS, {"batches": batches_json(batches)})
+    else:
+        cur = await conn.execute(queries.APPEND_EVENTS, {"batches": batches_json(batches)})
     rows = {row["id"]: row for row in await cur.fetchall()}
     return [
         AppendResult(True, row["last_seq"], Status(row["status"]), row["cancel_requested_at"])
