@@ -108,6 +108,7 @@ class Runtime:
     async def _close(self) -> None:
         await self.reaper.stop()
         await self.supervisor.stop()
+        await self.writer.release_connections()
         await self.webhook_http.aclose()
         await self.pool.close()
 
