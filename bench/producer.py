@@ -70,7 +70,6 @@ async def produce(jobs: int, events: int, rate: float) -> None:
 
     await asyncio.gather(*(run(i, claim) for i, claim in enumerate(claims)))
     print(json.dumps({"stopped": stopped}), flush=True)
-    await writer.release_connections()
     await pool.close()
 
 

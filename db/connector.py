@@ -11,7 +11,7 @@ import asyncio
 import time
 import weakref
 from collections.abc import AsyncIterator
-from contextlib import AsyncExitStack, asynccontextmanager
+from contextlib import asynccontextmanager
 from typing import Any, TypeAlias, TypeVar
 
 import psycopg
@@ -125,45 +125,6 @@ class RecoveringPool(AsyncConnectionPool[Connection]):
                 self._last_drain = time.monotonic()
                 await self.drain()
             raise
-
-
-class HeldConnection:
-    """One of ``pool``'s connections, kept out across several uses that follow
-    each other closely (a writer's flushes): after the first, a use costs no
-    checkout and no return. ``connection()`` keeps ``Pool.connection()``'s
-    contract: a failure that means the database is unavailable leaves as
-    ``DatabaseUnavailable``, and the connection goes back to the pool with it
-    (which replaces a broken one), so the next use checks out a new one. The
-    holder gives it back with ``release`` when it goes idle; a connection back
-    in the pool for less than CHECK_IDLE_AFTER_S is handed out unchecked anyway,
-    so holding it for that long between uses trusts it no more than the pool would."""
-
-    def __init__(self, pool: Pool):
-        self._pool = pool
-        self._held: AsyncExitStack | None = None
-        self._conn: Connection | None = None
-
-    @asynccontextmanager
-    async def connection(self) -> AsyncIterator[Connection]:
-        if self._conn is None:
-            checkout = AsyncExitStack()
-            self._conn = await checkout.enter_async_context(self._pool.connection())
-            self._held = checkout
-        try:
-            yield self._conn
-        except BaseException as exc:
-            # Out through the pool's own connection(): it translates the error
-            # (raising DatabaseUnavailable from here) and takes the connection back.
-            held, self._held, self._conn = self._held, None, None
-            assert held is not None
-            await held.__aexit__(type(exc), exc, exc.__traceback__)
-            raise
-
-    async def release(self) -> None:
-        """Give the connection back to the pool (nothing when none is held)."""
-        held, self._held, self._conn = self._held, None, None
-        if held is not None:
-            await held.aclose()
 
 
 async def open_pool(

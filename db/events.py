@@ -12,7 +12,7 @@ from typing import Any
 
 from runstream.core.metrics import APPEND_SECONDS, EVENTS_APPENDED
 from runstream.db import queries
-from runstream.db.connector import Connection, HeldConnection, Pool
+from runstream.db.connector import Connection, Pool
 from runstream.db.status import Status
 
 # The event types that end an attempt's stream; named here only (the writer, the
@@ -111,9 +111,8 @@ async def append_in(conn: Connection, batches: Sequence[AppendBatch]) -> list[Ap
     ]
 
 
-async def append_many(pool: Pool | HeldConnection, batches: Sequence[AppendBatch]) -> list[AppendResult]:
-    """One statement for every batch: the group commit (on a connection of ``pool``,
-    or on the one a writer's lane holds). The pool's connections are
+async def append_many(pool: Pool, batches: Sequence[AppendBatch]) -> list[AppendResult]:
+    """One statement for every batch: the group commit. The pool's connections are
     in autocommit, so the statement is its own transaction (all batches or none,
     the NOTIFY sent at its commit) and costs one round trip; an explicit
     BEGIN/COMMIT would add two."""
@@ -180,7 +179,7 @@ def parse_notification(payload: str) -> Notification:
     return Notification(job_id, int(last_seq), rows_json[0] if rows_json else None)
 
 
-async def committed_earlier(pool: Pool | HeldConnection, batch: AppendBatch) -> AppendResult | None:
+async def committed_earlier(pool: Pool, batch: AppendBatch) -> AppendResult | None:
     """Whether ``batch`` (guarded by ``attempt`` and ``expected_last_seq``) is already
     in the log: the result it had, or None when it is not.
 

@@ -39,7 +39,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from runstream.core.settings import get_settings
-from runstream.db.connector import CHECK_IDLE_AFTER_S, HeldConnection, Pool
+from runstream.db.connector import Pool
 from runstream.db.errors import DatabaseUnavailable
 from runstream.db.events import AppendBatch, AppendResult, append_many, committed_earlier
 from runstream.db.status import Status
@@ -93,47 +93,25 @@ class _JobLog:
 
 
 class _Lane:
-    """One flush at a time over the jobs assigned to it (see the module docstring).
+    """One flush at a time over the jobs assigned to it (see the module docstring)."""
 
-    The lane's flush task keeps its pool connection (``HeldConnection``) for as
-    long as flushes follow each other within CHECK_IDLE_AFTER_S: a run streaming
-    tokens pays no pool checkout and return per flush. When nothing more comes
-    in that long, the connection goes back to the pool and the task ends."""
-
-    def __init__(self, writer: EventWriter, connection: HeldConnection):
+    def __init__(self, writer: EventWriter):
         self._writer = writer
         self.jobs: dict[uuid.UUID, _JobLog] = {}
-        self.connection = connection
         self._flushing: asyncio.Task[None] | None = None
-        # Resolved (True) by ``kick`` while the flush task waits for more work.
-        self._more: asyncio.Future[bool] | None = None
-        # Set by ``release_connection``: the flush task ends as soon as it has nothing to do.
-        self._releasing = False
 
     def kick(self) -> None:
         if self._flushing is None:
-            self._flushing = asyncio.get_running_loop().create_task(self._flush_until_idle())
-        elif self._more is not None and not self._more.done():
-            self._more.set_result(True)
+            self._flushing = asyncio.get_running_loop().create_task(self._flush_until_empty())
 
-    async def release_connection(self) -> None:
-        """Let a flush in flight finish and give the connection back."""
-        self._releasing = True
-        if self._more is not None and not self._more.done():
-            self._more.set_result(False)
-        if self._flushing is not None:
-            await self._flushing
-
-    async def _flush_until_idle(self) -> None:
+    async def _flush_until_empty(self) -> None:
         writer = self._writer
         try:
             while True:
                 jobs = [job for job in self.jobs.values() if job.buffer]
                 if not jobs:
-                    if not self._releasing and await self._more_within(CHECK_IDLE_AFTER_S):
-                        continue
                     return
-                outcome = await writer._commit(self.connection, [writer._take(job) for job in jobs])
+                outcome = await writer._commit([writer._take(job) for job in jobs])
                 for i, job in enumerate(jobs):
                     if isinstance(outcome, BaseException):
                         writer._fail(job, outcome)
@@ -141,23 +119,6 @@ class _Lane:
                         writer._settle(job, outcome[i])
         finally:
             self._flushing = None
-            await self.connection.release()
-
-    async def _more_within(self, seconds: float) -> bool:
-        """Whether work comes (a ``kick``) within ``seconds``."""
-        loop = asyncio.get_running_loop()
-        more = self._more = loop.create_future()
-        timer = loop.call_later(seconds, _resolve, more, False)
-        try:
-            return await more
-        finally:
-            timer.cancel()
-            self._more = None
-
-
-def _resolve(future: asyncio.Future[bool], value: bool) -> None:
-    if not future.done():
-        future.set_result(value)
 
 
 class EventWriter:
@@ -169,16 +130,17 @@ class EventWriter:
         max_buffered: int = MAX_BUFFERED_EVENTS,
         retry_delays_s: Sequence[float] = FLUSH_RETRY_DELAYS_S,
     ):
+        self._pool = pool
         self._max_buffered = max_buffered
         self._retry_delays_s = tuple(retry_delays_s)
         self._logs: dict[uuid.UUID, _JobLog] = {}
         if lanes is None:
             lanes = get_settings().worker_flush_lanes
-        # Each lane holds a pool connection while it flushes (and for up to
-        # CHECK_IDLE_AFTER_S after); one is always left over so the supervisor
-        # (heartbeats, cancel polls) and the reaper are never starved by a busy writer.
+        # Each lane in flight holds a pool connection; one is always left over so the
+        # supervisor (heartbeats, cancel polls) and the reaper are never starved by
+        # a busy writer.
         lanes = max(1, min(lanes, pool.max_size - 1))
-        self._lanes = [_Lane(self, HeldConnection(pool)) for _ in range(lanes)]
+        self._lanes = [_Lane(self) for _ in range(lanes)]
 
     def open(self, job_id: uuid.UUID, *, attempt: int, last_seq: int, stop_run: StopRun) -> None:
         """Start writing a claimed job: ``attempt`` and ``last_seq`` as the claim returned them.
@@ -272,14 +234,7 @@ class EventWriter:
             error=error,
         )
 
-    async def release_connections(self) -> None:
-        """Give every lane's connection back to the pool (before the pool closes)."""
-        for lane in self._lanes:
-            await lane.release_connection()
-
-    async def _commit(
-        self, connection: HeldConnection, batches: list[AppendBatch]
-    ) -> list[AppendResult] | BaseException:
+    async def _commit(self, batches: list[AppendBatch]) -> list[AppendResult] | BaseException:
         # A connection lost during the commit leaves it unknown whether the commit
         # happened. If it did, the retry is refused by ``expected_last_seq``: each
         # refused batch is then looked up in the log, and one found there counts
@@ -287,10 +242,10 @@ class EventWriter:
         maybe_committed = False
         for delay in (*self._retry_delays_s, None):
             try:
-                results = await append_many(connection, batches)
+                results = await append_many(self._pool, batches)
                 if maybe_committed:
                     results = [
-                        result if result.applied else (await committed_earlier(connection, batch) or result)
+                        result if result.applied else (await committed_earlier(self._pool, batch) or result)
                         for batch, result in zip(batches, results, strict=True)
                     ]
                 return results

@@ -108,7 +108,6 @@ class Runtime:
     async def _close(self) -> None:
         await self.reaper.stop()
         await self.supervisor.stop()
-        await self.writer.release_connections()
         await self.webhook_http.aclose()
         await self.pool.close()
 

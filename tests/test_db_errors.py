@@ -9,7 +9,7 @@ import psycopg
 import pytest
 from psycopg import errors
 
-from runstream.db.connector import HeldConnection, open_pool
+from runstream.db.connector import open_pool
 from runstream.db.errors import DatabaseUnavailable
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
@@ -49,33 +49,3 @@ async def test_a_defect_keeps_its_own_type(pool) -> None:
     with pytest.raises(errors.UndefinedTable):
         async with pool.connection() as conn:
             await conn.execute("SELECT * FROM no_such_table")
-
-
-async def test_a_held_connection_found_dead_is_unavailable_and_given_back(database_url: str) -> None:
-    pool = await open_pool(database_url, 1, name="runstream-test-errors")
-    held = HeldConnection(pool)
-    try:
-        async with held.connection() as conn:
-            pid = (await (await conn.execute("SELECT pg_backend_pid() AS pid")).fetchone())["pid"]
-        with psycopg.connect(database_url, autocommit=True) as admin:
-            admin.execute("SELECT pg_terminate_backend(%s)", [pid])
-        with pytest.raises(DatabaseUnavailable):
-            async with held.connection() as conn:
-                await conn.execute("SELECT 1")
-        # The dead one went back to the pool with the failure: the next use checks out a live one.
-        async with asyncio.timeout(10), held.connection() as conn:
-            assert (await (await conn.execute("SELECT pg_backend_pid() AS pid")).fetchone())["pid"] != pid
-        # A defect keeps its type and gives the connection back too.
-        with pytest.raises(errors.UndefinedTable):
-            async with held.connection() as conn:
-                await conn.execute("SELECT * FROM no_such_table")
-        async with asyncio.timeout(1), pool.connection() as conn:
-            await conn.execute("SELECT 1")
-        async with held.connection() as conn:
-            await conn.execute("SELECT 1")
-        await held.release()
-        # Released: the pool's one connection is free again.
-        async with asyncio.timeout(1), pool.connection() as conn:
-            await conn.execute("SELECT 1")
-    finally:
-        await pool.close()
