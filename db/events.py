@@ -97,7 +97,9 @@ def job_batch_params(batch: AppendBatch) -> dict[str, Any]:
 
 async def append_in(conn: Connection, batches: Sequence[AppendBatch]) -> list[AppendResult]:
     """Append several jobs' batches inside the caller's transaction, in one statement
-    (at most one batch per job). A batch whose guard refused it is ``applied=False``."""
+    (at most one batch per job; one batch alone goes by APPEND_JOB_EVENTS, which
+    skips the JSON document and the lock-ordering step that only several jobs need).
+    A batch whose guard refused it is ``applied=False``."""
     if len(batches) == 1:
         cur = await conn.execute(queries.APPEND_JOB_EVENTS, job_batch_params(batches[0]))
     elif len({b.job_id for b in batches}) != len(batches):
@@ -157,7 +159,7 @@ async def read_events_of_jobs(
 
 
 class Notification(NamedTuple):
-    """A NOTIFY of APPEND_EVENTS: the job's ``last_seq`` after the commit, and the
+    """A NOTIFY of APPEND_EVENTS (or APPEND_JOB_EVENTS): the job's ``last_seq`` after the commit, and the
     commit's rows of the job when they fitted in the payload (``rows_json``, parsed
     by ``rows`` only for a job someone follows)."""
 
@@ -175,7 +177,7 @@ class Notification(NamedTuple):
 
 
 def parse_notification(payload: str) -> Notification:
-    """``<job_id>:<last_seq>[:<rows>]`` (queries.APPEND_EVENTS)."""
+    """``<job_id>:<last_seq>[:<rows>]`` (queries.APPEND_EVENTS, APPEND_JOB_EVENTS)."""
     job_id, last_seq, *rows_json = payload.split(":", 2)
     return Notification(job_id, int(last_seq), rows_json[0] if rows_json else None)
 

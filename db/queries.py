@@ -32,7 +32,7 @@ NOTIFY_CHANNEL = "runstream_events"
 # Job status transitions (migration 0010's trigger): the payload is ``<seq>:<tenant>``.
 TRANSITIONS_CHANNEL = "runstream_transitions"
 # A NOTIFY payload must be shorter than 8000 bytes; the rows of a commit ride in
-# it (APPEND_EVENTS) only up to this many bytes and this many rows.
+# it (APPEND_EVENTS, APPEND_JOB_EVENTS) only up to this many bytes and this many rows.
 NOTIFY_ROWS_MAX_BYTES = 7800
 NOTIFY_ROWS_MAX = 64
 
@@ -140,9 +140,9 @@ ORDER BY created_at DESC, id DESC
 LIMIT %(limit)s
 """
 
-# The one writer of job_events: in ONE statement for any number of jobs (one
-# batch per job), so a group commit of many jobs costs one statement, not one
-# per job. Per job: bump last_seq under the job's row lock (which serializes
+# The writer of job_events (with APPEND_JOB_EVENTS below, its form for one
+# job): in ONE statement for any number of jobs (one batch per job), so a group
+# commit of many jobs costs one statement, not one per job. Per job: bump last_seq under the job's row lock (which serializes
 # every writer of the job, so seqs are gap-free and commit in order), optionally
 # move the job to a new status, insert its rows, and notify once. Rows are
 # locked in id order first, so two writers that share jobs cannot deadlock.
