@@ -70,6 +70,10 @@ KEEPALIVE_TICKS = 5
 DRAIN_POLL_S = 0.05
 
 
+def _seq(frame: Frame) -> int:
+    return frame.seq
+
+
 class Subscriber:
     """One open stream of one job. ``position`` is the last seq handed to it,
     whether it read that row itself or the feed put it in its buffer."""
@@ -138,7 +142,10 @@ class Subscriber:
     def deliver(self, rows: list[Frame]) -> bool:
         """Take the rows (read by the feed) that come after ``position``.
         False when they do not reach back to ``position + 1``: the feed must read again."""
-        tail = rows[bisect_right(rows, self.position, key=lambda row: row.seq) :]
+        # Live, the rows follow on from the position: no search.
+        tail = (
+            rows if rows and rows[0].seq == self.position + 1 else rows[bisect_right(rows, self.position, key=_seq) :]
+        )
         if not tail:
             return True
         if tail[0].seq != self.position + 1:
@@ -188,10 +195,11 @@ class JobFeed:
         """The rows a commit's NOTIFY carried: each live subscriber they follow on
         from takes them; the feed is read for any they don't (``wake``)."""
         live = self._live()
-        if live:
-            self._observe_lag(rows)
         for subscriber in live:
             subscriber.deliver(rows)
+        if live:
+            # Queued after the streams' wake-ups: the metric is not on their way to the client.
+            asyncio.get_running_loop().call_soon(self._observe_lag, rows)
         self.wake(last_seq)
 
     def wake(self, last_seq: int | None = None) -> None:

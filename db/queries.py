@@ -32,7 +32,7 @@ NOTIFY_CHANNEL = "runstream_events"
 # Job status transitions (migration 0010's trigger): the payload is ``<seq>:<tenant>``.
 TRANSITIONS_CHANNEL = "runstream_transitions"
 # A NOTIFY payload must be shorter than 8000 bytes; the rows of a commit ride in
-# it (APPEND_EVENTS) only up to this many bytes and this many rows.
+# it (APPEND_EVENTS, APPEND_JOB_EVENTS) only up to this many bytes and this many rows.
 NOTIFY_ROWS_MAX_BYTES = 7800
 NOTIFY_ROWS_MAX = 64
 
@@ -140,9 +140,9 @@ ORDER BY created_at DESC, id DESC
 LIMIT %(limit)s
 """
 
-# The one writer of job_events: in ONE statement for any number of jobs (one
-# batch per job), so a group commit of many jobs costs one statement, not one
-# per job. Per job: bump last_seq under the job's row lock (which serializes
+# The writer of job_events (with APPEND_JOB_EVENTS below, its form for one
+# job): in ONE statement for any number of jobs (one batch per job), so a group
+# commit of many jobs costs one statement, not one per job. Per job: bump last_seq under the job's row lock (which serializes
 # every writer of the job, so seqs are gap-free and commit in order), optionally
 # move the job to a new status, insert its rows, and notify once. Rows are
 # locked in id order first, so two writers that share jobs cannot deadlock.
@@ -204,6 +204,50 @@ SELECT b.id, b.last_seq, b.status, b.cancel_requested_at,
        pg_notify('{NOTIFY_CHANNEL}', b.id::text || ':' || b.last_seq::text
                  || CASE WHEN octet_length(n.rows) <= {NOTIFY_ROWS_MAX_BYTES} THEN ':' || n.rows ELSE '' END)
 FROM bumped b LEFT JOIN notified n ON n.job_id = b.id
+"""
+
+# APPEND_EVENTS for ONE job's batch, the common case (a worker streaming one
+# run): the same guards, row lock, rows and NOTIFY, with the batch's fields as
+# plain parameters (no JSON document to parse into records) and no separate
+# FOR UPDATE (one row needs no lock order: its UPDATE takes the lock, and
+# re-checks the guards on the newest row when it had to wait for it). ``n`` is
+# the length of ``payloads``.
+APPEND_JOB_EVENTS = f"""
+WITH bumped AS (
+    UPDATE jobs j SET
+        last_seq = j.last_seq + %(n)s,
+        status = coalesce(%(new_status)s, j.status),
+        error = CASE WHEN %(new_status)s::text IS NULL THEN j.error ELSE %(error)s END,
+        finished_at = CASE
+            WHEN %(new_status)s IN ({TERMINAL_SQL}) THEN now()
+            ELSE j.finished_at END,
+        cancel_requested_at = CASE
+            WHEN %(new_status)s = '{Status.CANCELLED}' THEN coalesce(j.cancel_requested_at, now())
+            ELSE j.cancel_requested_at END,
+        paused_at = CASE WHEN %(new_status)s = '{Status.PAUSED}' THEN now() ELSE j.paused_at END,
+        paused_s = CASE
+            WHEN j.status = '{Status.PAUSED}' AND %(new_status)s IS DISTINCT FROM '{Status.PAUSED}'
+            THEN j.paused_s + extract(epoch FROM now() - j.paused_at)
+            ELSE j.paused_s END
+    WHERE j.id = %(job_id)s
+      AND j.status = ANY(%(from_statuses)s::text[])
+      AND (%(attempt)s::int IS NULL OR j.attempt = %(attempt)s)
+      AND (%(expected_last_seq)s::bigint IS NULL OR j.last_seq = %(expected_last_seq)s)
+    RETURNING j.id, j.last_seq, j.attempt, j.status, j.cancel_requested_at
+), inserted AS (
+    INSERT INTO job_events (job_id, seq, attempt, type, payload)
+    SELECT b.id, b.last_seq - %(n)s + e.ord, b.attempt, e.payload ->> 'type', e.payload
+    FROM bumped b, jsonb_array_elements(%(payloads)s::jsonb) WITH ORDINALITY AS e(payload, ord)
+    RETURNING seq, type, payload, created_at
+), notified AS (
+    SELECT json_agg(json_build_array(seq, type, payload::text, extract(epoch FROM created_at)) ORDER BY seq)::text AS rows
+    FROM inserted
+    WHERE %(n)s <= {NOTIFY_ROWS_MAX}
+)
+SELECT b.id, b.last_seq, b.status, b.cancel_requested_at,
+       pg_notify('{NOTIFY_CHANNEL}', b.id::text || ':' || b.last_seq::text
+                 || CASE WHEN octet_length(n.rows) <= {NOTIFY_ROWS_MAX_BYTES} THEN ':' || n.rows ELSE '' END)
+FROM bumped b, notified n
 """
 
 # payload::text is the stored JSON as one line: streams send it as is;
