@@ -164,7 +164,11 @@ WITH input AS MATERIALIZED (
         job_id uuid, payloads jsonb, from_statuses text[], attempt int,
         expected_last_seq bigint, new_status text, error text)
 ), locked AS (
-    SELECT j.id FROM jobs j WHERE j.id IN (SELECT job_id FROM input) ORDER BY j.id FOR UPDATE
+    -- ``= ANY(ARRAY(...))``, here and in ``bumped``: an index lookup of the batch's
+    -- jobs whatever the table's size. Written as joins, the plan (which expects
+    -- 100 input rows) scanned all of ``jobs`` twice per commit: 9.5 ms of
+    -- Postgres CPU per 10-job commit with 20,000 jobs in the table, 0.6 ms so.
+    SELECT j.id FROM jobs j WHERE j.id = ANY(ARRAY(SELECT job_id FROM input)) ORDER BY j.id FOR UPDATE
 ), bumped AS (
     UPDATE jobs j SET
         last_seq = j.last_seq + i.n,
@@ -183,7 +187,7 @@ WITH input AS MATERIALIZED (
             ELSE j.paused_s END
     FROM input i
     WHERE j.id = i.job_id
-      AND j.id IN (SELECT id FROM locked)
+      AND j.id = ANY(ARRAY(SELECT id FROM locked))
       AND j.status = ANY(i.from_statuses)
       AND (i.attempt IS NULL OR j.attempt = i.attempt)
       AND (i.expected_last_seq IS NULL OR j.last_seq = i.expected_last_seq)
@@ -193,7 +197,10 @@ WITH input AS MATERIALIZED (
     SELECT b.id, b.last_seq - b.n + e.ord, b.attempt, e.payload ->> 'type', e.payload
     FROM bumped b, jsonb_array_elements(b.payloads) WITH ORDINALITY AS e(payload, ord)
     RETURNING job_id, seq, type, payload, created_at
-), notified AS (
+), notified AS MATERIALIZED (
+    -- MATERIALIZED: computed once. Inlined, the planner (which expects one row
+    -- of ``bumped``) joined it by a nested loop that rebuilt every job's rows for
+    -- each job: O(jobs^2) json_build_array calls, most of Postgres's CPU at 200 jobs.
     SELECT job_id,
            json_agg(json_build_array(seq, type, payload::text, extract(epoch FROM created_at)) ORDER BY seq)::text AS rows
     FROM inserted

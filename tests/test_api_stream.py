@@ -556,8 +556,10 @@ async def test_hub_keeps_quiet_streams_alive_and_busy_ones_fed(database_url: str
         await hub.stop()
 
 
-async def notifications_of(database_url: str, pool, job_id: uuid.UUID, append_them) -> list[events.Notification]:
-    """The NOTIFYs about ``job_id`` that ``append_them()`` sends, as a listener gets them."""
+async def notifications_of(
+    database_url: str, pool, job_ids: list[uuid.UUID], append_them
+) -> dict[uuid.UUID, list[events.Notification]]:
+    """The NOTIFYs about each of ``job_ids`` that ``append_them()`` sends, as a listener gets them."""
     got: list[events.Notification] = []
     listening = asyncio.Event()
     listener = Listener(
@@ -571,17 +573,20 @@ async def notifications_of(database_url: str, pool, job_id: uuid.UUID, append_th
     try:
         await asyncio.wait_for(listening.wait(), 10)
         await append_them()
-        last_seq = (await stored_rows(pool, job_id))[-1].seq
-        await eventually(
-            lambda: any(n.job_id == str(job_id) and n.last_seq == last_seq for n in got),
-            timeout=10,
-            what=f"the NOTIFY of {job_id}'s commit up to {last_seq}",
-        )
+        for job_id in job_ids:
+            last_seq = (await stored_rows(pool, job_id))[-1].seq
+            await eventually(
+                lambda job_id=job_id, last_seq=last_seq: any(
+                    n.job_id == str(job_id) and n.last_seq == last_seq for n in got
+                ),
+                timeout=10,
+                what=f"the NOTIFY of {job_id}'s commit up to {last_seq}",
+            )
     finally:
         listen.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await listen
-    return [n for n in got if n.job_id == str(job_id)]
+    return {job_id: [n for n in got if n.job_id == str(job_id)] for job_id in job_ids}
 
 
 async def test_notify_carries_the_commits_rows_exactly_as_stored(database_url: str, pool) -> None:
@@ -590,7 +595,9 @@ async def test_notify_carries_the_commits_rows_exactly_as_stored(database_url: s
         {"type": "reasoning", "text": 'quotes " and \\ back\nslash, tab\t, ünïcødé, 1.50e3'},
         {"type": "tool_call", "id": "t1", "name": "calc", "args": {"expr": "2+3*4", "n": 1.0}},
     ]
-    [notification] = await notifications_of(database_url, pool, job_id, lambda: append(pool, job_id, payloads))
+    [notification] = (await notifications_of(database_url, pool, [job_id], lambda: append(pool, job_id, payloads)))[
+        job_id
+    ]
     stored = await stored_rows(pool, job_id)
     assert notification.last_seq == 1
     rows = notification.rows()
@@ -598,12 +605,36 @@ async def test_notify_carries_the_commits_rows_exactly_as_stored(database_url: s
     assert all(abs((a.created_at - b.created_at).total_seconds()) < 1e-5 for a, b in zip(rows, stored, strict=True))
 
 
+async def test_one_commit_of_several_jobs_notifies_each_job_of_its_own_rows(database_url: str, pool) -> None:
+    # APPEND_EVENTS (several jobs in one statement, the worker's group commit), as
+    # against APPEND_JOB_EVENTS above: one NOTIFY per job, each with that job's rows only.
+    job_ids = [await running_job(pool) for _ in range(5)]
+    batches = [
+        events.AppendBatch(job_id, [{"type": "reasoning", "text": f"job {i} event {k}"} for k in range(i + 1)])
+        for i, job_id in enumerate(job_ids)
+    ]
+
+    async def append_all() -> None:
+        assert [r.applied for r in await events.append_many(pool, batches)] == [True] * 5
+
+    got = await notifications_of(database_url, pool, job_ids, append_all)
+    for i, job_id in enumerate(job_ids):
+        [notification] = got[job_id]
+        rows = notification.rows()
+        assert rows is not None
+        assert [(r.seq, json.loads(r.data)) for r in rows] == [
+            (k, {"type": "reasoning", "text": f"job {i} event {k}"}) for k in range(i + 1)
+        ]
+        assert notification.last_seq == i
+        assert [(r.seq, r.data) for r in rows] == [(r.seq, r.data) for r in await stored_rows(pool, job_id)]
+
+
 async def test_notify_leaves_out_rows_that_do_not_fit(database_url: str, pool) -> None:
     job_id = await running_job(pool)
     big = [{"type": "tool_result", "id": "t1", "result": "x" * 8000}]
     many = [{"type": "reasoning", "text": str(i)} for i in range(65)]
-    [too_big] = await notifications_of(database_url, pool, job_id, lambda: append(pool, job_id, big))
-    [too_many] = await notifications_of(database_url, pool, job_id, lambda: append(pool, job_id, many))
+    [too_big] = (await notifications_of(database_url, pool, [job_id], lambda: append(pool, job_id, big)))[job_id]
+    [too_many] = (await notifications_of(database_url, pool, [job_id], lambda: append(pool, job_id, many)))[job_id]
     assert (too_big.last_seq, too_big.rows()) == (0, None)
     assert (too_many.last_seq, too_many.rows()) == (65, None)
 
