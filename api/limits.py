@@ -11,8 +11,6 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Callable
 
-from starlette.types import ASGIApp, Receive, Scope, Send
-
 from runstream.api.errors import ApiError
 from runstream.core.settings import Settings
 from runstream.db.jobs import CreationLimits, LimitExceeded
@@ -31,36 +29,22 @@ class StreamSlots:
         self.open = 0
         self.by_tenant: Counter[str] = Counter()
 
-    def hold(self, tenant: str, response: ASGIApp) -> ASGIApp:
-        """Take a slot for ``response`` (429 when none is free), given back when it ends."""
+    def hold(self, tenant: str) -> Callable[[], None]:
+        """Take a slot (429 when none is free); the stream's response calls what
+        this returns when it ends, however it ends (``EventStreamResponse``)."""
         if self.open >= self.total:
             raise _too_many_streams(f"this server has {self.total} streams open, the most it serves")
         if self.by_tenant[tenant] >= self.per_tenant:
             raise _too_many_streams(f"this tenant has {self.per_tenant} streams open, the most allowed")
         self.open += 1
         self.by_tenant[tenant] += 1
-        return _Held(response, lambda: self._release(tenant))
+        return lambda: self._release(tenant)
 
     def _release(self, tenant: str) -> None:
         self.open -= 1
         self.by_tenant[tenant] -= 1
         if not self.by_tenant[tenant]:
             del self.by_tenant[tenant]
-
-
-class _Held:
-    """Runs a response and gives its slot back however it ends: finished,
-    failed, or the client gone (Starlette then cancels the response)."""
-
-    def __init__(self, response: ASGIApp, release: Callable[[], None]):
-        self.response = response
-        self.release = release
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        try:
-            await self.response(scope, receive, send)
-        finally:
-            self.release()
 
 
 def _too_many_streams(message: str) -> ApiError:

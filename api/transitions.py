@@ -26,10 +26,10 @@ from starlette.responses import Response
 
 from runstream.api import params
 from runstream.api.errors import ApiError
-from runstream.api.events import DB_RETRY_S, EventStreamResponse, StreamCut
+from runstream.api.events import DB_RETRY_S, EventStreamResponse, StreamCut, StreamEndpoint
 from runstream.api.hub import EventHub
 from runstream.api.payloads import Transition
-from runstream.api.sse import HEADERS, KEEPALIVE, MEDIA_TYPE
+from runstream.api.sse import KEEPALIVE
 from runstream.api.tenancy import resolve_tenant
 from runstream.db.connector import Pool
 from runstream.db.errors import DatabaseUnavailable
@@ -43,6 +43,7 @@ def transition_frame(row: dict[str, Any]) -> bytes:
     return f"id: {row['seq']}\ndata: {data}\n\n".encode()
 
 
+@StreamEndpoint
 async def stream_transitions(request: Request) -> Response:
     tenant = resolve_tenant(request)
     state = request.app.state
@@ -53,7 +54,7 @@ async def stream_transitions(request: Request) -> Response:
     after = newest if given is None else given
     body = transition_stream(state.hub, state.pool, tenant, after)
     # Counted against the stream limits until it ends (429 when none is free).
-    return state.streams.hold(tenant, EventStreamResponse(body, media_type=MEDIA_TYPE, headers=HEADERS))
+    return EventStreamResponse(body, release=state.streams.hold(tenant))
 
 
 async def transition_stream(hub: EventHub, pool: Pool, tenant: str, after: int) -> AsyncIterator[bytes]:
